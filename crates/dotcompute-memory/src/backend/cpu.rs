@@ -1,0 +1,179 @@
+//! The CPU backend: host memory is device memory.
+//!
+//! Unified and zero-copy: buffers on this backend keep one allocation, every host/device
+//! synchronisation is a no-op, and "device" copies are plain `memcpy`s. It is the embedded
+//! default (`MemoryManager::cpu()`).
+
+use super::{Backend, BackendId, DeviceMemory, MemoryInfo};
+use crate::error::{Error, Result};
+use crate::host::HostBlock;
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::Mutex;
+
+/// Host memory presented as a unified device.
+#[derive(Debug)]
+pub struct CpuBackend {
+    id: BackendId,
+    /// Live allocations by address; only `allocate` and `free` touch it.
+    blocks: Mutex<HashMap<u64, HostBlock>>,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuBackend {
+    /// A new CPU backend.
+    pub fn new() -> Self {
+        CpuBackend { id: BackendId::next(), blocks: Mutex::new(HashMap::new()) }
+    }
+
+    fn ptr(&self, memory: &DeviceMemory, offset: usize, len: usize) -> Result<*mut u8> {
+        memory.check(self, offset, len)?;
+        // The handle is the block's address; the range was checked against its size.
+        Ok((memory.handle() as usize + offset) as *mut u8)
+    }
+}
+
+fn system_memory() -> u64 {
+    // /proc/meminfo is Linux-only; elsewhere report "unknown" as u64::MAX.
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(u64::MAX)
+}
+
+fn available_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(u64::MAX)
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn id(&self) -> BackendId {
+        self.id
+    }
+
+    fn description(&self) -> String {
+        format!("host memory ({:.1} GiB), unified, zero-copy", system_memory() as f64 / (1u64 << 30) as f64)
+    }
+
+    fn is_unified(&self) -> bool {
+        true
+    }
+
+    fn memory_info(&self) -> MemoryInfo {
+        MemoryInfo { total: system_memory(), free: available_memory(), max_allocation: isize::MAX as u64 }
+    }
+
+    fn allocate(&self, size: usize, align: usize) -> Result<DeviceMemory> {
+        let block = HostBlock::allocate_zeroed(size.max(1), align).map_err(|e| match e {
+            Error::OutOfMemory { requested, .. } => {
+                Error::OutOfMemory { backend: "cpu", requested, free: available_memory(), cached: 0 }
+            }
+            other => other,
+        })?;
+        let handle = block.as_ptr() as u64;
+        self.blocks.lock().unwrap_or_else(|p| p.into_inner()).insert(handle, block);
+        // SAFETY: `handle` is the address of the live block just stored, of `size` or more
+        // bytes; it is returned once, so this DeviceMemory is its only owner.
+        Ok(unsafe { DeviceMemory::from_raw(self.id, handle, size) })
+    }
+
+    fn free(&self, memory: DeviceMemory) -> Result<()> {
+        memory.check(self, 0, 0)?;
+        let removed = self.blocks.lock().unwrap_or_else(|p| p.into_inner()).remove(&memory.handle());
+        match removed {
+            Some(_block) => Ok(()),
+            None => Err(Error::InvalidHandle {
+                backend: "cpu",
+                reason: format!("no live allocation at {:#x}", memory.handle()),
+            }),
+        }
+    }
+
+    fn host_ptr(&self, memory: &DeviceMemory) -> Option<NonNull<u8>> {
+        if memory.owner() != self.id {
+            return None;
+        }
+        NonNull::new(memory.handle() as *mut u8)
+    }
+
+    fn write(&self, dst: &DeviceMemory, dst_offset: usize, src: &[u8]) -> Result<()> {
+        let p = self.ptr(dst, dst_offset, src.len())?;
+        // SAFETY: `p..p+len` lies inside a live allocation of this backend (checked; the
+        // borrowed handle keeps it from being freed). `src` is a Rust slice, so it cannot
+        // alias memory we hand out mutably elsewhere while borrowed.
+        unsafe { std::ptr::copy(src.as_ptr(), p, src.len()) };
+        Ok(())
+    }
+
+    fn read(&self, src: &DeviceMemory, src_offset: usize, dst: &mut [u8]) -> Result<()> {
+        let p = self.ptr(src, src_offset, dst.len())?;
+        // SAFETY: as in `write`, with roles reversed.
+        unsafe { std::ptr::copy(p, dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+
+    fn copy(
+        &self,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        let s = self.ptr(src, src_offset, len)?;
+        let d = self.ptr(dst, dst_offset, len)?;
+        // SAFETY: both ranges lie inside live allocations (checked); `copy` allows overlap.
+        unsafe { std::ptr::copy(s, d, len) };
+        Ok(())
+    }
+
+    fn fill(&self, dst: &DeviceMemory, offset: usize, len: usize, value: u8) -> Result<()> {
+        let d = self.ptr(dst, offset, len)?;
+        // SAFETY: the range lies inside a live allocation (checked).
+        unsafe { std::ptr::write_bytes(d, value, len) };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_handle_checks() {
+        let cpu = CpuBackend::new();
+        let a = cpu.allocate(64, 64).unwrap();
+        let b = cpu.allocate(64, 64).unwrap();
+        cpu.write(&a, 8, &[1, 2, 3]).unwrap();
+        cpu.copy(&a, 8, &b, 0, 3).unwrap();
+        let mut out = [0u8; 3];
+        cpu.read(&b, 0, &mut out).unwrap();
+        assert_eq!(out, [1, 2, 3]);
+        assert!(matches!(cpu.write(&a, 62, &[1, 2, 3]), Err(Error::OutOfRange { start: 62, end: 65, len: 64 })));
+        let other = CpuBackend::new();
+        assert!(matches!(other.read(&a, 0, &mut out), Err(Error::InvalidHandle { .. })));
+        assert!(other.host_ptr(&a).is_none());
+        cpu.free(a).unwrap();
+        cpu.free(b).unwrap();
+        assert!(cpu.blocks.lock().unwrap().is_empty());
+    }
+}

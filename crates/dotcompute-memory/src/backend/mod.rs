@@ -1,0 +1,310 @@
+//! The `Backend` trait: what a device must offer for buffers, pools and transfers to work on it.
+//!
+//! A backend owns device memory and queues. Everything above it (buffers, pools, the transfer
+//! engine, the manager) is backend-agnostic and talks to it through `Arc<dyn Backend>`.
+//!
+//! # Memory handles
+//!
+//! Device memory is named by a [`DeviceMemory`] handle: an opaque number chosen by the backend
+//! (a pointer on the CPU, an id in the simulator, a `cl_mem` slot, a `CUdeviceptr`), its size,
+//! and the id of the backend instance that made it. Handles are move-only and can only be made
+//! with the `unsafe` [`DeviceMemory::from_raw`], so safe code can neither forge one nor free one
+//! twice. Every method that takes a handle checks that it belongs to the backend
+//! ([`Error::InvalidHandle`] otherwise) and that offsets lie inside it.
+//!
+//! # Queues and events
+//!
+//! A backend has `queue_count()` in-order queues (OpenCL command queues, CUDA streams). The
+//! `*_async` methods enqueue a copy and return an [`Event`] that completes when the copy has
+//! finished; they are `unsafe` because the host memory they read or write must stay valid until
+//! then, which the type system cannot see. Events report completion by polling
+//! ([`DeviceEvent::is_complete`]), by blocking ([`DeviceEvent::wait`]) or by waking a
+//! [`Waker`](std::task::Waker) ([`DeviceEvent::on_complete`]), so futures built on them work
+//! with any async runtime.
+
+pub mod cpu;
+pub mod sim;
+
+use crate::error::{Error, Result};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Waker;
+
+/// Unique id of one backend instance; handles remember which instance made them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackendId(u64);
+
+impl BackendId {
+    /// A fresh id, distinct from every other in this process.
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        BackendId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The raw number, for messages.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// A device allocation owned by one backend instance.
+///
+/// Move-only: freeing consumes it, so a freed handle cannot be used again.
+#[derive(Debug)]
+pub struct DeviceMemory {
+    owner: BackendId,
+    handle: u64,
+    size: usize,
+}
+
+impl DeviceMemory {
+    /// Wraps a backend's raw handle.
+    ///
+    /// # Safety
+    ///
+    /// `handle` must denote a live allocation of at least `size` bytes made by the backend
+    /// instance `owner`, and no other `DeviceMemory` may name the same allocation: the returned
+    /// value is the allocation's only owner until it is passed to [`Backend::free`].
+    pub unsafe fn from_raw(owner: BackendId, handle: u64, size: usize) -> Self {
+        DeviceMemory { owner, handle, size }
+    }
+
+    /// The backend's raw handle.
+    pub fn handle(&self) -> u64 {
+        self.handle
+    }
+
+    /// Size of the allocation in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The backend instance that made this allocation.
+    pub fn owner(&self) -> BackendId {
+        self.owner
+    }
+
+    /// Checks that `offset..offset + len` lies inside this allocation of `backend`.
+    pub fn check(&self, backend: &dyn Backend, offset: usize, len: usize) -> Result<()> {
+        if self.owner != backend.id() {
+            return Err(Error::InvalidHandle {
+                backend: backend.name(),
+                reason: format!(
+                    "handle {:#x} belongs to backend instance {}, not {}",
+                    self.handle,
+                    self.owner.get(),
+                    backend.id().get()
+                ),
+            });
+        }
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(Error::OutOfRange { start: offset, end: offset.saturating_add(len), len: self.size }),
+        }
+    }
+}
+
+/// Device memory figures, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryInfo {
+    /// Total device memory.
+    pub total: u64,
+    /// Memory currently free on the device.
+    pub free: u64,
+    /// Largest single allocation the device accepts.
+    pub max_allocation: u64,
+}
+
+/// Completion of enqueued work.
+pub trait DeviceEvent: Send + Sync {
+    /// True once the work has finished; an error if it failed.
+    fn is_complete(&self) -> Result<bool>;
+    /// Blocks until the work has finished.
+    fn wait(&self) -> Result<()>;
+    /// Arranges for `waker` to be woken once the work has finished (possibly immediately).
+    fn on_complete(&self, waker: Waker);
+}
+
+/// A boxed event as returned by the `*_async` methods.
+pub type Event = Box<dyn DeviceEvent>;
+
+/// An event that is complete from the start, for backends whose copies finish inline.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReadyEvent;
+
+impl DeviceEvent for ReadyEvent {
+    fn is_complete(&self) -> Result<bool> {
+        Ok(true)
+    }
+    fn wait(&self) -> Result<()> {
+        Ok(())
+    }
+    fn on_complete(&self, waker: Waker) {
+        waker.wake();
+    }
+}
+
+/// A compute device's memory system.
+///
+/// Implementations must be thread-safe: the manager calls them from any thread.
+pub trait Backend: Send + Sync + 'static {
+    /// Short name: `cpu`, `sim`, `opencl`, `cuda`, `metal`.
+    fn name(&self) -> &'static str;
+
+    /// This instance's id; every handle it makes carries it.
+    fn id(&self) -> BackendId;
+
+    /// A line describing the device, for `dcmem info` and bench output.
+    fn description(&self) -> String {
+        self.name().to_string()
+    }
+
+    /// True when host and device share one memory, so the host can read and write device
+    /// allocations directly ([`Backend::host_ptr`]) and no transfer ever copies.
+    fn is_unified(&self) -> bool;
+
+    /// Total, free and largest-allocation figures.
+    fn memory_info(&self) -> MemoryInfo;
+
+    /// Allocates `size` bytes aligned to `align` (a power of two). Contents are zeroed when
+    /// the memory is fresh from the system. Out of memory is [`Error::OutOfMemory`].
+    fn allocate(&self, size: usize, align: usize) -> Result<DeviceMemory>;
+
+    /// Releases an allocation. Work still queued on it must have completed (callers hold the
+    /// events and wait for them first).
+    fn free(&self, memory: DeviceMemory) -> Result<()>;
+
+    /// Host address of a unified allocation, valid until it is freed; `None` on discrete
+    /// devices.
+    fn host_ptr(&self, memory: &DeviceMemory) -> Option<NonNull<u8>>;
+
+    /// Copies `src` into `dst` at `dst_offset`, returning when done.
+    fn write(&self, dst: &DeviceMemory, dst_offset: usize, src: &[u8]) -> Result<()>;
+
+    /// Copies `dst.len()` bytes from `src` at `src_offset` into `dst`, returning when done.
+    fn read(&self, src: &DeviceMemory, src_offset: usize, dst: &mut [u8]) -> Result<()>;
+
+    /// Copies `len` bytes between two allocations of this backend (they may be the same
+    /// allocation if the ranges do not overlap), returning when done.
+    fn copy(
+        &self,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()>;
+
+    /// Sets every byte of `dst[offset..offset + len]` to `value`.
+    fn fill(&self, dst: &DeviceMemory, offset: usize, len: usize, value: u8) -> Result<()>;
+
+    /// Number of independent in-order queues (streams). At least 1.
+    fn queue_count(&self) -> usize {
+        1
+    }
+
+    /// Enqueues a host-to-device copy on `queue` (taken modulo `queue_count()`).
+    ///
+    /// # Safety
+    ///
+    /// `src` must be valid for reads of `len` bytes, and must not be written, until the
+    /// returned event has completed (or this call returned an error). `dst` must not be freed
+    /// before then.
+    unsafe fn write_async(
+        &self,
+        queue: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        src: *const u8,
+        len: usize,
+    ) -> Result<Event> {
+        let _ = queue;
+        // SAFETY: the caller guarantees `src` is valid for `len` bytes of reads.
+        let bytes = unsafe { std::slice::from_raw_parts(src, len) };
+        self.write(dst, dst_offset, bytes)?;
+        Ok(Box::new(ReadyEvent))
+    }
+
+    /// Enqueues a device-to-host copy on `queue`.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for writes of `len` bytes, and must be neither read nor written by
+    /// anyone else, until the returned event has completed (or this call returned an error).
+    /// `src` must not be freed before then.
+    unsafe fn read_async(
+        &self,
+        queue: usize,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: *mut u8,
+        len: usize,
+    ) -> Result<Event> {
+        let _ = queue;
+        // SAFETY: the caller guarantees `dst` is valid for `len` bytes of exclusive writes.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(dst, len) };
+        self.read(src, src_offset, bytes)?;
+        Ok(Box::new(ReadyEvent))
+    }
+
+    /// Enqueues a device-to-device copy on `queue`. Safe: both sides are handles the backend
+    /// checks, and handles cannot be freed while borrowed here; the caller must still wait for
+    /// the event before freeing either allocation.
+    fn copy_async(
+        &self,
+        queue: usize,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Event> {
+        let _ = queue;
+        self.copy(src, src_offset, dst, dst_offset, len)?;
+        Ok(Box::new(ReadyEvent))
+    }
+
+    /// Blocks until all queued work on every queue has finished.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The names `MemoryManager::from_env` accepts, in the order `dcmem info` lists them.
+pub const BACKEND_NAMES: &[&str] = &["cpu", "sim", "opencl", "cuda", "metal"];
+
+/// Why a backend that is not compiled in cannot be used.
+pub(crate) fn not_compiled(name: &str, feature: &str) -> Error {
+    Error::BackendUnavailable {
+        backend: name.to_string(),
+        reason: format!("this build does not include it; rebuild with `--features {feature}` (or `--all-features`)"),
+    }
+}
+
+/// Opens the backend called `name` with its default settings.
+///
+/// Unknown names are [`Error::UnknownBackend`] (listing the valid ones); known backends that
+/// are compiled out or have no driver/device are [`Error::BackendUnavailable`] with the reason.
+pub fn open(name: &str) -> Result<std::sync::Arc<dyn Backend>> {
+    let lower = name.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        "cpu" => Ok(std::sync::Arc::new(cpu::CpuBackend::new())),
+        "sim" => Ok(std::sync::Arc::new(sim::SimBackend::new(sim::SimOptions::default()))),
+        "opencl" => Err(not_compiled("opencl", "opencl")),
+        "cuda" => Err(not_compiled("cuda", "cuda")),
+        "metal" => Err(Error::BackendUnavailable {
+            backend: "metal".into(),
+            reason: if cfg!(target_os = "macos") {
+                "the Metal backend is not implemented yet".into()
+            } else {
+                "Metal exists only on Apple platforms".into()
+            },
+        }),
+        _ => Err(Error::UnknownBackend { name: name.to_string(), valid: BACKEND_NAMES.join(", ") }),
+    }
+}
+
+/// One line per known backend: its name and either its description or why it is unavailable.
+pub fn probe_all() -> Vec<(&'static str, Result<String>)> {
+    BACKEND_NAMES.iter().map(|&n| (n, open(n).map(|b| b.description()))).collect()
+}

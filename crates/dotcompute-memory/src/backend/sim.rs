@@ -1,0 +1,495 @@
+//! The simulated discrete device.
+//!
+//! Device memory lives in host `Vec`s that only this backend can see, so host and device copies
+//! of a buffer really differ and every coherence transition costs a real copy. Options add a
+//! capacity (allocations beyond it fail with [`Error::OutOfMemory`]), a per-operation latency,
+//! a bandwidth cap, and fault injection (fail the Nth operation, or each with probability p from
+//! a seeded generator; transient or permanent), so retry, out-of-memory and error paths are
+//! testable without hardware. It is a test instrument, not a stand-in for a real driver.
+
+use super::{Backend, BackendId, DeviceEvent, DeviceMemory, Event, MemoryInfo};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+/// Which operations fail, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultPlan {
+    /// Fail exactly the Nth counted operation (1-based). Operations counted: allocate, write,
+    /// read, copy, fill (sync or async).
+    pub fail_nth: Option<u64>,
+    /// Fail each counted operation with this probability (0.0 = never).
+    pub fail_probability: f64,
+    /// Seed of the generator behind `fail_probability`, so runs are reproducible.
+    pub seed: u64,
+    /// Injected failures are transient (a retry may succeed) rather than permanent.
+    pub transient: bool,
+}
+
+impl Default for FaultPlan {
+    fn default() -> Self {
+        FaultPlan { fail_nth: None, fail_probability: 0.0, seed: 0x5eed, transient: true }
+    }
+}
+
+/// Configuration of a [`SimBackend`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimOptions {
+    /// Device memory in bytes (default 1 GiB).
+    pub capacity: usize,
+    /// Added to every transfer (default zero).
+    pub latency: Duration,
+    /// Bandwidth cap in bytes per second for transfers (default: none).
+    pub bandwidth: Option<f64>,
+    /// Fault injection (default: none).
+    pub faults: FaultPlan,
+    /// Number of queues (default 2).
+    pub queues: usize,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            capacity: 1 << 30,
+            latency: Duration::ZERO,
+            bandwidth: None,
+            faults: FaultPlan::default(),
+            queues: 2,
+        }
+    }
+}
+
+struct Device {
+    allocations: HashMap<u64, Vec<u8>>,
+    used: usize,
+    next: u64,
+}
+
+/// A discrete device simulated in host memory. See the module docs.
+pub struct SimBackend {
+    id: BackendId,
+    options: SimOptions,
+    device: Mutex<Device>,
+    ops: AtomicU64,
+    rng: AtomicU64,
+}
+
+impl std::fmt::Debug for SimBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimBackend").field("id", &self.id).field("options", &self.options).finish()
+    }
+}
+
+impl SimBackend {
+    /// A simulated device with the given options.
+    pub fn new(options: SimOptions) -> Self {
+        let seed = options.faults.seed | 1;
+        SimBackend {
+            id: BackendId::next(),
+            options,
+            device: Mutex::new(Device { allocations: HashMap::new(), used: 0, next: 1 }),
+            ops: AtomicU64::new(0),
+            rng: AtomicU64::new(seed),
+        }
+    }
+
+    /// The options this device was made with.
+    pub fn options(&self) -> &SimOptions {
+        &self.options
+    }
+
+    /// Operations counted so far (for fault plans: the next one is number `operations() + 1`).
+    pub fn operations(&self) -> u64 {
+        self.ops.load(Ordering::Relaxed)
+    }
+
+    /// Bytes currently allocated on the simulated device.
+    pub fn used(&self) -> usize {
+        self.lock().used
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Device> {
+        self.device.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts an operation and decides whether the fault plan fails it.
+    fn inject(&self, operation: &'static str) -> Result<()> {
+        let n = self.ops.fetch_add(1, Ordering::Relaxed) + 1;
+        let plan = &self.options.faults;
+        let mut fail = plan.fail_nth == Some(n);
+        if !fail && plan.fail_probability > 0.0 {
+            // xorshift64*: small, seeded, good enough to spread failures.
+            let mut x = self.rng.load(Ordering::Relaxed);
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.rng.store(x, Ordering::Relaxed);
+            let r = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+            fail = r < plan.fail_probability;
+        }
+        if fail {
+            return Err(Error::Backend {
+                backend: "sim",
+                operation,
+                code: if plan.transient { -1 } else { -2 },
+                message: format!(
+                    "injected {} fault on operation #{n}",
+                    if plan.transient { "transient" } else { "permanent" }
+                ),
+                transient: plan.transient,
+            });
+        }
+        Ok(())
+    }
+
+    fn transfer_delay(&self, bytes: usize) -> Duration {
+        let bw = self
+            .options
+            .bandwidth
+            .filter(|b| *b > 0.0)
+            .map(|b| Duration::from_secs_f64(bytes as f64 / b))
+            .unwrap_or_default();
+        self.options.latency + bw
+    }
+
+    fn sleep_for(&self, bytes: usize) {
+        let d = self.transfer_delay(bytes);
+        if !d.is_zero() {
+            std::thread::sleep(d);
+        }
+    }
+
+    fn event_for(&self, bytes: usize) -> Event {
+        Box::new(SimEvent { done_at: Instant::now() + self.transfer_delay(bytes) })
+    }
+
+    /// Checks, counts and performs a device-to-device copy, without the simulated delay.
+    fn copy_data(
+        &self,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        src.check(self, src_offset, len)?;
+        dst.check(self, dst_offset, len)?;
+        self.inject("copy")?;
+        let mut dev = self.lock();
+        let missing =
+            |h: u64| Error::InvalidHandle { backend: "sim", reason: format!("no live allocation with id {h}") };
+        if src.handle() == dst.handle() {
+            let data = dev.allocations.get_mut(&src.handle()).ok_or_else(|| missing(src.handle()))?;
+            data.copy_within(src_offset..src_offset + len, dst_offset);
+        } else {
+            let [s, d] = dev.allocations.get_disjoint_mut([&src.handle(), &dst.handle()]);
+            let s = s.ok_or_else(|| missing(src.handle()))?;
+            let d = d.ok_or_else(|| missing(dst.handle()))?;
+            d[dst_offset..dst_offset + len].copy_from_slice(&s[src_offset..src_offset + len]);
+        }
+        Ok(())
+    }
+
+    fn with_range<R>(
+        &self,
+        memory: &DeviceMemory,
+        offset: usize,
+        len: usize,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
+        memory.check(self, offset, len)?;
+        let mut dev = self.lock();
+        let data = dev.allocations.get_mut(&memory.handle()).ok_or_else(|| Error::InvalidHandle {
+            backend: "sim",
+            reason: format!("no live allocation with id {}", memory.handle()),
+        })?;
+        Ok(f(&mut data[offset..offset + len]))
+    }
+}
+
+impl Backend for SimBackend {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    fn id(&self) -> BackendId {
+        self.id
+    }
+
+    fn description(&self) -> String {
+        format!(
+            "simulated discrete device: {} MiB, latency {:?}, bandwidth {}",
+            self.options.capacity >> 20,
+            self.options.latency,
+            self.options.bandwidth.map(|b| format!("{:.1} GB/s", b / 1e9)).unwrap_or_else(|| "uncapped".into())
+        )
+    }
+
+    fn is_unified(&self) -> bool {
+        false
+    }
+
+    fn memory_info(&self) -> MemoryInfo {
+        let used = self.lock().used;
+        MemoryInfo {
+            total: self.options.capacity as u64,
+            free: (self.options.capacity - used) as u64,
+            max_allocation: self.options.capacity as u64,
+        }
+    }
+
+    fn allocate(&self, size: usize, align: usize) -> Result<DeviceMemory> {
+        if !align.is_power_of_two() {
+            return Err(Error::InvalidArgument {
+                option: "alignment",
+                value: align.to_string(),
+                reason: "must be a power of two",
+            });
+        }
+        self.inject("allocate")?;
+        let mut dev = self.lock();
+        let free = self.options.capacity - dev.used;
+        if size > free {
+            return Err(Error::OutOfMemory { backend: "sim", requested: size as u64, free: free as u64, cached: 0 });
+        }
+        let handle = dev.next;
+        dev.next += 1;
+        dev.used += size;
+        dev.allocations.insert(handle, vec![0; size]);
+        // SAFETY: `handle` names the allocation just inserted, of exactly `size` bytes, and is
+        // never reused (ids only grow), so this DeviceMemory is its only owner.
+        Ok(unsafe { DeviceMemory::from_raw(self.id, handle, size) })
+    }
+
+    fn free(&self, memory: DeviceMemory) -> Result<()> {
+        memory.check(self, 0, 0)?;
+        let mut dev = self.lock();
+        match dev.allocations.remove(&memory.handle()) {
+            Some(v) => {
+                dev.used -= v.len();
+                Ok(())
+            }
+            None => Err(Error::InvalidHandle {
+                backend: "sim",
+                reason: format!("no live allocation with id {}", memory.handle()),
+            }),
+        }
+    }
+
+    fn host_ptr(&self, _memory: &DeviceMemory) -> Option<NonNull<u8>> {
+        None
+    }
+
+    fn write(&self, dst: &DeviceMemory, dst_offset: usize, src: &[u8]) -> Result<()> {
+        dst.check(self, dst_offset, src.len())?;
+        self.inject("write")?;
+        self.with_range(dst, dst_offset, src.len(), |d| d.copy_from_slice(src))?;
+        self.sleep_for(src.len());
+        Ok(())
+    }
+
+    fn read(&self, src: &DeviceMemory, src_offset: usize, dst: &mut [u8]) -> Result<()> {
+        src.check(self, src_offset, dst.len())?;
+        self.inject("read")?;
+        let len = dst.len();
+        self.with_range(src, src_offset, len, |s| dst.copy_from_slice(s))?;
+        self.sleep_for(len);
+        Ok(())
+    }
+
+    fn copy(
+        &self,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        self.copy_data(src, src_offset, dst, dst_offset, len)?;
+        self.sleep_for(len);
+        Ok(())
+    }
+
+    fn fill(&self, dst: &DeviceMemory, offset: usize, len: usize, value: u8) -> Result<()> {
+        dst.check(self, offset, len)?;
+        self.inject("fill")?;
+        self.with_range(dst, offset, len, |d| d.fill(value))
+    }
+
+    fn queue_count(&self) -> usize {
+        self.options.queues.max(1)
+    }
+
+    unsafe fn write_async(
+        &self,
+        _queue: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        src: *const u8,
+        len: usize,
+    ) -> Result<Event> {
+        dst.check(self, dst_offset, len)?;
+        self.inject("write_async")?;
+        // SAFETY: the caller guarantees `src` is valid for `len` bytes of reads until the event
+        // completes; the simulator reads it now, before returning.
+        let bytes = unsafe { std::slice::from_raw_parts(src, len) };
+        self.with_range(dst, dst_offset, len, |d| d.copy_from_slice(bytes))?;
+        Ok(self.event_for(len))
+    }
+
+    unsafe fn read_async(
+        &self,
+        _queue: usize,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: *mut u8,
+        len: usize,
+    ) -> Result<Event> {
+        src.check(self, src_offset, len)?;
+        self.inject("read_async")?;
+        // SAFETY: the caller guarantees `dst` is valid for `len` bytes of exclusive writes until
+        // the event completes; the simulator writes it now, before returning.
+        let out = unsafe { std::slice::from_raw_parts_mut(dst, len) };
+        self.with_range(src, src_offset, len, |s| out.copy_from_slice(s))?;
+        Ok(self.event_for(len))
+    }
+
+    fn copy_async(
+        &self,
+        _queue: usize,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Event> {
+        self.copy_data(src, src_offset, dst, dst_offset, len)?;
+        Ok(self.event_for(len))
+    }
+}
+
+/// Completes at a fixed instant, modelling transfer time.
+struct SimEvent {
+    done_at: Instant,
+}
+
+impl DeviceEvent for SimEvent {
+    fn is_complete(&self) -> Result<bool> {
+        Ok(Instant::now() >= self.done_at)
+    }
+
+    fn wait(&self) -> Result<()> {
+        let now = Instant::now();
+        if now < self.done_at {
+            std::thread::sleep(self.done_at - now);
+        }
+        Ok(())
+    }
+
+    fn on_complete(&self, waker: Waker) {
+        let now = Instant::now();
+        if now >= self.done_at {
+            waker.wake();
+        } else {
+            let delay = self.done_at - now;
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                waker.wake();
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_is_enforced_with_numbers() {
+        let sim = SimBackend::new(SimOptions { capacity: 1000, ..Default::default() });
+        let a = sim.allocate(600, 8).unwrap();
+        let err = sim.allocate(500, 8).unwrap_err();
+        assert!(matches!(err, Error::OutOfMemory { requested: 500, free: 400, .. }), "{err}");
+        sim.free(a).unwrap();
+        let b = sim.allocate(1000, 8).unwrap();
+        assert_eq!(sim.used(), 1000);
+        sim.free(b).unwrap();
+        assert_eq!(sim.used(), 0);
+    }
+
+    #[test]
+    fn device_memory_is_separate_and_copies_work() {
+        let sim = SimBackend::new(SimOptions::default());
+        let a = sim.allocate(16, 8).unwrap();
+        let b = sim.allocate(16, 8).unwrap();
+        assert!(sim.host_ptr(&a).is_none());
+        sim.write(&a, 0, &[9; 16]).unwrap();
+        sim.copy(&a, 4, &b, 0, 8).unwrap();
+        sim.copy(&b, 0, &b, 8, 8).unwrap();
+        let mut out = [0u8; 16];
+        sim.read(&b, 0, &mut out).unwrap();
+        assert_eq!(out, [9; 16]);
+        sim.fill(&b, 0, 4, 1).unwrap();
+        sim.read(&b, 0, &mut out).unwrap();
+        assert_eq!(&out[..5], &[1, 1, 1, 1, 9]);
+        sim.free(a).unwrap();
+        sim.free(b).unwrap();
+    }
+
+    #[test]
+    fn fail_nth_fails_exactly_that_operation() {
+        let sim = SimBackend::new(SimOptions {
+            faults: FaultPlan { fail_nth: Some(3), transient: false, ..Default::default() },
+            ..Default::default()
+        });
+        let a = sim.allocate(8, 8).unwrap(); // 1
+        sim.write(&a, 0, &[1; 8]).unwrap(); // 2
+        let err = sim.write(&a, 0, &[2; 8]).unwrap_err(); // 3
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("#3"), "{err}");
+        let mut out = [0u8; 8];
+        sim.read(&a, 0, &mut out).unwrap(); // 4
+        assert_eq!(out, [1; 8], "a failed write must not change device memory");
+        sim.free(a).unwrap();
+    }
+
+    #[test]
+    fn probability_faults_are_seeded() {
+        let run = || {
+            let sim = SimBackend::new(SimOptions {
+                faults: FaultPlan { fail_probability: 0.3, seed: 42, ..Default::default() },
+                ..Default::default()
+            });
+            let a = sim.allocate(8, 8);
+            let mut pattern = vec![a.is_ok()];
+            if let Ok(a) = a {
+                for _ in 0..50 {
+                    pattern.push(sim.fill(&a, 0, 8, 0).is_ok());
+                }
+                sim.free(a).unwrap();
+            }
+            pattern
+        };
+        let first = run();
+        assert_eq!(first, run());
+        let failures = first.iter().filter(|ok| !**ok).count();
+        assert!(failures > 3 && failures < 40, "{failures} failures of {}", first.len());
+    }
+
+    #[test]
+    fn latency_delays_events() {
+        let sim = SimBackend::new(SimOptions { latency: Duration::from_millis(30), ..Default::default() });
+        let a = sim.allocate(8, 8).unwrap();
+        let src = [5u8; 8];
+        // SAFETY: src outlives the wait below.
+        let ev = unsafe { sim.write_async(0, &a, 0, src.as_ptr(), 8) }.unwrap();
+        assert!(!ev.is_complete().unwrap());
+        ev.wait().unwrap();
+        assert!(ev.is_complete().unwrap());
+        sim.free(a).unwrap();
+    }
+}

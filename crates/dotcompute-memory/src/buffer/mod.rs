@@ -1,0 +1,18 @@
+//! Unified buffers: one logical array with a host part and a device part, kept coherent.
+//!
+//! - [`state`]: the coherence model (two modification epochs, as Kokkos DualView).
+//! - `raw`: the untyped memory of a buffer and every transfer between its parts.
+//! - [`unified`]: `UnifiedBuffer<T>`, the typed API.
+//! - [`slice`]: views that share the buffer's memory.
+//! - [`future`]: runtime-agnostic futures for the async forms.
+
+pub mod future;
+mod raw;
+pub mod slice;
+pub mod state;
+pub mod unified;
+
+pub use future::TransferFuture;
+pub use slice::{AsBufferView, BufferSlice, BufferSliceMut};
+pub use state::BufferState;
+pub use unified::{BufferMetrics, UnifiedBuffer};

@@ -1,0 +1,639 @@
+//! `RawBuffer`: the untyped memory of one buffer, its coherence epochs, and every transfer
+//! between its host and device parts.
+//!
+//! # The aliasing invariant
+//!
+//! Reading through `&UnifiedBuffer` may refresh a stale host part (`as_slice` pulls from the
+//! device), so the host bytes are written through a raw pointer while only `&self` is held.
+//! That is sound because of one invariant kept by this module:
+//!
+//! > A reference into the host bytes is handed out only while the host part is current, and
+//! > the host part only becomes stale inside a `&mut self` method.
+//!
+//! So whenever the host part is stale, every earlier `&[u8]` into it has ended (it borrowed
+//! `&self`, and a `&mut self` call happened since), and writing it cannot alias a live reference.
+//! Asynchronous transfers keep the memory they use alive and untouched by recording a pending
+//! event; every method that reads, writes or frees memory settles that event first (`Drop` too).
+
+use super::state::{BufferState, Epochs};
+use crate::backend::{DeviceMemory, Event};
+use crate::error::{Direction, Error, Result};
+use crate::host::HostBlock;
+use crate::manager::{timed, ManagerShared};
+use std::cell::{Cell, OnceCell};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Alignment every buffer's host bytes are guaranteed to have.
+pub(crate) const HOST_ALIGN: usize = 64;
+
+enum Parts {
+    /// Unified backend, or zero bytes: one allocation serves both parts.
+    Unified { memory: Option<DeviceMemory>, ptr: NonNull<u8>, device_attached: bool },
+    /// Discrete backend: a host block and a device allocation, each made when first needed.
+    Discrete { host: OnceCell<HostBlock>, device: Option<DeviceMemory> },
+}
+
+struct Pending {
+    event: Event,
+    /// Which part the transfer brings up to date.
+    refreshes: Direction,
+    bytes: usize,
+    started: Instant,
+}
+
+#[derive(Default)]
+struct MetricCells {
+    h2d: Cell<u64>,
+    d2h: Cell<u64>,
+    d2d: Cell<u64>,
+    bytes: Cell<u64>,
+    time: Cell<Duration>,
+    skipped_syncs: Cell<u64>,
+    hits: Cell<u64>,
+    misses: Cell<u64>,
+    last_transfer: Cell<Option<Instant>>,
+}
+
+/// Per-buffer counters, as returned by `UnifiedBuffer::metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BufferMetrics {
+    /// Transfers this buffer made (all directions).
+    pub transfer_count: u64,
+    /// Host-to-device transfers.
+    pub host_to_device: u64,
+    /// Device-to-host transfers.
+    pub device_to_host: u64,
+    /// Device-to-device copies into this buffer.
+    pub device_to_device: u64,
+    /// Bytes moved by those transfers.
+    pub bytes_transferred: u64,
+    /// Time spent in them (zero when statistics are disabled).
+    pub transfer_time: Duration,
+    /// Bytes per second over `transfer_time` (0 when nothing was timed).
+    pub average_bandwidth: f64,
+    /// Synchronisations that needed no copy because host and device share memory.
+    pub skipped_syncs: u64,
+    /// Accesses served without a transfer.
+    pub cache_hits: u64,
+    /// Accesses that needed a transfer first.
+    pub cache_misses: u64,
+    /// When the buffer last moved data (host accesses are not timestamped: they are the hot
+    /// path and a clock read would cost more than the access).
+    pub last_access: Option<Instant>,
+}
+
+impl BufferMetrics {
+    /// `cache_hits / (cache_hits + cache_misses)`, or 0 with no accesses.
+    pub fn hit_ratio(&self) -> f64 {
+        let total = self.cache_hits + self.cache_misses;
+        if total == 0 {
+            0.0
+        } else {
+            self.cache_hits as f64 / total as f64
+        }
+    }
+}
+
+pub(crate) struct RawBuffer {
+    mm: Arc<ManagerShared>,
+    bytes: usize,
+    epochs: Cell<Epochs>,
+    parts: Parts,
+    pending: Cell<Option<Pending>>,
+    has_pending: Cell<bool>,
+    metrics: MetricCells,
+    registry_id: u64,
+}
+
+// SAFETY: a RawBuffer owns its memory (host block, device allocation, or the unified
+// allocation `ptr` points into) exclusively; nothing else holds `ptr`. Moving the buffer to
+// another thread moves that ownership. It is deliberately not Sync (Cells).
+unsafe impl Send for RawBuffer {}
+
+impl RawBuffer {
+    pub(crate) fn new(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Self> {
+        let parts = if bytes == 0 {
+            Parts::Unified { memory: None, ptr: NonNull::<[u8; HOST_ALIGN]>::dangling().cast(), device_attached: false }
+        } else if mm.unified {
+            let memory = mm.acquire_device(bytes)?;
+            match mm.backend().host_ptr(&memory) {
+                Some(ptr) if ptr.as_ptr() as usize % HOST_ALIGN == 0 => {
+                    Parts::Unified { memory: Some(memory), ptr, device_attached: false }
+                }
+                other => {
+                    mm.release_device(memory);
+                    return Err(Error::InvalidHandle {
+                        backend: mm.backend().name(),
+                        reason: format!("backend reports unified memory but gave host pointer {other:?}, which is null or not {HOST_ALIGN}-byte aligned"),
+                    });
+                }
+            }
+        } else {
+            Parts::Discrete { host: OnceCell::from(mm.acquire_host(bytes)?), device: None }
+        };
+        mm.stats.buffer_created(bytes);
+        Ok(RawBuffer {
+            mm: mm.clone(),
+            bytes,
+            epochs: Cell::new(Epochs::default()),
+            parts,
+            pending: Cell::new(None),
+            has_pending: Cell::new(false),
+            metrics: MetricCells::default(),
+            registry_id,
+        })
+    }
+
+    pub(crate) fn manager(&self) -> &Arc<ManagerShared> {
+        &self.mm
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn parts(&self) -> (bool, bool) {
+        match &self.parts {
+            Parts::Unified { device_attached, .. } => (true, *device_attached),
+            Parts::Discrete { host, device } => (host.get().is_some(), device.is_some()),
+        }
+    }
+
+    pub(crate) fn state(&self) -> BufferState {
+        let (h, d) = self.parts();
+        self.epochs.get().state(h, d)
+    }
+
+    pub(crate) fn epochs(&self) -> (u64, u64) {
+        let e = self.epochs.get();
+        (e.host, e.device)
+    }
+
+    fn host_current(&self) -> bool {
+        let (h, d) = self.parts();
+        self.epochs.get().host_current(h, d)
+    }
+
+    fn device_current(&self) -> bool {
+        let (h, d) = self.parts();
+        self.epochs.get().device_current(h, d)
+    }
+
+    /// The host bytes hold the newest data (always true on unified memory).
+    fn data_on_host(&self) -> bool {
+        matches!(self.parts, Parts::Unified { .. }) || self.host_current()
+    }
+
+    fn device(&self) -> Option<&DeviceMemory> {
+        match &self.parts {
+            Parts::Discrete { device, .. } => device.as_ref(),
+            Parts::Unified { .. } => None,
+        }
+    }
+
+    /// The host bytes. Callers make the host part current first (`pull`); on a stale host part
+    /// this returns old data, never unsound data.
+    pub(crate) fn host(&self) -> &[u8] {
+        match &self.parts {
+            // SAFETY: `ptr` addresses a live allocation of at least `bytes` initialised bytes
+            // (the backend's unified allocation in `memory`, freed only in Drop; or a dangling
+            // aligned pointer with bytes == 0). Mutation needs &mut self or follows the module
+            // invariant.
+            Parts::Unified { ptr, .. } => unsafe { std::slice::from_raw_parts(ptr.as_ptr(), self.bytes) },
+            Parts::Discrete { host, .. } => host.get().map(|b| &b.bytes()[..self.bytes]).unwrap_or(&[]),
+        }
+    }
+
+    /// The host bytes, mutably; the host part must exist (`ensure_host_part` or `pull`).
+    pub(crate) fn host_mut(&mut self) -> &mut [u8] {
+        let bytes = self.bytes;
+        match &mut self.parts {
+            // SAFETY: as in `host`, and &mut self excludes every other reference.
+            Parts::Unified { ptr, .. } => unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), bytes) },
+            Parts::Discrete { host, .. } => host.get_mut().map(|b| &mut b.bytes_mut()[..bytes]).unwrap_or(&mut []),
+        }
+    }
+
+    /// Runs one transfer, timing it and recording it in the buffer's and manager's counters.
+    fn transfer<R>(&self, direction: Direction, bytes: usize, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        let (r, elapsed) = timed(self.mm.options.enable_statistics, f);
+        if r.is_ok() {
+            self.record(direction, bytes, elapsed);
+        }
+        r
+    }
+
+    fn record(&self, direction: Direction, bytes: usize, elapsed: Duration) {
+        let m = &self.metrics;
+        let counter = match direction {
+            Direction::HostToDevice => &m.h2d,
+            Direction::DeviceToHost => &m.d2h,
+            Direction::DeviceToDevice => &m.d2d,
+        };
+        counter.set(counter.get() + 1);
+        m.bytes.set(m.bytes.get() + bytes as u64);
+        m.time.set(m.time.get() + elapsed);
+        if self.mm.options.enable_statistics {
+            m.last_transfer.set(Some(Instant::now()));
+        }
+        self.mm.record_transfer(direction, bytes, elapsed);
+    }
+
+    #[inline]
+    pub(crate) fn count_access(&self, hit: bool) {
+        let c = if hit { &self.metrics.hits } else { &self.metrics.misses };
+        c.set(c.get() + 1);
+    }
+
+    fn skipped_sync(&self) {
+        self.metrics.skipped_syncs.set(self.metrics.skipped_syncs.get() + 1);
+    }
+
+    pub(crate) fn metrics(&self) -> BufferMetrics {
+        let m = &self.metrics;
+        let time = m.time.get();
+        let bytes = m.bytes.get();
+        BufferMetrics {
+            transfer_count: m.h2d.get() + m.d2h.get() + m.d2d.get(),
+            host_to_device: m.h2d.get(),
+            device_to_host: m.d2h.get(),
+            device_to_device: m.d2d.get(),
+            bytes_transferred: bytes,
+            transfer_time: time,
+            average_bandwidth: if time.is_zero() { 0.0 } else { bytes as f64 / time.as_secs_f64() },
+            skipped_syncs: m.skipped_syncs.get(),
+            cache_hits: m.hits.get(),
+            cache_misses: m.misses.get(),
+            last_access: m.last_transfer.get(),
+        }
+    }
+
+    // ---- pending asynchronous work ----
+
+    /// Waits for a pending asynchronous transfer and applies its effect. On error the epochs
+    /// stay as they were (the transfer did not happen as far as coherence is concerned).
+    #[inline]
+    pub(crate) fn settle(&self) -> Result<()> {
+        if !self.has_pending.get() {
+            return Ok(());
+        }
+        self.settle_slow()
+    }
+
+    #[cold]
+    fn settle_slow(&self) -> Result<()> {
+        let Some(p) = self.pending.take() else {
+            self.has_pending.set(false);
+            return Ok(());
+        };
+        self.has_pending.set(false);
+        p.event.wait()?;
+        self.finish(p);
+        Ok(())
+    }
+
+    fn finish(&self, p: Pending) {
+        let e = self.epochs.get();
+        self.epochs.set(if p.refreshes == Direction::DeviceToHost { e.host_caught_up() } else { e.device_caught_up() });
+        self.record(p.refreshes, p.bytes, p.started.elapsed());
+    }
+
+    /// Polls a pending transfer without blocking.
+    pub(crate) fn poll_settle(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if !self.has_pending.get() {
+            return Poll::Ready(Ok(()));
+        }
+        let Some(p) = self.pending.take() else {
+            self.has_pending.set(false);
+            return Poll::Ready(Ok(()));
+        };
+        match p.event.is_complete() {
+            Ok(true) => {
+                self.has_pending.set(false);
+                self.finish(p);
+                Poll::Ready(Ok(()))
+            }
+            Ok(false) => {
+                p.event.on_complete(cx.waker().clone());
+                self.pending.set(Some(p));
+                Poll::Pending
+            }
+            Err(e) => {
+                self.has_pending.set(false);
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+
+    fn set_pending(&self, event: Event, refreshes: Direction, started: Instant) {
+        self.pending.set(Some(Pending { event, refreshes, bytes: self.bytes, started }));
+        self.has_pending.set(true);
+    }
+
+    // ---- coherence transitions ----
+
+    /// Makes the host part current (D2H when the device part is newer). Works through `&self`;
+    /// see the module's aliasing invariant.
+    pub(crate) fn pull(&self) -> Result<()> {
+        self.settle()?;
+        if self.host_current() {
+            return Ok(());
+        }
+        let Parts::Discrete { host, device } = &self.parts else {
+            // Unified: the bytes are already there.
+            self.epochs.set(self.epochs.get().host_caught_up());
+            self.skipped_sync();
+            return Ok(());
+        };
+        let device = device.as_ref().ok_or_else(|| internal("pull: neither part is current"))?;
+        let backend = self.mm.backend();
+        match host.get() {
+            None => {
+                // Fill a new block first and install it only on success, so a failure leaves
+                // the buffer DeviceOnly as it was.
+                let mut block = self.mm.acquire_host(self.bytes)?;
+                let r = self.transfer(Direction::DeviceToHost, self.bytes, || {
+                    backend.read(device, 0, &mut block.bytes_mut()[..self.bytes])
+                });
+                if let Err(e) = r {
+                    self.mm.release_host(block);
+                    return Err(e);
+                }
+                let _ = host.set(block);
+            }
+            Some(block) => {
+                // SAFETY: the host part is stale here, so by the module invariant no reference
+                // into these bytes is alive; the block is live and has at least `bytes` bytes.
+                let dst = unsafe { std::slice::from_raw_parts_mut(block.as_ptr(), self.bytes) };
+                self.transfer(Direction::DeviceToHost, self.bytes, || backend.read(device, 0, dst))?;
+            }
+        }
+        self.epochs.set(self.epochs.get().host_caught_up());
+        Ok(())
+    }
+
+    /// Makes the device part current (allocating it, then H2D, when the host part is newer).
+    pub(crate) fn push(&mut self) -> Result<()> {
+        self.settle()?;
+        if self.device_current() {
+            return Ok(());
+        }
+        let bytes = self.bytes;
+        let fresh = self.ensure_device_part()?;
+        if let Parts::Discrete { host, device: Some(device) } = &self.parts {
+            let src = host.get().map(|b| &b.bytes()[..bytes]).ok_or_else(|| internal("push: no host part"))?;
+            let backend = self.mm.backend();
+            let r = self.transfer(Direction::HostToDevice, bytes, || backend.write(device, 0, src));
+            if let Err(e) = r {
+                if fresh {
+                    self.drop_device_part();
+                }
+                return Err(e);
+            }
+        } else {
+            self.skipped_sync();
+        }
+        self.epochs.set(self.epochs.get().device_caught_up());
+        Ok(())
+    }
+
+    /// Allocates the host part without filling it, for writes that cover the whole buffer.
+    pub(crate) fn ensure_host_part(&mut self) -> Result<()> {
+        if let Parts::Discrete { host, .. } = &mut self.parts {
+            if host.get().is_none() {
+                let _ = host.set(self.mm.acquire_host(self.bytes)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocates (or, on unified memory, attaches) the device part without filling it.
+    /// Returns true when it was just made.
+    pub(crate) fn ensure_device_part(&mut self) -> Result<bool> {
+        match &mut self.parts {
+            Parts::Unified { device_attached, .. } => {
+                let fresh = !*device_attached;
+                *device_attached = true;
+                Ok(fresh)
+            }
+            Parts::Discrete { device, .. } => {
+                if device.is_some() {
+                    return Ok(false);
+                }
+                *device = Some(self.mm.acquire_device(self.bytes)?);
+                Ok(true)
+            }
+        }
+    }
+
+    fn drop_device_part(&mut self) {
+        match &mut self.parts {
+            Parts::Unified { device_attached, .. } => *device_attached = false,
+            Parts::Discrete { device, .. } => {
+                if let Some(d) = device.take() {
+                    self.mm.release_device(d);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn host_written(&mut self) {
+        self.epochs.set(self.epochs.get().host_written());
+    }
+
+    pub(crate) fn device_written(&mut self) {
+        self.epochs.set(self.epochs.get().device_written());
+    }
+
+    /// Fails when the host part has writes the device part has not seen.
+    pub(crate) fn check_no_host_writes(&self, operation: &'static str) -> Result<()> {
+        let (h, d) = self.parts();
+        let e = self.epochs.get();
+        if h && d && e.host > e.device {
+            return Err(Error::ConcurrentModification { operation, host_epoch: e.host, device_epoch: e.device });
+        }
+        Ok(())
+    }
+
+    /// Copies `out.len()` bytes at `offset` from whichever part is current, without changing
+    /// state (a device read goes straight into `out`).
+    pub(crate) fn read_current(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        self.settle()?;
+        if self.data_on_host() {
+            out.copy_from_slice(&self.host()[offset..offset + out.len()]);
+            self.count_access(true);
+            return Ok(());
+        }
+        let device = self.device().ok_or_else(|| internal("read: neither part is current"))?;
+        let backend = self.mm.backend();
+        self.transfer(Direction::DeviceToHost, out.len(), || backend.read(device, offset, out))?;
+        self.count_access(false);
+        Ok(())
+    }
+
+    /// Device-side copy of `len` bytes from `src` at `src_offset` to `dst_offset`: D2D when the
+    /// source's device part is current, else H2D from its host part. The destination ends
+    /// device-current; a partial copy first brings the rest of the device part up to date.
+    pub(crate) fn device_write_from(
+        &mut self,
+        dst_offset: usize,
+        src: &RawBuffer,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        self.settle()?;
+        src.settle()?;
+        if matches!(self.parts, Parts::Unified { .. }) {
+            // One memory: a plain copy, then the same state change as on a discrete device.
+            let data = &src.host()[src_offset..src_offset + len];
+            let enabled = self.mm.options.enable_statistics;
+            let dst = &mut self.host_mut()[dst_offset..dst_offset + len];
+            let ((), elapsed) = timed(enabled, || dst.copy_from_slice(data));
+            self.record(Direction::DeviceToDevice, len, elapsed);
+            self.ensure_device_part()?;
+            self.device_written();
+            return Ok(());
+        }
+        let covers_all = dst_offset == 0 && len == self.bytes;
+        let fresh = if covers_all { self.ensure_device_part()? } else { self.push().map(|_| false)? };
+        let backend = self.mm.backend();
+        let dst = self.device().ok_or_else(|| internal("copy: no device part"))?;
+        let r = if src.device_current() {
+            let from = src.device().ok_or_else(|| internal("copy: source has no device part"))?;
+            self.transfer(Direction::DeviceToDevice, len, || backend.copy(from, src_offset, dst, dst_offset, len))
+        } else {
+            let data = &src.host()[src_offset..src_offset + len];
+            self.transfer(Direction::HostToDevice, len, || backend.write(dst, dst_offset, data))
+        };
+        if let Err(e) = r {
+            if fresh {
+                self.drop_device_part();
+            }
+            return Err(e);
+        }
+        self.device_written();
+        Ok(())
+    }
+
+    /// Frees the device part after making the host part current (-> HostOnly).
+    pub(crate) fn release_device_part(&mut self) -> Result<()> {
+        self.pull()?;
+        self.drop_device_part();
+        self.epochs.set(self.epochs.get().device_caught_up());
+        Ok(())
+    }
+
+    // ---- asynchronous transfers ----
+
+    /// Starts bringing the device part up to date; completion is awaited through `settle` or
+    /// `poll_settle`.
+    pub(crate) fn start_upload(&mut self, queue: usize) -> Result<()> {
+        self.settle()?;
+        if self.device_current() {
+            return Ok(());
+        }
+        if matches!(self.parts, Parts::Unified { .. }) {
+            return self.push();
+        }
+        let fresh = self.ensure_device_part()?;
+        let bytes = self.bytes;
+        let started = Instant::now();
+        let r = match &self.parts {
+            Parts::Discrete { host, device: Some(device) } => match host.get() {
+                // SAFETY: the host block is owned by self and is neither written nor freed until
+                // the event is settled: every method that writes or frees host memory settles
+                // pending work first, and Drop does too. It holds at least `bytes` bytes.
+                Some(block) => unsafe { self.mm.backend().write_async(queue, device, 0, block.as_ptr(), bytes) },
+                None => Err(internal("upload: no host part")),
+            },
+            _ => Err(internal("upload: no device part")),
+        };
+        match r {
+            Ok(event) => {
+                self.set_pending(event, Direction::HostToDevice, started);
+                Ok(())
+            }
+            Err(e) => {
+                if fresh {
+                    self.drop_device_part();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts bringing the host part up to date.
+    pub(crate) fn start_download(&mut self, queue: usize) -> Result<()> {
+        self.settle()?;
+        if self.host_current() {
+            return Ok(());
+        }
+        if matches!(self.parts, Parts::Unified { .. }) {
+            return self.pull();
+        }
+        let fresh_host = match &self.parts {
+            Parts::Discrete { host, .. } => host.get().is_none(),
+            _ => false,
+        };
+        self.ensure_host_part()?;
+        let bytes = self.bytes;
+        let started = Instant::now();
+        let r = match &self.parts {
+            Parts::Discrete { host, device: Some(device) } => match host.get() {
+                // SAFETY: the host part is stale (or new), so no reference into it is alive
+                // (module invariant); it stays alive and untouched until the event is settled,
+                // because every accessor settles pending work first, and Drop does too.
+                Some(block) => unsafe { self.mm.backend().read_async(queue, device, 0, block.as_ptr(), bytes) },
+                None => Err(internal("download: no host part")),
+            },
+            _ => Err(internal("download: no device part")),
+        };
+        match r {
+            Ok(event) => {
+                self.set_pending(event, Direction::DeviceToHost, started);
+                Ok(())
+            }
+            Err(e) => {
+                if fresh_host {
+                    if let Parts::Discrete { host, .. } = &mut self.parts {
+                        if let Some(block) = host.take() {
+                            self.mm.release_host(block);
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for RawBuffer {
+    fn drop(&mut self) {
+        // In-flight transfers must finish before their memory is reused.
+        let _ = self.settle();
+        match std::mem::replace(&mut self.parts, Parts::Discrete { host: OnceCell::new(), device: None }) {
+            Parts::Unified { memory, .. } => {
+                if let Some(m) = memory {
+                    self.mm.release_device(m);
+                }
+            }
+            Parts::Discrete { mut host, device } => {
+                if let Some(h) = host.take() {
+                    self.mm.release_host(h);
+                }
+                if let Some(d) = device {
+                    self.mm.release_device(d);
+                }
+            }
+        }
+        self.mm.stats.buffer_dropped(self.bytes);
+        self.mm.diagnostics.unregister(self.registry_id);
+    }
+}
+
+fn internal(what: &str) -> Error {
+    Error::InvalidHandle { backend: "buffer", reason: format!("internal inconsistency ({what}); please report this") }
+}

@@ -1,0 +1,355 @@
+//! `UnifiedBuffer<T>`: a typed array with a host part and a device part kept coherent.
+
+use super::future::TransferFuture;
+use super::raw::{RawBuffer, HOST_ALIGN};
+use super::slice::{AsBufferView, BufferSlice, BufferSliceMut};
+use super::state::BufferState;
+use crate::element::Element;
+use crate::error::{check_range, Error, Result};
+use crate::manager::ManagerShared;
+use std::marker::PhantomData;
+use std::ops::RangeBounds;
+use std::panic::Location;
+use std::sync::Arc;
+
+pub use super::raw::BufferMetrics;
+
+/// A buffer of `len` elements of `T` whose data lives on the host, on the device, or both, with
+/// its coherence state tracked (see [`BufferState`] and the table in DESIGN.md).
+///
+/// Made by [`MemoryManager::allocate`](crate::MemoryManager::allocate); dropping it returns its
+/// memory to the manager's pool (after any in-flight transfer has finished).
+///
+/// # Threads
+///
+/// `UnifiedBuffer` is `Send` but not `Sync`. Reading through `&self` may refresh a stale host
+/// copy (`as_slice` pulls device data, like a cache fill), which is interior mutability; two
+/// threads doing that at once would race. Share a buffer between threads behind a `Mutex`, or
+/// hand out the `&[T]` from `as_slice` (which is `Sync`), or split work with `slice_mut`.
+pub struct UnifiedBuffer<T: Element> {
+    pub(crate) raw: RawBuffer,
+    len: usize,
+    _element: PhantomData<T>,
+}
+
+impl<T: Element> std::fmt::Debug for UnifiedBuffer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnifiedBuffer")
+            .field("element", &T::TYPE_TAG.name)
+            .field("len", &self.len)
+            .field("state", &self.state())
+            .field("backend", &self.raw.manager().backend().name())
+            .finish()
+    }
+}
+
+fn size<T>() -> usize {
+    std::mem::size_of::<T>()
+}
+
+impl<T: Element> UnifiedBuffer<T> {
+    pub(crate) fn new(
+        mm: &Arc<ManagerShared>,
+        len: usize,
+        bytes: usize,
+        location: &'static Location<'static>,
+    ) -> Result<Self> {
+        if std::mem::align_of::<T>() > HOST_ALIGN {
+            return Err(Error::InvalidArgument {
+                option: "element type",
+                value: format!("{} (alignment {})", T::TYPE_TAG.name, std::mem::align_of::<T>()),
+                reason: "element alignment above 64 bytes is not supported",
+            });
+        }
+        let id = mm.diagnostics.register(len, bytes, T::TYPE_TAG.name, location);
+        match RawBuffer::new(mm, bytes, id) {
+            Ok(raw) => Ok(UnifiedBuffer { raw, len, _element: PhantomData }),
+            Err(e) => {
+                mm.diagnostics.unregister(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a zero-length buffer.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Size in bytes (`len * size_of::<T>()`).
+    pub fn size_in_bytes(&self) -> usize {
+        self.raw.bytes()
+    }
+
+    /// Where the current data lives.
+    pub fn state(&self) -> BufferState {
+        self.raw.state()
+    }
+
+    /// The host and device modification epochs (for diagnostics and tests).
+    pub fn epochs(&self) -> (u64, u64) {
+        self.raw.epochs()
+    }
+
+    /// Id of the manager this buffer came from.
+    pub fn manager_id(&self) -> u64 {
+        self.raw.manager().id
+    }
+
+    /// Per-buffer transfer counters.
+    pub fn metrics(&self) -> BufferMetrics {
+        self.raw.metrics()
+    }
+
+    // ---- host access ----
+
+    /// Copies `src` into the buffer (a host write: -> `HostDirty`, or `HostOnly` before the
+    /// device part exists). `src.len()` must equal `len()`.
+    pub fn copy_from(&mut self, src: &[T]) -> Result<()> {
+        check_len("copy_from", self.len, src.len())?;
+        self.write_range(0, src)
+    }
+
+    /// Copies the buffer into `out`, reading whichever part is current (no state change).
+    pub fn copy_to(&self, out: &mut [T]) -> Result<()> {
+        check_len("copy_to", self.len, out.len())?;
+        self.read_range(0, out)
+    }
+
+    /// The buffer's contents as a new `Vec`.
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        let mut v = vec![T::zeroed(); self.len];
+        self.copy_to(&mut v)?;
+        Ok(v)
+    }
+
+    /// Zero-copy host view; pulls from the device first when the device part is newer.
+    #[inline]
+    pub fn as_slice(&self) -> Result<&[T]> {
+        self.host_range(0, self.len)
+    }
+
+    /// Zero-copy mutable host view; pulls first when needed and marks the host part written.
+    pub fn as_mut_slice(&mut self) -> Result<&mut [T]> {
+        self.host_range_mut(0, self.len)
+    }
+
+    /// Sets every element to `value` (a host write covering the whole buffer: no pull).
+    pub fn fill(&mut self, value: T) -> Result<()> {
+        self.fill_range(0, self.len, value)
+    }
+
+    // ---- coherence ----
+
+    /// Makes host and device parts equal, copying only the stale side, once (-> `Synchronized`).
+    /// A buffer with no device part gets one (H2D).
+    pub fn synchronize(&mut self) -> Result<()> {
+        self.raw.settle()?;
+        match self.state() {
+            BufferState::Synchronized => Ok(()),
+            BufferState::HostOnly | BufferState::HostDirty => self.raw.push(),
+            BufferState::DeviceOnly | BufferState::DeviceDirty => self.raw.pull(),
+        }
+    }
+
+    /// Makes the device part current (allocating it if needed).
+    pub fn ensure_on_device(&mut self) -> Result<()> {
+        self.raw.push()
+    }
+
+    /// Makes the host part current (allocating it if needed).
+    pub fn ensure_on_host(&self) -> Result<()> {
+        self.raw.pull()
+    }
+
+    /// Declares that device memory was written (by a kernel): -> `DeviceDirty`. A buffer with no
+    /// device part is uploaded first. Fails with [`Error::ConcurrentModification`], changing
+    /// nothing, when the host part has writes the device has not seen.
+    pub fn mark_device_dirty(&mut self) -> Result<()> {
+        self.raw.settle()?;
+        self.raw.check_no_host_writes("mark_device_dirty")?;
+        self.raw.push()?;
+        self.raw.device_written();
+        Ok(())
+    }
+
+    /// Frees the device part after bringing the host part up to date (-> `HostOnly`).
+    pub fn compact(&mut self) -> Result<()> {
+        self.raw.release_device_part()
+    }
+
+    /// Device-to-device copy of all of `src` (a buffer or a view of equal length, from the same
+    /// manager) into this buffer, which ends device-current.
+    pub fn copy_from_buffer<S: AsBufferView<T> + ?Sized>(&mut self, src: &S) -> Result<()> {
+        let view = src.view();
+        self.copy_range_from(0, self.len, &view)
+    }
+
+    /// A new buffer from the same manager with the same contents.
+    pub fn try_clone(&self) -> Result<Self> {
+        let mut out = UnifiedBuffer::new(self.raw.manager(), self.len, self.raw.bytes(), Location::caller())?;
+        out.copy_from_buffer(self)?;
+        Ok(out)
+    }
+
+    // ---- views ----
+
+    /// A read-only view of `range`, sharing this buffer's memory.
+    pub fn slice(&self, range: impl RangeBounds<usize>) -> Result<BufferSlice<'_, T>> {
+        let (start, end) = check_range(range, self.len)?;
+        Ok(BufferSlice::new(self, start, end - start))
+    }
+
+    /// A mutable view of `range`, sharing this buffer's memory.
+    pub fn slice_mut(&mut self, range: impl RangeBounds<usize>) -> Result<BufferSliceMut<'_, T>> {
+        let (start, end) = check_range(range, self.len)?;
+        Ok(BufferSliceMut::new(self, start, end - start))
+    }
+
+    // ---- casts ----
+
+    /// Reinterprets the buffer as elements of `U` (bytemuck rules). Fails, dropping the buffer,
+    /// when the byte size is not a multiple of `size_of::<U>()`; use [`UnifiedBuffer::try_cast`]
+    /// to get the buffer back on failure.
+    pub fn cast<U: Element>(self) -> Result<UnifiedBuffer<U>> {
+        self.try_cast().map_err(|(_, e)| e)
+    }
+
+    /// Like [`UnifiedBuffer::cast`], but returns the buffer with the error.
+    #[allow(clippy::result_large_err)] // returned by value on purpose: the caller gets the buffer back
+    pub fn try_cast<U: Element>(self) -> std::result::Result<UnifiedBuffer<U>, (Self, Error)> {
+        let bytes = self.raw.bytes();
+        let fail = |reason| Error::CastMismatch {
+            len: self.len,
+            from: T::TYPE_TAG.name,
+            from_size: size::<T>(),
+            to: U::TYPE_TAG.name,
+            to_size: size::<U>(),
+            reason,
+        };
+        if size::<U>() == 0 {
+            let e = fail("the target type has size 0");
+            return Err((self, e));
+        }
+        if bytes % size::<U>() != 0 {
+            let e = fail("the byte size is not a multiple of the target size");
+            return Err((self, e));
+        }
+        if std::mem::align_of::<U>() > HOST_ALIGN {
+            let e = fail("the target alignment exceeds the 64-byte buffer alignment");
+            return Err((self, e));
+        }
+        Ok(UnifiedBuffer { len: bytes / size::<U>(), raw: self.raw, _element: PhantomData })
+    }
+
+    // ---- asynchronous forms ----
+
+    /// Copies `data` into the buffer's host part now (so `data` need not outlive the call), then
+    /// uploads it; the future resolves when both parts hold it (`Synchronized`).
+    pub fn copy_from_async(&mut self, data: &[T]) -> TransferFuture<'_, T> {
+        let r = check_len("copy_from_async", self.len, data.len())
+            .and_then(|()| self.write_range(0, data))
+            .and_then(|()| self.raw.start_upload(0));
+        TransferFuture::new(self, None, r.err())
+    }
+
+    /// Brings the host part up to date without blocking, then copies it into `out`.
+    pub fn copy_to_async<'a>(&'a mut self, out: &'a mut [T]) -> TransferFuture<'a, T> {
+        let r = check_len("copy_to_async", self.len, out.len()).and_then(|()| self.raw.start_download(0));
+        TransferFuture::new(self, Some(out), r.err())
+    }
+
+    /// `synchronize` without blocking.
+    pub fn synchronize_async(&mut self) -> TransferFuture<'_, T> {
+        let r = self.raw.settle().and_then(|()| match self.state() {
+            BufferState::Synchronized => Ok(()),
+            BufferState::HostOnly | BufferState::HostDirty => self.raw.start_upload(0),
+            BufferState::DeviceOnly | BufferState::DeviceDirty => self.raw.start_download(0),
+        });
+        TransferFuture::new(self, None, r.err())
+    }
+
+    // ---- ranged operations shared with views (ranges already validated) ----
+
+    pub(crate) fn write_range(&mut self, start: usize, src: &[T]) -> Result<()> {
+        self.raw.settle()?;
+        if src.is_empty() && self.len != 0 {
+            return Ok(());
+        }
+        if start == 0 && src.len() == self.len {
+            self.raw.ensure_host_part()?;
+        } else {
+            self.raw.pull()?;
+        }
+        let host: &mut [T] = bytemuck::cast_slice_mut(self.raw.host_mut());
+        host[start..start + src.len()].copy_from_slice(src);
+        self.raw.host_written();
+        Ok(())
+    }
+
+    pub(crate) fn fill_range(&mut self, start: usize, len: usize, value: T) -> Result<()> {
+        self.raw.settle()?;
+        if len == 0 && self.len != 0 {
+            return Ok(());
+        }
+        if start == 0 && len == self.len {
+            self.raw.ensure_host_part()?;
+        } else {
+            self.raw.pull()?;
+        }
+        let host: &mut [T] = bytemuck::cast_slice_mut(self.raw.host_mut());
+        host[start..start + len].fill(value);
+        self.raw.host_written();
+        Ok(())
+    }
+
+    pub(crate) fn read_range(&self, start: usize, out: &mut [T]) -> Result<()> {
+        self.raw.read_current(start * size::<T>(), bytemuck::cast_slice_mut(out))
+    }
+
+    #[inline]
+    pub(crate) fn host_range(&self, start: usize, len: usize) -> Result<&[T]> {
+        self.raw.pull()?;
+        self.raw.count_access(true);
+        let host: &[T] = bytemuck::cast_slice(self.raw.host());
+        Ok(&host[start..start + len])
+    }
+
+    pub(crate) fn host_range_mut(&mut self, start: usize, len: usize) -> Result<&mut [T]> {
+        self.raw.pull()?;
+        self.raw.host_written();
+        let host: &mut [T] = bytemuck::cast_slice_mut(self.raw.host_mut());
+        Ok(&mut host[start..start + len])
+    }
+
+    pub(crate) fn copy_range_from(&mut self, start: usize, len: usize, src: &BufferSlice<'_, T>) -> Result<()> {
+        check_len("copy_from_buffer", len, src.len())?;
+        let (left, right) = (self.manager_id(), src.buffer().manager_id());
+        if left != right {
+            return Err(Error::ManagerMismatch { operation: "copy_from_buffer", left, right });
+        }
+        if len == 0 && self.len != 0 {
+            return Ok(());
+        }
+        let sz = size::<T>();
+        self.raw.device_write_from(start * sz, &src.buffer().raw, src.offset() * sz, len * sz)
+    }
+}
+
+impl<T: Element> AsBufferView<T> for UnifiedBuffer<T> {
+    fn view(&self) -> BufferSlice<'_, T> {
+        BufferSlice::new(self, 0, self.len)
+    }
+}
+
+pub(crate) fn check_len(operation: &'static str, expected: usize, actual: usize) -> Result<()> {
+    if expected != actual {
+        return Err(Error::LengthMismatch { operation, expected, actual });
+    }
+    Ok(())
+}

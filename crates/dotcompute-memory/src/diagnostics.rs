@@ -1,0 +1,143 @@
+//! Live-buffer registry and leak reports.
+//!
+//! Counts and bytes of live buffers are always known (from the statistics counters). Where each
+//! live buffer was allocated is recorded only with `ManagerOptions::track_allocations`, because
+//! that costs a lock per allocation; the call site itself is free (`#[track_caller]`).
+
+use std::collections::HashMap;
+use std::panic::Location;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One live buffer, as recorded by the registry.
+#[derive(Debug, Clone)]
+pub struct LiveBuffer {
+    /// Buffer id, unique within the manager.
+    pub id: u64,
+    /// Element count.
+    pub len: usize,
+    /// Size in bytes.
+    pub bytes: usize,
+    /// Element type name.
+    pub element: &'static str,
+    /// Source location of the `allocate` call.
+    pub location: &'static Location<'static>,
+    /// How long ago it was allocated.
+    pub age: Duration,
+}
+
+struct Record {
+    len: usize,
+    bytes: usize,
+    element: &'static str,
+    location: &'static Location<'static>,
+    at: Instant,
+}
+
+/// The manager's diagnostics (`MemoryManager::diagnostics`).
+pub struct Diagnostics {
+    tracking: AtomicBool,
+    next_id: AtomicU64,
+    records: Mutex<HashMap<u64, Record>>,
+    live: Box<dyn Fn() -> (u64, u64) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Diagnostics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Diagnostics")
+            .field("tracking", &self.is_tracking())
+            .field("live_count", &self.live_count())
+            .finish()
+    }
+}
+
+impl Diagnostics {
+    pub(crate) fn new(tracking: bool, live: Box<dyn Fn() -> (u64, u64) + Send + Sync>) -> Self {
+        Diagnostics {
+            tracking: AtomicBool::new(tracking),
+            next_id: AtomicU64::new(1),
+            records: Mutex::new(HashMap::new()),
+            live,
+        }
+    }
+
+    /// True when allocation sites are recorded.
+    pub fn is_tracking(&self) -> bool {
+        self.tracking.load(Ordering::Relaxed)
+    }
+
+    /// Starts or stops recording allocation sites (buffers allocated while off are not listed).
+    pub fn set_tracking(&self, on: bool) {
+        self.tracking.store(on, Ordering::Relaxed);
+    }
+
+    /// Number of buffers alive now.
+    pub fn live_count(&self) -> u64 {
+        (self.live)().0
+    }
+
+    /// Bytes of buffers alive now.
+    pub fn live_bytes(&self) -> u64 {
+        (self.live)().1
+    }
+
+    /// The recorded live buffers, oldest first (empty unless tracking is on).
+    pub fn live_buffers(&self) -> Vec<LiveBuffer> {
+        let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<LiveBuffer> = records
+            .iter()
+            .map(|(&id, r)| LiveBuffer {
+                id,
+                len: r.len,
+                bytes: r.bytes,
+                element: r.element,
+                location: r.location,
+                age: r.at.elapsed(),
+            })
+            .collect();
+        out.sort_by_key(|b| std::cmp::Reverse(b.age));
+        out
+    }
+
+    /// A human-readable list of live buffers and where they were allocated.
+    pub fn leak_report(&self) -> String {
+        let buffers = self.live_buffers();
+        let mut s = format!("{} live buffers, {} bytes", self.live_count(), self.live_bytes());
+        if !self.is_tracking() && buffers.is_empty() {
+            s.push_str(" (allocation sites not recorded: set ManagerOptions::track_allocations)");
+        }
+        for b in buffers {
+            s.push_str(&format!(
+                "\n  #{} {} x {} ({} bytes) allocated at {} {:.1?} ago",
+                b.id, b.len, b.element, b.bytes, b.location, b.age
+            ));
+        }
+        s
+    }
+
+    /// Registers a new buffer; returns its id (0 when not tracking).
+    #[inline]
+    pub(crate) fn register(
+        &self,
+        len: usize,
+        bytes: usize,
+        element: &'static str,
+        location: &'static Location<'static>,
+    ) -> u64 {
+        if !self.is_tracking() {
+            return 0;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let record = Record { len, bytes, element, location, at: Instant::now() };
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).insert(id, record);
+        id
+    }
+
+    #[inline]
+    pub(crate) fn unregister(&self, id: u64) {
+        if id != 0 {
+            self.records.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        }
+    }
+}

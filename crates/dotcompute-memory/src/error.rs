@@ -1,0 +1,252 @@
+//! The one error type of the crate.
+//!
+//! Every variant carries the values that made the operation fail, so a message read in a log
+//! is enough to see what was wrong without a debugger. A failed operation never leaves a
+//! buffer half-updated: each entry point validates before it touches memory.
+
+use std::fmt;
+
+/// Result alias used by every fallible call in the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which side of a transfer an error refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Direction {
+    /// Host memory to device memory.
+    HostToDevice,
+    /// Device memory to host memory.
+    DeviceToHost,
+    /// Device memory to device memory.
+    DeviceToDevice,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::HostToDevice => "host-to-device",
+            Direction::DeviceToHost => "device-to-host",
+            Direction::DeviceToDevice => "device-to-device",
+        })
+    }
+}
+
+/// Everything that can go wrong in `dotcompute-memory`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `len * size_of::<T>()` does not fit in `usize`.
+    #[error("length overflow: {len} elements of {element_size} bytes ({type_name}) do not fit in usize")]
+    LengthOverflow {
+        /// Requested element count.
+        len: usize,
+        /// Size of one element in bytes.
+        element_size: usize,
+        /// Element type name.
+        type_name: &'static str,
+    },
+
+    /// Source and destination of a copy have different lengths.
+    #[error("length mismatch in {operation}: the buffer or view holds {expected} elements but the other side holds {actual}; copies never truncate, pass a slice of exactly {expected} elements")]
+    LengthMismatch {
+        /// The call that failed, e.g. `copy_from`.
+        operation: &'static str,
+        /// Length of the buffer or view the call was made on.
+        expected: usize,
+        /// Length of the other side.
+        actual: usize,
+    },
+
+    /// A range does not lie within `0..len`.
+    #[error("range {start}..{end} is out of bounds for a buffer or view of length {len}")]
+    OutOfRange {
+        /// First element of the requested range.
+        start: usize,
+        /// One past the last element of the requested range.
+        end: usize,
+        /// Length of the buffer or view being sliced.
+        len: usize,
+    },
+
+    /// A range whose start lies after its end.
+    #[error("range {start}..{end} is reversed: start must not exceed end")]
+    ReversedRange {
+        /// Start of the range.
+        start: usize,
+        /// End of the range.
+        end: usize,
+    },
+
+    /// The backend has no room for the allocation, even after the cache was released.
+    #[error("out of memory on {backend}: requested {requested} bytes, {free} bytes free on the device, {cached} bytes held in the pool cache (already released and retried); free buffers, call trim_excess(), or lower ManagerOptions::max_pool_bytes")]
+    OutOfMemory {
+        /// Backend name.
+        backend: &'static str,
+        /// Bytes requested.
+        requested: u64,
+        /// Bytes the backend reports free.
+        free: u64,
+        /// Bytes held by this manager's pool cache when the request failed.
+        cached: u64,
+    },
+
+    /// A backend is compiled out, has no driver, or has no device.
+    #[error("backend `{backend}` is unavailable: {reason}")]
+    BackendUnavailable {
+        /// Backend name.
+        backend: String,
+        /// Why it could not be used, and what to do about it.
+        reason: String,
+    },
+
+    /// A backend name that this crate does not know.
+    #[error("unknown backend `{name}`; valid names are: {valid}")]
+    UnknownBackend {
+        /// The name given.
+        name: String,
+        /// The names this build accepts.
+        valid: String,
+    },
+
+    /// The backend driver reported an error.
+    #[error("{backend} error during {operation}: {message} (code {code}{})", if *transient { ", transient: retrying may succeed" } else { "" })]
+    Backend {
+        /// Backend name.
+        backend: &'static str,
+        /// Operation that failed, e.g. `clEnqueueWriteBuffer`.
+        operation: &'static str,
+        /// The driver's own error code.
+        code: i64,
+        /// The driver's name for the code, or a description.
+        message: String,
+        /// True when the condition may clear by itself, so a retry can succeed.
+        transient: bool,
+    },
+
+    /// Both sides of a buffer were written without a synchronize in between.
+    #[error("concurrent modification in {operation}: the host side has unsynchronized writes (host epoch {host_epoch}, device epoch {device_epoch}); call synchronize() before writing on the device, or the host writes would be lost")]
+    ConcurrentModification {
+        /// The call that detected the conflict.
+        operation: &'static str,
+        /// Host modification epoch at the time.
+        host_epoch: u64,
+        /// Device modification epoch at the time.
+        device_epoch: u64,
+    },
+
+    /// Two buffers that belong to different managers were combined.
+    #[error("{operation}: the buffers belong to different memory managers (manager {left} and manager {right}); copy through the host or allocate both from one manager")]
+    ManagerMismatch {
+        /// The call that failed.
+        operation: &'static str,
+        /// Id of the manager of the destination.
+        left: u64,
+        /// Id of the manager of the source.
+        right: u64,
+    },
+
+    /// A reinterpreting cast whose sizes or alignment do not fit.
+    #[error("cannot cast {len} elements of {from} ({from_size} bytes each) to {to} ({to_size} bytes each): {reason}")]
+    CastMismatch {
+        /// Element count of the source.
+        len: usize,
+        /// Source type name.
+        from: &'static str,
+        /// Source element size.
+        from_size: usize,
+        /// Target type name.
+        to: &'static str,
+        /// Target element size.
+        to_size: usize,
+        /// What does not fit.
+        reason: &'static str,
+    },
+
+    /// An option or argument with a value that can never work.
+    #[error("invalid value for {option}: {value} ({reason})")]
+    InvalidArgument {
+        /// Name of the option or argument.
+        option: &'static str,
+        /// The value given, formatted.
+        value: String,
+        /// Why it is not acceptable.
+        reason: &'static str,
+    },
+
+    /// A device handle passed to a backend that did not create it, or already released.
+    #[error("invalid device memory handle for backend {backend}: {reason}")]
+    InvalidHandle {
+        /// Backend name.
+        backend: &'static str,
+        /// What was wrong with the handle.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// True when retrying the same call may succeed (a transient device condition).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::OutOfMemory { .. } | Error::Backend { transient: true, .. })
+    }
+}
+
+/// Checked `len * size_of::<T>()`, the one place element counts become byte counts.
+pub(crate) fn byte_len<T>(len: usize) -> Result<usize> {
+    len.checked_mul(std::mem::size_of::<T>()).filter(|&b| b <= isize::MAX as usize).ok_or(Error::LengthOverflow {
+        len,
+        element_size: std::mem::size_of::<T>(),
+        type_name: std::any::type_name::<T>(),
+    })
+}
+
+/// Validates `range` against `len` and returns `(start, end)`.
+pub(crate) fn check_range(range: impl std::ops::RangeBounds<usize>, len: usize) -> Result<(usize, usize)> {
+    use std::ops::Bound;
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.checked_add(1).ok_or(Error::OutOfRange { start: s, end: s, len })?,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e.checked_add(1).ok_or(Error::OutOfRange { start, end: e, len })?,
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => len,
+    };
+    if start > len {
+        return Err(Error::OutOfRange { start, end, len });
+    }
+    if start > end {
+        return Err(Error::ReversedRange { start, end });
+    }
+    if end > len {
+        return Err(Error::OutOfRange { start, end, len });
+    }
+    Ok((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_len_overflow_names_the_values() {
+        let err = byte_len::<u64>(usize::MAX / 4).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&(usize::MAX / 4).to_string()), "{msg}");
+        assert!(msg.contains("8 bytes"), "{msg}");
+        assert_eq!(byte_len::<u32>(10).unwrap(), 40);
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        assert_eq!(check_range(2..5, 10).unwrap(), (2, 5));
+        assert_eq!(check_range(.., 10).unwrap(), (0, 10));
+        assert_eq!(check_range(3..=3, 10).unwrap(), (3, 4));
+        assert_eq!(check_range(10..10, 10).unwrap(), (10, 10));
+        assert!(matches!(check_range(5..11, 10), Err(Error::OutOfRange { start: 5, end: 11, len: 10 })));
+        #[allow(clippy::reversed_empty_ranges)]
+        let reversed = check_range(6..2, 10);
+        assert!(matches!(reversed, Err(Error::ReversedRange { start: 6, end: 2 })));
+        assert!(matches!(check_range(11.., 10), Err(Error::OutOfRange { start: 11, .. })));
+        assert!(check_range(0..=usize::MAX, 10).is_err());
+    }
+}

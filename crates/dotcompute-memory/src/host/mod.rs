@@ -1,0 +1,8 @@
+//! Host memory: the raw, aligned allocations every host-side buffer lives in.
+//!
+//! This module and `buffer::storage` are where the crate's raw-memory `unsafe` lives; both run
+//! under Miri (`cargo +nightly miri test --lib`).
+
+mod block;
+
+pub use block::HostBlock;

@@ -1,0 +1,72 @@
+//! # dotcompute-memory
+//!
+//! Unified host/device memory for compute work: one buffer type whose data lives on the host,
+//! on an accelerator, or both, with tracked coherence; pooling of host and device memory;
+//! statistics and diagnostics; backends for the CPU (embedded default), a simulated discrete
+//! device with fault injection, and (behind features) OpenCL and CUDA.
+//!
+//! ## Quick start
+//!
+//! ```
+//! use dotcompute_memory::*;
+//!
+//! # fn main() -> Result<()> {
+//! // The embedded CPU backend; `MemoryManager::from_env()` picks one from DCMEM_BACKEND.
+//! let mm = MemoryManager::cpu();
+//!
+//! let mut buf = mm.allocate::<f32>(1_000)?;
+//! let data: Vec<f32> = (0..1_000).map(|i| i as f32).collect();
+//! buf.copy_from(&data)?;                       // a host write
+//! assert_eq!(buf.state(), BufferState::HostOnly);
+//!
+//! buf.ensure_on_device()?;                     // upload (free on unified memory)
+//! assert_eq!(buf.state(), BufferState::Synchronized);
+//!
+//! // Zero-copy host access, and views that share memory.
+//! buf.as_mut_slice()?[0] = 42.0;               // marks the host side dirty
+//! assert_eq!(buf.state(), BufferState::HostDirty);
+//! let view = buf.slice(0..4)?;
+//! assert_eq!(view.as_slice()?, &[42.0, 1.0, 2.0, 3.0]);
+//!
+//! // Mistakes are errors with the values involved, never panics.
+//! let err = buf.copy_from(&[1.0; 3]).unwrap_err();
+//! assert!(matches!(err, Error::LengthMismatch { expected: 1000, actual: 3, .. }));
+//!
+//! drop(buf);                                   // memory goes back to the pool
+//! let again = mm.allocate::<f32>(1_000)?;      // ... and is reused
+//! assert_eq!(mm.statistics().pool_hits, 1);
+//! # drop(again);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Where things are
+//!
+//! - [`MemoryManager`]: allocation, pools, statistics, maintenance.
+//! - [`UnifiedBuffer`], [`BufferSlice`], [`BufferSliceMut`], [`BufferState`]: buffers and the
+//!   coherence model (see `buffer::state`).
+//! - [`Backend`]: what a device provides; [`CpuBackend`], [`SimBackend`].
+//! - [`Error`]: every failure, with the values that caused it.
+
+pub mod backend;
+pub mod buffer;
+pub mod diagnostics;
+pub mod element;
+pub mod error;
+pub mod host;
+pub mod manager;
+pub mod pool;
+pub mod stats;
+
+pub use backend::cpu::CpuBackend;
+pub use backend::sim::{FaultPlan, SimBackend, SimOptions};
+pub use backend::{Backend, BackendId, DeviceEvent, DeviceMemory, Event, MemoryInfo, ReadyEvent};
+pub use buffer::{
+    AsBufferView, BufferMetrics, BufferSlice, BufferSliceMut, BufferState, TransferFuture, UnifiedBuffer,
+};
+pub use diagnostics::{Diagnostics, LiveBuffer};
+pub use element::{Element, TypeTag};
+pub use error::{Direction, Error, Result};
+pub use host::HostBlock;
+pub use manager::{ManagerOptions, MemoryManager};
+pub use stats::{MemoryStatistics, TransferStatistics};

@@ -1,0 +1,407 @@
+//! `MemoryManager`: ties a backend, the block caches, statistics, diagnostics and maintenance.
+
+use crate::backend::{cpu::CpuBackend, sim::SimBackend, sim::SimOptions, Backend, DeviceMemory};
+use crate::buffer::UnifiedBuffer;
+use crate::diagnostics::Diagnostics;
+use crate::element::Element;
+use crate::error::{byte_len, Direction, Error, Result};
+use crate::host::HostBlock;
+use crate::pool::cache::BlockCache;
+use crate::pool::size_class::class_of;
+use crate::stats::{MemoryStatistics, StatCounters};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Manager configuration; mirrors the seed's `MemoryManagerOptions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagerOptions {
+    /// Cache freed blocks for reuse (default true). Off: every buffer allocates fresh memory.
+    pub enable_pooling: bool,
+    /// Upper bound on bytes kept in each cache (host and device) (default 1 GiB).
+    pub max_pool_bytes: u64,
+    /// Bytes the maintenance pass and `trim_excess` leave cached (default 0).
+    pub min_pool_bytes: u64,
+    /// Interval of the background maintenance pass that releases blocks idle for a whole
+    /// interval, down to `min_pool_bytes` (default 60 s; `None` disables the thread).
+    pub maintenance_interval: Option<Duration>,
+    /// Time transfers for statistics and buffer metrics (default true).
+    pub enable_statistics: bool,
+    /// Record where each live buffer was allocated, for leak reports (default false: it costs a
+    /// lock per allocation).
+    pub track_allocations: bool,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        ManagerOptions {
+            enable_pooling: true,
+            max_pool_bytes: 1 << 30,
+            min_pool_bytes: 0,
+            maintenance_interval: Some(Duration::from_secs(60)),
+            enable_statistics: true,
+            track_allocations: false,
+        }
+    }
+}
+
+impl ManagerOptions {
+    fn validate(&self) -> Result<()> {
+        if self.min_pool_bytes > self.max_pool_bytes {
+            return Err(Error::InvalidArgument {
+                option: "ManagerOptions::min_pool_bytes",
+                value: format!("{} (max_pool_bytes is {})", self.min_pool_bytes, self.max_pool_bytes),
+                reason: "min_pool_bytes must not exceed max_pool_bytes",
+            });
+        }
+        if self.maintenance_interval == Some(Duration::ZERO) {
+            return Err(Error::InvalidArgument {
+                option: "ManagerOptions::maintenance_interval",
+                value: "0s".into(),
+                reason: "use None to disable maintenance, or a positive interval",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// State shared by a manager and every buffer it allocated.
+pub(crate) struct ManagerShared {
+    pub(crate) id: u64,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) unified: bool,
+    pub(crate) options: ManagerOptions,
+    device_cache: BlockCache<DeviceMemory>,
+    host_cache: BlockCache<HostBlock>,
+    pub(crate) stats: Arc<StatCounters>,
+    pub(crate) diagnostics: Diagnostics,
+    /// Coarse clock advanced by each maintenance pass; cached blocks are stamped with it.
+    tick: AtomicU64,
+}
+
+/// Alignment of host and device blocks: a cache line for small blocks, a page from 64 KiB.
+fn block_align(size: usize) -> usize {
+    if size >= 64 << 10 {
+        4096
+    } else {
+        64
+    }
+}
+
+impl ManagerShared {
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// A device block of at least `bytes` bytes: from the cache, else from the backend; on
+    /// out-of-memory the cache is released and the allocation retried once.
+    pub(crate) fn acquire_device(&self, bytes: usize) -> Result<DeviceMemory> {
+        let (index, size) = self.round(bytes)?;
+        if self.options.enable_pooling {
+            if let Some(block) = self.device_cache.take(index) {
+                self.stats.pool_hit();
+                return Ok(block);
+            }
+        }
+        let block = match self.backend.allocate(size, block_align(size)) {
+            Err(Error::OutOfMemory { .. }) => {
+                let released = self.release_device_cache(0, u64::MAX);
+                self.backend.allocate(size, block_align(size)).map_err(|e| match e {
+                    Error::OutOfMemory { backend, free, .. } => {
+                        Error::OutOfMemory { backend, requested: size as u64, free, cached: released as u64 }
+                    }
+                    other => other,
+                })?
+            }
+            other => other?,
+        };
+        self.stats.backend_allocated(size);
+        Ok(block)
+    }
+
+    pub(crate) fn release_device(&self, block: DeviceMemory) {
+        let size = block.size();
+        let block = match class_of(size) {
+            Some((index, class)) if self.options.enable_pooling && class == size => {
+                match self.device_cache.put(index, size, block, self.tick.load(Ordering::Relaxed)) {
+                    Ok(()) => return,
+                    Err(block) => block,
+                }
+            }
+            _ => block,
+        };
+        self.stats.backend_freed(size);
+        // A failed free of a handle we own means the driver is in trouble; nothing to undo.
+        let _ = self.backend.free(block);
+    }
+
+    /// A zero-initialised-when-fresh host block of at least `bytes` bytes.
+    pub(crate) fn acquire_host(&self, bytes: usize) -> Result<HostBlock> {
+        let (index, size) = self.round(bytes)?;
+        if self.options.enable_pooling {
+            if let Some(block) = self.host_cache.take(index) {
+                self.stats.pool_hit();
+                return Ok(block);
+            }
+        }
+        let block = HostBlock::allocate_zeroed(size, block_align(size))?;
+        self.stats.backend_allocated(size);
+        Ok(block)
+    }
+
+    pub(crate) fn release_host(&self, block: HostBlock) {
+        let size = block.size();
+        if self.options.enable_pooling {
+            if let Some((index, class)) = class_of(size) {
+                if class == size {
+                    match self.host_cache.put(index, size, block, self.tick.load(Ordering::Relaxed)) {
+                        Ok(()) => return,
+                        Err(block) => drop(block),
+                    }
+                }
+            }
+        }
+        self.stats.backend_freed(size);
+    }
+
+    fn round(&self, bytes: usize) -> Result<(usize, usize)> {
+        class_of(bytes).ok_or(Error::LengthOverflow {
+            len: bytes,
+            element_size: 1,
+            type_name: "u8 (rounded to a pool size class)",
+        })
+    }
+
+    pub(crate) fn record_transfer(&self, direction: Direction, bytes: usize, elapsed: Duration) {
+        self.stats.transfer(direction, bytes, elapsed);
+    }
+
+    fn release_device_cache(&self, keep: usize, idle_before: u64) -> usize {
+        let blocks = self.device_cache.evict(keep, idle_before);
+        let mut released = 0;
+        for block in blocks {
+            released += block.size();
+            self.stats.backend_freed(block.size());
+            let _ = self.backend.free(block);
+        }
+        released
+    }
+
+    fn release_host_cache(&self, keep: usize, idle_before: u64) -> usize {
+        let blocks = self.host_cache.evict(keep, idle_before);
+        let mut released = 0;
+        for block in blocks {
+            released += block.size();
+            self.stats.backend_freed(block.size());
+        }
+        released
+    }
+
+    pub(crate) fn cached_bytes(&self) -> usize {
+        self.device_cache.cached_bytes() + self.host_cache.cached_bytes()
+    }
+
+    /// One maintenance pass: blocks idle since before the previous pass go, down to the minimum.
+    fn maintain(&self) -> usize {
+        let now = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
+        let keep = self.options.min_pool_bytes as usize;
+        let idle_before = now.saturating_sub(1);
+        self.release_device_cache(keep, idle_before) + self.release_host_cache(keep, idle_before)
+    }
+}
+
+impl Drop for ManagerShared {
+    fn drop(&mut self) {
+        self.release_device_cache(0, u64::MAX);
+        self.release_host_cache(0, u64::MAX);
+    }
+}
+
+/// Stops and joins the maintenance thread when the last manager handle goes.
+struct Maintenance {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Maintenance {
+    fn drop(&mut self) {
+        let (lock, cvar) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cvar.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The entry point: allocates buffers on one backend and keeps their pools and statistics.
+///
+/// Cheap to clone (all clones share one pool). Buffers keep what they need alive, so they may
+/// outlive the manager handle; the maintenance thread stops when the last handle is dropped.
+#[derive(Clone)]
+pub struct MemoryManager {
+    pub(crate) shared: Arc<ManagerShared>,
+    _maintenance: Option<Arc<Maintenance>>,
+}
+
+impl std::fmt::Debug for MemoryManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryManager")
+            .field("id", &self.shared.id)
+            .field("backend", &self.shared.backend.name())
+            .field("options", &self.shared.options)
+            .finish()
+    }
+}
+
+impl MemoryManager {
+    /// A manager on the embedded CPU backend with default options. Never fails.
+    pub fn cpu() -> Self {
+        Self::with_backend(CpuBackend::new(), ManagerOptions::default()).expect("default options are valid")
+    }
+
+    /// A manager on a simulated discrete device.
+    pub fn sim(options: SimOptions) -> Self {
+        Self::with_backend(SimBackend::new(options), ManagerOptions::default()).expect("default options are valid")
+    }
+
+    /// A manager on `backend`. Fails if the options contradict each other.
+    pub fn with_backend(backend: impl Backend, options: ManagerOptions) -> Result<Self> {
+        Self::with_shared_backend(Arc::new(backend), options)
+    }
+
+    /// A manager on an already shared backend (several managers may share one device).
+    pub fn with_shared_backend(backend: Arc<dyn Backend>, options: ManagerOptions) -> Result<Self> {
+        options.validate()?;
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let stats = Arc::new(StatCounters::new());
+        let live_stats = stats.clone();
+        let max = usize::try_from(options.max_pool_bytes).unwrap_or(usize::MAX);
+        let shared = Arc::new(ManagerShared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            unified: backend.is_unified(),
+            backend,
+            device_cache: BlockCache::new(max),
+            host_cache: BlockCache::new(max),
+            diagnostics: Diagnostics::new(options.track_allocations, Box::new(move || live_stats.active())),
+            stats,
+            tick: AtomicU64::new(0),
+            options,
+        });
+        let maintenance = shared.options.maintenance_interval.map(|interval| {
+            let stop = Arc::new((Mutex::new(false), Condvar::new()));
+            let weak = Arc::downgrade(&shared);
+            let stop2 = stop.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("dcmem-maintenance-{}", shared.id))
+                .spawn(move || loop {
+                    let (lock, cvar) = &*stop2;
+                    let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    let (guard, _) = cvar
+                        .wait_timeout_while(guard, interval, |stopped| !*stopped)
+                        .unwrap_or_else(|p| p.into_inner());
+                    if *guard {
+                        return;
+                    }
+                    drop(guard);
+                    match weak.upgrade() {
+                        Some(shared) => {
+                            shared.maintain();
+                        }
+                        None => return,
+                    }
+                })
+                .ok();
+            Arc::new(Maintenance { stop, thread })
+        });
+        Ok(MemoryManager { shared, _maintenance: maintenance })
+    }
+
+    /// A manager on the backend named by the `DCMEM_BACKEND` environment variable
+    /// (`cpu`, `sim`, `opencl`, `cuda`, `metal`; unset or empty means `cpu`).
+    pub fn from_env() -> Result<Self> {
+        let name = std::env::var("DCMEM_BACKEND").unwrap_or_default();
+        let name = if name.trim().is_empty() { "cpu".to_string() } else { name };
+        Self::with_backend_name(&name, ManagerOptions::default())
+    }
+
+    /// A manager on the backend called `name` (as in `DCMEM_BACKEND`).
+    pub fn with_backend_name(name: &str, options: ManagerOptions) -> Result<Self> {
+        Self::with_shared_backend(crate::backend::open(name)?, options)
+    }
+
+    /// Allocates a buffer of `len` elements. Its contents are unspecified (zero when the memory
+    /// is fresh, earlier data when it comes from the pool; use [`MemoryManager::allocate_zeroed`]
+    /// or [`UnifiedBuffer::fill`]). Length 0 is a valid empty buffer.
+    #[track_caller]
+    pub fn allocate<T: Element>(&self, len: usize) -> Result<UnifiedBuffer<T>> {
+        let location = std::panic::Location::caller();
+        let bytes = byte_len::<T>(len)?;
+        UnifiedBuffer::new(&self.shared, len, bytes, location)
+    }
+
+    /// Allocates a buffer of `len` zeroed elements.
+    #[track_caller]
+    pub fn allocate_zeroed<T: Element>(&self, len: usize) -> Result<UnifiedBuffer<T>> {
+        let mut buf = self.allocate::<T>(len)?;
+        buf.fill(T::zeroed())?;
+        Ok(buf)
+    }
+
+    /// Allocates a buffer and copies `data` into it.
+    #[track_caller]
+    pub fn allocate_from<T: Element>(&self, data: &[T]) -> Result<UnifiedBuffer<T>> {
+        let mut buf = self.allocate::<T>(data.len())?;
+        buf.copy_from(data)?;
+        Ok(buf)
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &dyn Backend {
+        self.shared.backend()
+    }
+
+    /// The options the manager was made with.
+    pub fn options(&self) -> &ManagerOptions {
+        &self.shared.options
+    }
+
+    /// This manager's id (buffers of different managers cannot be mixed).
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// A snapshot of the counters.
+    pub fn statistics(&self) -> MemoryStatistics {
+        self.shared.stats.snapshot(self.shared.backend.name(), self.shared.cached_bytes() as u64)
+    }
+
+    /// Releases cached blocks down to `min_pool_bytes`; returns the bytes released.
+    pub fn trim_excess(&self) -> Result<u64> {
+        let keep = self.shared.options.min_pool_bytes as usize;
+        Ok((self.shared.release_device_cache(keep, u64::MAX) + self.shared.release_host_cache(keep, u64::MAX)) as u64)
+    }
+
+    /// Runs one maintenance pass now (what the background thread does each interval):
+    /// releases blocks that stayed cached through the whole previous interval.
+    pub fn run_maintenance(&self) -> u64 {
+        self.shared.maintain() as u64
+    }
+
+    /// The live-buffer registry.
+    pub fn diagnostics(&self) -> &Diagnostics {
+        &self.shared.diagnostics
+    }
+}
+
+/// Time a closure, returning its result and the elapsed time (zero when statistics are off).
+pub(crate) fn timed<R>(enabled: bool, f: impl FnOnce() -> R) -> (R, Duration) {
+    if enabled {
+        let t = Instant::now();
+        let r = f();
+        (r, t.elapsed())
+    } else {
+        (f(), Duration::ZERO)
+    }
+}

@@ -1,0 +1,8 @@
+//! Pools: size classes and the free-block caches the manager allocates through.
+//!
+//! Everything here is safe Rust; the memory it caches is owned by `HostBlock` and backend
+//! handles, whose own modules hold the unsafe parts.
+#![deny(unsafe_code)]
+
+pub(crate) mod cache;
+pub mod size_class;

@@ -1,0 +1,231 @@
+//! Manager-wide counters and their serde snapshot, `MemoryStatistics`.
+//!
+//! Counters are relaxed atomics, each on its own cache line so threads allocating at once do
+//! not bounce one line between cores. Derived figures (active allocations, bytes freed, rates,
+//! hit rate) are computed when a snapshot is taken, not maintained on the hot path.
+
+use crate::error::Direction;
+use crossbeam_utils::CachePadded;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct Counter(CachePadded<AtomicU64>);
+
+impl Counter {
+    #[inline]
+    fn add(&self, n: u64) -> u64 {
+        self.0.fetch_add(n, Relaxed)
+    }
+    #[inline]
+    fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Relaxed);
+    }
+    #[inline]
+    fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+#[derive(Default)]
+struct TransferCounters {
+    count: Counter,
+    bytes: Counter,
+    nanos: Counter,
+}
+
+/// The live counters of one manager.
+pub(crate) struct StatCounters {
+    started: Instant,
+    buffers_allocated: Counter,
+    buffers_freed: Counter,
+    bytes_allocated: Counter,
+    active_bytes: Counter,
+    peak_bytes: Counter,
+    pool_hits: Counter,
+    pool_misses: Counter,
+    backend_frees: Counter,
+    backend_bytes: Counter,
+    transfers: [TransferCounters; 3],
+}
+
+impl StatCounters {
+    pub(crate) fn new() -> Self {
+        StatCounters {
+            started: Instant::now(),
+            buffers_allocated: Counter::default(),
+            buffers_freed: Counter::default(),
+            bytes_allocated: Counter::default(),
+            active_bytes: Counter::default(),
+            peak_bytes: Counter::default(),
+            pool_hits: Counter::default(),
+            pool_misses: Counter::default(),
+            backend_frees: Counter::default(),
+            backend_bytes: Counter::default(),
+            transfers: Default::default(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn buffer_created(&self, bytes: usize) {
+        self.buffers_allocated.add(1);
+        self.bytes_allocated.add(bytes as u64);
+        let active = self.active_bytes.add(bytes as u64) + bytes as u64;
+        if active > self.peak_bytes.get() {
+            self.peak_bytes.0.fetch_max(active, Relaxed);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn buffer_dropped(&self, bytes: usize) {
+        self.buffers_freed.add(1);
+        self.active_bytes.sub(bytes as u64);
+    }
+
+    #[inline]
+    pub(crate) fn pool_hit(&self) {
+        self.pool_hits.add(1);
+    }
+
+    pub(crate) fn backend_allocated(&self, bytes: usize) {
+        self.pool_misses.add(1);
+        self.backend_bytes.add(bytes as u64);
+    }
+
+    pub(crate) fn backend_freed(&self, bytes: usize) {
+        self.backend_frees.add(1);
+        self.backend_bytes.sub(bytes as u64);
+    }
+
+    pub(crate) fn active(&self) -> (u64, u64) {
+        let freed = self.buffers_freed.get();
+        (self.buffers_allocated.get().saturating_sub(freed), self.active_bytes.get())
+    }
+
+    pub(crate) fn transfer(&self, direction: Direction, bytes: usize, elapsed: Duration) {
+        let t = &self.transfers[direction as usize];
+        t.count.add(1);
+        t.bytes.add(bytes as u64);
+        t.nanos.add(elapsed.as_nanos() as u64);
+    }
+
+    pub(crate) fn snapshot(&self, backend: &str, cached_bytes: u64) -> MemoryStatistics {
+        let uptime = self.started.elapsed().as_secs_f64().max(1e-9);
+        let allocated = self.buffers_allocated.get();
+        let freed = self.buffers_freed.get();
+        let hits = self.pool_hits.get();
+        let misses = self.pool_misses.get();
+        let requests = hits + misses;
+        let bytes_allocated = self.bytes_allocated.get();
+        let active_bytes = self.active_bytes.get();
+        let transfer = |d: Direction| {
+            let t = &self.transfers[d as usize];
+            TransferStatistics::from_totals(t.count.get(), t.bytes.get(), t.nanos.get())
+        };
+        MemoryStatistics {
+            backend: backend.to_string(),
+            buffers_allocated: allocated,
+            buffers_freed: freed,
+            active_allocations: allocated.saturating_sub(freed),
+            total_bytes_allocated: bytes_allocated,
+            total_bytes_freed: bytes_allocated.saturating_sub(active_bytes),
+            active_bytes,
+            peak_bytes: self.peak_bytes.get(),
+            block_requests: requests,
+            pool_hits: hits,
+            backend_allocations: misses,
+            backend_frees: self.backend_frees.get(),
+            pool_hit_rate: if requests == 0 { 0.0 } else { hits as f64 / requests as f64 },
+            allocation_reduction: if requests == 0 { 0.0 } else { 1.0 - misses as f64 / requests as f64 },
+            cached_bytes,
+            reserved_bytes: self.backend_bytes.get(),
+            host_to_device: transfer(Direction::HostToDevice),
+            device_to_host: transfer(Direction::DeviceToHost),
+            device_to_device: transfer(Direction::DeviceToDevice),
+            uptime_secs: uptime,
+            allocation_rate: allocated as f64 / uptime,
+            free_rate: freed as f64 / uptime,
+        }
+    }
+}
+
+/// Totals for one transfer direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TransferStatistics {
+    /// Transfers completed.
+    pub count: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Time spent, in nanoseconds.
+    pub total_time_ns: u64,
+    /// Mean time per transfer, in nanoseconds.
+    pub average_time_ns: f64,
+    /// Bytes per second over the time spent transferring.
+    pub bandwidth_bytes_per_sec: f64,
+}
+
+impl TransferStatistics {
+    fn from_totals(count: u64, bytes: u64, nanos: u64) -> Self {
+        TransferStatistics {
+            count,
+            bytes,
+            total_time_ns: nanos,
+            average_time_ns: if count == 0 { 0.0 } else { nanos as f64 / count as f64 },
+            bandwidth_bytes_per_sec: if nanos == 0 { 0.0 } else { bytes as f64 * 1e9 / nanos as f64 },
+        }
+    }
+}
+
+/// A snapshot of a manager's counters (`MemoryManager::statistics`).
+///
+/// "Buffers" are what users allocated; "blocks" are the memory the pool hands out for them
+/// (one per buffer on unified backends; a host block plus, once used on the device, a device
+/// block on discrete ones). `allocation_reduction = 1 - backend_allocations / block_requests`:
+/// the share of block requests the pool served without calling the backend.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryStatistics {
+    /// Backend name.
+    pub backend: String,
+    /// Buffers allocated since the manager was created.
+    pub buffers_allocated: u64,
+    /// Buffers dropped since the manager was created.
+    pub buffers_freed: u64,
+    /// Buffers alive now (`buffers_allocated - buffers_freed`).
+    pub active_allocations: u64,
+    /// Sum of the sizes of all buffers allocated (bytes).
+    pub total_bytes_allocated: u64,
+    /// Sum of the sizes of all buffers dropped (bytes).
+    pub total_bytes_freed: u64,
+    /// Bytes of buffers alive now.
+    pub active_bytes: u64,
+    /// Highest `active_bytes` seen.
+    pub peak_bytes: u64,
+    /// Memory blocks requested from the pool.
+    pub block_requests: u64,
+    /// Requests served from cached blocks.
+    pub pool_hits: u64,
+    /// Requests that called the backend (or the host allocator).
+    pub backend_allocations: u64,
+    /// Blocks released to the backend.
+    pub backend_frees: u64,
+    /// `pool_hits / block_requests` (0 when there were none).
+    pub pool_hit_rate: f64,
+    /// `1 - backend_allocations / block_requests` (0 when there were none).
+    pub allocation_reduction: f64,
+    /// Bytes held in the pool's free lists.
+    pub cached_bytes: u64,
+    /// Bytes currently obtained from the backend and host allocator (in use plus cached).
+    pub reserved_bytes: u64,
+    /// Host-to-device transfers.
+    pub host_to_device: TransferStatistics,
+    /// Device-to-host transfers.
+    pub device_to_host: TransferStatistics,
+    /// Device-to-device transfers.
+    pub device_to_device: TransferStatistics,
+    /// Seconds since the manager was created.
+    pub uptime_secs: f64,
+    /// Buffers allocated per second of uptime.
+    pub allocation_rate: f64,
+    /// Buffers freed per second of uptime.
+    pub free_rate: f64,
+}
