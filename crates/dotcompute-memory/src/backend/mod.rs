@@ -19,7 +19,7 @@
 //! finished; they are `unsafe` because the host memory they read or write must stay valid until
 //! then, which the type system cannot see. Events report completion by polling
 //! ([`DeviceEvent::is_complete`]), by blocking ([`DeviceEvent::wait`]) or by waking a
-//! [`Waker`](std::task::Waker) ([`DeviceEvent::on_complete`]), so futures built on them work
+//! `Waker` ([`DeviceEvent::on_complete`]), so futures built on them work
 //! with any async runtime.
 
 pub mod cpu;

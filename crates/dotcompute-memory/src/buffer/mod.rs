@@ -3,7 +3,7 @@
 //! - [`state`]: the coherence model (two modification epochs, as Kokkos DualView).
 //! - `raw`: the untyped memory of a buffer and every transfer between its parts.
 //! - [`unified`]: `UnifiedBuffer<T>`, the typed API.
-//! - [`slice`]: views that share the buffer's memory.
+//! - [`slice`](mod@slice): views that share the buffer's memory.
 //! - [`future`]: runtime-agnostic futures for the async forms.
 
 pub mod future;
