@@ -34,7 +34,7 @@ impl CpuBackend {
     fn ptr(&self, memory: &DeviceMemory, offset: usize, len: usize) -> Result<*mut u8> {
         memory.check(self, offset, len)?;
         // The handle is the block's address; the range was checked against its size.
-        Ok((memory.handle() as usize + offset) as *mut u8)
+        Ok(std::ptr::with_exposed_provenance_mut::<u8>(memory.handle() as usize + offset))
     }
 }
 
@@ -89,7 +89,7 @@ impl Backend for CpuBackend {
             }
             other => other,
         })?;
-        let handle = block.as_ptr() as u64;
+        let handle = block.as_ptr().expose_provenance() as u64;
         self.blocks.lock().unwrap_or_else(|p| p.into_inner()).insert(handle, block);
         // SAFETY: `handle` is the address of the live block just stored, of `size` or more
         // bytes; it is returned once, so this DeviceMemory is its only owner.
@@ -112,7 +112,7 @@ impl Backend for CpuBackend {
         if memory.owner() != self.id {
             return None;
         }
-        NonNull::new(memory.handle() as *mut u8)
+        NonNull::new(std::ptr::with_exposed_provenance_mut::<u8>(memory.handle() as usize))
     }
 
     fn write(&self, dst: &DeviceMemory, dst_offset: usize, src: &[u8]) -> Result<()> {

@@ -335,13 +335,22 @@ impl RawBuffer {
 
     // ---- coherence transitions ----
 
-    /// Makes the host part current (D2H when the device part is newer). Works through `&self`;
-    /// see the module's aliasing invariant.
+    /// Makes the host part current (D2H when the device part is newer) and counts the access
+    /// as a hit (no transfer needed) or a miss. Works through `&self`; see the module's
+    /// aliasing invariant.
+    #[inline]
     pub(crate) fn pull(&self) -> Result<()> {
         self.settle()?;
         if self.host_current() {
+            self.count_access(true);
             return Ok(());
         }
+        self.count_access(false);
+        self.pull_slow()
+    }
+
+    #[cold]
+    fn pull_slow(&self) -> Result<()> {
         let Parts::Discrete { host, device } = &self.parts else {
             // Unified: the bytes are already there.
             self.epochs.set(self.epochs.get().host_caught_up());

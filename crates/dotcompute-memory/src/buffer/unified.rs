@@ -315,7 +315,6 @@ impl<T: Element> UnifiedBuffer<T> {
     #[inline]
     pub(crate) fn host_range(&self, start: usize, len: usize) -> Result<&[T]> {
         self.raw.pull()?;
-        self.raw.count_access(true);
         let host: &[T] = bytemuck::cast_slice(self.raw.host());
         Ok(&host[start..start + len])
     }

@@ -33,7 +33,7 @@ impl HostBlock {
         })?;
         if size == 0 {
             // A dangling, aligned pointer: never dereferenced for more than 0 bytes.
-            let ptr = NonNull::new(align as *mut u8).ok_or(Error::InvalidArgument {
+            let ptr = NonNull::new(std::ptr::without_provenance_mut::<u8>(align)).ok_or(Error::InvalidArgument {
                 option: "alignment",
                 value: "0".into(),
                 reason: "alignment must be at least 1",

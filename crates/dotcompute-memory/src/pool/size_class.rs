@@ -43,6 +43,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 8 } else { 256 }))]
         #[test]
         fn rounding_is_tight_and_monotone(size in 1usize..(1usize << 48), other in 1usize..(1usize << 48)) {
             let (i, c) = class_of(size).unwrap();
