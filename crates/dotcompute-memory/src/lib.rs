@@ -57,6 +57,7 @@ pub mod host;
 pub mod manager;
 pub mod pool;
 pub mod stats;
+pub mod transfer;
 
 pub use backend::cpu::CpuBackend;
 pub use backend::sim::{FaultPlan, SimBackend, SimOptions};
@@ -70,3 +71,6 @@ pub use error::{Direction, Error, Result};
 pub use host::HostBlock;
 pub use manager::{ManagerOptions, MemoryManager};
 pub use stats::{MemoryStatistics, TransferStatistics};
+pub use transfer::{
+    Priority, RetryPolicy, TransferBatch, TransferEngine, TransferOptions, TransferOutcome, TransferReport,
+};

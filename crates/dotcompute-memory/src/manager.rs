@@ -78,6 +78,8 @@ pub(crate) struct ManagerShared {
     pub(crate) diagnostics: Diagnostics,
     /// Coarse clock advanced by each maintenance pass; cached blocks are stamped with it.
     tick: AtomicU64,
+    /// Measured transfer overhead and bandwidth, for the engine's batching threshold.
+    pub(crate) transfer_tuning: crate::transfer::schedule::Tuning,
 }
 
 /// Alignment of host and device blocks: a cache line for small blocks, a page from 64 KiB.
@@ -287,6 +289,7 @@ impl MemoryManager {
             diagnostics: Diagnostics::new(options.track_allocations, Box::new(move || live_stats.active())),
             stats,
             tick: AtomicU64::new(0),
+            transfer_tuning: Default::default(),
             options,
         });
         let maintenance = shared.options.maintenance_interval.map(|interval| {

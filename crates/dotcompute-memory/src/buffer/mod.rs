@@ -7,7 +7,7 @@
 //! - [`future`]: runtime-agnostic futures for the async forms.
 
 pub mod future;
-mod raw;
+pub(crate) mod raw;
 pub mod slice;
 pub mod state;
 pub mod unified;

@@ -183,8 +183,45 @@ impl RawBuffer {
     }
 
     /// The host bytes hold the newest data (always true on unified memory).
-    fn data_on_host(&self) -> bool {
+    pub(crate) fn data_on_host(&self) -> bool {
         matches!(self.parts, Parts::Unified { .. }) || self.host_current()
+    }
+
+    /// The device part when it holds the newest data (the source for device-side reads).
+    pub(crate) fn current_device(&self) -> Option<&DeviceMemory> {
+        if self.device_current() {
+            self.device()
+        } else {
+            None
+        }
+    }
+
+    /// Replaces the device part with `block`, which the caller has filled completely with the
+    /// buffer's new contents (-> device-current). On unified memory the block becomes the
+    /// buffer's single allocation. The old device part goes back to the pool.
+    pub(crate) fn install_device_block(&mut self, block: DeviceMemory) -> Result<()> {
+        self.settle()?;
+        match &mut self.parts {
+            Parts::Unified { memory, ptr, device_attached } => {
+                let new_ptr = self.mm.backend().host_ptr(&block).filter(|p| p.as_ptr() as usize % HOST_ALIGN == 0);
+                let Some(new_ptr) = new_ptr else {
+                    self.mm.release_device(block);
+                    return Err(internal("install: unified block without an aligned host pointer"));
+                };
+                if let Some(old) = memory.replace(block) {
+                    self.mm.release_device(old);
+                }
+                *ptr = new_ptr;
+                *device_attached = true;
+            }
+            Parts::Discrete { device, .. } => {
+                if let Some(old) = device.replace(block) {
+                    self.mm.release_device(old);
+                }
+            }
+        }
+        self.device_written();
+        Ok(())
     }
 
     fn device(&self) -> Option<&DeviceMemory> {
@@ -226,7 +263,7 @@ impl RawBuffer {
         r
     }
 
-    fn record(&self, direction: Direction, bytes: usize, elapsed: Duration) {
+    pub(crate) fn record(&self, direction: Direction, bytes: usize, elapsed: Duration) {
         let m = &self.metrics;
         let counter = match direction {
             Direction::HostToDevice => &m.h2d,

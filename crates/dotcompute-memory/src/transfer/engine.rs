@@ -1,0 +1,573 @@
+//! `TransferEngine`: executes batches of transfers and reports on each.
+
+use super::pipeline::{Op, Plan, Run, SharedStaging, Source};
+use super::schedule::{Priority, RetryPolicy};
+use crate::buffer::raw::RawBuffer;
+use crate::buffer::UnifiedBuffer;
+use crate::element::Element;
+use crate::error::{Direction, Error, Result};
+use crate::manager::{ManagerShared, MemoryManager};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// How a batch is executed. The defaults are good without tuning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferOptions {
+    /// Transfers in flight at once, spread over the backend's queues (default 4).
+    pub max_concurrency: usize,
+    /// Stage pageable host memory through pooled staging blocks (pinned where the backend has
+    /// pinned memory) instead of handing user memory to the device (default true). Unified
+    /// backends never stage.
+    pub use_pinned: bool,
+    /// Cut large transfers into `chunk_size` chunks so host copies overlap device transfers
+    /// (default true).
+    pub pipelining: bool,
+    /// Chunk size for pipelining (default 1 MiB).
+    pub chunk_size: usize,
+    /// Staging blocks per transfer in the ring (default 3; 2..=8 accepted).
+    pub staging_buffers: usize,
+    /// Priority of transfers added without one (default `Normal`).
+    pub priority: Priority,
+    /// Retry policy for transient errors.
+    pub retry: RetryPolicy,
+    /// Uploads smaller than this are packed into one staging fill and submitted together on one
+    /// queue. `None` (default) adapts it from measured per-transfer overhead and bandwidth.
+    pub batch_small_below: Option<usize>,
+}
+
+impl Default for TransferOptions {
+    fn default() -> Self {
+        TransferOptions {
+            max_concurrency: 4,
+            use_pinned: true,
+            pipelining: true,
+            chunk_size: 1 << 20,
+            staging_buffers: 3,
+            priority: Priority::Normal,
+            retry: RetryPolicy::default(),
+            batch_small_below: None,
+        }
+    }
+}
+
+impl TransferOptions {
+    fn validate(&self) -> Result<()> {
+        let bad = |option, value: String, reason| Err(Error::InvalidArgument { option, value, reason });
+        if self.max_concurrency == 0 {
+            return bad(
+                "TransferOptions::max_concurrency",
+                "0".into(),
+                "at least one transfer must be allowed in flight",
+            );
+        }
+        if self.chunk_size == 0 {
+            return bad("TransferOptions::chunk_size", "0".into(), "chunks must hold at least one byte");
+        }
+        if !(2..=8).contains(&self.staging_buffers) {
+            return bad(
+                "TransferOptions::staging_buffers",
+                self.staging_buffers.to_string(),
+                "a ring needs 2 to 8 blocks for host copies to overlap transfers",
+            );
+        }
+        self.retry.validate()
+    }
+}
+
+/// One transfer's result in a [`TransferReport`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TransferOutcome {
+    /// Position in the batch, in the order transfers were added.
+    pub index: usize,
+    /// Direction of the data movement.
+    pub direction: Direction,
+    /// Bytes moved (or that were to be moved, for a failure).
+    pub bytes: u64,
+    /// Most attempts any of its chunks needed.
+    pub attempts: u32,
+    /// Chunks it was cut into.
+    pub chunks: u32,
+    /// Packed with other small uploads into one staging fill.
+    pub batched: bool,
+    /// Position in which it was started (0 = first): priority order, then submission order.
+    pub start_order: usize,
+    /// From its start to its completion.
+    pub duration: Duration,
+    /// Why it failed, if it did (its destination is unchanged).
+    pub error: Option<String>,
+}
+
+/// What a batch did ([`TransferEngine::execute`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TransferReport {
+    /// Every transfer's outcome, by index.
+    pub transfers: Vec<TransferOutcome>,
+    /// Bytes moved by successful transfers.
+    pub total_bytes: u64,
+    /// `total_bytes` over `duration`, in bytes per second.
+    pub average_bandwidth: f64,
+    /// Number of failed transfers.
+    pub failed: usize,
+    /// Retries made (all transfers).
+    pub retries: u32,
+    /// Wall time of the whole batch.
+    pub duration: Duration,
+    /// Host-to-device bytes per second of wall time.
+    pub host_to_device_bandwidth: f64,
+    /// Device-to-host bytes per second of wall time.
+    pub device_to_host_bandwidth: f64,
+    /// Device-to-device bytes per second of wall time.
+    pub device_to_device_bandwidth: f64,
+    /// The small-transfer threshold used, in bytes.
+    pub batch_threshold: usize,
+    /// Whether that threshold came from measurements (false: the default or the option).
+    pub batch_threshold_measured: bool,
+    /// Transfers that went through batching.
+    pub batched: usize,
+    /// Queues used.
+    pub queues_used: usize,
+}
+
+impl TransferReport {
+    /// True when no transfer failed.
+    pub fn is_success(&self) -> bool {
+        self.failed == 0
+    }
+
+    /// The failed transfers.
+    pub fn failures(&self) -> impl Iterator<Item = &TransferOutcome> {
+        self.transfers.iter().filter(|t| t.error.is_some())
+    }
+}
+
+enum Spec<'a> {
+    Upload(&'a [u8], &'a mut RawBuffer),
+    Download(&'a RawBuffer, &'a mut [u8]),
+    Copy(&'a RawBuffer, &'a mut RawBuffer),
+}
+
+impl Spec<'_> {
+    fn manager_ids(&self) -> (u64, Option<u64>) {
+        match self {
+            Spec::Upload(_, d) => (d.manager().id, None),
+            Spec::Download(s, _) => (s.manager().id, None),
+            Spec::Copy(s, d) => (d.manager().id, Some(s.manager().id)),
+        }
+    }
+}
+
+/// A list of transfers to run together. Lengths are checked as transfers are added.
+#[derive(Default)]
+pub struct TransferBatch<'a> {
+    items: Vec<(Spec<'a>, Option<Priority>)>,
+}
+
+impl std::fmt::Debug for TransferBatch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransferBatch").field("transfers", &self.items.len()).finish()
+    }
+}
+
+impl<'a> TransferBatch<'a> {
+    /// An empty batch.
+    pub fn new() -> Self {
+        TransferBatch { items: Vec::new() }
+    }
+
+    /// Number of transfers.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Host-to-device: `src` becomes `dst`'s device contents (`dst` ends `DeviceDirty`, or
+    /// `DeviceOnly` if it has no host part... until read back).
+    pub fn upload<T: Element>(&mut self, src: &'a [T], dst: &'a mut UnifiedBuffer<T>) -> Result<&mut Self> {
+        check("upload", dst.len(), src.len())?;
+        self.items.push((Spec::Upload(bytemuck::cast_slice(src), &mut dst.raw), None));
+        Ok(self)
+    }
+
+    /// Device-to-host: `src`'s current contents into `dst` (`src` is not changed).
+    pub fn download<T: Element>(&mut self, src: &'a UnifiedBuffer<T>, dst: &'a mut [T]) -> Result<&mut Self> {
+        check("download", src.len(), dst.len())?;
+        self.items.push((Spec::Download(&src.raw, bytemuck::cast_slice_mut(dst)), None));
+        Ok(self)
+    }
+
+    /// Device-to-device: `src`'s contents into `dst` (same manager, same length).
+    pub fn copy<T: Element>(&mut self, src: &'a UnifiedBuffer<T>, dst: &'a mut UnifiedBuffer<T>) -> Result<&mut Self> {
+        check("copy", dst.len(), src.len())?;
+        let (left, right) = (dst.manager_id(), src.manager_id());
+        if left != right {
+            return Err(Error::ManagerMismatch { operation: "TransferBatch::copy", left, right });
+        }
+        self.items.push((Spec::Copy(&src.raw, &mut dst.raw), None));
+        Ok(self)
+    }
+
+    /// Sets the priority of the transfer added last.
+    pub fn with_priority(&mut self, priority: Priority) -> &mut Self {
+        if let Some(last) = self.items.last_mut() {
+            last.1 = Some(priority);
+        }
+        self
+    }
+}
+
+fn check(operation: &'static str, expected: usize, actual: usize) -> Result<()> {
+    if expected != actual {
+        return Err(Error::LengthMismatch { operation, expected, actual });
+    }
+    Ok(())
+}
+
+/// Runs transfer batches on one manager's backend (`MemoryManager::transfer_engine`).
+#[derive(Clone)]
+pub struct TransferEngine {
+    mm: Arc<ManagerShared>,
+}
+
+impl std::fmt::Debug for TransferEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransferEngine").field("manager", &self.mm.id).finish()
+    }
+}
+
+impl MemoryManager {
+    /// The transfer engine of this manager.
+    pub fn transfer_engine(&self) -> TransferEngine {
+        TransferEngine { mm: self.shared.clone() }
+    }
+}
+
+/// The state of one execution, advanced by `execute` (blocking) or by polling.
+struct Execution<'a> {
+    mm: Arc<ManagerShared>,
+    options: TransferOptions,
+    pending: std::collections::VecDeque<Run<'a>>,
+    active: Vec<Run<'a>>,
+    done: Vec<Run<'a>>,
+    started: Instant,
+    threshold: (usize, bool),
+    batched: usize,
+    queues_used: usize,
+    started_count: usize,
+}
+
+impl TransferEngine {
+    /// Runs every transfer of `batch` and waits for all of them. Invalid options, or buffers of
+    /// another manager, fail the call before anything moves; a transfer that fails after retries
+    /// is reported in [`TransferReport::failures`] and leaves its destination unchanged.
+    pub fn execute(&self, batch: TransferBatch<'_>, options: TransferOptions) -> Result<TransferReport> {
+        let mut exec = self.prepare(batch, options, false)?;
+        loop {
+            if exec.step() {
+                return Ok(exec.report());
+            }
+            exec.block();
+        }
+    }
+
+    /// Like [`TransferEngine::execute`] but as a runtime-agnostic future. Upload sources are
+    /// copied at submission and downloads land in owned staging first, so no user memory is
+    /// handed to the device beyond this call's borrows even if the future is leaked.
+    pub fn execute_async<'a>(
+        &self,
+        batch: TransferBatch<'a>,
+        options: TransferOptions,
+    ) -> impl Future<Output = Result<TransferReport>> + 'a {
+        let exec = self.prepare(batch, options, true);
+        ExecuteFuture { exec: Some(exec) }
+    }
+
+    /// Fills `dst` from `reader` chunk by chunk through the staging ring (the reader must yield
+    /// exactly `dst.size_in_bytes()` bytes), calling `progress(done, total)` after each chunk.
+    /// On any failure `dst` is unchanged.
+    pub fn stream_to_device<T: Element>(
+        &self,
+        reader: &mut dyn std::io::Read,
+        dst: &mut UnifiedBuffer<T>,
+        options: TransferOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<TransferReport> {
+        options.validate()?;
+        if dst.manager_id() != self.mm.id {
+            return Err(Error::ManagerMismatch {
+                operation: "stream_to_device",
+                left: self.mm.id,
+                right: dst.manager_id(),
+            });
+        }
+        let plan = Plan { queue: 0, chunk_size: options.chunk_size, ring: options.staging_buffers, staging: true };
+        let run = Run::new(0, Op::Upload { src: Source::Reader(reader), dst: &mut dst.raw }, &self.mm, plan, false)
+            .with_progress(progress);
+        let mut exec = Execution {
+            mm: self.mm.clone(),
+            options,
+            pending: std::collections::VecDeque::from([run]),
+            active: Vec::new(),
+            done: Vec::new(),
+            started: Instant::now(),
+            threshold: (0, false),
+            batched: 0,
+            queues_used: 1,
+            started_count: 0,
+        };
+        loop {
+            if exec.step() {
+                return Ok(exec.report());
+            }
+            exec.block();
+        }
+    }
+
+    fn prepare<'a>(&self, batch: TransferBatch<'a>, options: TransferOptions, owned: bool) -> Result<Execution<'a>> {
+        options.validate()?;
+        for (spec, _) in &batch.items {
+            let (a, b) = spec.manager_ids();
+            for id in std::iter::once(a).chain(b) {
+                if id != self.mm.id {
+                    return Err(Error::ManagerMismatch {
+                        operation: "TransferEngine::execute",
+                        left: self.mm.id,
+                        right: id,
+                    });
+                }
+            }
+        }
+        let mm = &self.mm;
+        let staging = options.use_pinned && !mm.unified;
+        let threshold = match options.batch_small_below {
+            Some(t) => (t, false),
+            None => mm.transfer_tuning.threshold(),
+        };
+        let queues = mm.backend().queue_count().max(1);
+        let queues_used = options.max_concurrency.min(queues).min(batch.items.len().max(1));
+        // Priority order, stable within a class.
+        let mut items: Vec<(usize, Spec<'a>, Priority)> =
+            batch.items.into_iter().enumerate().map(|(i, (s, p))| (i, s, p.unwrap_or(options.priority))).collect();
+        items.sort_by_key(|(_, _, p)| std::cmp::Reverse(*p));
+
+        // Small uploads are packed into shared staging blocks of up to one chunk each.
+        let mut runs = std::collections::VecDeque::new();
+        let mut batched = 0;
+        let mut group: Vec<(usize, &'a [u8], &'a mut RawBuffer)> = Vec::new();
+        let mut group_bytes = 0usize;
+        let mut next_queue = 0usize;
+        let flush = |group: &mut Vec<(usize, &'a [u8], &'a mut RawBuffer)>,
+                     runs: &mut std::collections::VecDeque<Run<'a>>,
+                     queue: usize|
+         -> usize {
+            if group.is_empty() {
+                return 0;
+            }
+            let total: usize = group.iter().map(|(_, s, _)| s.len()).sum();
+            let shared = mm.acquire_host(total).map(|mut block| {
+                let mut off = 0;
+                for (_, s, _) in group.iter() {
+                    block.bytes_mut()[off..off + s.len()].copy_from_slice(s);
+                    off += s.len();
+                }
+                Arc::new(SharedStaging { block: Some(block), mm: mm.clone() })
+            });
+            let n = group.len();
+            let mut off = 0;
+            for (index, s, dst) in group.drain(..) {
+                let len = s.len();
+                let src = match &shared {
+                    Ok(sh) => Source::Staged(sh.clone(), off, len),
+                    // No staging memory: send the members directly instead.
+                    Err(_) => Source::Owned(s.to_vec()),
+                };
+                off += len;
+                let plan = Plan { queue, chunk_size: usize::MAX, ring: 1, staging: false };
+                runs.push_back(Run::new(index, Op::Upload { src, dst }, mm, plan, true));
+            }
+            n
+        };
+        for (index, spec, _) in items {
+            let queue = next_queue % queues;
+            match spec {
+                Spec::Upload(src, dst) if staging && src.len() < threshold.0 => {
+                    if group_bytes + src.len() > options.chunk_size.max(threshold.0) {
+                        batched += flush(&mut group, &mut runs, queue);
+                        next_queue += 1;
+                        group_bytes = 0;
+                    }
+                    group_bytes += src.len();
+                    group.push((index, src, dst));
+                }
+                spec => {
+                    let chunk = if options.pipelining { options.chunk_size } else { usize::MAX };
+                    let op = match spec {
+                        Spec::Upload(src, dst) => Op::Upload {
+                            src: if owned && !staging { Source::Owned(src.to_vec()) } else { Source::Borrowed(src) },
+                            dst,
+                        },
+                        Spec::Download(src, dst) => Op::Download { src, dst },
+                        Spec::Copy(src, dst) => Op::Copy { src, dst },
+                    };
+                    // Asynchronous downloads always land in owned staging (leak safety).
+                    let stage = staging || (owned && matches!(op, Op::Download { .. }));
+                    let plan = Plan { queue, chunk_size: chunk, ring: options.staging_buffers, staging: stage };
+                    runs.push_back(Run::new(index, op, mm, plan, false));
+                    next_queue += 1;
+                }
+            }
+        }
+        batched += flush(&mut group, &mut runs, next_queue % queues);
+        Ok(Execution {
+            mm: mm.clone(),
+            options,
+            pending: runs,
+            active: Vec::new(),
+            done: Vec::new(),
+            started: Instant::now(),
+            threshold,
+            batched,
+            queues_used,
+            started_count: 0,
+        })
+    }
+}
+
+impl<'a> Execution<'a> {
+    /// Starts what may start and advances everything; true when all runs are finished.
+    fn step(&mut self) -> bool {
+        loop {
+            let mut progressed = false;
+            while self.active.len() < self.options.max_concurrency {
+                match self.pending.pop_front() {
+                    Some(mut run) => {
+                        run.start_order = self.started_count;
+                        self.started_count += 1;
+                        self.active.push(run);
+                        progressed = true;
+                    }
+                    None => break,
+                }
+            }
+            // Batch members share one queue and one fill: let them all in together.
+            while let Some(mut run) = self.pending.pop_front() {
+                if !run.batched {
+                    self.pending.push_front(run);
+                    break;
+                }
+                run.start_order = self.started_count;
+                self.started_count += 1;
+                self.active.push(run);
+            }
+            for run in &mut self.active {
+                progressed |= run.advance(&self.options.retry);
+            }
+            let mut i = 0;
+            while i < self.active.len() {
+                if self.active[i].is_finished() {
+                    let run = self.active.remove(i);
+                    if run.outcome.as_ref().is_some_and(|r| r.is_ok()) {
+                        self.mm.transfer_tuning.observe(run.bytes, run.duration());
+                    }
+                    self.done.push(run);
+                    progressed = true;
+                } else {
+                    i += 1;
+                }
+            }
+            if self.active.is_empty() && self.pending.is_empty() {
+                return true;
+            }
+            if !progressed {
+                return false;
+            }
+        }
+    }
+
+    fn block(&self) {
+        if let Some(run) = self.active.iter().find(|r| !r.is_finished()) {
+            run.wait_next();
+        }
+    }
+
+    fn report(&mut self) -> TransferReport {
+        let duration = self.started.elapsed();
+        let secs = duration.as_secs_f64().max(1e-9);
+        let mut transfers: Vec<TransferOutcome> = self
+            .done
+            .iter()
+            .map(|r| TransferOutcome {
+                index: r.index,
+                direction: r.direction,
+                bytes: r.bytes as u64,
+                attempts: r.attempts(),
+                chunks: r.chunks as u32,
+                batched: r.batched,
+                start_order: r.start_order,
+                duration: r.duration(),
+                error: match &r.outcome {
+                    Some(Err(e)) => Some(e.to_string()),
+                    _ => None,
+                },
+            })
+            .collect();
+        transfers.sort_by_key(|t| t.index);
+        let ok = |d: Option<Direction>| -> u64 {
+            transfers.iter().filter(|t| t.error.is_none() && d.is_none_or(|d| t.direction == d)).map(|t| t.bytes).sum()
+        };
+        let total_bytes = ok(None);
+        TransferReport {
+            total_bytes,
+            average_bandwidth: total_bytes as f64 / secs,
+            failed: transfers.iter().filter(|t| t.error.is_some()).count(),
+            retries: self.done.iter().map(|r| r.retries).sum(),
+            duration,
+            host_to_device_bandwidth: ok(Some(Direction::HostToDevice)) as f64 / secs,
+            device_to_host_bandwidth: ok(Some(Direction::DeviceToHost)) as f64 / secs,
+            device_to_device_bandwidth: ok(Some(Direction::DeviceToDevice)) as f64 / secs,
+            batch_threshold: self.threshold.0,
+            batch_threshold_measured: self.threshold.1,
+            batched: self.batched,
+            queues_used: self.queues_used,
+            transfers,
+        }
+    }
+}
+
+struct ExecuteFuture<'a> {
+    exec: Option<Result<Execution<'a>>>,
+}
+
+impl Future for ExecuteFuture<'_> {
+    type Output = Result<TransferReport>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let exec = match this.exec.as_mut() {
+            None => {
+                return Poll::Ready(Err(Error::InvalidArgument {
+                    option: "future",
+                    value: "polled after completion".into(),
+                    reason: "a transfer future yields its report once",
+                }))
+            }
+            Some(Err(_)) => return Poll::Ready(Err(this.exec.take().and_then(|r| r.err()).expect("checked"))),
+            Some(Ok(exec)) => exec,
+        };
+        if exec.step() {
+            let report = exec.report();
+            this.exec = None;
+            return Poll::Ready(Ok(report));
+        }
+        for run in exec.active.iter().filter(|r| !r.is_finished()) {
+            run.register(cx.waker());
+        }
+        Poll::Pending
+    }
+}

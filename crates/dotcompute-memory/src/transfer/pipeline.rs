@@ -1,0 +1,437 @@
+//! One transfer as a state machine that the engine advances without blocking.
+//!
+//! A transfer is cut into chunks. With staging, chunk `c` goes through slot `c % ring` of a
+//! ring of host blocks: the host copy into a slot happens while earlier chunks are still in
+//! flight, so host copies overlap device transfers. A slot is reused only after its previous
+//! chunk completed, and never while a retry is pending, so a failed chunk can be re-sent from
+//! its slot. Uploads and device copies write into a fresh device block that replaces the
+//! destination's device part only when every chunk has arrived: a failed transfer leaves its
+//! destination exactly as it was.
+
+use crate::backend::{DeviceMemory, Event};
+use crate::buffer::raw::RawBuffer;
+use crate::error::{Direction, Error, Result};
+use crate::host::HostBlock;
+use crate::manager::ManagerShared;
+use crate::transfer::schedule::RetryPolicy;
+use std::collections::VecDeque;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A host block shared by the members of one small-transfer batch; back to the pool on drop.
+pub(crate) struct SharedStaging {
+    pub(crate) block: Option<HostBlock>,
+    pub(crate) mm: Arc<ManagerShared>,
+}
+
+impl Drop for SharedStaging {
+    fn drop(&mut self) {
+        if let Some(b) = self.block.take() {
+            self.mm.release_host(b);
+        }
+    }
+}
+
+/// Where an upload's bytes come from.
+pub(crate) enum Source<'a> {
+    /// User memory, valid for the whole (synchronous) execution.
+    Borrowed(&'a [u8]),
+    /// A copy taken at submission (asynchronous execution: no user borrow outlives the call).
+    Owned(Vec<u8>),
+    /// A range of a batch's shared staging block.
+    Staged(Arc<SharedStaging>, usize, usize),
+    /// A reader consumed chunk by chunk (streaming).
+    Reader(&'a mut dyn Read),
+}
+
+impl Source<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Source::Borrowed(b) => b,
+            Source::Owned(v) => v,
+            Source::Staged(s, off, len) => s.block.as_ref().map(|b| &b.bytes()[*off..*off + *len]).unwrap_or(&[]),
+            Source::Reader(_) => &[],
+        }
+    }
+}
+
+pub(crate) enum Op<'a> {
+    Upload { src: Source<'a>, dst: &'a mut RawBuffer },
+    Download { src: &'a RawBuffer, dst: &'a mut [u8] },
+    Copy { src: &'a RawBuffer, dst: &'a mut RawBuffer },
+}
+
+struct Flight {
+    chunk: usize,
+    event: Event,
+}
+
+/// Progress callback of a streaming upload: (bytes done, bytes total).
+pub(crate) type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+pub(crate) struct Run<'a> {
+    pub(crate) index: usize,
+    pub(crate) direction: Direction,
+    pub(crate) bytes: usize,
+    pub(crate) batched: bool,
+    pub(crate) start_order: usize,
+    pub(crate) retries: u32,
+    pub(crate) chunks: usize,
+    pub(crate) outcome: Option<Result<()>>,
+    pub(crate) started: Instant,
+    pub(crate) finished_at: Option<Instant>,
+    op: Op<'a>,
+    mm: Arc<ManagerShared>,
+    queue: usize,
+    chunk: usize,
+    staging: Vec<HostBlock>,
+    target: Option<DeviceMemory>,
+    next: usize,
+    done: usize,
+    inflight: VecDeque<Flight>,
+    attempts: Vec<u32>,
+    retry_at: VecDeque<(usize, Instant)>,
+    progress: Option<Progress<'a>>,
+}
+
+/// How a run moves its data.
+pub(crate) struct Plan {
+    pub(crate) queue: usize,
+    pub(crate) chunk_size: usize,
+    pub(crate) ring: usize,
+    pub(crate) staging: bool,
+}
+
+impl<'a> Run<'a> {
+    pub(crate) fn new(index: usize, op: Op<'a>, mm: &Arc<ManagerShared>, plan: Plan, batched: bool) -> Run<'a> {
+        let (direction, bytes, needs_target) = match &op {
+            Op::Upload { dst, .. } => (Direction::HostToDevice, dst.bytes(), true),
+            Op::Download { src, .. } => (Direction::DeviceToHost, src.bytes(), false),
+            Op::Copy { src, dst } => {
+                let d2d = src.current_device().is_some() || mm.unified;
+                (if d2d { Direction::DeviceToDevice } else { Direction::HostToDevice }, dst.bytes(), true)
+            }
+        };
+        let chunk = plan.chunk_size.clamp(1, bytes.max(1));
+        let chunks = bytes.div_ceil(chunk);
+        let mut run = Run {
+            index,
+            direction,
+            bytes,
+            batched,
+            start_order: 0,
+            retries: 0,
+            chunks,
+            outcome: None,
+            started: Instant::now(),
+            finished_at: None,
+            op,
+            mm: mm.clone(),
+            queue: plan.queue,
+            chunk,
+            staging: Vec::new(),
+            target: None,
+            next: 0,
+            done: 0,
+            inflight: VecDeque::new(),
+            attempts: vec![0; chunks],
+            retry_at: VecDeque::new(),
+            progress: None,
+        };
+        if bytes == 0 {
+            run.finish(Ok(()));
+            return run;
+        }
+        // A download whose newest data is already in host memory is one memcpy.
+        if let Op::Download { src, dst } = &mut run.op {
+            if src.data_on_host() {
+                dst.copy_from_slice(src.host());
+                run.done = run.chunks;
+                run.finish(Ok(()));
+                return run;
+            }
+        }
+        let setup = (|| -> Result<()> {
+            if needs_target {
+                run.target = Some(mm.acquire_device(bytes)?);
+            }
+            if plan.staging {
+                for _ in 0..plan.ring.clamp(1, chunks) {
+                    run.staging.push(mm.acquire_host(chunk)?);
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = setup {
+            run.fail(e);
+        }
+        run
+    }
+
+    pub(crate) fn with_progress(mut self, progress: Progress<'a>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    pub(crate) fn attempts(&self) -> u32 {
+        self.attempts.iter().copied().max().unwrap_or(0)
+    }
+
+    pub(crate) fn duration(&self) -> Duration {
+        self.finished_at.unwrap_or_else(Instant::now) - self.started
+    }
+
+    fn ring(&self) -> usize {
+        if self.staging.is_empty() {
+            // Direct transfers need no slots; keep a few in flight.
+            4
+        } else {
+            self.staging.len()
+        }
+    }
+
+    /// Does whatever can be done without blocking; true if anything happened.
+    pub(crate) fn advance(&mut self, retry: &RetryPolicy) -> bool {
+        if self.is_finished() {
+            return false;
+        }
+        let mut progressed = false;
+        // Completions, in order.
+        while let Some(front) = self.inflight.front() {
+            match front.event.is_complete() {
+                Ok(false) => break,
+                Ok(true) => {
+                    let f = self.inflight.pop_front().expect("front exists");
+                    self.complete_chunk(f.chunk);
+                    progressed = true;
+                }
+                Err(e) => {
+                    let f = self.inflight.pop_front().expect("front exists");
+                    self.chunk_failed(f.chunk, e, retry);
+                    progressed = true;
+                    if self.is_finished() {
+                        return true;
+                    }
+                }
+            }
+        }
+        // Due retries.
+        while let Some(&(c, at)) = self.retry_at.front() {
+            if Instant::now() < at {
+                break;
+            }
+            self.retry_at.pop_front();
+            progressed = true;
+            if let Err(e) = self.enqueue(c) {
+                self.chunk_failed(c, e, retry);
+                if self.is_finished() {
+                    return true;
+                }
+            }
+        }
+        // New chunks, while slots are free and no retry waits for its slot.
+        while self.retry_at.is_empty() && self.next < self.chunks && self.inflight.len() < self.ring() {
+            let c = self.next;
+            self.next += 1;
+            progressed = true;
+            if let Err(e) = self.enqueue(c) {
+                self.chunk_failed(c, e, retry);
+                if self.is_finished() {
+                    return true;
+                }
+                break;
+            }
+        }
+        if self.done == self.chunks && self.inflight.is_empty() && self.retry_at.is_empty() {
+            let r = self.install();
+            self.finish(r);
+            progressed = true;
+        }
+        progressed
+    }
+
+    /// Blocks until the next thing this run waits for (its oldest chunk, or a retry time).
+    pub(crate) fn wait_next(&self) {
+        if let Some(f) = self.inflight.front() {
+            // Errors are picked up by the next `advance`.
+            let _ = f.event.wait();
+        } else if let Some(&(_, at)) = self.retry_at.front() {
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+        }
+    }
+
+    /// Arranges for `waker` to be woken when this run can make progress.
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        if let Some(f) = self.inflight.front() {
+            f.event.on_complete(waker.clone());
+        } else if let Some(&(_, at)) = self.retry_at.front() {
+            let waker = waker.clone();
+            let delay = at.saturating_duration_since(Instant::now());
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                waker.wake();
+            });
+        } else {
+            waker.wake_by_ref();
+        }
+    }
+
+    fn chunk_range(&self, c: usize) -> (usize, usize) {
+        let off = c * self.chunk;
+        (off, self.chunk.min(self.bytes - off))
+    }
+
+    fn enqueue(&mut self, c: usize) -> Result<()> {
+        self.attempts[c] += 1;
+        let (off, len) = self.chunk_range(c);
+        let backend = self.mm.backend.clone();
+        let slot = if self.staging.is_empty() { None } else { Some(c % self.staging.len()) };
+        let event = match &mut self.op {
+            Op::Upload { src, .. } => {
+                let target = self.target.as_ref().ok_or_else(|| missing("upload target"))?;
+                let ptr = match slot {
+                    Some(s) => {
+                        let block = &mut self.staging[s];
+                        // A retry re-sends the slot as it is; only a first attempt fills it.
+                        if self.attempts[c] == 1 {
+                            fill_slot(src, &mut block.bytes_mut()[..len], off)?;
+                        }
+                        block.as_ptr() as *const u8
+                    }
+                    None => src.bytes()[off..off + len].as_ptr(),
+                };
+                // SAFETY: `ptr` addresses `len` readable bytes that stay valid and unwritten
+                // until the event completes: a staging slot is owned by this run and refilled
+                // only after its chunk completed; borrowed, owned and shared-staging sources
+                // live at least as long as the run; `Drop` waits for every event in flight.
+                unsafe { backend.write_async(self.queue, target, off, ptr, len)? }
+            }
+            Op::Download { src, dst } => {
+                let from = src.current_device().ok_or_else(|| missing("download source on the device"))?;
+                let ptr = match slot {
+                    Some(s) => self.staging[s].as_ptr(),
+                    None => dst[off..off + len].as_mut_ptr(),
+                };
+                // SAFETY: `ptr` addresses `len` writable bytes that nothing else touches until
+                // the event completes: a staging slot owned by this run, or the user's
+                // destination, exclusively borrowed for the run's whole life (direct downloads
+                // are used only by synchronous execution); `Drop` waits for events in flight.
+                unsafe { backend.read_async(self.queue, from, off, ptr, len)? }
+            }
+            Op::Copy { src, .. } => {
+                let target = self.target.as_ref().ok_or_else(|| missing("copy target"))?;
+                match src.current_device() {
+                    Some(from) => backend.copy_async(self.queue, from, off, target, off, len)?,
+                    None => {
+                        let data = &src.host()[off..off + len];
+                        // SAFETY: the source buffer is borrowed for the run's whole life, so its
+                        // host bytes stay valid and (shared borrow) unwritten; Drop waits.
+                        unsafe { backend.write_async(self.queue, target, off, data.as_ptr(), len)? }
+                    }
+                }
+            }
+        };
+        self.inflight.push_back(Flight { chunk: c, event });
+        Ok(())
+    }
+
+    fn complete_chunk(&mut self, c: usize) {
+        let (off, len) = self.chunk_range(c);
+        if let (Op::Download { dst, .. }, false) = (&mut self.op, self.staging.is_empty()) {
+            let slot = &self.staging[c % self.staging.len()];
+            dst[off..off + len].copy_from_slice(&slot.bytes()[..len]);
+        }
+        self.done += 1;
+        if let Some(p) = self.progress.as_mut() {
+            p((off + len) as u64, self.bytes as u64);
+        }
+    }
+
+    fn chunk_failed(&mut self, c: usize, e: Error, retry: &RetryPolicy) {
+        if e.is_transient() && self.attempts[c] < retry.max_attempts {
+            self.retries += 1;
+            self.retry_at.push_back((c, Instant::now() + retry.backoff(self.attempts[c])));
+        } else {
+            self.fail(e);
+        }
+    }
+
+    /// Puts the finished target in place (uploads and copies) and records the transfer.
+    fn install(&mut self) -> Result<()> {
+        let elapsed = self.started.elapsed();
+        match &mut self.op {
+            Op::Upload { dst, .. } | Op::Copy { dst, .. } => {
+                let block = self.target.take().ok_or_else(|| missing("target"))?;
+                dst.install_device_block(block)?;
+                dst.record(self.direction, self.bytes, elapsed);
+            }
+            Op::Download { src, .. } => src.record(Direction::DeviceToHost, self.bytes, elapsed),
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.drain();
+        self.finish(Err(e));
+    }
+
+    fn finish(&mut self, r: Result<()>) {
+        self.release();
+        self.outcome = Some(r);
+        self.finished_at = Some(Instant::now());
+    }
+
+    /// Waits for everything in flight (so no memory is released under a running transfer).
+    fn drain(&mut self) {
+        while let Some(f) = self.inflight.pop_front() {
+            let _ = f.event.wait();
+        }
+        self.retry_at.clear();
+    }
+
+    fn release(&mut self) {
+        for b in self.staging.drain(..) {
+            self.mm.release_host(b);
+        }
+        if let Some(t) = self.target.take() {
+            self.mm.release_device(t);
+        }
+    }
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        self.drain();
+        self.release();
+    }
+}
+
+/// Fills a staging slot with the source bytes at `off` (a reader is read exactly).
+fn fill_slot(src: &mut Source<'_>, slot: &mut [u8], off: usize) -> Result<()> {
+    match src {
+        Source::Reader(r) => r.read_exact(slot).map_err(|e| Error::InvalidArgument {
+            option: "stream reader",
+            value: format!("read of {} bytes at offset {off} failed: {e}", slot.len()),
+            reason: "the reader must supply exactly the buffer's size in bytes",
+        }),
+        other => {
+            slot.copy_from_slice(&other.bytes()[off..off + slot.len()]);
+            Ok(())
+        }
+    }
+}
+
+fn missing(what: &str) -> Error {
+    Error::InvalidHandle {
+        backend: "transfer",
+        reason: format!("internal inconsistency: no {what}; please report this"),
+    }
+}

@@ -1,0 +1,169 @@
+//! Scheduling policy: priorities, retry backoff, and the adaptive batching threshold.
+#![deny(unsafe_code)]
+
+use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Priority class of a transfer. Higher classes start first; within a class, submission order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+pub enum Priority {
+    /// Started after everything else.
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Started before queued normal and low transfers.
+    High,
+}
+
+/// Retry with exponential backoff for transient errors (`Error::is_transient`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts per chunk in total, including the first (default 4; 1 = no retries).
+    pub max_attempts: u32,
+    /// Wait before the first retry (default 1 ms).
+    pub initial_backoff: Duration,
+    /// Factor applied to the wait after each retry (default 2.0).
+    pub multiplier: f64,
+    /// Upper bound on one wait (default 100 ms).
+    pub max_backoff: Duration,
+    /// Randomise each wait in [50 %, 100 %] so retries from many transfers spread out (default on).
+    pub jitter: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(1),
+            multiplier: 2.0,
+            max_backoff: Duration::from_millis(100),
+            jitter: true,
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.max_attempts == 0 {
+            return Err(Error::InvalidArgument {
+                option: "RetryPolicy::max_attempts",
+                value: "0".into(),
+                reason: "at least one attempt is needed (1 means no retries)",
+            });
+        }
+        if !(self.multiplier >= 1.0 && self.multiplier.is_finite()) {
+            return Err(Error::InvalidArgument {
+                option: "RetryPolicy::multiplier",
+                value: self.multiplier.to_string(),
+                reason: "must be a finite number >= 1.0",
+            });
+        }
+        Ok(())
+    }
+
+    /// The wait before attempt `attempt + 1` (attempt counts from 1).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.multiplier.powi(attempt.saturating_sub(1).min(64) as i32);
+        let base = self.initial_backoff.as_secs_f64() * exp;
+        let capped = base.min(self.max_backoff.as_secs_f64());
+        let factor = if self.jitter { 0.5 + 0.5 * unit_random() } else { 1.0 };
+        Duration::from_secs_f64(capped * factor)
+    }
+}
+
+/// A process-wide xorshift generator for jitter (quality is irrelevant; spread is the point).
+fn unit_random() -> f64 {
+    static STATE: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+    let mut x = STATE.load(Ordering::Relaxed);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    STATE.store(x, Ordering::Relaxed);
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Running estimates of per-transfer overhead and bandwidth, from which the size below which
+/// transfers are batched is derived: a transfer is "small" when its fixed overhead costs more
+/// than moving its bytes, i.e. below `overhead * bandwidth`.
+#[derive(Debug, Default)]
+pub(crate) struct Tuning {
+    overhead_ns: AtomicU64,
+    bandwidth_bps: AtomicU64,
+}
+
+/// Bounds of the adaptive threshold.
+pub(crate) const MIN_BATCH_THRESHOLD: usize = 4 << 10;
+pub(crate) const MAX_BATCH_THRESHOLD: usize = 1 << 20;
+const DEFAULT_BATCH_THRESHOLD: usize = 64 << 10;
+
+impl Tuning {
+    /// Folds in one observed transfer (exponential moving average, weight 1/8).
+    pub(crate) fn observe(&self, bytes: usize, elapsed: Duration) {
+        let ns = elapsed.as_nanos().max(1) as u64;
+        let ewma = |a: &AtomicU64, v: u64| {
+            let old = a.load(Ordering::Relaxed);
+            a.store(if old == 0 { v } else { old - old / 8 + v / 8 }, Ordering::Relaxed);
+        };
+        if bytes <= MIN_BATCH_THRESHOLD {
+            ewma(&self.overhead_ns, ns);
+        } else {
+            ewma(&self.bandwidth_bps, (bytes as u128 * 1_000_000_000 / ns as u128) as u64);
+        }
+    }
+
+    /// The current threshold in bytes, and whether it was measured (false: default).
+    pub(crate) fn threshold(&self) -> (usize, bool) {
+        let (o, b) = (self.overhead_ns.load(Ordering::Relaxed), self.bandwidth_bps.load(Ordering::Relaxed));
+        if o == 0 || b == 0 {
+            return (DEFAULT_BATCH_THRESHOLD, false);
+        }
+        let t = (o as u128 * b as u128 / 1_000_000_000) as usize;
+        (t.clamp(MIN_BATCH_THRESHOLD, MAX_BATCH_THRESHOLD), true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy { jitter: false, ..Default::default() };
+        assert_eq!(p.backoff(1), Duration::from_millis(1));
+        assert_eq!(p.backoff(2), Duration::from_millis(2));
+        assert_eq!(p.backoff(3), Duration::from_millis(4));
+        assert_eq!(p.backoff(30), Duration::from_millis(100));
+        let j = RetryPolicy::default();
+        for a in 1..10 {
+            let d = j.backoff(a);
+            let full = p.backoff(a);
+            assert!(d <= full && d >= full / 2, "{d:?} vs {full:?}");
+        }
+    }
+
+    #[test]
+    fn bad_policies_are_rejected() {
+        assert!(RetryPolicy { max_attempts: 0, ..Default::default() }.validate().is_err());
+        assert!(RetryPolicy { multiplier: 0.5, ..Default::default() }.validate().is_err());
+        assert!(RetryPolicy { multiplier: f64::NAN, ..Default::default() }.validate().is_err());
+    }
+
+    #[test]
+    fn threshold_follows_measurements() {
+        let t = Tuning::default();
+        assert_eq!(t.threshold(), (DEFAULT_BATCH_THRESHOLD, false));
+        // 20 us per tiny transfer, 10 GB/s: overhead worth 200 KB.
+        t.observe(64, Duration::from_micros(20));
+        t.observe(10_000_000, Duration::from_millis(1));
+        let (bytes, measured) = t.threshold();
+        assert!(measured);
+        assert_eq!(bytes, 200_000);
+        // Tiny overhead clamps to the minimum.
+        let t = Tuning::default();
+        t.observe(64, Duration::from_nanos(10));
+        t.observe(10_000_000, Duration::from_millis(1));
+        assert_eq!(t.threshold().0, MIN_BATCH_THRESHOLD);
+    }
+}

@@ -1,0 +1,218 @@
+//! The transfer engine on the simulated device (with latency and injected faults) and the CPU.
+
+use dotcompute_memory::*;
+use std::time::Duration;
+
+fn pattern(n: usize, seed: u32) -> Vec<u32> {
+    (0..n as u32).map(|i| i.wrapping_mul(2_654_435_761).wrapping_add(seed)).collect()
+}
+
+fn sim(faults: FaultPlan) -> MemoryManager {
+    MemoryManager::sim(SimOptions { faults, ..Default::default() })
+}
+
+#[test]
+fn upload_download_copy_round_trip_on_sim_and_cpu() {
+    for mm in [MemoryManager::sim(SimOptions::default()), MemoryManager::cpu()] {
+        let data = pattern(300_000, 1); // 1.2 MB: several 256 KiB chunks
+        let mut a = mm.allocate::<u32>(data.len()).unwrap();
+        let mut b = mm.allocate::<u32>(data.len()).unwrap();
+        let opts = TransferOptions { chunk_size: 256 << 10, ..Default::default() };
+        let mut batch = TransferBatch::new();
+        batch.upload(&data, &mut a).unwrap();
+        let report = mm.transfer_engine().execute(batch, opts.clone()).unwrap();
+        assert!(report.is_success(), "{report:?}");
+        assert_eq!(report.total_bytes, 1_200_000);
+        assert_eq!(report.transfers[0].chunks, 5);
+        assert_eq!(a.state(), BufferState::DeviceDirty, "{}", mm.backend().name());
+
+        let mut batch = TransferBatch::new();
+        batch.copy(&a, &mut b).unwrap();
+        let report = mm.transfer_engine().execute(batch, opts.clone()).unwrap();
+        assert!(report.is_success());
+        assert_eq!(report.transfers[0].direction, Direction::DeviceToDevice);
+
+        let mut out = vec![0u32; data.len()];
+        let mut batch = TransferBatch::new();
+        batch.download(&b, &mut out).unwrap();
+        let report = mm.transfer_engine().execute(batch, opts).unwrap();
+        assert!(report.is_success());
+        assert_eq!(out, data);
+        assert_eq!(b.to_vec().unwrap(), data);
+        assert_eq!(a.as_slice().unwrap(), &data[..]);
+    }
+}
+
+#[test]
+fn transient_faults_are_retried_and_reported() {
+    // Operation 1 and 2 are the two device allocations, 3.. the chunk writes.
+    let mm = sim(FaultPlan { fail_nth: Some(4), transient: true, ..Default::default() });
+    let data = pattern(100_000, 2);
+    let mut a = mm.allocate::<u32>(data.len()).unwrap();
+    let mut batch = TransferBatch::new();
+    batch.upload(&data, &mut a).unwrap();
+    let opts = TransferOptions { chunk_size: 64 << 10, ..Default::default() };
+    let report = mm.transfer_engine().execute(batch, opts).unwrap();
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.retries, 1);
+    assert_eq!(report.transfers[0].attempts, 2);
+    assert_eq!(a.to_vec().unwrap(), data);
+}
+
+#[test]
+fn a_permanent_fault_fails_one_transfer_and_leaves_its_destination_unchanged() {
+    let mm = sim(FaultPlan { fail_nth: Some(5), transient: false, ..Default::default() });
+    let old = pattern(50_000, 3);
+    let mut a = mm.allocate_from(&old).unwrap();
+    a.ensure_on_device().unwrap(); // ops 1 (alloc) + 2 (write)
+    let mut b = mm.allocate::<u32>(50_000).unwrap();
+    let new_a = pattern(50_000, 4);
+    let new_b = pattern(50_000, 5);
+    let mut batch = TransferBatch::new();
+    batch.upload(&new_a, &mut a).unwrap();
+    batch.upload(&new_b, &mut b).unwrap();
+    let opts = TransferOptions { max_concurrency: 1, pipelining: false, ..Default::default() };
+    let report = mm.transfer_engine().execute(batch, opts).unwrap();
+    assert_eq!(report.failed, 1, "{report:?}");
+    let failed: Vec<_> = report.failures().map(|t| t.index).collect();
+    assert_eq!(failed.len(), 1);
+    let err = report.failures().next().unwrap().error.clone().unwrap();
+    assert!(err.contains("injected permanent fault"), "{err}");
+    // The failed one keeps its old contents and state; the other one has its new data.
+    let (failed_buf, failed_old, ok_buf, ok_new) =
+        if failed[0] == 0 { (&a, &old, &b, &new_b) } else { (&b, &vec![0; 50_000], &a, &new_a) };
+    assert_eq!(&failed_buf.to_vec().unwrap(), failed_old);
+    assert_eq!(&ok_buf.to_vec().unwrap(), ok_new);
+    assert_eq!(a.state() == BufferState::Synchronized, failed[0] == 0);
+}
+
+#[test]
+fn priorities_start_first_without_dropping_the_rest() {
+    let mm = MemoryManager::sim(SimOptions::default());
+    let mut bufs: Vec<_> = (0..4).map(|_| mm.allocate::<u8>(100_000).unwrap()).collect();
+    let data = vec![7u8; 100_000];
+    let mut batch = TransferBatch::new();
+    let mut it = bufs.iter_mut();
+    batch.upload(&data, it.next().unwrap()).unwrap().with_priority(Priority::Low);
+    batch.upload(&data, it.next().unwrap()).unwrap();
+    batch.upload(&data, it.next().unwrap()).unwrap().with_priority(Priority::High);
+    batch.upload(&data, it.next().unwrap()).unwrap();
+    let opts = TransferOptions { max_concurrency: 1, batch_small_below: Some(0), ..Default::default() };
+    let report = mm.transfer_engine().execute(batch, opts).unwrap();
+    let order: Vec<usize> = report.transfers.iter().map(|t| t.start_order).collect();
+    assert_eq!(order, vec![3, 1, 0, 2]);
+    assert!(report.is_success());
+    for b in &bufs {
+        assert_eq!(b.to_vec().unwrap(), data);
+    }
+}
+
+#[test]
+fn small_uploads_are_batched() {
+    let mm = MemoryManager::sim(SimOptions::default());
+    let mut bufs: Vec<_> = (0..20).map(|_| mm.allocate::<u16>(100).unwrap()).collect();
+    let datas: Vec<Vec<u16>> = (0..20).map(|i| vec![i as u16; 100]).collect();
+    let mut batch = TransferBatch::new();
+    for (b, d) in bufs.iter_mut().zip(&datas) {
+        batch.upload(d, b).unwrap();
+    }
+    let report = mm.transfer_engine().execute(batch, TransferOptions::default()).unwrap();
+    assert!(report.is_success());
+    assert_eq!(report.batched, 20);
+    assert!(report.transfers.iter().all(|t| t.batched));
+    for (b, d) in bufs.iter().zip(&datas) {
+        assert_eq!(&b.to_vec().unwrap(), d);
+    }
+}
+
+#[test]
+fn async_execute_with_latency() {
+    let mm = MemoryManager::sim(SimOptions { latency: Duration::from_millis(2), ..Default::default() });
+    let data = pattern(10_000, 6);
+    let mut a = mm.allocate::<u32>(data.len()).unwrap();
+    let mut out = vec![0u32; data.len()];
+    {
+        let mut batch = TransferBatch::new();
+        batch.upload(&data, &mut a).unwrap();
+        let report = pollster::block_on(mm.transfer_engine().execute_async(batch, TransferOptions::default())).unwrap();
+        assert!(report.is_success());
+    }
+    let mut batch = TransferBatch::new();
+    batch.download(&a, &mut out).unwrap();
+    let report = pollster::block_on(mm.transfer_engine().execute_async(batch, TransferOptions::default())).unwrap();
+    assert!(report.is_success());
+    assert_eq!(out, data);
+}
+
+#[test]
+fn streaming_fills_a_buffer_with_progress() {
+    let mm = MemoryManager::sim(SimOptions::default());
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut buf = mm.allocate::<u8>(data.len()).unwrap();
+    let mut seen = Vec::new();
+    let opts = TransferOptions { chunk_size: 300_000, ..Default::default() };
+    let report = mm
+        .transfer_engine()
+        .stream_to_device(&mut std::io::Cursor::new(&data), &mut buf, opts.clone(), &mut |d, t| seen.push((d, t)))
+        .unwrap();
+    assert!(report.is_success());
+    assert_eq!(seen.last(), Some(&(1_000_000, 1_000_000)));
+    assert_eq!(seen.len(), 4);
+    assert_eq!(buf.to_vec().unwrap(), data);
+
+    // A short stream fails and leaves the buffer as it was.
+    let report = mm
+        .transfer_engine()
+        .stream_to_device(&mut std::io::Cursor::new(&data[..10]), &mut buf, opts, &mut |_, _| {})
+        .unwrap();
+    assert_eq!(report.failed, 1);
+    assert!(report.transfers[0].error.as_ref().unwrap().contains("exactly the buffer's size"));
+    assert_eq!(buf.to_vec().unwrap(), data);
+}
+
+#[test]
+fn bad_input_is_rejected_before_anything_moves() {
+    let mm = MemoryManager::sim(SimOptions::default());
+    let mut a = mm.allocate::<u32>(10).unwrap();
+    {
+        let mut batch = TransferBatch::new();
+        assert!(matches!(batch.upload(&[1u32; 9], &mut a), Err(Error::LengthMismatch { expected: 10, actual: 9, .. })));
+    }
+    let other = MemoryManager::sim(SimOptions::default());
+    let foreign = other.allocate::<u32>(10).unwrap();
+    {
+        let mut batch = TransferBatch::new();
+        assert!(matches!(batch.copy(&foreign, &mut a), Err(Error::ManagerMismatch { .. })));
+    }
+    let data = [1u32; 10];
+    for opts in [
+        TransferOptions { max_concurrency: 0, ..Default::default() },
+        TransferOptions { chunk_size: 0, ..Default::default() },
+        TransferOptions { staging_buffers: 1, ..Default::default() },
+        TransferOptions { retry: RetryPolicy { max_attempts: 0, ..Default::default() }, ..Default::default() },
+    ] {
+        let mut batch = TransferBatch::new();
+        batch.upload(&data, &mut a).unwrap();
+        assert!(matches!(mm.transfer_engine().execute(batch, opts), Err(Error::InvalidArgument { .. })));
+    }
+    assert_eq!(a.state(), BufferState::HostOnly);
+    let mut batch = TransferBatch::new();
+    batch.upload(&data, &mut a).unwrap();
+    assert!(matches!(
+        other.transfer_engine().execute(batch, TransferOptions::default()),
+        Err(Error::ManagerMismatch { .. })
+    ));
+    assert_eq!(a.state(), BufferState::HostOnly);
+}
+
+#[test]
+fn statistics_and_metrics_see_engine_transfers() {
+    let mm = MemoryManager::sim(SimOptions::default());
+    let data = pattern(1000, 7);
+    let mut a = mm.allocate::<u32>(1000).unwrap();
+    let mut batch = TransferBatch::new();
+    batch.upload(&data, &mut a).unwrap();
+    mm.transfer_engine().execute(batch, TransferOptions { batch_small_below: Some(0), ..Default::default() }).unwrap();
+    assert_eq!(mm.statistics().host_to_device.bytes, 4000);
+    assert_eq!(a.metrics().host_to_device, 1);
+}
