@@ -23,6 +23,8 @@
 //! with any async runtime.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod sim;
 
 use crate::error::{Error, Result};
@@ -291,6 +293,9 @@ pub fn open(name: &str) -> Result<std::sync::Arc<dyn Backend>> {
         "cpu" => Ok(std::sync::Arc::new(cpu::CpuBackend::new())),
         "sim" => Ok(std::sync::Arc::new(sim::SimBackend::new(sim::SimOptions::default()))),
         "opencl" => Err(not_compiled("opencl", "opencl")),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(std::sync::Arc::new(cuda::CudaBackend::from_env()?)),
+        #[cfg(not(feature = "cuda"))]
         "cuda" => Err(not_compiled("cuda", "cuda")),
         "metal" => Err(Error::BackendUnavailable {
             backend: "metal".into(),
