@@ -29,6 +29,11 @@ use std::time::{Duration, Instant};
 /// Alignment every buffer's host bytes are guaranteed to have.
 pub(crate) const HOST_ALIGN: usize = 64;
 
+/// A type with `HOST_ALIGN` alignment, for the dangling pointer of zero-byte buffers.
+#[repr(C, align(64))]
+struct AlignedEmpty([u8; HOST_ALIGN]);
+const _: () = assert!(std::mem::align_of::<AlignedEmpty>() == HOST_ALIGN);
+
 enum Parts {
     /// Unified backend, or zero bytes: one allocation serves both parts.
     Unified { memory: Option<DeviceMemory>, ptr: NonNull<u8>, device_attached: bool },
@@ -116,7 +121,9 @@ unsafe impl Send for RawBuffer {}
 impl RawBuffer {
     pub(crate) fn new(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Self> {
         let parts = if bytes == 0 {
-            Parts::Unified { memory: None, ptr: NonNull::<[u8; HOST_ALIGN]>::dangling().cast(), device_attached: false }
+            // A dangling pointer aligned like real host memory (`[u8; N]` is only 1-aligned),
+            // so empty `&[T]` views of any element type are well aligned.
+            Parts::Unified { memory: None, ptr: NonNull::<AlignedEmpty>::dangling().cast(), device_attached: false }
         } else if mm.unified {
             let memory = mm.acquire_device(bytes)?;
             match mm.backend().host_ptr(&memory) {
