@@ -192,6 +192,7 @@ fn slice_ranges_out_of_bounds_reversed_and_past_the_end() {
 }
 
 #[test]
+#[allow(clippy::reversed_empty_ranges)]
 fn slice_of_a_slice_is_bounded_by_the_parent_view() {
     for mm in managers() {
         for mut b in buffers_in_every_state(&mm) {

@@ -605,11 +605,11 @@ fn run(mm: &MemoryManager, lens: (usize, usize), ops: &[Op], faults: bool) -> st
                 return Err(TestCaseError::fail(format!("{}: expected {expected:?}, got {actual:?}", ctx())));
             }
         }
-        for i in 0..2 {
-            prop_assert_eq!(bufs[i].state(), model.state[i], "{}: state of buffer {}", ctx(), i);
-            let got = contents(&bufs[i], faults)?;
+        for (i, buf) in bufs.iter().enumerate() {
+            prop_assert_eq!(buf.state(), model.state[i], "{}: state of buffer {}", ctx(), i);
+            let got = contents(buf, faults)?;
             prop_assert_eq!(&got, &model.data[i], "{}: contents of buffer {}", ctx(), i);
-            prop_assert_eq!(bufs[i].state(), model.state[i], "{}: state of buffer {} after reading", ctx(), i);
+            prop_assert_eq!(buf.state(), model.state[i], "{}: state of buffer {} after reading", ctx(), i);
         }
     }
     drop(bufs);
