@@ -168,7 +168,9 @@ impl ManagerShared {
     }
 
     fn round(&self, bytes: usize) -> Result<(usize, usize)> {
-        class_of(bytes).ok_or(Error::LengthOverflow {
+        // A rounded size above isize::MAX cannot be allocated by anything (Rust's `Layout`
+        // rejects it); report it as the overflow it is, not as a bad alignment.
+        class_of(bytes).filter(|&(_, size)| size <= isize::MAX as usize).ok_or(Error::LengthOverflow {
             len: bytes,
             element_size: 1,
             type_name: "u8 (rounded to a pool size class)",

@@ -29,6 +29,11 @@ use std::time::{Duration, Instant};
 /// Alignment every buffer's host bytes are guaranteed to have.
 pub(crate) const HOST_ALIGN: usize = 64;
 
+/// A type with `HOST_ALIGN` alignment, for the dangling pointer of zero-byte buffers.
+#[repr(C, align(64))]
+struct AlignedEmpty([u8; HOST_ALIGN]);
+const _: () = assert!(std::mem::align_of::<AlignedEmpty>() == HOST_ALIGN);
+
 enum Parts {
     /// Unified backend, or zero bytes: one allocation serves both parts.
     Unified { memory: Option<DeviceMemory>, ptr: NonNull<u8>, device_attached: bool },
@@ -116,7 +121,9 @@ unsafe impl Send for RawBuffer {}
 impl RawBuffer {
     pub(crate) fn new(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Self> {
         let parts = if bytes == 0 {
-            Parts::Unified { memory: None, ptr: NonNull::<[u8; HOST_ALIGN]>::dangling().cast(), device_attached: false }
+            // A dangling pointer aligned like real host memory (`[u8; N]` is only 1-aligned),
+            // so empty `&[T]` views of any element type are well aligned.
+            Parts::Unified { memory: None, ptr: NonNull::<AlignedEmpty>::dangling().cast(), device_attached: false }
         } else if mm.unified {
             let memory = mm.acquire_device(bytes)?;
             match mm.backend().host_ptr(&memory) {
@@ -508,6 +515,11 @@ impl RawBuffer {
     /// state (a device read goes straight into `out`).
     pub(crate) fn read_current(&self, offset: usize, out: &mut [u8]) -> Result<()> {
         self.settle()?;
+        if out.is_empty() {
+            // Nothing to read, so no transfer (a zero-byte read is an error on some drivers,
+            // e.g. OpenCL's CL_INVALID_VALUE).
+            return Ok(());
+        }
         if self.data_on_host() {
             out.copy_from_slice(&self.host()[offset..offset + out.len()]);
             self.count_access(true);
@@ -544,7 +556,15 @@ impl RawBuffer {
             return Ok(());
         }
         let covers_all = dst_offset == 0 && len == self.bytes;
-        let fresh = if covers_all { self.ensure_device_part()? } else { self.push().map(|_| false)? };
+        // A failed copy must leave the buffer as it was, including a device part or epochs
+        // that the preparatory upload of a partial copy changed.
+        let saved = self.epochs.get();
+        let had_device = self.device().is_some();
+        if covers_all {
+            self.ensure_device_part()?;
+        } else {
+            self.push()?;
+        }
         let backend = self.mm.backend();
         let dst = self.device().ok_or_else(|| internal("copy: no device part"))?;
         let r = if src.device_current() {
@@ -555,9 +575,10 @@ impl RawBuffer {
             self.transfer(Direction::HostToDevice, len, || backend.write(dst, dst_offset, data))
         };
         if let Err(e) = r {
-            if fresh {
+            if !had_device {
                 self.drop_device_part();
             }
+            self.epochs.set(saved);
             return Err(e);
         }
         self.device_written();
@@ -603,6 +624,65 @@ impl RawBuffer {
                 Ok(())
             }
             Err(e) => {
+                if fresh {
+                    self.drop_device_part();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces the whole contents with `data` (exactly `bytes` long) and starts uploading
+    /// them, for `copy_from_async`. On a discrete device `data` goes into a staging block that
+    /// becomes the host part only once the upload has been enqueued, so a failure to allocate
+    /// or enqueue leaves the buffer exactly as it was.
+    pub(crate) fn start_replace(&mut self, queue: usize, data: &[u8]) -> Result<()> {
+        self.settle()?;
+        let bytes = self.bytes;
+        if data.len() != bytes {
+            return Err(internal("replace: wrong byte count"));
+        }
+        if matches!(self.parts, Parts::Unified { .. }) {
+            // One memory: the write cannot fail and the upload is a no-op.
+            self.host_mut().copy_from_slice(data);
+            self.host_written();
+            return self.start_upload(queue);
+        }
+        let mut staging = self.mm.acquire_host(bytes)?;
+        staging.bytes_mut()[..bytes].copy_from_slice(data);
+        let fresh = match self.ensure_device_part() {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                self.mm.release_host(staging);
+                return Err(e);
+            }
+        };
+        let started = Instant::now();
+        let r = match &self.parts {
+            // SAFETY: `staging` holds at least `bytes` bytes; on success it becomes the host
+            // part below (moving the HostBlock does not move its heap memory), which is neither
+            // written nor freed until the event is settled: every method that writes or frees
+            // host memory settles pending work first, and Drop does too. On failure nothing was
+            // enqueued.
+            Parts::Discrete { device: Some(device), .. } => unsafe {
+                self.mm.backend().write_async(queue, device, 0, staging.as_ptr(), bytes)
+            },
+            _ => Err(internal("replace: no device part")),
+        };
+        match r {
+            Ok(event) => {
+                if let Parts::Discrete { host, .. } = &mut self.parts {
+                    if let Some(old) = host.take() {
+                        self.mm.release_host(old);
+                    }
+                    let _ = host.set(staging);
+                }
+                self.host_written();
+                self.set_pending(event, Direction::HostToDevice, started);
+                Ok(())
+            }
+            Err(e) => {
+                self.mm.release_host(staging);
                 if fresh {
                     self.drop_device_part();
                 }

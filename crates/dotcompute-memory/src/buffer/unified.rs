@@ -249,12 +249,12 @@ impl<T: Element> UnifiedBuffer<T> {
 
     // ---- asynchronous forms ----
 
-    /// Copies `data` into the buffer's host part now (so `data` need not outlive the call), then
-    /// uploads it; the future resolves when both parts hold it (`Synchronized`).
+    /// Copies `data` into the buffer's own staging memory now (so `data` need not outlive the
+    /// call), then uploads it; the future resolves when both parts hold it (`Synchronized`).
+    /// If the upload cannot be started, the buffer is left unchanged.
     pub fn copy_from_async(&mut self, data: &[T]) -> TransferFuture<'_, T> {
         let r = check_len("copy_from_async", self.len, data.len())
-            .and_then(|()| self.write_range(0, data))
-            .and_then(|()| self.raw.start_upload(0));
+            .and_then(|()| self.raw.start_replace(0, bytemuck::cast_slice(data)));
         TransferFuture::new(self, None, r.err())
     }
 
