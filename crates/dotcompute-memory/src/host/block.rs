@@ -6,13 +6,42 @@ use std::ptr::NonNull;
 
 /// An owned, aligned block of host memory whose bytes are always initialised.
 ///
-/// Fresh blocks are zeroed (`alloc_zeroed`, which for large sizes maps zero pages lazily, so
-/// the first touch pays the page faults, not the allocation). Reused blocks keep whatever was
-/// last written, which is fine for `Pod` data.
+/// Fresh blocks are zeroed. Blocks of [`MAP_THRESHOLD`] bytes or more come straight from an
+/// anonymous `mmap`, whose zero pages are materialised lazily, so the first touch pays the page
+/// faults and the allocation itself is O(1) (the system allocator, asked for page alignment,
+/// would allocate and then `memset` the whole block). Reused blocks keep whatever was last
+/// written, which is fine for `Pod` data.
 pub struct HostBlock {
     ptr: NonNull<u8>,
     size: usize,
     align: usize,
+    mapped: bool,
+}
+
+/// Blocks at least this large are mapped directly (on Unix, outside Miri).
+pub const MAP_THRESHOLD: usize = 1 << 20;
+
+#[cfg(all(unix, not(miri)))]
+fn map_zeroed(size: usize, align: usize) -> Option<NonNull<u8>> {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if page <= 0 || align > page as usize {
+        return None;
+    }
+    // SAFETY: an anonymous private mapping of `size` bytes at an address of the kernel's choice;
+    // no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    NonNull::new(p.cast())
+}
+
+#[cfg(not(all(unix, not(miri))))]
+fn map_zeroed(_size: usize, _align: usize) -> Option<NonNull<u8>> {
+    None
 }
 
 // SAFETY: a HostBlock uniquely owns its allocation (like Box<[u8]>); moving it to another
@@ -38,7 +67,12 @@ impl HostBlock {
                 value: "0".into(),
                 reason: "alignment must be at least 1",
             })?;
-            return Ok(HostBlock { ptr, size, align });
+            return Ok(HostBlock { ptr, size, align, mapped: false });
+        }
+        if size >= MAP_THRESHOLD {
+            if let Some(ptr) = map_zeroed(size, align) {
+                return Ok(HostBlock { ptr, size, align, mapped: true });
+            }
         }
         // SAFETY: layout has non-zero size (checked above).
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
@@ -48,7 +82,7 @@ impl HostBlock {
             free: 0,
             cached: 0,
         })?;
-        Ok(HostBlock { ptr, size, align })
+        Ok(HostBlock { ptr, size, align, mapped: false })
     }
 
     /// Size in bytes.
@@ -84,6 +118,15 @@ impl HostBlock {
 
 impl Drop for HostBlock {
     fn drop(&mut self) {
+        if self.mapped {
+            #[cfg(all(unix, not(miri)))]
+            // SAFETY: the mapping of exactly `size` bytes at `ptr` made in `map_zeroed`, unmapped
+            // once, here.
+            unsafe {
+                libc::munmap(self.ptr.as_ptr().cast(), self.size);
+            }
+            return;
+        }
         if self.size != 0 {
             // SAFETY: allocated in `allocate_zeroed` with exactly this size and alignment, which
             // were validated by Layout::from_size_align there.
@@ -108,7 +151,7 @@ mod tests {
 
     #[test]
     fn fresh_blocks_are_zeroed_and_aligned() {
-        for &(size, align) in &[(1usize, 1usize), (100, 64), (4096, 4096), (70_000, 64)] {
+        for &(size, align) in &[(1usize, 1usize), (100, 64), (4096, 4096), (70_000, 64), (MAP_THRESHOLD + 3, 4096)] {
             let mut b = HostBlock::allocate_zeroed(size, align).unwrap();
             assert_eq!(b.as_ptr() as usize % align, 0);
             assert!(b.bytes().iter().all(|&x| x == 0));
