@@ -346,6 +346,15 @@ impl MemoryManager {
         UnifiedBuffer::new(&self.shared, len, bytes, location)
     }
 
+    /// Allocates a buffer that exists only on the device (`DeviceOnly`), for scratch data that
+    /// kernels fill; its host part is made on first host access. Contents are unspecified.
+    #[track_caller]
+    pub fn allocate_device<T: Element>(&self, len: usize) -> Result<UnifiedBuffer<T>> {
+        let location = std::panic::Location::caller();
+        let bytes = byte_len::<T>(len)?;
+        UnifiedBuffer::new_device_only(&self.shared, len, bytes, location)
+    }
+
     /// Allocates a buffer of `len` zeroed elements.
     #[track_caller]
     pub fn allocate_zeroed<T: Element>(&self, len: usize) -> Result<UnifiedBuffer<T>> {

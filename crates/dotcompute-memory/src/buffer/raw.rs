@@ -36,7 +36,9 @@ const _: () = assert!(std::mem::align_of::<AlignedEmpty>() == HOST_ALIGN);
 
 enum Parts {
     /// Unified backend, or zero bytes: one allocation serves both parts.
-    Unified { memory: Option<DeviceMemory>, ptr: NonNull<u8>, device_attached: bool },
+    /// The two flags say which parts are logically present, so the states (including
+    /// `DeviceOnly`) match a discrete device's; no copy is ever needed between them.
+    Unified { memory: Option<DeviceMemory>, ptr: NonNull<u8>, device_attached: bool, host_attached: Cell<bool> },
     /// Discrete backend: a host block and a device allocation, each made when first needed.
     Discrete { host: OnceCell<HostBlock>, device: Option<DeviceMemory> },
 }
@@ -123,12 +125,17 @@ impl RawBuffer {
         let parts = if bytes == 0 {
             // A dangling pointer aligned like real host memory (`[u8; N]` is only 1-aligned),
             // so empty `&[T]` views of any element type are well aligned.
-            Parts::Unified { memory: None, ptr: NonNull::<AlignedEmpty>::dangling().cast(), device_attached: false }
+            Parts::Unified {
+                memory: None,
+                ptr: NonNull::<AlignedEmpty>::dangling().cast(),
+                device_attached: false,
+                host_attached: Cell::new(true),
+            }
         } else if mm.unified {
             let memory = mm.acquire_device(bytes)?;
             match mm.backend().host_ptr(&memory) {
                 Some(ptr) if ptr.as_ptr() as usize % HOST_ALIGN == 0 => {
-                    Parts::Unified { memory: Some(memory), ptr, device_attached: false }
+                    Parts::Unified { memory: Some(memory), ptr, device_attached: false, host_attached: Cell::new(true) }
                 }
                 other => {
                     mm.release_device(memory);
@@ -154,6 +161,33 @@ impl RawBuffer {
         })
     }
 
+    /// A buffer with only a device part (`DeviceOnly`); the host part is made when first
+    /// needed. On unified memory the one allocation is made and only the flags differ.
+    pub(crate) fn new_device_only(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Self> {
+        if bytes == 0 || mm.unified {
+            let mut raw = RawBuffer::new(mm, bytes, registry_id)?;
+            if let Parts::Unified { device_attached, host_attached, .. } = &mut raw.parts {
+                if bytes != 0 {
+                    *device_attached = true;
+                    host_attached.set(false);
+                }
+            }
+            return Ok(raw);
+        }
+        let device = mm.acquire_device(bytes)?;
+        mm.stats.buffer_created(bytes);
+        Ok(RawBuffer {
+            mm: mm.clone(),
+            bytes,
+            epochs: Cell::new(Epochs::default()),
+            parts: Parts::Discrete { host: OnceCell::new(), device: Some(device) },
+            pending: Cell::new(None),
+            has_pending: Cell::new(false),
+            metrics: MetricCells::default(),
+            registry_id,
+        })
+    }
+
     pub(crate) fn manager(&self) -> &Arc<ManagerShared> {
         &self.mm
     }
@@ -164,7 +198,7 @@ impl RawBuffer {
 
     fn parts(&self) -> (bool, bool) {
         match &self.parts {
-            Parts::Unified { device_attached, .. } => (true, *device_attached),
+            Parts::Unified { device_attached, host_attached, .. } => (host_attached.get(), *device_attached),
             Parts::Discrete { host, device } => (host.get().is_some(), device.is_some()),
         }
     }
@@ -209,7 +243,7 @@ impl RawBuffer {
     pub(crate) fn install_device_block(&mut self, block: DeviceMemory) -> Result<()> {
         self.settle()?;
         match &mut self.parts {
-            Parts::Unified { memory, ptr, device_attached } => {
+            Parts::Unified { memory, ptr, device_attached, .. } => {
                 let new_ptr = self.mm.backend().host_ptr(&block).filter(|p| p.as_ptr() as usize % HOST_ALIGN == 0);
                 let Some(new_ptr) = new_ptr else {
                     self.mm.release_device(block);
@@ -395,11 +429,15 @@ impl RawBuffer {
 
     #[cold]
     fn pull_slow(&self) -> Result<()> {
-        let Parts::Discrete { host, device } = &self.parts else {
-            // Unified: the bytes are already there.
-            self.epochs.set(self.epochs.get().host_caught_up());
-            self.skipped_sync();
-            return Ok(());
+        let (host, device) = match &self.parts {
+            Parts::Discrete { host, device } => (host, device),
+            Parts::Unified { host_attached, .. } => {
+                // Unified: the bytes are already there.
+                host_attached.set(true);
+                self.epochs.set(self.epochs.get().host_caught_up());
+                self.skipped_sync();
+                return Ok(());
+            }
         };
         let device = device.as_ref().ok_or_else(|| internal("pull: neither part is current"))?;
         let backend = self.mm.backend();
@@ -455,10 +493,13 @@ impl RawBuffer {
 
     /// Allocates the host part without filling it, for writes that cover the whole buffer.
     pub(crate) fn ensure_host_part(&mut self) -> Result<()> {
-        if let Parts::Discrete { host, .. } = &mut self.parts {
-            if host.get().is_none() {
-                let _ = host.set(self.mm.acquire_host(self.bytes)?);
+        match &mut self.parts {
+            Parts::Discrete { host, .. } => {
+                if host.get().is_none() {
+                    let _ = host.set(self.mm.acquire_host(self.bytes)?);
+                }
             }
+            Parts::Unified { host_attached, .. } => host_attached.set(true),
         }
         Ok(())
     }
@@ -494,6 +535,9 @@ impl RawBuffer {
     }
 
     pub(crate) fn host_written(&mut self) {
+        if let Parts::Unified { host_attached, .. } = &self.parts {
+            host_attached.set(true);
+        }
         self.epochs.set(self.epochs.get().host_written());
     }
 

@@ -54,6 +54,25 @@ impl<T: Element> UnifiedBuffer<T> {
         bytes: usize,
         location: &'static Location<'static>,
     ) -> Result<Self> {
+        Self::make(mm, len, bytes, location, RawBuffer::new)
+    }
+
+    pub(crate) fn new_device_only(
+        mm: &Arc<ManagerShared>,
+        len: usize,
+        bytes: usize,
+        location: &'static Location<'static>,
+    ) -> Result<Self> {
+        Self::make(mm, len, bytes, location, RawBuffer::new_device_only)
+    }
+
+    fn make(
+        mm: &Arc<ManagerShared>,
+        len: usize,
+        bytes: usize,
+        location: &'static Location<'static>,
+        raw: fn(&Arc<ManagerShared>, usize, u64) -> Result<RawBuffer>,
+    ) -> Result<Self> {
         if std::mem::align_of::<T>() > HOST_ALIGN {
             return Err(Error::InvalidArgument {
                 option: "element type",
@@ -62,7 +81,7 @@ impl<T: Element> UnifiedBuffer<T> {
             });
         }
         let id = mm.diagnostics.register(len, bytes, T::TYPE_TAG.name, location);
-        match RawBuffer::new(mm, bytes, id) {
+        match raw(mm, bytes, id) {
             Ok(raw) => Ok(UnifiedBuffer { raw, len, _element: PhantomData }),
             Err(e) => {
                 mm.diagnostics.unregister(id);

@@ -31,7 +31,14 @@ fn map_zeroed(size: usize, align: usize) -> Option<NonNull<u8>> {
     // SAFETY: an anonymous private mapping of `size` bytes at an address of the kernel's choice;
     // no existing memory is affected.
     let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     if p == libc::MAP_FAILED {
         return None;

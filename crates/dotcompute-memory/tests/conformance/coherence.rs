@@ -32,35 +32,116 @@ enum Outcome {
 }
 use Outcome::*;
 
-/// Columns: from HostOnly, HostDirty, Synchronized, DeviceDirty (see `STATES`).
-const TABLE: &[(Op, [Outcome; 4])] = &[
-    (Op::EnsureOnHost, [To(HostOnly, 0, 0), To(HostDirty, 0, 0), To(Synchronized, 0, 0), To(Synchronized, 0, 1)]),
-    (Op::AsSlice, [To(HostOnly, 0, 0), To(HostDirty, 0, 0), To(Synchronized, 0, 0), To(Synchronized, 0, 1)]),
+/// Columns: from HostOnly, HostDirty, Synchronized, DeviceDirty, DeviceOnly (see `STATES`).
+const TABLE: &[(Op, [Outcome; 5])] = &[
+    (
+        Op::EnsureOnHost,
+        [
+            To(HostOnly, 0, 0),
+            To(HostDirty, 0, 0),
+            To(Synchronized, 0, 0),
+            To(Synchronized, 0, 1),
+            To(Synchronized, 0, 1),
+        ],
+    ),
+    (
+        Op::AsSlice,
+        [
+            To(HostOnly, 0, 0),
+            To(HostDirty, 0, 0),
+            To(Synchronized, 0, 0),
+            To(Synchronized, 0, 1),
+            To(Synchronized, 0, 1),
+        ],
+    ),
     // Reads the current side without changing state.
-    (Op::CopyTo, [To(HostOnly, 0, 0), To(HostDirty, 0, 0), To(Synchronized, 0, 0), To(DeviceDirty, 0, 1)]),
+    (
+        Op::CopyTo,
+        [To(HostOnly, 0, 0), To(HostDirty, 0, 0), To(Synchronized, 0, 0), To(DeviceDirty, 0, 1), To(DeviceOnly, 0, 1)],
+    ),
     (
         Op::EnsureOnDevice,
-        [To(Synchronized, 1, 0), To(Synchronized, 1, 0), To(Synchronized, 0, 0), To(DeviceDirty, 0, 0)],
+        [
+            To(Synchronized, 1, 0),
+            To(Synchronized, 1, 0),
+            To(Synchronized, 0, 0),
+            To(DeviceDirty, 0, 0),
+            To(DeviceOnly, 0, 0),
+        ],
     ),
-    (Op::Synchronize, [To(Synchronized, 1, 0), To(Synchronized, 1, 0), To(Synchronized, 0, 0), To(Synchronized, 0, 1)]),
+    (
+        Op::Synchronize,
+        [
+            To(Synchronized, 1, 0),
+            To(Synchronized, 1, 0),
+            To(Synchronized, 0, 0),
+            To(Synchronized, 0, 1),
+            To(Synchronized, 0, 1),
+        ],
+    ),
     // A mutable view cannot know what will be written: it pulls stale data first.
-    (Op::AsMutSlice, [To(HostOnly, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 1)]),
+    (
+        Op::AsMutSlice,
+        [To(HostOnly, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 1), To(HostDirty, 0, 1)],
+    ),
     // Writes that cover the whole buffer never pull.
-    (Op::CopyFrom, [To(HostOnly, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 0)]),
-    (Op::Fill, [To(HostOnly, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 0)]),
-    (Op::PartialWrite, [To(HostOnly, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 1)]),
-    (Op::MarkDeviceDirty, [To(DeviceDirty, 1, 0), Conflict, To(DeviceDirty, 0, 0), To(DeviceDirty, 0, 0)]),
-    (Op::Compact, [To(HostOnly, 0, 0), To(HostOnly, 0, 0), To(HostOnly, 0, 0), To(HostOnly, 0, 1)]),
+    (
+        Op::CopyFrom,
+        [To(HostOnly, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 0)],
+    ),
+    (
+        Op::Fill,
+        [To(HostOnly, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 0)],
+    ),
+    (
+        Op::PartialWrite,
+        [To(HostOnly, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 0), To(HostDirty, 0, 1), To(HostDirty, 0, 1)],
+    ),
+    (
+        Op::MarkDeviceDirty,
+        [To(DeviceDirty, 1, 0), Conflict, To(DeviceDirty, 0, 0), To(DeviceDirty, 0, 0), To(DeviceOnly, 0, 0)],
+    ),
+    (Op::Compact, [To(HostOnly, 0, 0), To(HostOnly, 0, 0), To(HostOnly, 0, 0), To(HostOnly, 0, 1), To(HostOnly, 0, 1)]),
     // A whole device write from a device-current source: one device-to-device copy.
-    (Op::CopyFromBuffer, [To(DeviceDirty, 0, 0), To(DeviceDirty, 0, 0), To(DeviceDirty, 0, 0), To(DeviceDirty, 0, 0)]),
+    (
+        Op::CopyFromBuffer,
+        [
+            To(DeviceDirty, 0, 0),
+            To(DeviceDirty, 0, 0),
+            To(DeviceDirty, 0, 0),
+            To(DeviceDirty, 0, 0),
+            To(DeviceOnly, 0, 0),
+        ],
+    ),
     (
         Op::CopyFromAsync,
-        [To(Synchronized, 1, 0), To(Synchronized, 1, 0), To(Synchronized, 1, 0), To(Synchronized, 1, 0)],
+        [
+            To(Synchronized, 1, 0),
+            To(Synchronized, 1, 0),
+            To(Synchronized, 1, 0),
+            To(Synchronized, 1, 0),
+            To(Synchronized, 1, 0),
+        ],
     ),
-    (Op::CopyToAsync, [To(HostOnly, 0, 0), To(HostDirty, 0, 0), To(Synchronized, 0, 0), To(Synchronized, 0, 1)]),
+    (
+        Op::CopyToAsync,
+        [
+            To(HostOnly, 0, 0),
+            To(HostDirty, 0, 0),
+            To(Synchronized, 0, 0),
+            To(Synchronized, 0, 1),
+            To(Synchronized, 0, 1),
+        ],
+    ),
     (
         Op::SynchronizeAsync,
-        [To(Synchronized, 1, 0), To(Synchronized, 1, 0), To(Synchronized, 0, 0), To(Synchronized, 0, 1)],
+        [
+            To(Synchronized, 1, 0),
+            To(Synchronized, 1, 0),
+            To(Synchronized, 0, 0),
+            To(Synchronized, 0, 1),
+            To(Synchronized, 0, 1),
+        ],
     ),
 ];
 

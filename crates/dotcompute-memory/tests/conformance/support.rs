@@ -123,8 +123,15 @@ pub fn same<T: PartialEq + Debug>(what: &str, got: &[T], want: &[T]) {
     }
 }
 
-/// A buffer holding `data` in `state` (one of the four reachable states).
+/// A buffer holding `data` in `state`.
 pub fn in_state<T: Element>(mm: &MemoryManager, data: &[T], state: BufferState) -> UnifiedBuffer<T> {
+    if state == BufferState::DeviceOnly {
+        let src = mm.allocate_from(data).unwrap();
+        let mut b = mm.allocate_device::<T>(data.len()).unwrap();
+        b.copy_from_buffer(&src).unwrap();
+        assert_eq!(b.state(), state);
+        return b;
+    }
     let mut b = mm.allocate_from(data).unwrap();
     match state {
         BufferState::HostOnly => {}
@@ -134,15 +141,20 @@ pub fn in_state<T: Element>(mm: &MemoryManager, data: &[T], state: BufferState) 
         }
         BufferState::Synchronized => b.ensure_on_device().unwrap(),
         BufferState::DeviceDirty => b.mark_device_dirty().unwrap(),
-        BufferState::DeviceOnly => panic!("DeviceOnly is not reachable through the public API"),
+        BufferState::DeviceOnly => unreachable!("handled above"),
     }
     assert_eq!(b.state(), state);
     b
 }
 
-/// The four states a buffer can be put in through the public API.
-pub const STATES: [BufferState; 4] =
-    [BufferState::HostOnly, BufferState::HostDirty, BufferState::Synchronized, BufferState::DeviceDirty];
+/// Every state, in the column order of the coherence table.
+pub const STATES: [BufferState; 5] = [
+    BufferState::HostOnly,
+    BufferState::HostDirty,
+    BufferState::Synchronized,
+    BufferState::DeviceDirty,
+    BufferState::DeviceOnly,
+];
 
 /// Everything a failed call must leave unchanged.
 #[derive(Debug, PartialEq)]
