@@ -23,6 +23,7 @@ mod round_trip;
 mod slices;
 mod statistics;
 mod support;
+mod transfer_engine;
 
 /// Instantiates every case for every listed backend. `COVERED` lists the backends, so a test
 /// can check that no name in `BACKEND_NAMES` is missing here.
@@ -74,6 +75,8 @@ conformance! {
         bad_input::bad_lengths_and_ranges,
         bad_input::buffers_of_another_manager,
         bad_input::zero_length_buffers,
+        transfer_engine::engine_round_trips_from_every_state,
+        transfer_engine::engine_async_and_concurrent,
     ]
 }
 
