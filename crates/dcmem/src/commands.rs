@@ -72,7 +72,7 @@ fn show<T: dotcompute_memory::Element>(out: &mut String, step: &str, buf: &Unifi
     let m = buf.metrics();
     say!(
         out,
-        "  {step:<58} state = {:<12} transfers so far: {} host→device, {} device→host{}",
+        "  {step:<60} state = {:<12} transfers so far: {} host→device, {} device→host{}",
         format!("{:?}", buf.state()),
         m.host_to_device,
         m.device_to_host,
@@ -84,7 +84,7 @@ fn expect_error<T>(out: &mut String, what: &str, r: dotcompute_memory::Result<T>
     match r {
         Ok(_) => Err(CliError::Other(format!("demo: {what} should have failed but succeeded"))),
         Err(e) => {
-            say!(out, "  {what:<58} -> Error: {e}");
+            say!(out, "  {what:<60} -> Error: {e}");
             Ok(())
         }
     }
@@ -124,7 +124,7 @@ pub fn demo(backend: &str) -> CliResult<String> {
     buf.mark_device_dirty()?;
     show(&mut out, "buf.mark_device_dirty()?         (as after a kernel ran)", &buf);
     let v0 = buf.as_slice()?[0];
-    show(&mut out, &format!("buf.as_slice()?[0] = {v0}           (pulls from the device)"), &buf);
+    show(&mut out, &format!("{:<33}(pulls from the device)", format!("buf.as_slice()?[0] = {v0}")), &buf);
 
     say!(out, "3. Views share memory");
     {
@@ -132,7 +132,7 @@ pub fn demo(backend: &str) -> CliResult<String> {
         say!(out, "  buf.slice(100..104)?.as_slice()? = {:?}", view.as_slice()?);
     }
     buf.slice_mut(0..4)?.copy_from(&[-1.0, -2.0, -3.0, -4.0])?;
-    show(&mut out, "buf.slice_mut(0..4)?.copy_from(&[-1.0, -2.0, -3.0, -4.0])?", &buf);
+    show(&mut out, "buf.slice_mut(0..4)?.copy_from(&[-1.0, -2.0, -3.0, -4.0])?   ", &buf);
     say!(out, "  buf.as_slice()?[..6] = {:?}", &buf.as_slice()?[..6]);
 
     say!(out, "4. Mistakes are errors, not panics, and change nothing");

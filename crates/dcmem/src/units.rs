@@ -1,17 +1,17 @@
 //! Human-readable times and sizes.
 
-/// `1536` → `"1.5 KiB"`, `10_000_000` → `"10 MB"`: binary units for powers of two, decimal
-/// for multiples of 1000, plain bytes otherwise.
+/// `4096` → `"4 KiB"`, `10_000_000` → `"10 MB"`, `1536` → `"1.5 KiB"`: exact binary or
+/// decimal units where the size is a small multiple of one, else one decimal in binary units.
 pub fn bytes(n: u64) -> String {
     const BIN: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     const DEC: [(u64, &str); 3] = [(1_000_000_000, "GB"), (1_000_000, "MB"), (1_000, "kB")];
     for (unit, name) in BIN {
-        if n >= unit && n % unit == 0 {
+        if n >= unit && n % unit == 0 && n / unit < 1024 {
             return format!("{} {name}", n / unit);
         }
     }
     for (unit, name) in DEC {
-        if n >= unit && n % unit == 0 {
+        if n >= unit && n % unit == 0 && n / unit < 1000 {
             return format!("{} {name}", n / unit);
         }
     }
@@ -66,6 +66,8 @@ mod tests {
         assert_eq!(bytes(10_000_000), "10 MB");
         assert_eq!(bytes(256), "256 B");
         assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(24_684_096 << 10), "23.5 GiB");
+        assert_eq!(bytes(1 << 30), "1 GiB");
         assert_eq!(nanos(1.234), "1.23 ns");
         assert_eq!(nanos(45_600.0), "45.6 µs");
         assert_eq!(nanos(123_456_789.0), "123 ms");
