@@ -34,13 +34,13 @@ enum Command {
     /// Walk through allocate → copy → sync → views → statistics, printing buffer states.
     Demo {
         /// Backend to run on (cpu, sim, opencl, cuda, metal).
-        #[arg(long, default_value = "sim")]
+        #[arg(long, env = "DCMEM_BACKEND", default_value = "sim")]
         backend: String,
     },
     /// Run a small workload and print the manager's statistics.
     Stats {
         /// Backend to run on (cpu, sim, opencl, cuda, metal).
-        #[arg(long, default_value = "cpu")]
+        #[arg(long, env = "DCMEM_BACKEND", default_value = "cpu")]
         backend: String,
         /// Print the statistics as one JSON object instead of a table.
         #[arg(long)]
@@ -52,7 +52,7 @@ enum Command {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Backend to measure (cpu, sim, opencl, cuda, metal).
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, env = "DCMEM_BACKEND", default_value = "cpu")]
     pub backend: String,
     /// Few repetitions: a rough table in a few seconds.
     #[arg(long)]

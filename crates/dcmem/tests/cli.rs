@@ -183,3 +183,23 @@ fn stats_json_reflects_the_workload() {
     let out = stdout(&o);
     assert!(out.contains("pool_hit_rate") && out.contains("host_to_device.bytes"), "{out}");
 }
+
+#[test]
+fn backend_defaults_to_dcmem_backend_env() {
+    let o = Command::new(env!("CARGO_BIN_EXE_dcmem"))
+        .args(["stats", "--json"])
+        .env("DCMEM_BACKEND", "sim")
+        .output()
+        .expect("the dcmem binary runs");
+    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(v["backend"], "sim");
+    // --backend wins over the environment.
+    let o = Command::new(env!("CARGO_BIN_EXE_dcmem"))
+        .args(["stats", "--json", "--backend", "cpu"])
+        .env("DCMEM_BACKEND", "sim")
+        .output()
+        .expect("the dcmem binary runs");
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
+    assert_eq!(v["backend"], "cpu");
+}
