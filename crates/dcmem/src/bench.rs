@@ -1,0 +1,499 @@
+//! `dcmem bench`: the seed's benchmark table, each row against a baseline measured in the same
+//! run. See [`crate::measure`] for how times are taken.
+
+use crate::machine::Machine;
+use crate::measure::{compare, Pair, Plan};
+use crate::{units, BenchArgs, CliError, CliResult};
+use dotcompute_memory::{Backend, BufferState, ManagerOptions, MemoryManager};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use std::hint::black_box;
+use std::sync::Arc;
+
+/// One line of the table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// What is measured; starts with the seed's wording ("Buffer allocation", ...).
+    pub operation: String,
+    /// Bytes per operation.
+    pub size_bytes: u64,
+    /// What the baseline is, exactly.
+    pub baseline: String,
+    /// What "ours" is, exactly.
+    pub ours: String,
+    /// Baseline median time per operation.
+    pub baseline_ns: f64,
+    /// Our median time per operation.
+    pub ours_ns: f64,
+    /// `baseline_ns / ours_ns`: above 1 means ours is faster.
+    pub ratio: f64,
+    /// Samples per side behind each median.
+    pub samples: usize,
+}
+
+/// What the pooled manager's statistics said after the run (shows the pool really hit).
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolSummary {
+    /// Block requests made by the pooled manager.
+    pub block_requests: u64,
+    /// Of those, served from the pool.
+    pub pool_hits: u64,
+    /// Blocks obtained from the backend / host allocator.
+    pub backend_allocations: u64,
+    /// `pool_hits / block_requests`.
+    pub pool_hit_rate: f64,
+}
+
+/// Everything `--json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Backend name.
+    pub backend: String,
+    /// The backend's own description of the device.
+    pub backend_description: String,
+    /// `full`, `quick` or `smoke`.
+    pub mode: &'static str,
+    /// Where the numbers come from.
+    pub machine: Machine,
+    /// The table.
+    pub rows: Vec<Row>,
+    /// Pool statistics of the "ours" manager after the run.
+    pub pooled_manager: PoolSummary,
+}
+
+/// Sizes each kind of row uses.
+struct Sizes {
+    fresh: Vec<usize>,
+    malloc: Vec<usize>,
+    copy: usize,
+    pool_hit: usize,
+    access_elems: usize,
+}
+
+impl Sizes {
+    fn for_mode(smoke: bool) -> Self {
+        if smoke {
+            Sizes {
+                fresh: vec![4 << 10, 256 << 10],
+                malloc: vec![4 << 10],
+                copy: 256 << 10,
+                pool_hit: 256,
+                access_elems: 1024,
+            }
+        } else {
+            Sizes {
+                fresh: vec![4 << 10, 1 << 20, 16 << 20, 64 << 20],
+                malloc: vec![4 << 10, 1 << 20],
+                copy: 10_000_000,
+                pool_hit: 256,
+                access_elems: 1024,
+            }
+        }
+    }
+
+    fn row_count(&self) -> u64 {
+        (self.fresh.len() + self.malloc.len() + 5) as u64
+    }
+}
+
+struct Ctx {
+    backend: Arc<dyn Backend>,
+    pooled: MemoryManager,
+    fresh: MemoryManager,
+    plan: Plan,
+}
+
+const PAGE: usize = 4096;
+
+/// Writes one byte in every 4 KiB page, so lazily mapped memory is really faulted in.
+fn touch_pages(bytes: &mut [u8]) {
+    for i in (0..bytes.len()).step_by(PAGE) {
+        bytes[i] = bytes[i].wrapping_add(1);
+    }
+    black_box(bytes.as_ptr());
+}
+
+fn row(operation: &str, size: usize, baseline: String, ours: &str, pair: Pair) -> Row {
+    Row {
+        operation: operation.to_string(),
+        size_bytes: size as u64,
+        baseline,
+        ours: ours.to_string(),
+        baseline_ns: pair.baseline_ns,
+        ours_ns: pair.ours_ns,
+        ratio: pair.baseline_ns / pair.ours_ns,
+        samples: pair.samples,
+    }
+}
+
+fn wrong_data(what: &str) -> CliError {
+    CliError::Other(format!("benchmark self-check failed: {what} produced wrong data"))
+}
+
+impl Ctx {
+    fn unified(&self) -> bool {
+        self.backend.is_unified()
+    }
+
+    /// Pooled allocate+drop vs an unpooled manager's allocate + first touch + drop.
+    fn alloc_vs_fresh(&self, n: usize) -> CliResult<Row> {
+        let (fresh, pooled) = (&self.fresh, &self.pooled);
+        let pair = compare(
+            &self.plan,
+            &mut || {
+                let mut b = fresh.allocate::<u8>(n)?;
+                touch_pages(b.as_mut_slice()?);
+                drop(b);
+                Ok(())
+            },
+            &mut || {
+                let b = pooled.allocate::<u8>(n)?;
+                black_box(&b);
+                drop(b);
+                Ok(())
+            },
+        )?;
+        let what = if self.unified() {
+            format!("unpooled {} alloc (aligned alloc_zeroed) + touch pages + free", self.backend.name())
+        } else {
+            "unpooled host block (aligned alloc_zeroed) + touch pages + free".to_string()
+        };
+        Ok(row(
+            "Buffer allocation (pooled vs fresh)",
+            n,
+            what,
+            "pooled allocate + drop, warm pool (memory already resident)",
+            pair,
+        ))
+    }
+
+    /// Pooled allocate+drop vs malloc/free of the same size (untouched).
+    fn alloc_vs_malloc(&self, n: usize, operation: &str) -> CliResult<Row> {
+        let pooled = &self.pooled;
+        let pair = compare(
+            &self.plan,
+            &mut || {
+                let v: Vec<u8> = Vec::with_capacity(black_box(n));
+                black_box(v.as_ptr());
+                drop(v);
+                Ok(())
+            },
+            &mut || {
+                let b = pooled.allocate::<u8>(n)?;
+                black_box(&b);
+                drop(b);
+                Ok(())
+            },
+        )?;
+        Ok(row(
+            operation,
+            n,
+            "malloc + free: Vec::<u8>::with_capacity, untouched".into(),
+            "pooled allocate + drop, warm pool",
+            pair,
+        ))
+    }
+
+    fn host_to_device(&self, n: usize) -> CliResult<Row> {
+        let src: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        let mut buf = self.pooled.allocate::<u8>(n)?;
+        buf.copy_from(&src)?;
+        buf.ensure_on_device()?;
+        let ours = |buf: &mut dotcompute_memory::UnifiedBuffer<u8>| -> CliResult {
+            buf.copy_from(&src)?;
+            buf.ensure_on_device()?;
+            Ok(())
+        };
+        let (pair, baseline) = if self.unified() {
+            let mut dst = vec![0u8; n];
+            let pair = compare(
+                &self.plan,
+                &mut || {
+                    dst.copy_from_slice(&src);
+                    black_box(dst.as_ptr());
+                    Ok(())
+                },
+                &mut || ours(&mut buf),
+            )?;
+            if dst != src {
+                return Err(wrong_data("copy_from_slice"));
+            }
+            (pair, "copy_from_slice into a Vec<u8> (memcpy)".to_string())
+        } else {
+            let backend = &*self.backend;
+            let mem = backend.allocate(n, PAGE)?;
+            let result = compare(&self.plan, &mut || Ok(backend.write(&mem, 0, &src)?), &mut || ours(&mut buf));
+            backend.free(mem)?;
+            (result?, format!("raw Backend::write ({}), Vec<u8> to device", backend.name()))
+        };
+        buf.mark_device_dirty()?;
+        if buf.as_slice()? != &src[..] {
+            return Err(wrong_data("copy_from + ensure_on_device"));
+        }
+        Ok(row("Host-to-device copy", n, baseline, "copy_from(&[u8]) + ensure_on_device()", pair))
+    }
+
+    /// Device-to-host: `via_slice` reads with `as_slice` (into the buffer's own host part),
+    /// otherwise with `copy_to` into a Vec.
+    fn device_to_host(&self, n: usize, via_slice: bool) -> CliResult<Row> {
+        let src: Vec<u8> = (0..n).map(|i| (i % 253) as u8).collect();
+        let mut buf = self.pooled.allocate::<u8>(n)?;
+        buf.copy_from(&src)?;
+        buf.ensure_on_device()?;
+        let mut out = vec![0u8; n];
+        let mut ours = || -> CliResult {
+            buf.mark_device_dirty()?;
+            if via_slice {
+                black_box(buf.as_slice()?.as_ptr());
+            } else {
+                buf.copy_to(&mut out)?;
+                black_box(out.as_ptr());
+            }
+            Ok(())
+        };
+        let mut dst = vec![0u8; n];
+        let (pair, baseline) = if self.unified() {
+            let pair = compare(
+                &self.plan,
+                &mut || {
+                    dst.copy_from_slice(&src);
+                    black_box(dst.as_ptr());
+                    Ok(())
+                },
+                &mut ours,
+            )?;
+            (pair, "copy_from_slice into a Vec<u8> (memcpy)".to_string())
+        } else {
+            let backend = &*self.backend;
+            let mem = backend.allocate(n, PAGE)?;
+            let result = backend
+                .write(&mem, 0, &src)
+                .map_err(CliError::from)
+                .and_then(|()| compare(&self.plan, &mut || Ok(backend.read(&mem, 0, &mut dst)?), &mut ours));
+            backend.free(mem)?;
+            (result?, format!("raw Backend::read ({}), device to Vec<u8>", backend.name()))
+        };
+        if dst != src {
+            return Err(wrong_data("baseline read"));
+        }
+        if via_slice {
+            if buf.as_slice()? != &src[..] {
+                return Err(wrong_data("mark_device_dirty + as_slice"));
+            }
+            Ok(row(
+                "Device-to-host copy (as_slice)",
+                n,
+                baseline,
+                "mark_device_dirty() + as_slice() (pulls into the buffer's host part)",
+                pair,
+            ))
+        } else {
+            if out != src {
+                return Err(wrong_data("mark_device_dirty + copy_to"));
+            }
+            Ok(row("Device-to-host copy (copy_to)", n, baseline, "mark_device_dirty() + copy_to(&mut Vec<u8>)", pair))
+        }
+    }
+
+    fn zero_copy_access(&self, elems: usize) -> CliResult<Row> {
+        let data: Vec<f32> = (0..elems).map(|i| i as f32).collect();
+        let mut buf = self.pooled.allocate::<f32>(elems)?;
+        buf.copy_from(&data)?;
+        buf.synchronize()?;
+        if buf.state() != BufferState::Synchronized {
+            return Err(CliError::Other(format!("expected a Synchronized buffer, found {:?}", buf.state())));
+        }
+        let mut out = vec![0f32; elems];
+        let b = &buf;
+        let pair = compare(
+            &self.plan,
+            &mut || {
+                b.copy_to(&mut out)?;
+                black_box(out.as_ptr());
+                Ok(())
+            },
+            &mut || {
+                let s = black_box(b).as_slice()?;
+                black_box(s);
+                Ok(())
+            },
+        )?;
+        if out != data || buf.as_slice()? != &data[..] || buf.state() != BufferState::Synchronized {
+            return Err(wrong_data("zero-copy access"));
+        }
+        Ok(row(
+            "Zero-copy access",
+            elems * 4,
+            "copying access: copy_to into a Vec<f32>".into(),
+            "as_slice() on a Synchronized buffer (per call)",
+            pair,
+        ))
+    }
+}
+
+fn manager(backend: &Arc<dyn Backend>, pooling: bool) -> CliResult<MemoryManager> {
+    Ok(MemoryManager::with_shared_backend(
+        backend.clone(),
+        ManagerOptions { enable_pooling: pooling, maintenance_interval: None, ..ManagerOptions::default() },
+    )?)
+}
+
+fn progress(total: u64, hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    // The stderr target draws nothing when stderr is not a terminal.
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {wide_msg}")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    pb.set_style(style);
+    pb
+}
+
+/// Measures every row on the backend named in `args`.
+pub fn measure(args: &BenchArgs) -> CliResult<Report> {
+    let backend = dotcompute_memory::backend::open(&args.backend)?;
+    let (plan, mode) = if args.smoke {
+        (Plan::SMOKE, "smoke")
+    } else if args.quick {
+        (Plan::QUICK, "quick")
+    } else {
+        (Plan::FULL, "full")
+    };
+    let sizes = Sizes::for_mode(args.smoke);
+    let ctx = Ctx { pooled: manager(&backend, true)?, fresh: manager(&backend, false)?, backend, plan };
+    let pb = progress(sizes.row_count(), args.json);
+    let mut rows = Vec::new();
+    let mut step = |name: String, f: &dyn Fn() -> CliResult<Row>| -> CliResult {
+        pb.set_message(name);
+        rows.push(f()?);
+        pb.inc(1);
+        Ok(())
+    };
+    for &n in &sizes.fresh {
+        step(format!("buffer allocation {}", units::bytes(n as u64)), &|| ctx.alloc_vs_fresh(n))?;
+    }
+    for &n in &sizes.malloc {
+        step(format!("buffer allocation vs malloc {}", units::bytes(n as u64)), &|| {
+            ctx.alloc_vs_malloc(n, "Buffer allocation (pooled vs malloc)")
+        })?;
+    }
+    step("host-to-device copy".into(), &|| ctx.host_to_device(sizes.copy))?;
+    step("device-to-host copy (copy_to)".into(), &|| ctx.device_to_host(sizes.copy, false))?;
+    step("device-to-host copy (as_slice)".into(), &|| ctx.device_to_host(sizes.copy, true))?;
+    step("buffer pool hit".into(), &|| ctx.alloc_vs_malloc(sizes.pool_hit, "Buffer pool hit"))?;
+    step("zero-copy access".into(), &|| ctx.zero_copy_access(sizes.access_elems))?;
+    pb.finish_and_clear();
+    let s = ctx.pooled.statistics();
+    Ok(Report {
+        backend: ctx.backend.name().to_string(),
+        backend_description: ctx.backend.description(),
+        mode,
+        machine: Machine::detect(),
+        rows,
+        pooled_manager: PoolSummary {
+            block_requests: s.block_requests,
+            pool_hits: s.pool_hits,
+            backend_allocations: s.backend_allocations,
+            pool_hit_rate: s.pool_hit_rate,
+        },
+    })
+}
+
+/// The table as text.
+pub fn table(report: &Report) -> String {
+    let header = ["Operation", "Size", "Baseline (what it is)", "Baseline", "Ours", "Ratio"];
+    let cells: Vec<[String; 6]> = report
+        .rows
+        .iter()
+        .map(|r| {
+            [
+                r.operation.clone(),
+                units::bytes(r.size_bytes),
+                r.baseline.clone(),
+                units::nanos(r.baseline_ns),
+                units::nanos(r.ours_ns),
+                units::ratio(r.ratio),
+            ]
+        })
+        .collect();
+    let mut width = header.map(|h| h.chars().count());
+    for c in &cells {
+        for (w, s) in width.iter_mut().zip(c) {
+            *w = (*w).max(s.chars().count());
+        }
+    }
+    let line = |c: &[String; 6]| -> String {
+        let mut s = String::new();
+        for (i, (cell, w)) in c.iter().zip(width).enumerate() {
+            let pad = w - cell.chars().count();
+            // Numbers right-aligned, text left-aligned.
+            if i >= 3 {
+                s += &" ".repeat(pad);
+                s += cell;
+            } else {
+                s += cell;
+                s += &" ".repeat(pad);
+            }
+            if i < 5 {
+                s += "  ";
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = format!(
+        "dcmem bench — backend {} ({}), {} run\nmachine: {}\n\n",
+        report.backend,
+        report.backend_description,
+        report.mode,
+        report.machine.summary()
+    );
+    out += &line(&header.map(String::from));
+    out += &line(&width.map(|w| "-".repeat(w)));
+    for c in &cells {
+        out += &line(c);
+    }
+    let p = &report.pooled_manager;
+    out += &format!(
+        "\nRatio = baseline time / ours time, both medians of {} samples from this run; above 1 = ours faster.\n\
+         Baseline terms: \"unpooled\" = a MemoryManager with enable_pooling: false on the same backend; \"touch \n\
+         pages\" = write 1 byte in every 4 KiB page so lazily mapped memory is faulted in.\n\"Ours\" per row:\n",
+        report.rows.first().map(|r| r.samples).unwrap_or(0)
+    );
+    let mut seen = Vec::new();
+    for r in &report.rows {
+        if !seen.contains(&(&r.operation, &r.ours)) {
+            seen.push((&r.operation, &r.ours));
+            out += &format!("  {}: {}\n", r.operation, r.ours);
+        }
+    }
+    out += &format!(
+        "Pooled manager after the run: {} block requests, {} pool hits ({:.1}%), {} backend allocations.\n",
+        p.block_requests,
+        p.pool_hits,
+        p.pool_hit_rate * 100.0,
+        p.backend_allocations
+    );
+    out
+}
+
+/// `dcmem bench`; returns what goes to stdout.
+pub fn run(args: &BenchArgs) -> CliResult<String> {
+    if let Some(path) = &args.plot {
+        crate::plot::check_path(path)?;
+    }
+    let report = measure(args)?;
+    let text = if args.json {
+        let json = serde_json::to_string_pretty(&report)
+            .map_err(|e| CliError::Other(format!("could not serialise the report: {e}")))?;
+        json + "\n"
+    } else {
+        table(&report)
+    };
+    if let Some(path) = &args.plot {
+        crate::plot::write_png(&report, path)?;
+        eprintln!("dcmem: wrote chart to {}", path.display());
+    }
+    Ok(text)
+}
