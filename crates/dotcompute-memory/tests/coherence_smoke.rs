@@ -97,3 +97,25 @@ fn statistics_balance() {
     assert!(mm.trim_excess().unwrap() > 0);
     assert_eq!(mm.statistics().cached_bytes, 0);
 }
+
+#[test]
+fn upload_is_one_copy_and_checks_lengths() {
+    let mm = MemoryManager::sim(SimOptions::default());
+    let mut b = mm.allocate_from(&[1u16, 2, 3]).unwrap();
+    let err = b.upload(&[9, 9]).unwrap_err();
+    assert!(matches!(err, Error::LengthMismatch { operation: "upload", expected: 3, actual: 2 }), "{err}");
+    assert_eq!((b.state(), b.to_vec().unwrap()), (HostOnly, vec![1, 2, 3]));
+    b.upload(&[7, 8, 9]).unwrap();
+    assert_eq!(b.state(), DeviceDirty);
+    assert_eq!(b.metrics().host_to_device, 1);
+    assert_eq!(b.to_vec().unwrap(), vec![7, 8, 9]);
+    // A failed upload leaves the device data it would have replaced.
+    let faulty = MemoryManager::sim(SimOptions {
+        faults: FaultPlan { fail_nth: Some(3), transient: false, ..Default::default() },
+        ..Default::default()
+    });
+    let mut c = faulty.allocate::<u16>(3).unwrap();
+    c.upload(&[4, 5, 6]).unwrap(); // ops 1 (alloc) and 2 (write)
+    assert!(c.upload(&[0, 0, 0]).is_err()); // op 3: the allocation of the new block fails
+    assert_eq!((c.state(), c.to_vec().unwrap()), (DeviceDirty, vec![4, 5, 6]));
+}

@@ -196,6 +196,7 @@ impl RawBuffer {
         self.bytes
     }
 
+    #[inline]
     fn parts(&self) -> (bool, bool) {
         match &self.parts {
             Parts::Unified { device_attached, host_attached, .. } => (host_attached.get(), *device_attached),
@@ -213,6 +214,7 @@ impl RawBuffer {
         (e.host, e.device)
     }
 
+    #[inline]
     fn host_current(&self) -> bool {
         let (h, d) = self.parts();
         self.epochs.get().host_current(h, d)
@@ -274,6 +276,7 @@ impl RawBuffer {
 
     /// The host bytes. Callers make the host part current first (`pull`); on a stale host part
     /// this returns old data, never unsound data.
+    #[inline]
     pub(crate) fn host(&self) -> &[u8] {
         match &self.parts {
             // SAFETY: `ptr` addresses a live allocation of at least `bytes` initialised bytes
@@ -627,6 +630,34 @@ impl RawBuffer {
         }
         self.device_written();
         Ok(())
+    }
+
+    /// Writes `data` (exactly `bytes` long) straight into a fresh device block that replaces the
+    /// device part once the write succeeded: one copy, and a failure leaves the buffer as it
+    /// was. The device part ends current (host part stale). On unified memory it is a host write
+    /// followed by marking the device side written.
+    pub(crate) fn upload(&mut self, data: &[u8]) -> Result<()> {
+        self.settle()?;
+        if data.len() != self.bytes {
+            return Err(internal("upload: wrong byte count"));
+        }
+        if self.bytes == 0 {
+            return Ok(());
+        }
+        if matches!(self.parts, Parts::Unified { .. }) {
+            // Like `copy_from`: the one memory is written, no host/device transfer happens.
+            self.host_mut().copy_from_slice(data);
+            self.ensure_device_part()?;
+            self.device_written();
+            return Ok(());
+        }
+        let block = self.mm.acquire_device(self.bytes)?;
+        let backend = self.mm.backend();
+        if let Err(e) = self.transfer(Direction::HostToDevice, data.len(), || backend.write(&block, 0, data)) {
+            self.mm.release_device(block);
+            return Err(e);
+        }
+        self.install_device_block(block)
     }
 
     /// Frees the device part after making the host part current (-> HostOnly).

@@ -134,6 +134,15 @@ impl<T: Element> UnifiedBuffer<T> {
         self.write_range(0, src)
     }
 
+    /// Host-to-device in one copy: writes `data` straight into device memory (through a fresh
+    /// block that replaces the device part only on success), so the device part becomes current
+    /// and the host part stale (`DeviceDirty`, or `DeviceOnly` without a host part). Use it
+    /// instead of `copy_from` + `ensure_on_device` when the host copy is not needed.
+    pub fn upload(&mut self, data: &[T]) -> Result<()> {
+        check_len("upload", self.len, data.len())?;
+        self.raw.upload(bytemuck::cast_slice(data))
+    }
+
     /// Copies the buffer into `out`, reading whichever part is current (no state change).
     pub fn copy_to(&self, out: &mut [T]) -> Result<()> {
         check_len("copy_to", self.len, out.len())?;

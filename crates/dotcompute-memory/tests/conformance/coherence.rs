@@ -18,6 +18,7 @@ enum Op {
     MarkDeviceDirty,
     Compact,
     CopyFromBuffer,
+    Upload,
     CopyFromAsync,
     CopyToAsync,
     SynchronizeAsync,
@@ -34,6 +35,17 @@ use Outcome::*;
 
 /// Columns: from HostOnly, HostDirty, Synchronized, DeviceDirty, DeviceOnly (see `STATES`).
 const TABLE: &[(Op, [Outcome; 5])] = &[
+    // One copy straight into device memory; the whole buffer is overwritten, so no conflict.
+    (
+        Op::Upload,
+        [
+            To(DeviceDirty, 1, 0),
+            To(DeviceDirty, 1, 0),
+            To(DeviceDirty, 1, 0),
+            To(DeviceDirty, 1, 0),
+            To(DeviceOnly, 1, 0),
+        ],
+    ),
     (
         Op::EnsureOnHost,
         [
@@ -196,6 +208,10 @@ fn apply(ctx: &Ctx, op: Op, b: &mut UnifiedBuffer<i64>, data: &[i64]) -> Result<
             assert_eq!(out, data, "{}", ctx.at());
         }
         Op::SynchronizeAsync => pollster::block_on(b.synchronize_async())?,
+        Op::Upload => {
+            want = (0..N as i64).map(|i| 3 - i).collect();
+            b.upload(&want)?;
+        }
     }
     Ok(want)
 }
