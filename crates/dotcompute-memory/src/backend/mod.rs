@@ -23,6 +23,8 @@
 //! with any async runtime.
 
 pub mod cpu;
+#[cfg(feature = "opencl")]
+pub mod opencl;
 pub mod sim;
 
 use crate::error::{Error, Result};
@@ -290,6 +292,9 @@ pub fn open(name: &str) -> Result<std::sync::Arc<dyn Backend>> {
     match lower.as_str() {
         "cpu" => Ok(std::sync::Arc::new(cpu::CpuBackend::new())),
         "sim" => Ok(std::sync::Arc::new(sim::SimBackend::new(sim::SimOptions::default()))),
+        #[cfg(feature = "opencl")]
+        "opencl" => Ok(std::sync::Arc::new(opencl::OpenClBackend::new()?)),
+        #[cfg(not(feature = "opencl"))]
         "opencl" => Err(not_compiled("opencl", "opencl")),
         "cuda" => Err(not_compiled("cuda", "cuda")),
         "metal" => Err(Error::BackendUnavailable {
