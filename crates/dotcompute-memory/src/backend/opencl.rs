@@ -28,7 +28,7 @@
 //! command queues; the blocking methods use queue 0 and wait for their command to complete,
 //! the `*_async` methods enqueue on the queue asked for, flush it, and return an
 //! [`OpenClEvent`]. Events learn of completion through `clSetEventCallback` (the driver's
-//! thread wakes the registered [`Waker`](std::task::Waker)s), so nobody polls.
+//! thread wakes the registered [`Waker`]s), so nobody polls.
 //!
 //! # Errors
 //!
@@ -56,7 +56,8 @@ use super::{Backend, BackendId, DeviceEvent, DeviceMemory, Event, MemoryInfo, Re
 use crate::error::{Error, Result};
 use opencl3::command_queue::{
     create_command_queue, create_command_queue_with_properties, enqueue_copy_buffer, enqueue_fill_buffer,
-    enqueue_read_buffer, enqueue_write_buffer, finish, flush, release_command_queue,
+    enqueue_map_buffer, enqueue_read_buffer, enqueue_unmap_mem_object, enqueue_write_buffer, finish, flush,
+    release_command_queue, retain_command_queue,
 };
 use opencl3::context::context::{create_context, release_context};
 use opencl3::device::{
@@ -71,7 +72,9 @@ use opencl3::error_codes::{
 use opencl3::event::{
     get_event_data, release_event, set_event_callback, wait_for_events, CL_COMPLETE, CL_EVENT_COMMAND_EXECUTION_STATUS,
 };
-use opencl3::memory::{create_buffer, release_mem_object, CL_MEM_READ_WRITE};
+use opencl3::memory::{
+    create_buffer, release_mem_object, CL_MAP_READ, CL_MAP_WRITE, CL_MEM_ALLOC_HOST_PTR, CL_MEM_READ_WRITE,
+};
 use opencl3::platform::platform::{get_platform_data, get_platform_ids, CL_PLATFORM_NAME, CL_PLATFORM_VERSION};
 use opencl3::types::{
     cl_command_queue, cl_context, cl_device_id, cl_event, cl_int, cl_mem, cl_platform_id, CL_BLOCKING, CL_NON_BLOCKING,
@@ -316,7 +319,10 @@ fn enumerate() -> Result<Vec<Found>> {
         // A platform whose devices cannot be listed contributes none (clinfo does the same);
         // the reason is kept for the error if no platform has a device.
         let ids = get_device_ids(platform, CL_DEVICE_TYPE_ALL).unwrap_or_else(|code| {
-            failures.push(format!("platform #{pi} \"{platform_name}\": clGetDeviceIDs failed with {} ({code})", error_text(code)));
+            failures.push(format!(
+                "platform #{pi} \"{platform_name}\": clGetDeviceIDs failed with {} ({code})",
+                error_text(code)
+            ));
             Vec::new()
         });
         for (di, &device) in ids.iter().enumerate() {
@@ -391,8 +397,8 @@ fn select(options: &OpenClOptions) -> Result<Found> {
     let by_platform = options.platform.is_some();
     let index_of = |f: &Found| if by_platform { f.summary.index_in_platform } else { f.summary.index };
     let pos = match &options.device {
-        Some(sel) => candidates.iter().position(|f| matches_selector(sel, index_of(f), &f.summary.name)).ok_or_else(
-            || {
+        Some(sel) => {
+            candidates.iter().position(|f| matches_selector(sel, index_of(f), &f.summary.name)).ok_or_else(|| {
                 let list: Vec<String> = candidates
                     .iter()
                     .map(|f| {
@@ -411,8 +417,8 @@ fn select(options: &OpenClOptions) -> Result<Found> {
                     value: format!("\"{sel}\"; devices: {}", list.join(", ")),
                     reason: "matches no OpenCL device by index or case-insensitive name substring",
                 }
-            },
-        )?,
+            })?
+        }
         None => candidates.iter().position(|f| f.summary.kind == "GPU").unwrap_or(0),
     };
     Ok(candidates.swap_remove(pos))
@@ -498,6 +504,59 @@ impl OpenClBackend {
     /// origin alignment a sub-buffer needs.
     pub fn base_address_alignment(&self) -> u64 {
         self.base_align_bits / 8
+    }
+
+    /// Page-locked host memory for staging: a `CL_MEM_ALLOC_HOST_PTR` buffer of `len` bytes,
+    /// mapped for host reads and writes until dropped, zeroed.
+    ///
+    /// Its bytes are ordinary host memory to this backend's transfer methods (pass
+    /// [`PinnedHostBuffer::as_ptr`] to [`Backend::write_async`] / [`Backend::read_async`]);
+    /// on discrete GPUs, drivers move data from such memory by DMA without an extra staging
+    /// copy. It does not count towards [`OpenClBackend::used`]. Errors: `len` above the max
+    /// allocation is [`Error::InvalidArgument`]; driver failures are [`Error::Backend`]
+    /// (`clCreateBuffer`, `clEnqueueMapBuffer`).
+    pub fn allocate_pinned(&self, len: usize) -> Result<PinnedHostBuffer> {
+        let bytes = len.max(1);
+        if bytes as u64 > self.summary.max_alloc {
+            return Err(Error::InvalidArgument {
+                option: "pinned allocation size",
+                value: format!(
+                    "{len} bytes, above this device's largest single allocation of {} bytes (CL_DEVICE_MAX_MEM_ALLOC_SIZE)",
+                    self.summary.max_alloc
+                ),
+                reason: "one OpenCL buffer cannot exceed CL_DEVICE_MAX_MEM_ALLOC_SIZE",
+            });
+        }
+        // SAFETY: a valid context, no host pointer; ALLOC_HOST_PTR asks the driver for
+        // host-accessible (pinned) memory.
+        let mem =
+            unsafe { create_buffer(self.context.0, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, bytes, ptr::null_mut()) }
+                .map(RawMem)
+                .map_err(|code| cl_error("clCreateBuffer", code))?;
+        let q = self.queue(0);
+        // SAFETY: `q` is a live queue of this backend; the wrapper takes its own reference so the
+        // pinned buffer can outlive the backend.
+        unsafe { retain_command_queue(q) }.map_err(|code| cl_error("clRetainCommandQueue", code))?;
+        let queue = RawQueue(q);
+        let mut mapped: cl_mem = ptr::null_mut();
+        // SAFETY: `mem` is live and `bytes` long; the blocking map returns once `mapped` is valid.
+        let ev = unsafe {
+            enqueue_map_buffer(q, mem.0, CL_BLOCKING, CL_MAP_READ | CL_MAP_WRITE, 0, bytes, &mut mapped, 0, ptr::null())
+        }
+        .map(RawEvent)
+        .map_err(|code| cl_error("clEnqueueMapBuffer", code))?;
+        wait_raw(&ev, "clEnqueueMapBuffer")?;
+        let ptr = NonNull::new(mapped.cast::<u8>()).ok_or_else(|| Error::Backend {
+            backend: BACKEND,
+            operation: "clEnqueueMapBuffer",
+            code: 0,
+            message: "the driver mapped the buffer at a null address".into(),
+            transient: false,
+        })?;
+        // SAFETY: the mapping is valid for `bytes` bytes of reads and writes until unmapped; the
+        // driver's contents are unspecified, so they are initialised here before any `&[u8]`.
+        unsafe { ptr::write_bytes(ptr.as_ptr(), 0, bytes) };
+        Ok(PinnedHostBuffer { ptr, len, mem, queue })
     }
 
     /// Bytes currently allocated through this backend instance.
@@ -697,14 +756,14 @@ impl Backend for OpenClBackend {
         let mem = Mem { raw: self.create_mem(bytes).map_err(oom)?, bytes };
         // Fresh memory is zeroed, as the trait promises (clCreateBuffer leaves it undefined).
         // Many drivers commit memory only here, so an out-of-memory shows up now.
-        self.enqueue_fill(0, &mem, 0, bytes, 0).and_then(|ev| wait_raw(&ev, "clEnqueueFillBuffer")).map_err(|e| {
-            match e {
+        self.enqueue_fill(0, &mem, 0, bytes, 0).and_then(|ev| wait_raw(&ev, "clEnqueueFillBuffer")).map_err(
+            |e| match e {
                 Error::Backend { code, .. } if is_oom(code as cl_int) => {
                     Error::OutOfMemory { backend: BACKEND, requested: size as u64, free, cached: 0 }
                 }
                 other => other,
-            }
-        })?;
+            },
+        )?;
         let mut table = self.lock();
         let handle = table.next;
         table.next += 1;
@@ -831,9 +890,10 @@ impl Backend for OpenClBackend {
         let q = self.queue(queue);
         // SAFETY: the buffer is live and the range checked; the caller guarantees `src` stays
         // valid for reads of `len` bytes, unwritten, until the returned event completes.
-        let ev = unsafe { enqueue_write_buffer(q, mem.raw.0, CL_NON_BLOCKING, dst_offset, len, src.cast(), 0, ptr::null()) }
-            .map(RawEvent)
-            .map_err(|code| cl_error("clEnqueueWriteBuffer", code))?;
+        let ev =
+            unsafe { enqueue_write_buffer(q, mem.raw.0, CL_NON_BLOCKING, dst_offset, len, src.cast(), 0, ptr::null()) }
+                .map(RawEvent)
+                .map_err(|code| cl_error("clEnqueueWriteBuffer", code))?;
         Ok(Box::new(OpenClEvent::new(ev, "clEnqueueWriteBuffer", q, vec![mem])))
     }
 
@@ -852,9 +912,10 @@ impl Backend for OpenClBackend {
         let q = self.queue(queue);
         // SAFETY: the buffer is live and the range checked; the caller guarantees `dst` stays
         // valid for exclusive writes of `len` bytes until the returned event completes.
-        let ev = unsafe { enqueue_read_buffer(q, mem.raw.0, CL_NON_BLOCKING, src_offset, len, dst.cast(), 0, ptr::null()) }
-            .map(RawEvent)
-            .map_err(|code| cl_error("clEnqueueReadBuffer", code))?;
+        let ev =
+            unsafe { enqueue_read_buffer(q, mem.raw.0, CL_NON_BLOCKING, src_offset, len, dst.cast(), 0, ptr::null()) }
+                .map(RawEvent)
+                .map_err(|code| cl_error("clEnqueueReadBuffer", code))?;
         Ok(Box::new(OpenClEvent::new(ev, "clEnqueueReadBuffer", q, vec![mem])))
     }
 
@@ -878,6 +939,75 @@ impl Backend for OpenClBackend {
             finish(q.0).map_err(|code| cl_error("clFinish", code))?;
         }
         Ok(())
+    }
+}
+
+// ---- pinned host memory ----
+
+/// Pinned host memory from [`OpenClBackend::allocate_pinned`]: a mapped
+/// `CL_MEM_ALLOC_HOST_PTR` buffer. Unmapped and released on drop (it keeps its own references
+/// to the buffer and a queue, so it may outlive the backend).
+pub struct PinnedHostBuffer {
+    ptr: NonNull<u8>,
+    len: usize,
+    // Drop order: unmap (in Drop), then the buffer, then the queue.
+    mem: RawMem,
+    queue: RawQueue,
+}
+
+// SAFETY: the buffer owns its mapping exclusively (like a Box<[u8]>); the OpenCL handles are
+// thread-safe (see `raw_handle!`).
+unsafe impl Send for PinnedHostBuffer {}
+// SAFETY: shared access only hands out `&[u8]`; mutation needs `&mut self`.
+unsafe impl Sync for PinnedHostBuffer {}
+
+impl std::fmt::Debug for PinnedHostBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedHostBuffer").field("ptr", &self.ptr).field("len", &self.len).finish()
+    }
+}
+
+impl PinnedHostBuffer {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a zero-length buffer.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Start of the mapped bytes (valid for `len()` bytes while `self` lives). Writing through
+    /// it (e.g. as the destination of [`Backend::read_async`]) is allowed only while no slice
+    /// from [`PinnedHostBuffer::as_slice`] is alive; prefer `as_mut_slice().as_mut_ptr()`.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is valid and initialised for `len` bytes while self lives (zeroed
+        // at creation); mutation needs &mut self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The bytes, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and &mut self excludes every other reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for PinnedHostBuffer {
+    fn drop(&mut self) {
+        let (queue, mem, mapped) = (self.queue.0, self.mem.0, self.ptr.as_ptr().cast::<c_void>());
+        // SAFETY: `mapped` is the live mapping of `mem` made on `queue`; nothing uses it after this.
+        let unmapped = unsafe { enqueue_unmap_mem_object(queue, mem, mapped, 0, ptr::null()) };
+        if let Ok(ev) = unmapped {
+            let _ = wait_for_events(&[ev]);
+            drop(RawEvent(ev));
+        }
     }
 }
 
@@ -1073,8 +1203,8 @@ pub fn raw_copy_baseline_with(options: &OpenClOptions, bytes: usize, repetitions
     })?;
     let copy = time(&mut || {
         // SAFETY: both buffers hold `bytes` bytes.
-        let ev = unsafe { queue.enqueue_copy_buffer(&a, &mut b, 0, 0, bytes, &[]) }
-            .map_err(err("clEnqueueCopyBuffer"))?;
+        let ev =
+            unsafe { queue.enqueue_copy_buffer(&a, &mut b, 0, 0, bytes, &[]) }.map_err(err("clEnqueueCopyBuffer"))?;
         ev.wait().map_err(err("clWaitForEvents"))
     })?;
     let create_buffer = time(&mut || create().map(drop))?;
