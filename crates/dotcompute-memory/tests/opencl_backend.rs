@@ -532,6 +532,7 @@ fn raw_baseline_runs_on_the_same_device() {
     let t = opencl::raw_copy_baseline(1 << 20, 3).unwrap();
     assert_eq!(t.bytes, 1 << 20);
     assert!(t.write > Duration::ZERO && t.read > Duration::ZERO && t.copy > Duration::ZERO, "{t:?}");
+    assert!(t.create_buffer_zeroed > Duration::ZERO, "{t:?}");
     assert!(matches!(opencl::raw_copy_baseline(0, 1), Err(Error::InvalidArgument { .. })));
 }
 

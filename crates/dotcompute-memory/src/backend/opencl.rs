@@ -35,15 +35,24 @@
 //! - A driver error is [`Error::Backend`] with `backend: "opencl"`, the OpenCL function as
 //!   `operation`, its code and its CL name (e.g. `CL_INVALID_BUFFER_SIZE`). Every check that can
 //!   be made before enqueuing is made first, so a failing call changes nothing.
-//! - An allocation larger than the memory still free (device global memory minus what this
-//!   backend instance holds; OpenCL has no portable free-memory query), or one the driver
-//!   refuses with `CL_MEM_OBJECT_ALLOCATION_FAILURE`, `CL_OUT_OF_RESOURCES` or
-//!   `CL_OUT_OF_HOST_MEMORY`, is [`Error::OutOfMemory`], so the manager releases its cache and
-//!   retries.
-//! - An allocation that fits in free memory but exceeds the device's largest single allocation
-//!   (`CL_DEVICE_MAX_MEM_ALLOC_SIZE`) is [`Error::InvalidArgument`] naming both numbers: it is
-//!   permanent (no retry or cache release can make it succeed), and OpenCL itself classes it as
-//!   an invalid value (`CL_INVALID_BUFFER_SIZE`).
+//! - An allocation larger than the device's global memory, or than what is still free of it
+//!   (global memory minus what this backend instance holds: OpenCL has no portable free-memory
+//!   query), or one the driver refuses with `CL_MEM_OBJECT_ALLOCATION_FAILURE`,
+//!   `CL_OUT_OF_RESOURCES` or `CL_OUT_OF_HOST_MEMORY`, is [`Error::OutOfMemory`], so the
+//!   manager releases its cache and retries.
+//! - An allocation that fits in global memory but exceeds the device's largest single
+//!   allocation (`CL_DEVICE_MAX_MEM_ALLOC_SIZE`) is [`Error::InvalidArgument`] naming both
+//!   numbers: it is permanent (no retry or cache release can make it succeed, so it is not
+//!   reported as out-of-memory, which is transient), and OpenCL itself classes it as an invalid
+//!   value (`CL_INVALID_BUFFER_SIZE`).
+//!
+//! # Views and staging
+//!
+//! Slices of a buffer reach this backend as offsets into its allocation, which every enqueue
+//! call takes directly; no sub-buffers are made (their origin would have to be a multiple of
+//! `CL_DEVICE_MEM_BASE_ADDR_ALIGN`, see [`OpenClBackend::base_address_alignment`]).
+//! [`OpenClBackend::allocate_pinned`] gives pinned host memory for staging: a
+//! `CL_MEM_ALLOC_HOST_PTR` buffer mapped for host access.
 //!
 //! # Drop safety
 //!
@@ -732,11 +741,10 @@ impl Backend for OpenClBackend {
         // OpenCL buffers start at CL_DEVICE_MEM_BASE_ADDR_ALIGN; device addresses are never
         // exposed through this API, so a larger `align` has nothing to apply to.
         let bytes = size.max(1);
-        let free = self.summary.global_mem.saturating_sub(self.lock().used);
-        if bytes as u64 > free {
-            return Err(Error::OutOfMemory { backend: BACKEND, requested: size as u64, free, cached: 0 });
-        }
-        if self.options.check_max_alloc && bytes as u64 > self.summary.max_alloc {
+        if self.options.check_max_alloc
+            && bytes as u64 > self.summary.max_alloc
+            && bytes as u64 <= self.summary.global_mem
+        {
             return Err(Error::InvalidArgument {
                 option: "OpenCL allocation size",
                 value: format!(
@@ -746,28 +754,41 @@ impl Backend for OpenClBackend {
                 reason: "one OpenCL buffer cannot exceed CL_DEVICE_MAX_MEM_ALLOC_SIZE; split the data into several buffers",
             });
         }
-        let oom = |code| {
-            if is_oom(code) {
+        // Reserve the bytes first, so concurrent allocations cannot both pass the check.
+        let free = {
+            let mut table = self.lock();
+            let free = self.summary.global_mem.saturating_sub(table.used);
+            if bytes as u64 > free {
+                return Err(Error::OutOfMemory { backend: BACKEND, requested: size as u64, free, cached: 0 });
+            }
+            table.used += bytes as u64;
+            free
+        };
+        let oom = |e: Error| match e {
+            Error::Backend { code, .. } if is_oom(code as cl_int) => {
                 Error::OutOfMemory { backend: BACKEND, requested: size as u64, free, cached: 0 }
-            } else {
-                cl_error("clCreateBuffer", code)
+            }
+            other => other,
+        };
+        let made = self.create_mem(bytes).map_err(|code| cl_error("clCreateBuffer", code)).and_then(|raw| {
+            let mem = Mem { raw, bytes };
+            // Fresh memory is zeroed, as the trait promises (clCreateBuffer leaves it
+            // undefined). Many drivers commit memory only at first use, so an out-of-memory
+            // may show up here rather than in clCreateBuffer.
+            let ev = self.enqueue_fill(0, &mem, 0, bytes, 0)?;
+            wait_raw(&ev, "clEnqueueFillBuffer")?;
+            Ok(mem)
+        });
+        let mut table = self.lock();
+        let mem = match made {
+            Ok(mem) => mem,
+            Err(e) => {
+                table.used -= bytes as u64;
+                return Err(oom(e));
             }
         };
-        let mem = Mem { raw: self.create_mem(bytes).map_err(oom)?, bytes };
-        // Fresh memory is zeroed, as the trait promises (clCreateBuffer leaves it undefined).
-        // Many drivers commit memory only here, so an out-of-memory shows up now.
-        self.enqueue_fill(0, &mem, 0, bytes, 0).and_then(|ev| wait_raw(&ev, "clEnqueueFillBuffer")).map_err(
-            |e| match e {
-                Error::Backend { code, .. } if is_oom(code as cl_int) => {
-                    Error::OutOfMemory { backend: BACKEND, requested: size as u64, free, cached: 0 }
-                }
-                other => other,
-            },
-        )?;
-        let mut table = self.lock();
         let handle = table.next;
         table.next += 1;
-        table.used += bytes as u64;
         table.mems.insert(handle, Arc::new(mem));
         drop(table);
         // SAFETY: `handle` names the allocation just inserted, of at least `size` bytes; ids are
@@ -1129,8 +1150,12 @@ pub struct RawCopyTimes {
     pub read: Duration,
     /// `clEnqueueCopyBuffer` of `bytes` between two buffers, waited for (device to device).
     pub copy: Duration,
-    /// `clCreateBuffer` of `bytes` followed by its release (no data touched).
+    /// `clCreateBuffer` of `bytes` followed by its release, no data touched. Drivers may
+    /// commit memory lazily (PoCL does), so this can be far cheaper than a usable buffer.
     pub create_buffer: Duration,
+    /// `clCreateBuffer`, a zero `clEnqueueFillBuffer` over all of it (waited for), then the
+    /// release: what a fresh [`OpenClBackend`] allocation does, since its memory is zeroed.
+    pub create_buffer_zeroed: Duration,
 }
 
 /// The raw `opencl3` baseline on the device chosen by [`OpenClOptions::from_env`]; see
@@ -1208,6 +1233,14 @@ pub fn raw_copy_baseline_with(options: &OpenClOptions, bytes: usize, repetitions
         ev.wait().map_err(err("clWaitForEvents"))
     })?;
     let create_buffer = time(&mut || create().map(drop))?;
+    let zero = 0u8;
+    let create_buffer_zeroed = time(&mut || {
+        let mut fresh = create()?;
+        // SAFETY: `fresh` holds `bytes` bytes; the one-byte pattern is copied by the driver.
+        let ev = unsafe { queue.enqueue_fill_buffer(&mut fresh, &[zero], 0, bytes, &[]) }
+            .map_err(err("clEnqueueFillBuffer"))?;
+        ev.wait().map_err(err("clWaitForEvents"))
+    })?;
     if dst.first() != Some(&0xA5) {
         return Err(Error::Backend {
             backend: BACKEND,
@@ -1217,5 +1250,5 @@ pub fn raw_copy_baseline_with(options: &OpenClOptions, bytes: usize, repetitions
             transient: false,
         });
     }
-    Ok(RawCopyTimes { bytes, write, read, copy, create_buffer })
+    Ok(RawCopyTimes { bytes, write, read, copy, create_buffer, create_buffer_zeroed })
 }
