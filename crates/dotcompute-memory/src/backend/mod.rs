@@ -25,6 +25,8 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "opencl")]
+pub mod opencl;
 pub mod sim;
 
 use crate::error::{Error, Result};
@@ -276,6 +278,7 @@ pub trait Backend: Send + Sync + 'static {
 pub const BACKEND_NAMES: &[&str] = &["cpu", "sim", "opencl", "cuda", "metal"];
 
 /// Why a backend that is not compiled in cannot be used.
+#[cfg_attr(all(feature = "opencl", feature = "cuda"), allow(dead_code))]
 pub(crate) fn not_compiled(name: &str, feature: &str) -> Error {
     Error::BackendUnavailable {
         backend: name.to_string(),
@@ -292,6 +295,9 @@ pub fn open(name: &str) -> Result<std::sync::Arc<dyn Backend>> {
     match lower.as_str() {
         "cpu" => Ok(std::sync::Arc::new(cpu::CpuBackend::new())),
         "sim" => Ok(std::sync::Arc::new(sim::SimBackend::new(sim::SimOptions::default()))),
+        #[cfg(feature = "opencl")]
+        "opencl" => Ok(std::sync::Arc::new(opencl::OpenClBackend::new()?)),
+        #[cfg(not(feature = "opencl"))]
         "opencl" => Err(not_compiled("opencl", "opencl")),
         #[cfg(feature = "cuda")]
         "cuda" => Ok(std::sync::Arc::new(cuda::CudaBackend::from_env()?)),

@@ -1,0 +1,1254 @@
+//! The OpenCL backend (cargo feature `opencl`): real OpenCL buffers and enqueued copies.
+//!
+//! Built on the `opencl3` crate with its default `dynamic` feature, so the build needs no
+//! OpenCL library: `libOpenCL.so.1` (the ICD loader) is opened at run time. A machine without
+//! a loader or without any driver (ICD) gets [`Error::BackendUnavailable`] with the reason from
+//! [`OpenClBackend::new`], never a panic.
+//!
+//! The device is treated exactly as a discrete GPU, even where the driver reports host-unified
+//! memory (PoCL on a CPU does): [`Backend::is_unified`] is false, every allocation is a
+//! `clCreateBuffer`, every transfer an enqueued `clEnqueueWriteBuffer`, `clEnqueueReadBuffer`,
+//! `clEnqueueCopyBuffer` or `clEnqueueFillBuffer`. Nothing takes a host-pointer shortcut.
+//!
+//! # Choosing the device
+//!
+//! [`OpenClOptions::from_env`] reads `DCMEM_OPENCL_PLATFORM` and `DCMEM_OPENCL_DEVICE`. Each is
+//! either an index or a case-insensitive substring of the name. The device index counts the
+//! devices of the chosen platform, or, with no platform selector, all devices of all platforms
+//! in platform order (as [`devices`] lists them). Without a device selector the first GPU is
+//! taken, else the first device. A selector that matches nothing is an
+//! [`Error::InvalidArgument`] whose value lists every platform or device that exists.
+//!
+//! # Handles, queues and events
+//!
+//! A [`DeviceMemory`] handle of this backend is an id into a table of `cl_mem` objects the
+//! backend owns; ids are never reused, so a freed or foreign handle is an
+//! [`Error::InvalidHandle`], never a dangling `cl_mem`. Offsets are checked against the
+//! allocation before anything is enqueued. The backend has [`OpenClOptions::queues`] in-order
+//! command queues; the blocking methods use queue 0 and wait for their command to complete,
+//! the `*_async` methods enqueue on the queue asked for, flush it, and return an
+//! [`OpenClEvent`]. Events learn of completion through `clSetEventCallback` (the driver's
+//! thread wakes the registered [`Waker`]s), so nobody polls.
+//!
+//! # Errors
+//!
+//! - A driver error is [`Error::Backend`] with `backend: "opencl"`, the OpenCL function as
+//!   `operation`, its code and its CL name (e.g. `CL_INVALID_BUFFER_SIZE`). Every check that can
+//!   be made before enqueuing is made first, so a failing call changes nothing.
+//! - An allocation larger than the device's global memory, or than what is still free of it
+//!   (global memory minus what this backend instance holds: OpenCL has no portable free-memory
+//!   query), or one the driver refuses with `CL_MEM_OBJECT_ALLOCATION_FAILURE`,
+//!   `CL_OUT_OF_RESOURCES` or `CL_OUT_OF_HOST_MEMORY`, is [`Error::OutOfMemory`], so the
+//!   manager releases its cache and retries.
+//! - An allocation that fits in global memory but exceeds the device's largest single
+//!   allocation (`CL_DEVICE_MAX_MEM_ALLOC_SIZE`) is [`Error::InvalidArgument`] naming both
+//!   numbers: it is permanent (no retry or cache release can make it succeed, so it is not
+//!   reported as out-of-memory, which is transient), and OpenCL itself classes it as an invalid
+//!   value (`CL_INVALID_BUFFER_SIZE`).
+//!
+//! # Views and staging
+//!
+//! Slices of a buffer reach this backend as offsets into its allocation, which every enqueue
+//! call takes directly; no sub-buffers are made (their origin would have to be a multiple of
+//! `CL_DEVICE_MEM_BASE_ADDR_ALIGN`, see [`OpenClBackend::base_address_alignment`]).
+//! [`OpenClBackend::allocate_pinned`] gives pinned host memory for staging: a
+//! `CL_MEM_ALLOC_HOST_PTR` buffer mapped for host access.
+//!
+//! # Drop safety
+//!
+//! `opencl3`'s own wrapper types panic in `Drop` when a release fails. This module keeps raw
+//! handles in its own wrappers whose `Drop` ignores release errors (a failed release leaks one
+//! object; it cannot corrupt memory), so nothing here panics. Only [`raw_copy_baseline`] uses
+//! `opencl3`'s wrappers, on objects it has just created successfully.
+
+use super::{Backend, BackendId, DeviceEvent, DeviceMemory, Event, MemoryInfo, ReadyEvent};
+use crate::error::{Error, Result};
+use opencl3::command_queue::{
+    create_command_queue, create_command_queue_with_properties, enqueue_copy_buffer, enqueue_fill_buffer,
+    enqueue_map_buffer, enqueue_read_buffer, enqueue_unmap_mem_object, enqueue_write_buffer, finish, flush,
+    release_command_queue, retain_command_queue,
+};
+use opencl3::context::context::{create_context, release_context};
+use opencl3::device::{
+    get_device_data, get_device_ids, CL_DEVICE_GLOBAL_MEM_SIZE, CL_DEVICE_MAX_MEM_ALLOC_SIZE,
+    CL_DEVICE_MEM_BASE_ADDR_ALIGN, CL_DEVICE_NAME, CL_DEVICE_TYPE, CL_DEVICE_TYPE_ACCELERATOR, CL_DEVICE_TYPE_ALL,
+    CL_DEVICE_TYPE_CPU, CL_DEVICE_TYPE_GPU, CL_DEVICE_VERSION,
+};
+use opencl3::error_codes::{
+    error_text, CL_MEM_OBJECT_ALLOCATION_FAILURE, CL_OUT_OF_HOST_MEMORY, CL_OUT_OF_RESOURCES,
+    CL_PLATFORM_NOT_FOUND_KHR, DLOPEN_FUNCTION_NOT_AVAILABLE, DLOPEN_RUNTIME_LOAD_FAILED,
+};
+use opencl3::event::{
+    get_event_data, release_event, set_event_callback, wait_for_events, CL_COMPLETE, CL_EVENT_COMMAND_EXECUTION_STATUS,
+};
+use opencl3::memory::{
+    create_buffer, release_mem_object, CL_MAP_READ, CL_MAP_WRITE, CL_MEM_ALLOC_HOST_PTR, CL_MEM_READ_WRITE,
+};
+use opencl3::platform::platform::{get_platform_data, get_platform_ids, CL_PLATFORM_NAME, CL_PLATFORM_VERSION};
+use opencl3::types::{
+    cl_command_queue, cl_context, cl_device_id, cl_event, cl_int, cl_mem, cl_platform_id, CL_BLOCKING, CL_NON_BLOCKING,
+};
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::ptr::{self, NonNull};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+/// Environment variable that selects the platform (index or name substring).
+pub const ENV_PLATFORM: &str = "DCMEM_OPENCL_PLATFORM";
+/// Environment variable that selects the device (index or name substring).
+pub const ENV_DEVICE: &str = "DCMEM_OPENCL_DEVICE";
+
+const BACKEND: &str = "opencl";
+
+/// How to open an [`OpenClBackend`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenClOptions {
+    /// Platform selector: an index or a case-insensitive name substring (`None`: any).
+    pub platform: Option<String>,
+    /// Device selector: an index or a case-insensitive name substring (`None`: the first GPU,
+    /// else the first device). See the module docs for what the index counts.
+    pub device: Option<String>,
+    /// Number of in-order command queues (default 2; 0 is treated as 1).
+    pub queues: usize,
+    /// Reject allocations above `CL_DEVICE_MAX_MEM_ALLOC_SIZE` before asking the driver
+    /// (default true). Turning it off lets the driver's own `CL_INVALID_BUFFER_SIZE` through,
+    /// which tests use to exercise the driver-error path.
+    pub check_max_alloc: bool,
+}
+
+impl Default for OpenClOptions {
+    fn default() -> Self {
+        OpenClOptions { platform: None, device: None, queues: 2, check_max_alloc: true }
+    }
+}
+
+impl OpenClOptions {
+    /// Defaults, with the selectors taken from `DCMEM_OPENCL_PLATFORM` and
+    /// `DCMEM_OPENCL_DEVICE` (unset or blank means no selector).
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        OpenClOptions { platform: var(ENV_PLATFORM), device: var(ENV_DEVICE), ..Default::default() }
+    }
+}
+
+/// One OpenCL device as found on this machine, for listings such as `dcmem info`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceSummary {
+    /// Index of the platform in `clGetPlatformIDs` order.
+    pub platform_index: usize,
+    /// `CL_PLATFORM_NAME`.
+    pub platform_name: String,
+    /// `CL_PLATFORM_VERSION`.
+    pub platform_version: String,
+    /// Index of the device in the flat list of all devices (the index `DCMEM_OPENCL_DEVICE`
+    /// takes when no platform is selected).
+    pub index: usize,
+    /// Index of the device within its platform (the index `DCMEM_OPENCL_DEVICE` takes when a
+    /// platform is selected).
+    pub index_in_platform: usize,
+    /// `CL_DEVICE_NAME`.
+    pub name: String,
+    /// `GPU`, `CPU`, `accelerator` or `other`.
+    pub kind: String,
+    /// `CL_DEVICE_VERSION`.
+    pub version: String,
+    /// `CL_DEVICE_GLOBAL_MEM_SIZE` in bytes.
+    pub global_mem: u64,
+    /// `CL_DEVICE_MAX_MEM_ALLOC_SIZE` in bytes.
+    pub max_alloc: u64,
+}
+
+// ---- errors ----
+
+/// The crate error for a failed OpenCL call.
+fn cl_error(operation: &'static str, code: cl_int) -> Error {
+    let name = error_text(code);
+    let message = if name == "UNKNOWN_ERROR" { format!("unknown OpenCL error {code}") } else { name.to_string() };
+    Error::Backend {
+        backend: BACKEND,
+        operation,
+        code: i64::from(code),
+        message,
+        transient: matches!(code, CL_OUT_OF_RESOURCES | CL_OUT_OF_HOST_MEMORY | CL_MEM_OBJECT_ALLOCATION_FAILURE),
+    }
+}
+
+fn unavailable(reason: String) -> Error {
+    Error::BackendUnavailable { backend: BACKEND.to_string(), reason }
+}
+
+fn is_oom(code: cl_int) -> bool {
+    matches!(code, CL_OUT_OF_RESOURCES | CL_OUT_OF_HOST_MEMORY | CL_MEM_OBJECT_ALLOCATION_FAILURE)
+}
+
+// ---- raw handles that release without panicking ----
+
+macro_rules! raw_handle {
+    ($(#[$doc:meta])* $name:ident, $raw:ty, $release:path) => {
+        $(#[$doc])*
+        struct $name($raw);
+
+        // SAFETY: OpenCL objects are reference-counted by the driver, and every OpenCL API
+        // call except clSetKernelArg is thread-safe (OpenCL 1.1+, spec section A.2), so the
+        // handle may be used and released from any thread.
+        unsafe impl Send for $name {}
+        // SAFETY: as above; shared use only passes the handle to thread-safe API calls.
+        unsafe impl Sync for $name {}
+
+        impl Drop for $name {
+            fn drop(&mut self) {
+                // SAFETY: this wrapper holds one reference to a live object, made when it was
+                // created, and gives it back exactly once. A failure leaks the object.
+                let _ = unsafe { $release(self.0) };
+            }
+        }
+    };
+}
+
+raw_handle!(
+    /// One reference to a `cl_context`.
+    RawContext,
+    cl_context,
+    release_context
+);
+raw_handle!(
+    /// One reference to a `cl_command_queue`.
+    RawQueue,
+    cl_command_queue,
+    release_command_queue
+);
+raw_handle!(
+    /// One reference to a `cl_mem`.
+    RawMem,
+    cl_mem,
+    release_mem_object
+);
+raw_handle!(
+    /// One reference to a `cl_event`.
+    RawEvent,
+    cl_event,
+    release_event
+);
+
+/// One allocation in the handle table.
+struct Mem {
+    raw: RawMem,
+    /// Bytes held on the device (at least 1: OpenCL has no empty buffers).
+    bytes: usize,
+}
+
+struct Table {
+    mems: HashMap<u64, Arc<Mem>>,
+    next: u64,
+    used: u64,
+}
+
+// ---- device queries ----
+
+fn device_bytes(device: cl_device_id, param: u32) -> std::result::Result<Vec<u8>, cl_int> {
+    get_device_data(device, param)
+}
+
+fn c_string(bytes: Vec<u8>) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).trim().to_string()
+}
+
+fn device_string(device: cl_device_id, param: u32) -> String {
+    device_bytes(device, param).map(c_string).unwrap_or_else(|code| format!("<{}>", error_text(code)))
+}
+
+fn device_u64(device: cl_device_id, param: u32) -> std::result::Result<u64, cl_int> {
+    let b = device_bytes(device, param)?;
+    Ok(match b.len() {
+        8 => u64::from_ne_bytes(b[..8].try_into().unwrap_or([0; 8])),
+        4 => u64::from(u32::from_ne_bytes(b[..4].try_into().unwrap_or([0; 4]))),
+        _ => 0,
+    })
+}
+
+fn platform_string(platform: cl_platform_id, param: u32) -> String {
+    get_platform_data(platform, param).map(c_string).unwrap_or_else(|code| format!("<{}>", error_text(code)))
+}
+
+fn kind_name(device_type: u64) -> &'static str {
+    if device_type & CL_DEVICE_TYPE_GPU != 0 {
+        "GPU"
+    } else if device_type & CL_DEVICE_TYPE_CPU != 0 {
+        "CPU"
+    } else if device_type & CL_DEVICE_TYPE_ACCELERATOR != 0 {
+        "accelerator"
+    } else {
+        "other"
+    }
+}
+
+/// The platforms, or why there are none.
+fn platform_ids() -> Result<Vec<cl_platform_id>> {
+    match get_platform_ids() {
+        Ok(ids) if !ids.is_empty() => Ok(ids),
+        Ok(_) => Err(unavailable(
+            "no OpenCL platform found (clGetPlatformIDs listed none): install pocl-opencl-icd or a GPU driver's OpenCL ICD"
+                .into(),
+        )),
+        Err(CL_PLATFORM_NOT_FOUND_KHR) => Err(unavailable(
+            "no OpenCL platform found (CL_PLATFORM_NOT_FOUND_KHR): install pocl-opencl-icd or a GPU driver's OpenCL ICD"
+                .into(),
+        )),
+        Err(DLOPEN_RUNTIME_LOAD_FAILED) => Err(unavailable(
+            "the OpenCL ICD loader (libOpenCL.so.1) could not be loaded (DLOPEN_RUNTIME_LOAD_FAILED): install ocl-icd-libopencl1 and pocl-opencl-icd or a GPU driver"
+                .into(),
+        )),
+        Err(DLOPEN_FUNCTION_NOT_AVAILABLE) => Err(unavailable(
+            "the OpenCL loader has no clGetPlatformIDs (DLOPEN_FUNCTION_NOT_AVAILABLE): the installed libOpenCL is broken".into(),
+        )),
+        Err(code) => Err(unavailable(format!("clGetPlatformIDs failed: {} ({code})", error_text(code)))),
+    }
+}
+
+struct Found {
+    summary: DeviceSummary,
+    device: cl_device_id,
+    base_align_bits: u64,
+}
+
+fn enumerate() -> Result<Vec<Found>> {
+    // PoCL 3.1 initialises its devices on the first clGetDeviceIDs; a second thread calling
+    // meanwhile is told there are none (seen when tests open backends in parallel). Listing is
+    // rare, so one at a time.
+    static LISTING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = LISTING.lock().unwrap_or_else(|p| p.into_inner());
+    let mut all = Vec::new();
+    let mut failures = Vec::new();
+    for (pi, &platform) in platform_ids()?.iter().enumerate() {
+        let platform_name = platform_string(platform, CL_PLATFORM_NAME);
+        let platform_version = platform_string(platform, CL_PLATFORM_VERSION);
+        // A platform whose devices cannot be listed contributes none (clinfo does the same);
+        // the reason is kept for the error if no platform has a device.
+        let ids = get_device_ids(platform, CL_DEVICE_TYPE_ALL).unwrap_or_else(|code| {
+            failures.push(format!(
+                "platform #{pi} \"{platform_name}\": clGetDeviceIDs failed with {} ({code})",
+                error_text(code)
+            ));
+            Vec::new()
+        });
+        for (di, &device) in ids.iter().enumerate() {
+            let summary = DeviceSummary {
+                platform_index: pi,
+                platform_name: platform_name.clone(),
+                platform_version: platform_version.clone(),
+                index: all.len(),
+                index_in_platform: di,
+                name: device_string(device, CL_DEVICE_NAME),
+                kind: kind_name(device_u64(device, CL_DEVICE_TYPE).unwrap_or(0)).to_string(),
+                version: device_string(device, CL_DEVICE_VERSION),
+                global_mem: device_u64(device, CL_DEVICE_GLOBAL_MEM_SIZE).unwrap_or(0),
+                max_alloc: device_u64(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE).unwrap_or(0),
+            };
+            let base_align_bits = device_u64(device, CL_DEVICE_MEM_BASE_ADDR_ALIGN).unwrap_or(0);
+            all.push(Found { summary, device, base_align_bits });
+        }
+    }
+    if all.is_empty() {
+        return Err(unavailable(format!(
+            "OpenCL platforms exist but none has a device{}: check the driver installation (clinfo -l)",
+            if failures.is_empty() { String::new() } else { format!(" ({})", failures.join("; ")) }
+        )));
+    }
+    Ok(all)
+}
+
+/// Every OpenCL device on this machine, in platform order, or why there is none (no loader,
+/// no platform: [`Error::BackendUnavailable`]).
+pub fn devices() -> Result<Vec<DeviceSummary>> {
+    Ok(enumerate()?.into_iter().map(|f| f.summary).collect())
+}
+
+fn matches_selector(selector: &str, index: usize, name: &str) -> bool {
+    match selector.parse::<usize>() {
+        Ok(i) => i == index,
+        Err(_) => name.to_lowercase().contains(&selector.to_lowercase()),
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{} MiB", bytes >> 20)
+    }
+}
+
+/// Applies the selectors of `options` to the devices found.
+fn select(options: &OpenClOptions) -> Result<Found> {
+    let all = enumerate()?;
+    let mut candidates: Vec<Found> = all;
+    if let Some(sel) = &options.platform {
+        let mut platforms: Vec<(usize, String)> =
+            candidates.iter().map(|f| (f.summary.platform_index, f.summary.platform_name.clone())).collect();
+        platforms.dedup();
+        // The first matching platform only: an index names one, a substring may match several.
+        let Some((chosen, _)) = platforms.iter().find(|(i, n)| matches_selector(sel, *i, n)).cloned() else {
+            let list: Vec<String> = platforms.iter().map(|(i, n)| format!("#{i} \"{n}\"")).collect();
+            return Err(Error::InvalidArgument {
+                option: "OpenCL platform selector (DCMEM_OPENCL_PLATFORM)",
+                value: format!(
+                    "\"{sel}\"; platforms with devices on this machine: {}",
+                    if list.is_empty() { "none".to_string() } else { list.join(", ") }
+                ),
+                reason: "matches no OpenCL platform by index or case-insensitive name substring",
+            });
+        };
+        candidates.retain(|f| f.summary.platform_index == chosen);
+    }
+    let by_platform = options.platform.is_some();
+    let index_of = |f: &Found| if by_platform { f.summary.index_in_platform } else { f.summary.index };
+    let pos = match &options.device {
+        Some(sel) => {
+            candidates.iter().position(|f| matches_selector(sel, index_of(f), &f.summary.name)).ok_or_else(|| {
+                let list: Vec<String> = candidates
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "#{} \"{}\" ({}, platform #{} \"{}\")",
+                            index_of(f),
+                            f.summary.name,
+                            f.summary.kind,
+                            f.summary.platform_index,
+                            f.summary.platform_name
+                        )
+                    })
+                    .collect();
+                Error::InvalidArgument {
+                    option: "OpenCL device selector (DCMEM_OPENCL_DEVICE)",
+                    value: format!("\"{sel}\"; devices: {}", list.join(", ")),
+                    reason: "matches no OpenCL device by index or case-insensitive name substring",
+                }
+            })?
+        }
+        None => candidates.iter().position(|f| f.summary.kind == "GPU").unwrap_or(0),
+    };
+    Ok(candidates.swap_remove(pos))
+}
+
+// ---- the backend ----
+
+/// A device reached through OpenCL. See the module docs.
+pub struct OpenClBackend {
+    id: BackendId,
+    // Field order is drop order: buffers, then queues, then the context.
+    table: Mutex<Table>,
+    queues: Vec<RawQueue>,
+    context: RawContext,
+    summary: DeviceSummary,
+    base_align_bits: u64,
+    options: OpenClOptions,
+}
+
+// SAFETY: the raw fields are OpenCL handles (thread-safe API, see `raw_handle!`); everything
+// else is Send + Sync.
+unsafe impl Send for OpenClBackend {}
+// SAFETY: as above; all mutable state is behind the Mutex.
+unsafe impl Sync for OpenClBackend {}
+
+impl std::fmt::Debug for OpenClBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenClBackend")
+            .field("id", &self.id)
+            .field("device", &self.summary)
+            .field("queues", &self.queues.len())
+            .finish()
+    }
+}
+
+impl OpenClBackend {
+    /// Opens the device chosen by `DCMEM_OPENCL_PLATFORM` / `DCMEM_OPENCL_DEVICE` (see
+    /// [`OpenClOptions::from_env`]).
+    pub fn new() -> Result<Self> {
+        Self::with_options(OpenClOptions::from_env())
+    }
+
+    /// Opens the device chosen by `options`.
+    pub fn with_options(options: OpenClOptions) -> Result<Self> {
+        let found = select(&options)?;
+        let device = found.device;
+        let context = create_context(&[device], ptr::null(), None, ptr::null_mut())
+            .map_err(|code| cl_error("clCreateContext", code))?;
+        let context = RawContext(context);
+        let n = options.queues.max(1);
+        let mut queues = Vec::with_capacity(n);
+        for _ in 0..n {
+            // SAFETY: `device` belongs to `context` (the context was made from it).
+            let q = unsafe { create_command_queue_with_properties(context.0, device, ptr::null()) }.or_else(|_| {
+                // OpenCL 1.x platforms lack the 2.0 entry point; the 1.0 one exists everywhere.
+                // SAFETY: as above.
+                unsafe { create_command_queue(context.0, device, 0) }
+            });
+            queues.push(RawQueue(q.map_err(|code| cl_error("clCreateCommandQueue", code))?));
+        }
+        Ok(OpenClBackend {
+            id: BackendId::next(),
+            table: Mutex::new(Table { mems: HashMap::new(), next: 1, used: 0 }),
+            queues,
+            context,
+            summary: found.summary,
+            base_align_bits: found.base_align_bits,
+            options,
+        })
+    }
+
+    /// The device this backend uses.
+    pub fn device(&self) -> &DeviceSummary {
+        &self.summary
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &OpenClOptions {
+        &self.options
+    }
+
+    /// `CL_DEVICE_MEM_BASE_ADDR_ALIGN` in bytes: the alignment of every buffer's start, and the
+    /// origin alignment a sub-buffer needs.
+    pub fn base_address_alignment(&self) -> u64 {
+        self.base_align_bits / 8
+    }
+
+    /// Page-locked host memory for staging: a `CL_MEM_ALLOC_HOST_PTR` buffer of `len` bytes,
+    /// mapped for host reads and writes until dropped, zeroed.
+    ///
+    /// Its bytes are ordinary host memory to this backend's transfer methods (pass
+    /// [`PinnedHostBuffer::as_ptr`] to [`Backend::write_async`] / [`Backend::read_async`]);
+    /// on discrete GPUs, drivers move data from such memory by DMA without an extra staging
+    /// copy. It does not count towards [`OpenClBackend::used`]. Errors: `len` above the max
+    /// allocation is [`Error::InvalidArgument`]; driver failures are [`Error::Backend`]
+    /// (`clCreateBuffer`, `clEnqueueMapBuffer`).
+    pub fn allocate_pinned(&self, len: usize) -> Result<PinnedHostBuffer> {
+        let bytes = len.max(1);
+        if bytes as u64 > self.summary.max_alloc {
+            return Err(Error::InvalidArgument {
+                option: "pinned allocation size",
+                value: format!(
+                    "{len} bytes, above this device's largest single allocation of {} bytes (CL_DEVICE_MAX_MEM_ALLOC_SIZE)",
+                    self.summary.max_alloc
+                ),
+                reason: "one OpenCL buffer cannot exceed CL_DEVICE_MAX_MEM_ALLOC_SIZE",
+            });
+        }
+        // SAFETY: a valid context, no host pointer; ALLOC_HOST_PTR asks the driver for
+        // host-accessible (pinned) memory.
+        let mem =
+            unsafe { create_buffer(self.context.0, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, bytes, ptr::null_mut()) }
+                .map(RawMem)
+                .map_err(|code| cl_error("clCreateBuffer", code))?;
+        let q = self.queue(0);
+        // SAFETY: `q` is a live queue of this backend; the wrapper takes its own reference so the
+        // pinned buffer can outlive the backend.
+        unsafe { retain_command_queue(q) }.map_err(|code| cl_error("clRetainCommandQueue", code))?;
+        let queue = RawQueue(q);
+        let mut mapped: cl_mem = ptr::null_mut();
+        // SAFETY: `mem` is live and `bytes` long; the blocking map returns once `mapped` is valid.
+        let ev = unsafe {
+            enqueue_map_buffer(q, mem.0, CL_BLOCKING, CL_MAP_READ | CL_MAP_WRITE, 0, bytes, &mut mapped, 0, ptr::null())
+        }
+        .map(RawEvent)
+        .map_err(|code| cl_error("clEnqueueMapBuffer", code))?;
+        wait_raw(&ev, "clEnqueueMapBuffer")?;
+        let ptr = NonNull::new(mapped.cast::<u8>()).ok_or_else(|| Error::Backend {
+            backend: BACKEND,
+            operation: "clEnqueueMapBuffer",
+            code: 0,
+            message: "the driver mapped the buffer at a null address".into(),
+            transient: false,
+        })?;
+        // SAFETY: the mapping is valid for `bytes` bytes of reads and writes until unmapped; the
+        // driver's contents are unspecified, so they are initialised here before any `&[u8]`.
+        unsafe { ptr::write_bytes(ptr.as_ptr(), 0, bytes) };
+        Ok(PinnedHostBuffer { ptr, len, mem, queue })
+    }
+
+    /// Bytes currently allocated through this backend instance.
+    pub fn used(&self) -> u64 {
+        self.lock().used
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn queue(&self, index: usize) -> cl_command_queue {
+        self.queues[index % self.queues.len()].0
+    }
+
+    /// Checks ownership and bounds of `memory`, then returns its `cl_mem` (kept alive by the
+    /// returned `Arc` even if the handle is freed meanwhile).
+    fn mem(&self, memory: &DeviceMemory, offset: usize, len: usize) -> Result<Arc<Mem>> {
+        memory.check(self, offset, len)?;
+        self.lock().mems.get(&memory.handle()).cloned().ok_or_else(|| Error::InvalidHandle {
+            backend: BACKEND,
+            reason: format!("no live OpenCL allocation with id {} (already freed?)", memory.handle()),
+        })
+    }
+
+    fn create_mem(&self, bytes: usize) -> std::result::Result<RawMem, cl_int> {
+        // SAFETY: a valid context, no host pointer and no host-pointer flags.
+        unsafe { create_buffer(self.context.0, CL_MEM_READ_WRITE, bytes, ptr::null_mut()) }.map(RawMem)
+    }
+
+    /// Enqueues a device-to-device copy on `queue`; overlapping ranges of one allocation go
+    /// through a temporary buffer so the result is that of `memmove`.
+    fn enqueue_copy(
+        &self,
+        queue: usize,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Option<OpenClEvent>> {
+        let s = self.mem(src, src_offset, len)?;
+        let d = self.mem(dst, dst_offset, len)?;
+        if len == 0 {
+            return Ok(None);
+        }
+        let q = self.queue(queue);
+        let overlap = src.handle() == dst.handle() && src_offset < dst_offset + len && dst_offset < src_offset + len;
+        if overlap {
+            let tmp = Arc::new(Mem {
+                raw: self.create_mem(len).map_err(|code| cl_error("clCreateBuffer", code))?,
+                bytes: len,
+            });
+            // SAFETY: both buffers are live (held by Arcs) and the ranges were checked.
+            let first = unsafe { enqueue_copy_buffer(q, s.raw.0, tmp.raw.0, src_offset, 0, len, 0, ptr::null()) }
+                .map(RawEvent)
+                .map_err(|code| cl_error("clEnqueueCopyBuffer", code))?;
+            // In-order queue: the second copy starts after the first has finished.
+            // SAFETY: as above.
+            let second = unsafe { enqueue_copy_buffer(q, tmp.raw.0, d.raw.0, 0, dst_offset, len, 0, ptr::null()) }
+                .map(RawEvent)
+                .map_err(|code| cl_error("clEnqueueCopyBuffer", code));
+            let second = match second {
+                Ok(e) => e,
+                Err(e) => {
+                    // Nothing observable was written yet; let the first copy finish before the
+                    // temporary goes away (refcounting would keep it anyway).
+                    let _ = wait_for_events(&[first.0]);
+                    return Err(e);
+                }
+            };
+            drop(first);
+            return Ok(Some(OpenClEvent::new(second, "clEnqueueCopyBuffer", q, vec![s, d, tmp])));
+        }
+        // SAFETY: both buffers are live (held by Arcs) and the ranges were checked above.
+        let ev = unsafe { enqueue_copy_buffer(q, s.raw.0, d.raw.0, src_offset, dst_offset, len, 0, ptr::null()) }
+            .map(RawEvent)
+            .map_err(|code| cl_error("clEnqueueCopyBuffer", code))?;
+        Ok(Some(OpenClEvent::new(ev, "clEnqueueCopyBuffer", q, vec![s, d])))
+    }
+
+    fn enqueue_fill(&self, queue: usize, mem: &Mem, offset: usize, len: usize, value: u8) -> Result<RawEvent> {
+        let pattern = value;
+        // SAFETY: the buffer is live, offset..offset+len lies inside it (checked by callers);
+        // the one-byte pattern is copied by the driver before the call returns.
+        unsafe {
+            enqueue_fill_buffer(
+                self.queue(queue),
+                mem.raw.0,
+                (&raw const pattern).cast::<c_void>(),
+                1,
+                offset,
+                len,
+                0,
+                ptr::null(),
+            )
+        }
+        .map(RawEvent)
+        .map_err(|code| cl_error("clEnqueueFillBuffer", code))
+    }
+}
+
+/// Waits for `event`; a failed command reports its own status under `operation`.
+fn wait_raw(event: &RawEvent, operation: &'static str) -> Result<()> {
+    let waited = wait_for_events(&[event.0]);
+    match event_status(event.0) {
+        Ok(s) if s < 0 => Err(cl_error(operation, s)),
+        Ok(_) => waited.map_err(|code| cl_error("clWaitForEvents", code)),
+        Err(code) => Err(cl_error("clGetEventInfo", code)),
+    }
+}
+
+fn event_status(event: cl_event) -> std::result::Result<cl_int, cl_int> {
+    let b = get_event_data(event, CL_EVENT_COMMAND_EXECUTION_STATUS)?;
+    Ok(b.get(..4).and_then(|b| b.try_into().ok()).map(cl_int::from_ne_bytes).unwrap_or(CL_COMPLETE))
+}
+
+impl Drop for OpenClBackend {
+    fn drop(&mut self) {
+        // Let queued work finish before its buffers are released (the driver would keep them
+        // alive anyway; this keeps teardown orderly).
+        for q in &self.queues {
+            let _ = finish(q.0);
+        }
+    }
+}
+
+impl Backend for OpenClBackend {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn id(&self) -> BackendId {
+        self.id
+    }
+
+    fn description(&self) -> String {
+        let s = &self.summary;
+        format!(
+            "OpenCL platform \"{}\" ({}), device \"{}\" ({}, {}), {} global memory, {} max allocation, {} queues",
+            s.platform_name,
+            s.platform_version,
+            s.name,
+            s.kind,
+            s.version,
+            mib(s.global_mem),
+            mib(s.max_alloc),
+            self.queues.len()
+        )
+    }
+
+    fn is_unified(&self) -> bool {
+        false
+    }
+
+    fn memory_info(&self) -> MemoryInfo {
+        let used = self.lock().used;
+        MemoryInfo {
+            total: self.summary.global_mem,
+            free: self.summary.global_mem.saturating_sub(used),
+            max_allocation: self.summary.max_alloc,
+        }
+    }
+
+    fn allocate(&self, size: usize, align: usize) -> Result<DeviceMemory> {
+        if !align.is_power_of_two() {
+            return Err(Error::InvalidArgument {
+                option: "alignment",
+                value: align.to_string(),
+                reason: "must be a power of two",
+            });
+        }
+        // OpenCL buffers start at CL_DEVICE_MEM_BASE_ADDR_ALIGN; device addresses are never
+        // exposed through this API, so a larger `align` has nothing to apply to.
+        let bytes = size.max(1);
+        if self.options.check_max_alloc
+            && bytes as u64 > self.summary.max_alloc
+            && bytes as u64 <= self.summary.global_mem
+        {
+            return Err(Error::InvalidArgument {
+                option: "OpenCL allocation size",
+                value: format!(
+                    "{size} bytes, above this device's largest single allocation of {} bytes (CL_DEVICE_MAX_MEM_ALLOC_SIZE)",
+                    self.summary.max_alloc
+                ),
+                reason: "one OpenCL buffer cannot exceed CL_DEVICE_MAX_MEM_ALLOC_SIZE; split the data into several buffers",
+            });
+        }
+        // Reserve the bytes first, so concurrent allocations cannot both pass the check.
+        let free = {
+            let mut table = self.lock();
+            let free = self.summary.global_mem.saturating_sub(table.used);
+            if bytes as u64 > free {
+                return Err(Error::OutOfMemory { backend: BACKEND, requested: size as u64, free, cached: 0 });
+            }
+            table.used += bytes as u64;
+            free
+        };
+        let oom = |e: Error| match e {
+            Error::Backend { code, .. } if is_oom(code as cl_int) => {
+                Error::OutOfMemory { backend: BACKEND, requested: size as u64, free, cached: 0 }
+            }
+            other => other,
+        };
+        let made = self.create_mem(bytes).map_err(|code| cl_error("clCreateBuffer", code)).and_then(|raw| {
+            let mem = Mem { raw, bytes };
+            // Fresh memory is zeroed, as the trait promises (clCreateBuffer leaves it
+            // undefined). Many drivers commit memory only at first use, so an out-of-memory
+            // may show up here rather than in clCreateBuffer.
+            let ev = self.enqueue_fill(0, &mem, 0, bytes, 0)?;
+            wait_raw(&ev, "clEnqueueFillBuffer")?;
+            Ok(mem)
+        });
+        let mut table = self.lock();
+        let mem = match made {
+            Ok(mem) => mem,
+            Err(e) => {
+                table.used -= bytes as u64;
+                return Err(oom(e));
+            }
+        };
+        let handle = table.next;
+        table.next += 1;
+        table.mems.insert(handle, Arc::new(mem));
+        drop(table);
+        // SAFETY: `handle` names the allocation just inserted, of at least `size` bytes; ids are
+        // never reused, so this DeviceMemory is its only owner.
+        Ok(unsafe { DeviceMemory::from_raw(self.id, handle, size) })
+    }
+
+    fn free(&self, memory: DeviceMemory) -> Result<()> {
+        memory.check(self, 0, 0)?;
+        let mut table = self.lock();
+        match table.mems.remove(&memory.handle()) {
+            Some(mem) => {
+                table.used -= mem.bytes as u64;
+                drop(table);
+                // clReleaseMemObject happens when the last Arc goes (here, or when an event
+                // that still uses the buffer is dropped).
+                drop(mem);
+                Ok(())
+            }
+            None => Err(Error::InvalidHandle {
+                backend: BACKEND,
+                reason: format!("no live OpenCL allocation with id {} (already freed?)", memory.handle()),
+            }),
+        }
+    }
+
+    fn host_ptr(&self, _memory: &DeviceMemory) -> Option<NonNull<u8>> {
+        None
+    }
+
+    fn write(&self, dst: &DeviceMemory, dst_offset: usize, src: &[u8]) -> Result<()> {
+        let mem = self.mem(dst, dst_offset, src.len())?;
+        if src.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: the buffer is live and the range checked; `src` is a borrowed slice that stays
+        // valid for the whole blocking call, and the event is waited for before returning.
+        let ev = unsafe {
+            enqueue_write_buffer(
+                self.queue(0),
+                mem.raw.0,
+                CL_BLOCKING,
+                dst_offset,
+                src.len(),
+                src.as_ptr().cast(),
+                0,
+                ptr::null(),
+            )
+        }
+        .map(RawEvent)
+        .map_err(|code| cl_error("clEnqueueWriteBuffer", code))?;
+        // A blocking write may return once `src` is copied; wait for the command itself so the
+        // data is visible to every queue.
+        wait_raw(&ev, "clEnqueueWriteBuffer")
+    }
+
+    fn read(&self, src: &DeviceMemory, src_offset: usize, dst: &mut [u8]) -> Result<()> {
+        let mem = self.mem(src, src_offset, dst.len())?;
+        if dst.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: the buffer is live and the range checked; `dst` is an exclusive borrow valid
+        // for the whole blocking call, which returns only when the data is in `dst`.
+        let ev = unsafe {
+            enqueue_read_buffer(
+                self.queue(0),
+                mem.raw.0,
+                CL_BLOCKING,
+                src_offset,
+                dst.len(),
+                dst.as_mut_ptr().cast(),
+                0,
+                ptr::null(),
+            )
+        }
+        .map(RawEvent)
+        .map_err(|code| cl_error("clEnqueueReadBuffer", code))?;
+        wait_raw(&ev, "clEnqueueReadBuffer")
+    }
+
+    fn copy(
+        &self,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        match self.enqueue_copy(0, src, src_offset, dst, dst_offset, len)? {
+            Some(ev) => ev.wait(),
+            None => Ok(()),
+        }
+    }
+
+    fn fill(&self, dst: &DeviceMemory, offset: usize, len: usize, value: u8) -> Result<()> {
+        let mem = self.mem(dst, offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let ev = self.enqueue_fill(0, &mem, offset, len, value)?;
+        wait_raw(&ev, "clEnqueueFillBuffer")
+    }
+
+    fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    unsafe fn write_async(
+        &self,
+        queue: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        src: *const u8,
+        len: usize,
+    ) -> Result<Event> {
+        let mem = self.mem(dst, dst_offset, len)?;
+        if len == 0 {
+            return Ok(Box::new(ReadyEvent));
+        }
+        let q = self.queue(queue);
+        // SAFETY: the buffer is live and the range checked; the caller guarantees `src` stays
+        // valid for reads of `len` bytes, unwritten, until the returned event completes.
+        let ev =
+            unsafe { enqueue_write_buffer(q, mem.raw.0, CL_NON_BLOCKING, dst_offset, len, src.cast(), 0, ptr::null()) }
+                .map(RawEvent)
+                .map_err(|code| cl_error("clEnqueueWriteBuffer", code))?;
+        Ok(Box::new(OpenClEvent::new(ev, "clEnqueueWriteBuffer", q, vec![mem])))
+    }
+
+    unsafe fn read_async(
+        &self,
+        queue: usize,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: *mut u8,
+        len: usize,
+    ) -> Result<Event> {
+        let mem = self.mem(src, src_offset, len)?;
+        if len == 0 {
+            return Ok(Box::new(ReadyEvent));
+        }
+        let q = self.queue(queue);
+        // SAFETY: the buffer is live and the range checked; the caller guarantees `dst` stays
+        // valid for exclusive writes of `len` bytes until the returned event completes.
+        let ev =
+            unsafe { enqueue_read_buffer(q, mem.raw.0, CL_NON_BLOCKING, src_offset, len, dst.cast(), 0, ptr::null()) }
+                .map(RawEvent)
+                .map_err(|code| cl_error("clEnqueueReadBuffer", code))?;
+        Ok(Box::new(OpenClEvent::new(ev, "clEnqueueReadBuffer", q, vec![mem])))
+    }
+
+    fn copy_async(
+        &self,
+        queue: usize,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Event> {
+        match self.enqueue_copy(queue, src, src_offset, dst, dst_offset, len)? {
+            Some(ev) => Ok(Box::new(ev)),
+            None => Ok(Box::new(ReadyEvent)),
+        }
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        for q in &self.queues {
+            finish(q.0).map_err(|code| cl_error("clFinish", code))?;
+        }
+        Ok(())
+    }
+}
+
+// ---- pinned host memory ----
+
+/// Pinned host memory from [`OpenClBackend::allocate_pinned`]: a mapped
+/// `CL_MEM_ALLOC_HOST_PTR` buffer. Unmapped and released on drop (it keeps its own references
+/// to the buffer and a queue, so it may outlive the backend).
+pub struct PinnedHostBuffer {
+    ptr: NonNull<u8>,
+    len: usize,
+    // Drop order: unmap (in Drop), then the buffer, then the queue.
+    mem: RawMem,
+    queue: RawQueue,
+}
+
+// SAFETY: the buffer owns its mapping exclusively (like a Box<[u8]>); the OpenCL handles are
+// thread-safe (see `raw_handle!`).
+unsafe impl Send for PinnedHostBuffer {}
+// SAFETY: shared access only hands out `&[u8]`; mutation needs `&mut self`.
+unsafe impl Sync for PinnedHostBuffer {}
+
+impl std::fmt::Debug for PinnedHostBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedHostBuffer").field("ptr", &self.ptr).field("len", &self.len).finish()
+    }
+}
+
+impl PinnedHostBuffer {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a zero-length buffer.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Start of the mapped bytes (valid for `len()` bytes while `self` lives). Writing through
+    /// it (e.g. as the destination of [`Backend::read_async`]) is allowed only while no slice
+    /// from [`PinnedHostBuffer::as_slice`] is alive; prefer `as_mut_slice().as_mut_ptr()`.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is valid and initialised for `len` bytes while self lives (zeroed
+        // at creation); mutation needs &mut self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The bytes, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and &mut self excludes every other reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for PinnedHostBuffer {
+    fn drop(&mut self) {
+        let (queue, mem, mapped) = (self.queue.0, self.mem.0, self.ptr.as_ptr().cast::<c_void>());
+        // SAFETY: `mapped` is the live mapping of `mem` made on `queue`; nothing uses it after this.
+        let unmapped = unsafe { enqueue_unmap_mem_object(queue, mem, mapped, 0, ptr::null()) };
+        if let Ok(ev) = unmapped {
+            let _ = wait_for_events(&[ev]);
+            drop(RawEvent(ev));
+        }
+    }
+}
+
+// ---- events ----
+
+#[derive(Default)]
+struct CompletionState {
+    /// The status the driver reported to the callback (`CL_COMPLETE` or a negative error).
+    status: Option<cl_int>,
+    wakers: Vec<Waker>,
+}
+
+/// Shared between an [`OpenClEvent`] and its driver callback.
+#[derive(Default)]
+struct Completion {
+    state: Mutex<CompletionState>,
+}
+
+impl Completion {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CompletionState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn complete(&self, status: cl_int) {
+        let wakers = {
+            let mut s = self.lock();
+            s.status.get_or_insert(status);
+            std::mem::take(&mut s.wakers)
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// Called by the driver, on its own thread, once the command has completed or failed.
+extern "C" fn completion_callback(_event: cl_event, status: cl_int, user_data: *mut c_void) {
+    // SAFETY: `user_data` is the pointer `Arc::into_raw` made in `OpenClEvent::new` for this one
+    // registration; the driver calls the callback exactly once, so the reference is taken back
+    // exactly once.
+    let completion = unsafe { Arc::from_raw(user_data.cast_const().cast::<Completion>()) };
+    // A panicking waker must not unwind into the driver.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| completion.complete(status)));
+}
+
+/// Completion of one enqueued OpenCL command.
+///
+/// `is_complete` asks the driver for the event's execution status; `wait` is
+/// `clWaitForEvents`; `on_complete` registers a waker that the `clSetEventCallback` callback
+/// wakes on the driver's thread. The event keeps the buffers its command uses alive until it
+/// is dropped.
+pub struct OpenClEvent {
+    raw: RawEvent,
+    operation: &'static str,
+    completion: Arc<Completion>,
+    _keep: Vec<Arc<Mem>>,
+}
+
+impl std::fmt::Debug for OpenClEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenClEvent").field("operation", &self.operation).finish()
+    }
+}
+
+impl OpenClEvent {
+    /// Wraps `raw`, flushes `queue` so the command starts, and registers the completion
+    /// callback. If registration fails the command is waited for here (it is already enqueued,
+    /// so returning an error would let the caller release memory the command still uses).
+    fn new(raw: RawEvent, operation: &'static str, queue: cl_command_queue, keep: Vec<Arc<Mem>>) -> Self {
+        let _ = flush(queue);
+        let completion = Arc::new(Completion::default());
+        let user = Arc::into_raw(completion.clone()).cast_mut().cast::<c_void>();
+        if set_event_callback(raw.0, CL_COMPLETE, completion_callback, user).is_err() {
+            // SAFETY: the registration failed, so the driver will never call back with `user`;
+            // take the reference back here instead.
+            drop(unsafe { Arc::from_raw(user.cast_const().cast::<Completion>()) });
+            let _ = wait_for_events(&[raw.0]);
+            completion.complete(event_status(raw.0).unwrap_or(CL_COMPLETE));
+        }
+        OpenClEvent { raw, operation, completion, _keep: keep }
+    }
+}
+
+impl DeviceEvent for OpenClEvent {
+    fn is_complete(&self) -> Result<bool> {
+        match event_status(self.raw.0) {
+            Ok(CL_COMPLETE) => Ok(true),
+            Ok(s) if s < 0 => Err(cl_error(self.operation, s)),
+            Ok(_) => Ok(false),
+            Err(code) => Err(cl_error("clGetEventInfo", code)),
+        }
+    }
+
+    fn wait(&self) -> Result<()> {
+        wait_raw(&self.raw, self.operation)
+    }
+
+    fn on_complete(&self, waker: Waker) {
+        let mut s = self.completion.lock();
+        if s.status.is_some() {
+            drop(s);
+            waker.wake();
+        } else if !s.wakers.iter().any(|w| w.will_wake(&waker)) {
+            s.wakers.push(waker);
+        }
+    }
+}
+
+// ---- raw opencl3 baseline for benchmarks ----
+
+/// Median times of plain `opencl3` calls on one device, from [`raw_copy_baseline`].
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RawCopyTimes {
+    /// Bytes per copy.
+    pub bytes: usize,
+    /// Blocking `clEnqueueWriteBuffer` of `bytes` from a `Vec<u8>` (host to device).
+    pub write: Duration,
+    /// Blocking `clEnqueueReadBuffer` of `bytes` into a `Vec<u8>` (device to host).
+    pub read: Duration,
+    /// `clEnqueueCopyBuffer` of `bytes` between two buffers, waited for (device to device).
+    pub copy: Duration,
+    /// `clCreateBuffer` of `bytes` followed by its release, no data touched. Drivers may
+    /// commit memory lazily (PoCL does), so this can be far cheaper than a usable buffer.
+    pub create_buffer: Duration,
+    /// `clCreateBuffer`, a zero `clEnqueueFillBuffer` over all of it (waited for), then the
+    /// release: what a fresh [`OpenClBackend`] allocation does, since its memory is zeroed.
+    pub create_buffer_zeroed: Duration,
+}
+
+/// The raw `opencl3` baseline on the device chosen by [`OpenClOptions::from_env`]; see
+/// [`raw_copy_baseline_with`].
+pub fn raw_copy_baseline(bytes: usize, repetitions: usize) -> Result<RawCopyTimes> {
+    raw_copy_baseline_with(&OpenClOptions::from_env(), bytes, repetitions)
+}
+
+/// Times plain `opencl3` calls (its `Context`, `CommandQueue` and `Buffer<u8>` types, no code
+/// of this crate in the timed path) on the device `options` selects, which is the device an
+/// [`OpenClBackend`] with the same options uses: the baseline that `dcmem bench --backend
+/// opencl` sets our write/read/copy/allocate rows against.
+///
+/// After one untimed warm-up of each operation, each is run `repetitions` times (at least 1)
+/// and the median is reported. Host memory is touched before timing. Errors are the same as
+/// [`OpenClBackend::with_options`]'s, plus [`Error::Backend`] for a failing call and
+/// [`Error::InvalidArgument`] for `bytes == 0` or above the device's max allocation.
+pub fn raw_copy_baseline_with(options: &OpenClOptions, bytes: usize, repetitions: usize) -> Result<RawCopyTimes> {
+    use opencl3::command_queue::CommandQueue;
+    use opencl3::context::Context;
+    use opencl3::device::Device;
+    use opencl3::memory::Buffer;
+
+    let found = select(options)?;
+    if bytes == 0 || bytes as u64 > found.summary.max_alloc {
+        return Err(Error::InvalidArgument {
+            option: "raw baseline size",
+            value: format!("{bytes} bytes (device max allocation {} bytes)", found.summary.max_alloc),
+            reason: "must be between 1 and CL_DEVICE_MAX_MEM_ALLOC_SIZE",
+        });
+    }
+    let err = |operation: &'static str| move |e: opencl3::error_codes::ClError| cl_error(operation, e.0);
+    let context = Context::from_device(&Device::new(found.device)).map_err(err("clCreateContext"))?;
+    let queue = CommandQueue::create_default_with_properties(&context, 0, 0).map_err(err("clCreateCommandQueue"))?;
+    let create = || {
+        // SAFETY: valid context, no host pointer.
+        unsafe { Buffer::<u8>::create(&context, CL_MEM_READ_WRITE, bytes, ptr::null_mut()) }
+            .map_err(err("clCreateBuffer"))
+    };
+    let mut a = create()?;
+    let mut b = create()?;
+    let src = vec![0xA5u8; bytes];
+    let mut dst = vec![0u8; bytes];
+    let reps = repetitions.max(1);
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<Duration> {
+        f()?; // warm-up
+        let mut v = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let t = Instant::now();
+            f()?;
+            v.push(t.elapsed());
+        }
+        Ok(median(v))
+    };
+    let write = time(&mut || {
+        // SAFETY: `a` holds `bytes` bytes; `src` outlives the blocking call.
+        let ev = unsafe { queue.enqueue_write_buffer(&mut a, CL_BLOCKING, 0, &src, &[]) }
+            .map_err(err("clEnqueueWriteBuffer"))?;
+        ev.wait().map_err(err("clWaitForEvents"))
+    })?;
+    let read = time(&mut || {
+        // SAFETY: `a` holds `bytes` bytes; `dst` outlives the blocking call.
+        let ev = unsafe { queue.enqueue_read_buffer(&a, CL_BLOCKING, 0, &mut dst, &[]) }
+            .map_err(err("clEnqueueReadBuffer"))?;
+        ev.wait().map_err(err("clWaitForEvents"))
+    })?;
+    let copy = time(&mut || {
+        // SAFETY: both buffers hold `bytes` bytes.
+        let ev =
+            unsafe { queue.enqueue_copy_buffer(&a, &mut b, 0, 0, bytes, &[]) }.map_err(err("clEnqueueCopyBuffer"))?;
+        ev.wait().map_err(err("clWaitForEvents"))
+    })?;
+    let create_buffer = time(&mut || create().map(drop))?;
+    let zero = 0u8;
+    let create_buffer_zeroed = time(&mut || {
+        let mut fresh = create()?;
+        // SAFETY: `fresh` holds `bytes` bytes; the one-byte pattern is copied by the driver.
+        let ev = unsafe { queue.enqueue_fill_buffer(&mut fresh, &[zero], 0, bytes, &[]) }
+            .map_err(err("clEnqueueFillBuffer"))?;
+        ev.wait().map_err(err("clWaitForEvents"))
+    })?;
+    if dst.first() != Some(&0xA5) {
+        return Err(Error::Backend {
+            backend: BACKEND,
+            operation: "clEnqueueReadBuffer",
+            code: 0,
+            message: "raw baseline read back different data than it wrote".into(),
+            transient: false,
+        });
+    }
+    Ok(RawCopyTimes { bytes, write, read, copy, create_buffer, create_buffer_zeroed })
+}

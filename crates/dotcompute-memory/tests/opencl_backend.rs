@@ -1,0 +1,590 @@
+//! The OpenCL backend against a real driver (PoCL in CI).
+//!
+//! Each test skips with a printed reason when no OpenCL platform is present, unless
+//! `DCMEM_REQUIRE_OPENCL=1`, which turns the absence into a failure. Tests that read or set the
+//! process-global `DCMEM_*` environment variables hold `ENV` so they never interleave.
+
+#![cfg(feature = "opencl")]
+
+use dotcompute_memory::backend::opencl::{self, OpenClBackend, OpenClOptions};
+use dotcompute_memory::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::task::{Wake, Waker};
+use std::time::Duration;
+use BufferState::*;
+
+static ENV: Mutex<()> = Mutex::new(());
+
+fn env_lock() -> MutexGuard<'static, ()> {
+    ENV.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn required() -> bool {
+    std::env::var("DCMEM_REQUIRE_OPENCL").is_ok_and(|v| v.trim() == "1")
+}
+
+/// The backend with explicit default options (no environment), or `None` after printing why
+/// it is unavailable.
+fn backend_with(options: OpenClOptions) -> Option<OpenClBackend> {
+    match OpenClBackend::with_options(options) {
+        Ok(b) => Some(b),
+        Err(e @ Error::BackendUnavailable { .. }) => {
+            assert!(!required(), "DCMEM_REQUIRE_OPENCL=1 but the OpenCL backend is unavailable: {e}");
+            eprintln!("skipping: {e}");
+            None
+        }
+        Err(e) => panic!("opening the OpenCL backend failed: {e}"),
+    }
+}
+
+fn backend() -> Option<OpenClBackend> {
+    backend_with(OpenClOptions::default())
+}
+
+fn manager() -> Option<MemoryManager> {
+    backend().map(|b| MemoryManager::with_backend(b, ManagerOptions::default()).unwrap())
+}
+
+fn open_err() -> Error {
+    match backend::open("opencl") {
+        Ok(b) => panic!("expected an error, opened {}", b.description()),
+        Err(e) => e,
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+#[test]
+fn describes_a_discrete_device() {
+    let Some(b) = backend() else { return };
+    assert_eq!(b.name(), "opencl");
+    assert!(!b.is_unified());
+    assert!(b.queue_count() >= 2);
+    let d = b.description();
+    assert!(d.contains(&b.device().name) && d.contains(&b.device().platform_name), "{d}");
+    let info = b.memory_info();
+    assert_eq!(info.total, b.device().global_mem);
+    assert_eq!(info.max_allocation, b.device().max_alloc);
+    assert!(info.max_allocation > 0 && info.max_allocation <= info.total, "{info:?}");
+    assert_eq!(info.free, info.total);
+    let m = b.allocate(1 << 20, 4096).unwrap();
+    assert_eq!(b.memory_info().free, info.total - (1 << 20));
+    b.free(m).unwrap();
+    assert_eq!(b.memory_info().free, info.total);
+    assert!(opencl::devices().unwrap().iter().any(|d| d.name == b.device().name));
+}
+
+#[test]
+fn raw_round_trips_with_offsets() {
+    let Some(b) = backend() else { return };
+    for size in [1usize, 3, 4096 + 13, (1 << 20) + 7] {
+        let m = b.allocate(size, 64).unwrap();
+        assert_eq!(m.size(), size);
+        let mut model = vec![0u8; size];
+        let mut out = vec![0xFFu8; size];
+        b.read(&m, 0, &mut out).unwrap();
+        assert_eq!(out, model, "fresh memory is zeroed (size {size})");
+
+        let off = size / 3;
+        let data = pattern(size - off, size as u8);
+        b.write(&m, off, &data).unwrap();
+        model[off..].copy_from_slice(&data);
+        b.read(&m, 0, &mut out).unwrap();
+        assert_eq!(out, model, "write at offset {off} of {size}");
+
+        let mut part = vec![0u8; size - off / 2 - off];
+        b.read(&m, off / 2, &mut part).unwrap();
+        assert_eq!(part, model[off / 2..off / 2 + part.len()]);
+
+        let (fo, fl) = (size / 4, size / 2);
+        b.fill(&m, fo, fl, 0x5A).unwrap();
+        model[fo..fo + fl].fill(0x5A);
+        b.read(&m, 0, &mut out).unwrap();
+        assert_eq!(out, model, "fill {fo}+{fl} of {size}");
+        b.free(m).unwrap();
+    }
+    assert_eq!(b.used(), 0);
+}
+
+#[test]
+fn device_copies_between_and_within_allocations() {
+    let Some(b) = backend() else { return };
+    let n = 10_000;
+    let a = b.allocate(n, 64).unwrap();
+    let c = b.allocate(n, 64).unwrap();
+    let mut ma = pattern(n, 1);
+    let mut mc = vec![0u8; n];
+    b.write(&a, 0, &ma).unwrap();
+    b.copy(&a, 100, &c, 2000, 5000).unwrap();
+    mc[2000..7000].copy_from_slice(&ma[100..5100]);
+    // Within one allocation: disjoint, then overlapping both ways (memmove semantics).
+    for (s, d, len) in [(0usize, 6000usize, 3000usize), (100, 150, 4000), (300, 10, 5000)] {
+        b.copy(&a, s, &a, d, len).unwrap();
+        ma.copy_within(s..s + len, d);
+    }
+    let mut out = vec![0u8; n];
+    b.read(&a, 0, &mut out).unwrap();
+    assert_eq!(out, ma);
+    b.read(&c, 0, &mut out).unwrap();
+    assert_eq!(out, mc);
+    // Zero-length operations are valid no-ops, still bounds-checked.
+    b.copy(&a, n, &c, n, 0).unwrap();
+    b.write(&a, n, &[]).unwrap();
+    assert!(matches!(b.copy(&a, n, &c, 0, 1), Err(Error::OutOfRange { start: 10_000, end: 10_001, len: 10_000 })));
+    b.free(a).unwrap();
+    b.free(c).unwrap();
+}
+
+#[test]
+fn bad_offsets_and_foreign_handles_are_rejected_without_effect() {
+    let Some(b) = backend() else { return };
+    let Some(other) = backend() else { return };
+    let m = b.allocate(100, 64).unwrap();
+    b.write(&m, 0, &[7; 100]).unwrap();
+    let err = b.write(&m, 90, &[1; 20]).unwrap_err();
+    assert!(matches!(err, Error::OutOfRange { start: 90, end: 110, len: 100 }), "{err}");
+    let mut big = [0u8; 101];
+    assert!(matches!(b.read(&m, 0, &mut big), Err(Error::OutOfRange { end: 101, .. })));
+    assert!(matches!(b.fill(&m, usize::MAX, 2, 0), Err(Error::OutOfRange { .. })));
+    let foreign = other.allocate(100, 64).unwrap();
+    let err = b.copy(&foreign, 0, &m, 0, 10).unwrap_err();
+    assert!(matches!(err, Error::InvalidHandle { backend: "opencl", .. }), "{err}");
+    assert!(matches!(b.free(foreign), Err(Error::InvalidHandle { .. })));
+    assert!(matches!(b.allocate(64, 3), Err(Error::InvalidArgument { option: "alignment", .. })));
+    let mut out = [0u8; 100];
+    b.read(&m, 0, &mut out).unwrap();
+    assert_eq!(out, [7; 100], "rejected calls changed nothing");
+    b.free(m).unwrap();
+}
+
+/// Counts wakes and reports them on a channel.
+struct Flag {
+    wakes: AtomicUsize,
+    tx: Mutex<mpsc::Sender<()>>,
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+        let _ = self.tx.lock().unwrap().send(());
+    }
+}
+
+fn flag() -> (Arc<Flag>, Waker, mpsc::Receiver<()>) {
+    let (tx, rx) = mpsc::channel();
+    let f = Arc::new(Flag { wakes: AtomicUsize::new(0), tx: Mutex::new(tx) });
+    (f.clone(), Waker::from(f), rx)
+}
+
+/// A liveness guard, not a timing assertion: a wake that never comes must fail, not hang.
+const NEVER: Duration = Duration::from_secs(120);
+
+#[test]
+fn async_events_complete_and_wake() {
+    let Some(b) = backend() else { return };
+    let n = 8 << 20;
+    let m = b.allocate(n, 4096).unwrap();
+    let c = b.allocate(n, 4096).unwrap();
+    let src = pattern(n, 9);
+
+    let (f, waker, rx) = flag();
+    // SAFETY: `src` outlives the event, which is waited for below.
+    let ev = unsafe { b.write_async(1, &m, 0, src.as_ptr(), n) }.unwrap();
+    ev.on_complete(waker);
+    rx.recv_timeout(NEVER).expect("the completion callback woke the waker");
+    assert!(ev.is_complete().unwrap());
+    ev.wait().unwrap();
+    assert_eq!(f.wakes.load(Ordering::SeqCst), 1);
+
+    // Registering on a completed event wakes at once.
+    let (_f2, waker2, rx2) = flag();
+    ev.on_complete(waker2);
+    rx2.try_recv().expect("an already complete event wakes immediately");
+    drop(ev);
+
+    let ev = b.copy_async(3, &m, 1000, &c, 0, n - 1000).unwrap(); // queue 3 wraps to 3 % queue_count
+    let mut out = vec![0u8; n];
+    ev.wait().unwrap();
+    assert!(ev.is_complete().unwrap());
+    let (_f3, waker3, rx3) = flag();
+    // SAFETY: `out` is not touched until the event has completed (waited below).
+    let rd = unsafe { b.read_async(0, &c, 0, out.as_mut_ptr(), n - 1000) }.unwrap();
+    rd.on_complete(waker3);
+    rx3.recv_timeout(NEVER).expect("read completion woke the waker");
+    rd.wait().unwrap();
+    drop(rd);
+    assert_eq!(out[..n - 1000], src[1000..]);
+    assert!(out[n - 1000..].iter().all(|&x| x == 0));
+
+    // Zero-length async work is complete at once; bad ranges fail before enqueuing.
+    // SAFETY: nothing is read for a zero-length copy.
+    let z = unsafe { b.write_async(0, &m, n, src.as_ptr(), 0) }.unwrap();
+    assert!(z.is_complete().unwrap());
+    // SAFETY: the call fails its bounds check before touching `src`.
+    let bad = unsafe { b.write_async(0, &m, 1, src.as_ptr(), n) };
+    assert!(matches!(bad, Err(Error::OutOfRange { .. })));
+    b.synchronize().unwrap();
+    b.free(m).unwrap();
+    b.free(c).unwrap();
+}
+
+#[test]
+fn buffer_coherence_walk_on_opencl() {
+    let Some(mm) = manager() else { return };
+    assert_eq!(mm.backend().name(), "opencl");
+    let mut b = mm.allocate::<u32>(1000).unwrap();
+    let data: Vec<u32> = (0..1000).map(|i| i * 7 + 1).collect();
+    assert_eq!(b.state(), HostOnly);
+    b.copy_from(&data).unwrap();
+    b.ensure_on_device().unwrap();
+    assert_eq!(b.state(), Synchronized);
+    assert_eq!(b.metrics().host_to_device, 1);
+    b.synchronize().unwrap();
+    assert_eq!(b.metrics().transfer_count, 1, "synchronize on Synchronized copies nothing");
+    b.as_mut_slice().unwrap()[0] = 99;
+    assert_eq!(b.state(), HostDirty);
+    assert!(matches!(b.mark_device_dirty(), Err(Error::ConcurrentModification { .. })));
+    b.synchronize().unwrap();
+    assert_eq!(b.metrics().host_to_device, 2);
+    b.mark_device_dirty().unwrap();
+    assert_eq!(b.state(), DeviceDirty);
+    // The host part is stale: reading it pulls the device's bytes through clEnqueueReadBuffer.
+    assert_eq!(b.as_slice().unwrap()[..3], [99, 8, 15]);
+    assert_eq!(b.state(), Synchronized);
+    assert_eq!(b.metrics().device_to_host, 1);
+    b.compact().unwrap();
+    assert_eq!(b.state(), HostOnly);
+    let mut expected = data.clone();
+    expected[0] = 99;
+    assert_eq!(b.to_vec().unwrap(), expected);
+
+    // Async round trip through events and the buffer's futures.
+    let mut c = mm.allocate::<u32>(100_000).unwrap();
+    let big: Vec<u32> = (0..100_000).rev().collect();
+    pollster::block_on(c.copy_from_async(&big)).unwrap();
+    assert_eq!(c.state(), Synchronized);
+    c.mark_device_dirty().unwrap();
+    let mut out = vec![0; 100_000];
+    pollster::block_on(c.copy_to_async(&mut out)).unwrap();
+    assert_eq!(out, big);
+    assert_eq!(c.state(), Synchronized);
+}
+
+#[test]
+fn copy_from_buffer_is_a_device_to_device_copy() {
+    let Some(mm) = manager() else { return };
+    let mut src = mm.allocate_from(&(0..4096u32).collect::<Vec<_>>()).unwrap();
+    src.ensure_on_device().unwrap();
+    let mut dst = mm.allocate::<u32>(4096).unwrap();
+    dst.copy_from_buffer(&src).unwrap();
+    assert_eq!(dst.state(), DeviceDirty);
+    let m = dst.metrics();
+    assert_eq!((m.device_to_device, m.host_to_device, m.device_to_host), (1, 0, 0), "{m:?}");
+    dst.slice_mut(10..20).unwrap().copy_from_buffer(&src.slice(100..110).unwrap()).unwrap();
+    assert_eq!(dst.metrics().device_to_device, 2);
+    let v = dst.to_vec().unwrap();
+    assert_eq!(v[..10], (0..10).collect::<Vec<u32>>()[..]);
+    assert_eq!(v[10..20], (100..110).collect::<Vec<u32>>()[..]);
+    assert_eq!(v[20..], (20..4096).collect::<Vec<u32>>()[..]);
+    let stats = mm.statistics();
+    assert_eq!(stats.device_to_device.count, 2);
+}
+
+#[test]
+fn oversize_allocations_name_the_numbers_and_change_nothing() {
+    let Some(b) = backend() else { return };
+    let info = b.memory_info();
+    let too_big = info.max_allocation + 1;
+    if too_big > info.free {
+        eprintln!("skipping: max allocation equals free memory on this device ({info:?})");
+        return;
+    }
+    let err = b.allocate(too_big as usize, 4096).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{msg}");
+    assert!(msg.contains(&too_big.to_string()) && msg.contains(&info.max_allocation.to_string()), "{msg}");
+    assert!(!err.is_transient());
+    let err = b.allocate((info.total + 1) as usize, 4096).unwrap_err();
+    assert!(matches!(err, Error::OutOfMemory { backend: "opencl", free, .. } if free == info.free), "{err}");
+    assert_eq!(b.used(), 0);
+
+    // A buffer's device part goes through the same call; that path is exercised (with a
+    // driver-side error, which also needs a buffer above the max allocation) in
+    // `a_driver_error_surfaces_with_its_cl_name_and_changes_nothing`. One such test is enough:
+    // each allocates over 1 GiB of host memory for the buffer's host part.
+}
+
+/// Set in the child processes some tests run themselves in.
+const CHILD: &str = "DCMEM_OPENCL_TEST_CHILD";
+
+fn in_child() -> bool {
+    std::env::var_os(CHILD).is_some()
+}
+
+/// Runs the test called `test` again in a child process (this test binary, filtered to it) with
+/// the given environment, and fails unless it ran and passed there.
+fn run_in_child(test: &str, set: &[(&str, &str)], remove: &[&str]) {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"]).env(CHILD, "1");
+    for (k, v) in set {
+        cmd.env(k, v);
+    }
+    for k in remove {
+        cmd.env_remove(k);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "child run of {test} failed:\n{text}");
+    assert!(text.contains("1 passed"), "the child ran {test}:\n{text}");
+    eprintln!("{text}");
+}
+
+/// A forced driver error: with our own max-allocation check off, the driver itself rejects an
+/// oversize `clCreateBuffer`. It runs in a child with `POCL_MEMORY_LIMIT=1` so PoCL's max
+/// allocation is 256 MiB and the buffer-level part needs only ~320 MiB of host memory (PoCL
+/// sizes its device from the machine's RAM; on a 24 GiB machine max allocation is 8 GiB).
+#[test]
+fn a_driver_error_surfaces_with_its_cl_name_and_changes_nothing() {
+    if !in_child() {
+        return run_in_child(
+            "a_driver_error_surfaces_with_its_cl_name_and_changes_nothing",
+            &[("POCL_MEMORY_LIMIT", "1")],
+            &[],
+        );
+    }
+    // Skip our own max-allocation check so the driver itself rejects the size.
+    let Some(b) = backend_with(OpenClOptions { check_max_alloc: false, ..Default::default() }) else { return };
+    let info = b.memory_info();
+    let too_big = info.max_allocation + 4096;
+    if too_big > info.free {
+        eprintln!("skipping: max allocation equals free memory on this device ({info:?})");
+        return;
+    }
+    let err = b.allocate(too_big as usize, 4096).unwrap_err();
+    match &err {
+        Error::Backend { backend, operation, code, message, .. } => {
+            assert_eq!((*backend, *operation), ("opencl", "clCreateBuffer"), "{err}");
+            assert!(*code < 0, "{err}");
+            assert!(message.starts_with("CL_"), "{err}");
+            eprintln!("driver error as expected: {err}");
+        }
+        other => panic!("expected a driver error, got {other}"),
+    }
+    assert_eq!(b.used(), 0);
+
+    // Through a buffer: the failed device allocation leaves state, data and counters alone.
+    if too_big > 2 << 30 {
+        assert!(!required(), "POCL_MEMORY_LIMIT had no effect (max allocation {} bytes)", info.max_allocation);
+        eprintln!("skipping the buffer-level part: it would need {too_big} bytes of host memory");
+        return;
+    }
+    let mm = MemoryManager::with_backend(b, ManagerOptions::default()).unwrap();
+    let mut buf = mm.allocate::<u8>(too_big as usize).unwrap();
+    buf.as_mut_slice().unwrap()[0] = 42;
+    assert_eq!(buf.state(), HostOnly);
+    let err = buf.ensure_on_device().unwrap_err();
+    assert!(matches!(err, Error::Backend { operation: "clCreateBuffer", .. }), "{err}");
+    assert_eq!(buf.state(), HostOnly);
+    assert_eq!(buf.metrics().transfer_count, 0);
+    assert_eq!(buf.as_slice().unwrap()[..2], [42, 0]);
+    assert_eq!(mm.backend().memory_info().free, info.free);
+    let err = buf.synchronize().unwrap_err();
+    assert!(matches!(err, Error::Backend { operation: "clCreateBuffer", .. }), "{err}");
+    assert_eq!(buf.state(), HostOnly);
+}
+
+/// Sets (or removes) environment variables for the guard's lifetime.
+struct EnvVars(Vec<(&'static str, Option<String>)>);
+
+impl EnvVars {
+    fn set(vars: &[(&'static str, Option<&str>)]) -> Self {
+        let saved = vars.iter().map(|(k, _)| (*k, std::env::var(k).ok())).collect();
+        for (k, v) in vars {
+            match v {
+                Some(v) => std::env::set_var(k, v),
+                None => std::env::remove_var(k),
+            }
+        }
+        EnvVars(saved)
+    }
+}
+
+impl Drop for EnvVars {
+    fn drop(&mut self) {
+        for (k, v) in &self.0 {
+            match v {
+                Some(v) => std::env::set_var(k, v),
+                None => std::env::remove_var(k),
+            }
+        }
+    }
+}
+
+#[test]
+fn selectors_pick_devices_and_unknown_ones_list_what_exists() {
+    let _lock = env_lock();
+    let Some(b) = backend() else { return };
+    let dev = b.device().clone();
+    drop(b);
+    let all = opencl::devices().unwrap();
+
+    let by_name = dev.name.to_uppercase();
+    let by_name = &by_name[..by_name.len().min(6)];
+    for (platform, device) in [
+        (None, Some(dev.index.to_string())),
+        (None, Some(by_name.to_string())),
+        (Some(dev.platform_index.to_string()), Some(dev.index_in_platform.to_string())),
+        (Some(dev.platform_name.to_lowercase()), None),
+    ] {
+        let _env =
+            EnvVars::set(&[(opencl::ENV_PLATFORM, platform.as_deref()), (opencl::ENV_DEVICE, device.as_deref())]);
+        let b = backend::open("opencl").unwrap();
+        assert!(b.description().contains(&all[0].platform_name) || b.description().contains(&dev.name));
+    }
+
+    {
+        let _env = EnvVars::set(&[(opencl::ENV_PLATFORM, None), (opencl::ENV_DEVICE, Some("no-such-device-xyz"))]);
+        let err = open_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{msg}");
+        assert!(msg.contains("no-such-device-xyz") && msg.contains("DCMEM_OPENCL_DEVICE"), "{msg}");
+        for d in &all {
+            assert!(msg.contains(&d.name), "the error lists device {}: {msg}", d.name);
+        }
+        let err = MemoryManager::with_backend_name("opencl", ManagerOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    }
+    {
+        let _env = EnvVars::set(&[(opencl::ENV_PLATFORM, Some("99")), (opencl::ENV_DEVICE, None)]);
+        let msg = open_err().to_string();
+        assert!(msg.contains("DCMEM_OPENCL_PLATFORM") && msg.contains("\"99\""), "{msg}");
+        for d in &all {
+            assert!(msg.contains(&d.platform_name), "the error lists platform {}: {msg}", d.platform_name);
+        }
+    }
+    {
+        let _env = EnvVars::set(&[
+            (opencl::ENV_PLATFORM, Some(&dev.platform_index.to_string())),
+            (opencl::ENV_DEVICE, Some("1000")),
+        ]);
+        let msg = open_err().to_string();
+        assert!(msg.contains("\"1000\"") && msg.contains(&dev.name), "{msg}");
+    }
+}
+
+#[test]
+fn from_env_and_probe_all_open_opencl() {
+    let _lock = env_lock();
+    if backend().is_none() {
+        return;
+    }
+    let _env =
+        EnvVars::set(&[("DCMEM_BACKEND", Some("OpenCL")), (opencl::ENV_PLATFORM, None), (opencl::ENV_DEVICE, None)]);
+    let mm = MemoryManager::from_env().unwrap();
+    assert_eq!(mm.backend().name(), "opencl");
+    let mut b = mm.allocate_from(&[1.5f64, 2.5]).unwrap();
+    b.ensure_on_device().unwrap();
+    b.mark_device_dirty().unwrap();
+    assert_eq!(b.to_vec().unwrap(), vec![1.5, 2.5]);
+    let probe = backend::probe_all();
+    let (_, line) = probe.iter().find(|(n, _)| *n == "opencl").unwrap();
+    let line = line.as_ref().unwrap();
+    assert!(line.contains("OpenCL platform"), "{line}");
+}
+
+#[test]
+fn shared_between_threads() {
+    let Some(b) = backend() else { return };
+    let b: Arc<dyn Backend> = Arc::new(b);
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                for i in 0..20usize {
+                    let n = 1000 + i * 37 + t as usize;
+                    let m = b.allocate(n, 64).unwrap();
+                    let data = pattern(n, t.wrapping_add(i as u8));
+                    b.write(&m, 0, &data).unwrap();
+                    let mut out = vec![0; n];
+                    b.read(&m, 0, &mut out).unwrap();
+                    assert_eq!(out, data);
+                    b.free(m).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(b.memory_info().free, b.memory_info().total);
+}
+
+#[test]
+fn raw_baseline_runs_on_the_same_device() {
+    let _lock = env_lock();
+    if backend().is_none() {
+        return;
+    }
+    let _env = EnvVars::set(&[(opencl::ENV_PLATFORM, None), (opencl::ENV_DEVICE, None)]);
+    let t = opencl::raw_copy_baseline(1 << 20, 3).unwrap();
+    assert_eq!(t.bytes, 1 << 20);
+    assert!(t.write > Duration::ZERO && t.read > Duration::ZERO && t.copy > Duration::ZERO, "{t:?}");
+    assert!(t.create_buffer_zeroed > Duration::ZERO, "{t:?}");
+    assert!(matches!(opencl::raw_copy_baseline(0, 1), Err(Error::InvalidArgument { .. })));
+}
+
+/// With no ICD registered (OCL_ICD_VENDORS pointing at an empty place), opening is a clean
+/// `BackendUnavailable` with the reason. The loader reads that variable once per process, so
+/// the check runs in a child process.
+#[test]
+fn no_driver_is_backend_unavailable() {
+    if !in_child() {
+        return run_in_child(
+            "no_driver_is_backend_unavailable",
+            &[("OCL_ICD_VENDORS", "/nonexistent/dcmem-no-icds"), ("OCL_ICD_FILENAMES", "")],
+            &["DCMEM_REQUIRE_OPENCL"],
+        );
+    }
+    let err = OpenClBackend::new().unwrap_err();
+    let msg = err.to_string();
+    eprintln!("as expected: {msg}");
+    assert!(matches!(err, Error::BackendUnavailable { .. }), "{msg}");
+    assert!(msg.contains("no OpenCL platform") || msg.contains("could not be loaded"), "{msg}");
+    assert!(matches!(backend::open("opencl"), Err(Error::BackendUnavailable { .. })));
+    assert!(matches!(opencl::devices(), Err(Error::BackendUnavailable { .. })));
+    let probe = backend::probe_all();
+    assert!(probe.iter().any(|(n, r)| *n == "opencl" && r.is_err()));
+}
+
+#[test]
+fn pinned_staging_round_trip() {
+    let Some(b) = backend() else { return };
+    let n = (1 << 20) + 5;
+    let mut up = b.allocate_pinned(n).unwrap();
+    let mut down = b.allocate_pinned(n).unwrap();
+    assert_eq!(up.len(), n);
+    assert!(up.as_slice().iter().all(|&x| x == 0), "pinned memory starts zeroed");
+    let data = pattern(n, 77);
+    up.as_mut_slice().copy_from_slice(&data);
+    let m = b.allocate(n, 4096).unwrap();
+    // SAFETY: `up` and `down` outlive the events, which are waited for before they are used.
+    unsafe {
+        b.write_async(1, &m, 0, up.as_ptr(), n).unwrap().wait().unwrap();
+        b.read_async(0, &m, 0, down.as_mut_slice().as_mut_ptr(), n).unwrap().wait().unwrap();
+    }
+    assert_eq!(down.as_slice(), &data[..]);
+    assert_eq!(b.used(), n as u64, "pinned memory is not device memory");
+    b.free(m).unwrap();
+    let too_big = b.memory_info().max_allocation as usize + 1;
+    assert!(matches!(b.allocate_pinned(too_big), Err(Error::InvalidArgument { .. })));
+    drop(b); // pinned buffers may outlive the backend
+    assert_eq!(up.as_slice()[..3], data[..3]);
+    let empty = {
+        let Some(b) = backend() else { return };
+        b.allocate_pinned(0).unwrap()
+    };
+    assert!(empty.is_empty() && empty.as_slice().is_empty());
+}
