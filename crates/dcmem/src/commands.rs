@@ -59,9 +59,47 @@ pub fn info() -> CliResult<String> {
             Err(e) => say!(out, "{name:<7} unavailable  {e}"),
         }
     }
+    #[cfg(feature = "opencl")]
+    opencl_devices(&mut out);
     say!(out);
     say!(out, "Pick one with `dcmem bench --backend NAME` or DCMEM_BACKEND=NAME for library users.");
     Ok(out)
+}
+
+/// The OpenCL platforms and devices on this machine, as the opencl backend sees them.
+#[cfg(feature = "opencl")]
+fn opencl_devices(out: &mut String) {
+    use dotcompute_memory::backend::opencl::{devices, ENV_DEVICE, ENV_PLATFORM};
+    say!(out);
+    match devices() {
+        Ok(list) => {
+            say!(
+                out,
+                "OpenCL devices ({ENV_PLATFORM} / {ENV_DEVICE} select one by index or name; default: the first GPU, \
+                 else the first device):"
+            );
+            let mut platform = None;
+            for d in &list {
+                if platform != Some(d.platform_index) {
+                    platform = Some(d.platform_index);
+                    say!(out, "  platform #{} \"{}\" ({})", d.platform_index, d.platform_name, d.platform_version);
+                }
+                say!(
+                    out,
+                    "    device #{} (#{} in its platform) \"{}\": {}, {}, global memory {}, largest allocation {}",
+                    d.index,
+                    d.index_in_platform,
+                    d.name,
+                    d.kind,
+                    d.version,
+                    units::bytes(d.global_mem),
+                    units::bytes(d.max_alloc)
+                );
+            }
+        }
+        Err(Error::BackendUnavailable { reason, .. }) => say!(out, "OpenCL devices: none ({reason})"),
+        Err(e) => say!(out, "OpenCL devices: none ({e})"),
+    }
 }
 
 fn manager(backend: &str) -> CliResult<MemoryManager> {

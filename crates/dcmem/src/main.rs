@@ -5,12 +5,15 @@
 //! - `dcmem info`: every known backend, whether it can be used here, and why not.
 //! - `dcmem demo`: a short guided walk through allocate → copy → sync → views → statistics.
 //! - `dcmem stats`: runs a small workload and prints the manager's statistics.
+//! - `dcmem stream FILE`: streams a file into a device buffer with a progress bar and prints the
+//!   transfer report.
 
 mod bench;
 mod commands;
 mod machine;
 mod measure;
 mod plot;
+mod stream;
 mod units;
 
 use clap::{Args, Parser, Subcommand};
@@ -46,6 +49,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stream a file into a device buffer through the transfer engine, with a progress bar.
+    Stream(stream::StreamArgs),
 }
 
 /// Options of `dcmem bench`.
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
         Command::Info => commands::info(),
         Command::Demo { backend } => commands::demo(&backend),
         Command::Stats { backend, json } => commands::stats(&backend, json),
+        Command::Stream(args) => stream::run(&args),
     };
     match result {
         Ok(text) => {
@@ -111,7 +117,10 @@ impl std::fmt::Display for CliError {
             CliError::Memory(e) => write!(f, "{e}")?,
             CliError::Other(s) => f.write_str(s)?,
         }
-        if let CliError::Memory(dotcompute_memory::Error::UnknownBackend { .. }) = self {
+        if let CliError::Memory(
+            dotcompute_memory::Error::UnknownBackend { .. } | dotcompute_memory::Error::BackendUnavailable { .. },
+        ) = self
+        {
             write!(f, "\n(run `dcmem info` to see which backends this build can use)")?;
         }
         Ok(())

@@ -55,6 +55,58 @@ pub fn ratio(r: f64) -> String {
     }
 }
 
+/// Bytes per second with a decimal unit: `"6.71 GB/s"`, `"512 kB/s"`.
+pub fn rate(bytes_per_sec: f64) -> String {
+    let (value, unit) = if bytes_per_sec >= 1e9 {
+        (bytes_per_sec / 1e9, "GB/s")
+    } else if bytes_per_sec >= 1e6 {
+        (bytes_per_sec / 1e6, "MB/s")
+    } else if bytes_per_sec >= 1e3 {
+        (bytes_per_sec / 1e3, "kB/s")
+    } else {
+        (bytes_per_sec, "B/s")
+    };
+    let digits = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{value:.digits$} {unit}")
+}
+
+/// Parses a byte count for the command line: a whole number with an optional unit (`B`; `K`,
+/// `KiB`, `M`, `MiB`, `G`, `GiB` binary; `kB`, `MB`, `GB` decimal; case-insensitive except
+/// that `k`/`K` and `kB`/`KB` mean the same). Zero and overflow are errors.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    if digits.is_empty() {
+        return Err(format!("`{text}` is not a byte count: expected a number such as 65536, 64K or 4MiB"));
+    }
+    let number: u64 = digits.parse().map_err(|_| format!("`{text}` is too large"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!("unknown unit `{other}` in `{text}`: use B, K, KiB, kB, M, MiB, MB, G, GiB or GB"))
+        }
+    };
+    let bytes = number.checked_mul(scale).and_then(|b| usize::try_from(b).ok());
+    match bytes {
+        None => Err(format!("`{text}` is too large")),
+        Some(0) => Err(format!("`{text}` is zero: it must be at least 1 byte")),
+        Some(b) => Ok(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +125,27 @@ mod tests {
         assert_eq!(nanos(123_456_789.0), "123 ms");
         assert_eq!(ratio(0.971), "0.97×");
         assert_eq!(ratio(523.4), "523×");
+        assert_eq!(rate(6.712e9), "6.71 GB/s");
+        assert_eq!(rate(512_000.0), "512 kB/s");
+        assert_eq!(rate(12.0), "12.0 B/s");
+    }
+
+    #[test]
+    fn byte_counts_parse_with_units_and_reject_nonsense() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("64K"), Ok(64 << 10));
+        assert_eq!(parse_bytes("64 KiB"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_bytes("4m"), Ok(4 << 20));
+        assert_eq!(parse_bytes("1MB"), Ok(1_000_000));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert!(parse_bytes("0").unwrap_err().contains("zero"));
+        assert!(parse_bytes("0K").unwrap_err().contains("zero"));
+        assert!(parse_bytes("").unwrap_err().contains("not a byte count"));
+        assert!(parse_bytes("-5").unwrap_err().contains("not a byte count"));
+        assert!(parse_bytes("1.5M").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("3X").unwrap_err().contains("unknown unit `x`"));
+        assert!(parse_bytes("99999999999999999999").unwrap_err().contains("too large"));
+        assert!(parse_bytes("99999999999G").unwrap_err().contains("too large"));
     }
 }

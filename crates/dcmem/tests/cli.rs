@@ -22,8 +22,59 @@ fn stderr(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).expect("stderr is UTF-8")
 }
 
-const OPERATIONS: [&str; 5] =
-    ["Buffer allocation", "Host-to-device copy", "Device-to-host copy", "Buffer pool hit", "Zero-copy access"];
+const OPERATIONS: [&str; 8] = [
+    "Buffer allocation",
+    "Host-to-device copy",
+    "Device-to-host copy",
+    "Buffer pool hit",
+    "Zero-copy access",
+    "Pipelined transfer",
+    "Batched transfers",
+    "Device-to-device copy",
+];
+
+/// The row whose operation is exactly `op`.
+fn row<'a>(v: &'a Value, op: &str) -> &'a Value {
+    let rows = v["rows"].as_array().expect("rows is an array");
+    rows.iter().find(|r| r["operation"] == op).unwrap_or_else(|| panic!("no row named {op:?} in {v}"))
+}
+
+/// The rows whose operation starts with `prefix`.
+fn rows_starting<'a>(v: &'a Value, prefix: &str) -> Vec<&'a Value> {
+    let rows = v["rows"].as_array().expect("rows is an array");
+    rows.iter().filter(|r| r["operation"].as_str().is_some_and(|s| s.starts_with(prefix))).collect()
+}
+
+fn text<'a>(r: &'a Value, key: &str) -> &'a str {
+    r[key].as_str().unwrap_or_else(|| panic!("{key} is not a string in {r}"))
+}
+
+/// What every backend's table has beyond the seed's rows, with its baselines named.
+fn check_transfer_rows(v: &Value, raw: &str) {
+    let h2d = row(v, "Host-to-device copy");
+    assert!(text(h2d, "ours").starts_with("upload("), "{h2d}");
+    let via_host = row(v, "Host-to-device copy (copy_from + ensure_on_device)");
+    assert!(text(via_host, "ours").contains("ensure_on_device"), "{via_host}");
+    let piped = row(v, "Pipelined transfer");
+    // The smoke size (3 MiB) is above the default 1 MiB chunk: the engine really cut it.
+    assert!(text(piped, "ours").contains("pipelined: 3 chunk(s) of 1 MiB"), "{piped}");
+    assert_eq!(piped["size_bytes"], 3 << 20);
+    let vs_plain = row(v, "Pipelined transfer (vs pipelining: false)");
+    assert!(text(vs_plain, "baseline").contains("pipelining: false"), "{vs_plain}");
+    let batched = rows_starting(v, "Batched transfers");
+    assert_eq!(batched.len(), 1, "{v}");
+    assert!(text(batched[0], "baseline").contains("UnifiedBuffer::upload"), "{}", batched[0]);
+    assert!(text(batched[0], "ours").contains("engine batch"), "{}", batched[0]);
+    let d2d = row(v, "Device-to-device copy");
+    assert!(text(d2d, "ours").contains("copy_from_buffer"), "{d2d}");
+    if raw == "Backend" {
+        assert!(text(piped, "baseline").contains("raw Backend::write"), "{piped}");
+        assert!(text(d2d, "baseline").contains("raw Backend::copy"), "{d2d}");
+    } else {
+        assert!(text(piped, "baseline").starts_with("raw opencl3 clEnqueueWriteBuffer"), "{piped}");
+        assert!(text(d2d, "baseline").starts_with("raw opencl3 clEnqueueCopyBuffer"), "{d2d}");
+    }
+}
 
 fn check_bench_json(backend: &str) -> Value {
     let o = dcmem(&["bench", "--smoke", "--json", "--backend", backend]);
@@ -60,6 +111,12 @@ fn bench_json_on_cpu_has_every_row_with_consistent_ratios() {
     let rows = v["rows"].as_array().unwrap();
     let copy = rows.iter().find(|r| r["operation"] == "Host-to-device copy").unwrap();
     assert!(copy["baseline"].as_str().unwrap().contains("copy_from_slice"), "{copy}");
+    check_transfer_rows(&v, "Backend");
+    // Unified memory: there is no separate device allocation to pool.
+    assert!(rows_starting(&v, "Buffer allocation (device").is_empty(), "{v}");
+    // No batching on unified memory (nothing is staged), and the text says so.
+    let batched = rows_starting(&v, "Batched transfers")[0];
+    assert!(text(batched, "ours").contains("0 of 16 packed"), "{batched}");
     // The pooled manager really served the "ours" allocations from its pool.
     let pool = &v["pooled_manager"];
     assert!(pool["pool_hits"].as_u64().unwrap() > 0, "{pool}");
@@ -74,6 +131,69 @@ fn bench_json_on_sim_uses_the_raw_backend_as_baseline() {
     assert!(h2d["baseline"].as_str().unwrap().contains("Backend::write"), "{h2d}");
     let d2h = rows.iter().find(|r| r["operation"].as_str().unwrap().starts_with("Device-to-host copy")).unwrap();
     assert!(d2h["baseline"].as_str().unwrap().contains("Backend::read"), "{d2h}");
+    check_transfer_rows(&v, "Backend");
+    let device_alloc = rows_starting(&v, "Buffer allocation (device, pooled vs fresh)");
+    assert_eq!(device_alloc.len(), 2, "one per smoke size: {v}");
+    for r in device_alloc {
+        assert!(text(r, "baseline").contains("raw Backend::allocate + Backend::free"), "{r}");
+    }
+    // A discrete device stages small uploads: all 16 of the smoke batch were packed.
+    let batched = rows_starting(&v, "Batched transfers")[0];
+    assert!(text(batched, "ours").contains("16 of 16 packed"), "{batched}");
+}
+
+#[cfg(feature = "opencl")]
+fn opencl_required() -> bool {
+    std::env::var("DCMEM_REQUIRE_OPENCL").is_ok_and(|v| v.trim() == "1")
+}
+
+/// With the opencl feature: the copy and device-allocation rows are set against raw opencl3
+/// calls. Skips with a message when no OpenCL platform is present (unless
+/// `DCMEM_REQUIRE_OPENCL=1`, as in CI).
+#[cfg(feature = "opencl")]
+#[test]
+fn bench_json_on_opencl_uses_raw_opencl3_baselines() {
+    let o = dcmem(&["bench", "--smoke", "--json", "--backend", "opencl"]);
+    if !o.status.success() && stderr(&o).contains("is unavailable") && !opencl_required() {
+        eprintln!("skipping: {}", stderr(&o));
+        return;
+    }
+    let v = check_bench_json("opencl");
+    check_transfer_rows(&v, "opencl3");
+    for op in ["Host-to-device copy", "Host-to-device copy (copy_from + ensure_on_device)"] {
+        assert!(text(row(&v, op), "baseline").starts_with("raw opencl3 clEnqueueWriteBuffer"), "{op}");
+    }
+    for r in rows_starting(&v, "Device-to-host copy") {
+        assert!(text(r, "baseline").starts_with("raw opencl3 clEnqueueReadBuffer"), "{r}");
+    }
+    let device_alloc = rows_starting(&v, "Buffer allocation (device, pooled vs fresh)");
+    assert_eq!(device_alloc.len(), 2, "{v}");
+    for r in device_alloc {
+        assert!(text(r, "baseline").contains("clCreateBuffer + clEnqueueFillBuffer(0)"), "{r}");
+    }
+    let o = dcmem(&["bench", "--smoke", "--backend", "opencl"]);
+    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    assert!(stdout(&o).contains("\"raw opencl3 ...\" = plain opencl3 calls"), "{}", stdout(&o));
+}
+
+/// With the cuda feature: on a machine without a GPU, a clear error (no panic); with one, the
+/// generic rows against raw `Backend` calls.
+#[cfg(feature = "cuda")]
+#[test]
+fn bench_on_cuda_runs_or_says_why_not() {
+    let o = dcmem(&["bench", "--smoke", "--json", "--backend", "cuda"]);
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    if o.status.success() {
+        let v = check_bench_json("cuda");
+        check_transfer_rows(&v, "Backend");
+        assert_eq!(rows_starting(&v, "Buffer allocation (device, pooled vs fresh)").len(), 2, "{v}");
+    } else {
+        assert_ne!(o.status.code(), Some(101), "must not panic: {err}");
+        assert!(err.contains("backend `cuda` is unavailable: "), "{err}");
+        assert!(err.contains("dcmem info"), "{err}");
+        assert!(stdout(&o).is_empty());
+    }
 }
 
 #[test]
@@ -202,4 +322,131 @@ fn backend_defaults_to_dcmem_backend_env() {
         .expect("the dcmem binary runs");
     let v: Value = serde_json::from_str(&stdout(&o)).expect("one JSON object");
     assert_eq!(v["backend"], "cpu");
+}
+
+/// A scratch directory for one test, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("dcmem-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn stream_moves_a_file_into_a_device_buffer_and_reports() {
+    let dir = TempDir::new("stream");
+    // 300 KiB + 5 bytes: 5 chunks of 64 KiB, the last one short.
+    let data: Vec<u8> = (0..300 * 1024 + 5).map(|i: usize| (i.wrapping_mul(7) % 253) as u8).collect();
+    let path = dir.file("data.bin", &data);
+    for backend in ["sim", "cpu"] {
+        let o = dcmem(&["stream", &path, "--backend", backend, "--chunk-size", "64K", "--verify", "--json"]);
+        assert!(o.status.success(), "{backend}: stderr: {}", stderr(&o));
+        let v: Value = serde_json::from_str(&stdout(&o)).expect("stdout is one JSON object");
+        assert_eq!(v["backend"], backend);
+        assert_eq!(v["chunk_size"], 65536);
+        assert_eq!(v["verified"], true, "{v}");
+        let report = &v["report"];
+        assert_eq!(report["total_bytes"], data.len() as u64, "{report}");
+        assert_eq!(report["failed"], 0);
+        assert_eq!(report["retries"], 0);
+        assert_eq!(report["transfers"][0]["chunks"], 5, "{report}");
+        assert_eq!(report["transfers"][0]["direction"], "HostToDevice");
+        assert!(v["wall_seconds"].as_f64().is_some_and(|s| s > 0.0), "{v}");
+    }
+    // The text summary names each figure.
+    let o = dcmem(&["stream", &path, "--chunk-size", "100000", "--verify"]);
+    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("on the `sim` backend"), "{out}");
+    assert!(out.contains(&format!("bytes      {} ", data.len())), "{out}");
+    // 307205 bytes in chunks of 100000: 4 chunks.
+    assert!(out.contains("chunks     4\n"), "{out}");
+    for word in ["duration", "bandwidth", "retries    0", "failed     0", "wall time", "equal to the file"] {
+        assert!(out.contains(word), "no {word}:\n{out}");
+    }
+    // An empty file is an empty buffer, not an error.
+    let empty = dir.file("empty.bin", &[]);
+    let o = dcmem(&["stream", &empty, "--verify", "--json"]);
+    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["report"]["total_bytes"], 0);
+}
+
+#[test]
+fn stream_bad_input_is_a_clear_error() {
+    let dir = TempDir::new("stream-bad");
+    let missing = dir.0.join("no-such-file.bin");
+    let missing = missing.to_str().unwrap();
+    let o = dcmem(&["stream", missing]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains(&format!("cannot open `{missing}`")) && err.contains("No such file"), "{err}");
+    assert!(stdout(&o).is_empty());
+
+    let o = dcmem(&["stream", dir.0.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+
+    let path = dir.file("x.bin", &[1, 2, 3]);
+    for (size, why) in [("0", "zero"), ("12Q", "unknown unit"), ("lots", "not a byte count")] {
+        let o = dcmem(&["stream", &path, "--chunk-size", size]);
+        assert!(!o.status.success(), "--chunk-size {size} accepted");
+        let err = stderr(&o);
+        assert!(err.contains("--chunk-size") && err.contains(why), "{size}: {err}");
+    }
+    let o = dcmem(&["stream", &path, "--backend", "tpu"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("unknown backend `tpu`"), "{}", stderr(&o));
+    for o in [dcmem(&["stream", missing]), dcmem(&["stream", &path, "--chunk-size", "0"])] {
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn stream_with_a_device_smaller_than_the_file_fails_cleanly() {
+    // The sim backend's default capacity is 1 GiB; a sparse file of 2 GiB exceeds it without
+    // using disk space (or memory: nothing is read before the allocation fails).
+    let dir = TempDir::new("stream-big");
+    let path = dir.0.join("sparse.bin");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(2 << 30).unwrap();
+    let o = dcmem(&["stream", path.to_str().unwrap(), "--backend", "sim"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("dcmem: error: out of memory on sim: requested 2147483648 bytes"), "{err}");
+    assert!(stdout(&o).is_empty());
+}
+
+#[cfg(feature = "opencl")]
+#[test]
+fn info_lists_opencl_devices_or_why_there_are_none() {
+    let o = dcmem(&["info"]);
+    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let out = stdout(&o);
+    let opencl_line = out.lines().find(|l| l.starts_with("opencl ")).expect("an opencl line");
+    if opencl_line.contains("unavailable") {
+        assert!(!opencl_required(), "DCMEM_REQUIRE_OPENCL=1 but: {opencl_line}");
+        assert!(out.contains("OpenCL devices: none ("), "{out}");
+    } else {
+        assert!(out.contains("OpenCL devices (DCMEM_OPENCL_PLATFORM / DCMEM_OPENCL_DEVICE"), "{out}");
+        assert!(out.contains("  platform #0 \""), "{out}");
+        let device = out.lines().find(|l| l.starts_with("    device #0 (#0 in its platform) \"")).expect("device #0");
+        assert!(device.contains("global memory") && device.contains("largest allocation"), "{device}");
+    }
 }

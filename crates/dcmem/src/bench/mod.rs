@@ -1,5 +1,11 @@
 //! `dcmem bench`: the seed's benchmark table, each row against a baseline measured in the same
-//! run. See [`crate::measure`] for how times are taken.
+//! run. See [`crate::measure`] for how times are taken, [`native`] for the backends whose rows
+//! are set against their own native API, and [`transfer`] for the transfer-engine rows.
+
+mod native;
+mod transfer;
+
+use native::NativeOp;
 
 use crate::machine::Machine;
 use crate::measure::{compare, Pair, Plan};
@@ -68,6 +74,10 @@ struct Sizes {
     copy: usize,
     pool_hit: usize,
     access_elems: usize,
+    /// Pipelined and device-to-device transfers.
+    transfer: usize,
+    /// Batched transfers: how many, of what size.
+    batch: (usize, usize),
 }
 
 impl Sizes {
@@ -79,6 +89,9 @@ impl Sizes {
                 copy: 256 << 10,
                 pool_hit: 256,
                 access_elems: 1024,
+                // Above the engine's default 1 MiB chunk, so the pipelined path really chunks.
+                transfer: 3 << 20,
+                batch: (16, 1 << 10),
             }
         } else {
             Sizes {
@@ -87,12 +100,16 @@ impl Sizes {
                 copy: 10_000_000,
                 pool_hit: 256,
                 access_elems: 1024,
+                transfer: 64 << 20,
+                batch: (256, 4 << 10),
             }
         }
     }
 
-    fn row_count(&self) -> u64 {
-        (self.fresh.len() + self.malloc.len() + 5) as u64
+    /// Progress steps (a step may add more than one row).
+    fn step_count(&self, discrete: bool) -> u64 {
+        let device_alloc = if discrete { self.fresh.len() } else { 0 };
+        (self.fresh.len() + self.malloc.len() + device_alloc + 8) as u64
     }
 }
 
@@ -113,17 +130,27 @@ fn touch_pages(bytes: &mut [u8]) {
     black_box(bytes.as_ptr());
 }
 
-fn row(operation: &str, size: usize, baseline: String, ours: &str, pair: Pair) -> Row {
+/// `n` bytes counting up from `seed`, wrapping at 251 (a prime, so rows of one size differ).
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| ((i + seed as usize) % 251) as u8).collect()
+}
+
+fn row(operation: &str, size: usize, baseline: String, ours: impl Into<String>, pair: Pair) -> Row {
     Row {
         operation: operation.to_string(),
         size_bytes: size as u64,
         baseline,
-        ours: ours.to_string(),
+        ours: ours.into(),
         baseline_ns: pair.baseline_ns,
         ours_ns: pair.ours_ns,
         ratio: pair.baseline_ns / pair.ours_ns,
         samples: pair.samples,
     }
+}
+
+/// A native baseline that was there a moment ago is gone (cannot happen: the backend is fixed).
+fn unreachable_native() -> CliError {
+    CliError::Other("internal error: the native baseline disappeared between two rows".into())
 }
 
 fn wrong_data(what: &str) -> CliError {
@@ -194,49 +221,72 @@ impl Ctx {
         ))
     }
 
-    fn host_to_device(&self, n: usize) -> CliResult<Row> {
-        let src: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
-        let mut buf = self.pooled.allocate::<u8>(n)?;
-        buf.copy_from(&src)?;
-        buf.ensure_on_device()?;
-        let ours = |buf: &mut dotcompute_memory::UnifiedBuffer<u8>| -> CliResult {
-            buf.copy_from(&src)?;
-            buf.ensure_on_device()?;
+    /// Host-to-device: `upload` (one copy, into a fresh device block) as the main row, and
+    /// `copy_from` + `ensure_on_device` (through the buffer's host part) as a second row.
+    fn host_to_device(&self, n: usize) -> CliResult<Vec<Row>> {
+        let src = pattern(n, 0);
+        let mut up = self.pooled.allocate::<u8>(n)?;
+        up.upload(&src)?;
+        let mut staged = self.pooled.allocate::<u8>(n)?;
+        staged.copy_from(&src)?;
+        staged.ensure_on_device()?;
+        let mut upload = || -> CliResult { Ok(up.upload(&src)?) };
+        let mut via_host = || -> CliResult {
+            staged.copy_from(&src)?;
+            staged.ensure_on_device()?;
             Ok(())
         };
-        let (pair, baseline) = if self.unified() {
+        let (pairs, baseline) = if self.unified() {
             let mut dst = vec![0u8; n];
-            let pair = compare(
-                &self.plan,
-                &mut || {
-                    dst.copy_from_slice(&src);
-                    black_box(dst.as_ptr());
-                    Ok(())
-                },
-                &mut || ours(&mut buf),
-            )?;
+            let mut memcpy = || -> CliResult {
+                dst.copy_from_slice(&src);
+                black_box(dst.as_ptr());
+                Ok(())
+            };
+            let pairs =
+                [compare(&self.plan, &mut memcpy, &mut upload)?, compare(&self.plan, &mut memcpy, &mut via_host)?];
             if dst != src {
                 return Err(wrong_data("copy_from_slice"));
             }
-            (pair, "copy_from_slice into a Vec<u8> (memcpy)".to_string())
+            (pairs, "copy_from_slice into a Vec<u8> (memcpy)".to_string())
+        } else if let Some((first, label)) = self.against_native(NativeOp::Write, n, &mut upload)? {
+            let (second, _) = self.against_native(NativeOp::Write, n, &mut via_host)?.ok_or_else(unreachable_native)?;
+            ([first, second], label)
         } else {
-            let backend = &*self.backend;
-            let mem = backend.allocate(n, PAGE)?;
-            let result = compare(&self.plan, &mut || Ok(backend.write(&mem, 0, &src)?), &mut || ours(&mut buf));
-            backend.free(mem)?;
-            (result?, format!("raw Backend::write ({}), Vec<u8> to device", backend.name()))
+            let (first, label) = self.against_raw_write(&src, &mut upload)?;
+            let (second, _) = self.against_raw_write(&src, &mut via_host)?;
+            ([first, second], label)
         };
-        buf.mark_device_dirty()?;
-        if buf.as_slice()? != &src[..] {
+        if up.as_slice()? != &src[..] {
+            return Err(wrong_data("upload"));
+        }
+        staged.mark_device_dirty()?;
+        if staged.as_slice()? != &src[..] {
             return Err(wrong_data("copy_from + ensure_on_device"));
         }
-        Ok(row("Host-to-device copy", n, baseline, "copy_from(&[u8]) + ensure_on_device()", pair))
+        let [first, second] = pairs;
+        Ok(vec![
+            row(
+                "Host-to-device copy",
+                n,
+                baseline.clone(),
+                "upload(&[u8]) (one copy into a fresh device block)",
+                first,
+            ),
+            row(
+                "Host-to-device copy (copy_from + ensure_on_device)",
+                n,
+                baseline,
+                "copy_from(&[u8]) + ensure_on_device() (through the buffer's host part)",
+                second,
+            ),
+        ])
     }
 
     /// Device-to-host: `via_slice` reads with `as_slice` (into the buffer's own host part),
     /// otherwise with `copy_to` into a Vec.
     fn device_to_host(&self, n: usize, via_slice: bool) -> CliResult<Row> {
-        let src: Vec<u8> = (0..n).map(|i| (i % 253) as u8).collect();
+        let src = pattern(n, 2);
         let mut buf = self.pooled.allocate::<u8>(n)?;
         buf.copy_from(&src)?;
         buf.ensure_on_device()?;
@@ -262,7 +312,12 @@ impl Ctx {
                 },
                 &mut ours,
             )?;
+            if dst != src {
+                return Err(wrong_data("copy_from_slice"));
+            }
             (pair, "copy_from_slice into a Vec<u8> (memcpy)".to_string())
+        } else if let Some(r) = self.against_native(NativeOp::Read, n, &mut ours)? {
+            r
         } else {
             let backend = &*self.backend;
             let mem = backend.allocate(n, PAGE)?;
@@ -271,11 +326,11 @@ impl Ctx {
                 .map_err(CliError::from)
                 .and_then(|()| compare(&self.plan, &mut || Ok(backend.read(&mem, 0, &mut dst)?), &mut ours));
             backend.free(mem)?;
+            if result.is_ok() && dst != src {
+                return Err(wrong_data("raw Backend::read"));
+            }
             (result?, format!("raw Backend::read ({}), device to Vec<u8>", backend.name()))
         };
-        if dst != src {
-            return Err(wrong_data("baseline read"));
-        }
         if via_slice {
             if buf.as_slice()? != &src[..] {
                 return Err(wrong_data("mark_device_dirty + as_slice"));
@@ -363,27 +418,38 @@ pub fn measure(args: &BenchArgs) -> CliResult<Report> {
     };
     let sizes = Sizes::for_mode(args.smoke);
     let ctx = Ctx { pooled: manager(&backend, true)?, fresh: manager(&backend, false)?, backend, plan };
-    let pb = progress(sizes.row_count(), args.json);
+    let discrete = !ctx.unified();
+    let pb = progress(sizes.step_count(discrete), args.json);
     let mut rows = Vec::new();
-    let mut step = |name: String, f: &dyn Fn() -> CliResult<Row>| -> CliResult {
+    let mut step = |name: String, f: &dyn Fn() -> CliResult<Vec<Row>>| -> CliResult {
         pb.set_message(name);
-        rows.push(f()?);
+        rows.extend(f()?);
         pb.inc(1);
         Ok(())
     };
+    let one = |r: CliResult<Row>| r.map(|r| vec![r]);
     for &n in &sizes.fresh {
-        step(format!("buffer allocation {}", units::bytes(n as u64)), &|| ctx.alloc_vs_fresh(n))?;
+        step(format!("buffer allocation {}", units::bytes(n as u64)), &|| one(ctx.alloc_vs_fresh(n)))?;
+    }
+    if discrete {
+        for &n in &sizes.fresh {
+            step(format!("device buffer allocation {}", units::bytes(n as u64)), &|| one(ctx.device_alloc(n)))?;
+        }
     }
     for &n in &sizes.malloc {
         step(format!("buffer allocation vs malloc {}", units::bytes(n as u64)), &|| {
-            ctx.alloc_vs_malloc(n, "Buffer allocation (pooled vs malloc)")
+            one(ctx.alloc_vs_malloc(n, "Buffer allocation (pooled vs malloc)"))
         })?;
     }
     step("host-to-device copy".into(), &|| ctx.host_to_device(sizes.copy))?;
-    step("device-to-host copy (copy_to)".into(), &|| ctx.device_to_host(sizes.copy, false))?;
-    step("device-to-host copy (as_slice)".into(), &|| ctx.device_to_host(sizes.copy, true))?;
-    step("buffer pool hit".into(), &|| ctx.alloc_vs_malloc(sizes.pool_hit, "Buffer pool hit"))?;
-    step("zero-copy access".into(), &|| ctx.zero_copy_access(sizes.access_elems))?;
+    step("device-to-host copy (copy_to)".into(), &|| one(ctx.device_to_host(sizes.copy, false)))?;
+    step("device-to-host copy (as_slice)".into(), &|| one(ctx.device_to_host(sizes.copy, true)))?;
+    step("buffer pool hit".into(), &|| one(ctx.alloc_vs_malloc(sizes.pool_hit, "Buffer pool hit")))?;
+    step("zero-copy access".into(), &|| one(ctx.zero_copy_access(sizes.access_elems)))?;
+    step("pipelined transfer".into(), &|| ctx.pipelined(sizes.transfer))?;
+    let (count, size) = sizes.batch;
+    step("batched transfers".into(), &|| one(ctx.batched(count, size)))?;
+    step("device-to-device copy".into(), &|| one(ctx.device_to_device(sizes.transfer)))?;
     pb.finish_and_clear();
     let s = ctx.pooled.statistics();
     Ok(Report {
@@ -458,9 +524,20 @@ pub fn table(report: &Report) -> String {
     out += &format!(
         "\nRatio = baseline time / ours time, both medians of {} samples from this run; above 1 = ours faster.\n\
          Baseline terms: \"unpooled\" = a MemoryManager with enable_pooling: false on the same backend; \"touch \n\
-         pages\" = write 1 byte in every 4 KiB page so lazily mapped memory is faulted in.\n\"Ours\" per row:\n",
+         pages\" = write 1 byte in every 4 KiB page so lazily mapped memory is faulted in.\n",
         report.rows.first().map(|r| r.samples).unwrap_or(0)
     );
+    if report.rows.iter().any(|r| r.baseline.starts_with("raw Backend::")) {
+        out +=
+            "\"raw Backend::...\" = the backend's own trait calls on device memory it allocated, with no manager, \n\
+                pool or coherence tracking in the way.\n";
+    }
+    if report.rows.iter().any(|r| r.baseline.starts_with("raw opencl3")) {
+        out +=
+            "\"raw opencl3 ...\" = plain opencl3 calls on the same device in a context of their own; each baseline \n\
+                sample is one timed call after an untimed warm-up, alternating with samples of ours.\n";
+    }
+    out += "\"Ours\" per row:\n";
     let mut seen = Vec::new();
     for r in &report.rows {
         if !seen.contains(&(&r.operation, &r.ours)) {
