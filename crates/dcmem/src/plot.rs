@@ -75,12 +75,15 @@ fn render(report: &Report, width: u32, height: u32) -> CliResult<Vec<u8>> {
         let (lo, hi) = (lo / 2.0, hi * 40.0);
         let labels: Vec<String> =
             rows.iter().map(|r| format!("{}, {}", r.operation, units::bytes(r.size_bytes))).collect();
+        let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32;
+        let label_area = (longest * 7 + 24).clamp(250, width / 2);
         let title = format!("dcmem bench — {} backend, {} run — {}", report.backend, report.mode, report.machine.cpu);
         let mut chart = ChartBuilder::on(&root)
             .caption(title, (FAMILY, 22))
             .margin(16)
             .x_label_area_size(50)
-            .y_label_area_size(330)
+            // Wide enough for the longest row label at 14 px (about 7 px per character).
+            .y_label_area_size(label_area)
             // `(0..m).into_segmented()` has m + 1 segments, one per row here.
             .build_cartesian_2d((lo..hi).log_scale(), (0..n - 1).into_segmented())
             .map_err(plot_error)?;
@@ -95,6 +98,8 @@ fn render(report: &Report, width: u32, height: u32) -> CliResult<Vec<u8>> {
             .x_desc("time per operation (log scale; shorter is better)")
             .x_label_formatter(&|v| units::nanos(*v))
             .y_label_formatter(&label_of)
+            // One label per row: plotters thins labels out unless asked for this many.
+            .y_labels(n as usize + 1)
             .label_style((FAMILY, 14))
             .axis_desc_style((FAMILY, 15))
             .draw()
@@ -116,7 +121,9 @@ fn render(report: &Report, width: u32, height: u32) -> CliResult<Vec<u8>> {
             root.draw(&Rectangle::new([(x0, top + pad), (xb.max(x0 + 1), mid)], grey.filled())).map_err(plot_error)?;
             root.draw(&Rectangle::new([(x0, mid), (xo.max(x0 + 1), bottom - pad)], blue.filled()))
                 .map_err(plot_error)?;
-            let verdict = if r.ratio >= 1.0 {
+            let verdict = if units::ratio(r.ratio) == units::ratio(1.0) {
+                format!("{} (even)", units::ratio(r.ratio))
+            } else if r.ratio >= 1.0 {
                 format!("{} faster", units::ratio(r.ratio))
             } else {
                 format!("{} (ours slower)", units::ratio(r.ratio))
