@@ -77,7 +77,7 @@ pub enum Error {
     },
 
     /// The backend has no room for the allocation, even after the cache was released.
-    #[error("out of memory on {backend}: requested {requested} bytes, {free} bytes free on the device, {cached} bytes held in the pool cache (already released and retried); free buffers, call trim_excess(), or lower ManagerOptions::max_pool_bytes")]
+    #[error("out of memory on {backend}: requested {requested} bytes, {free} bytes free on the device, {cached} bytes still cached by the pool (largest free block {largest_free_block} bytes) after releasing what could be released and retrying; free buffers or allocate less")]
     OutOfMemory {
         /// Backend name.
         backend: &'static str,
@@ -85,8 +85,10 @@ pub enum Error {
         requested: u64,
         /// Bytes the backend reports free.
         free: u64,
-        /// Bytes held by this manager's pool cache when the request failed.
+        /// Bytes still held by this manager's pool cache when the request failed.
         cached: u64,
+        /// Largest free block in the pool's segments (fragmentation shows as a small value).
+        largest_free_block: u64,
     },
 
     /// A backend is compiled out, has no driver, or has no device.

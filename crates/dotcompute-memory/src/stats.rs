@@ -109,7 +109,7 @@ impl StatCounters {
         t.nanos.add(elapsed.as_nanos() as u64);
     }
 
-    pub(crate) fn snapshot(&self, backend: &str, cached_bytes: u64) -> MemoryStatistics {
+    pub(crate) fn snapshot(&self, backend: &str, cached_bytes: u64, device_segments: u64) -> MemoryStatistics {
         let uptime = self.started.elapsed().as_secs_f64().max(1e-9);
         let allocated = self.buffers_allocated.get();
         let freed = self.buffers_freed.get();
@@ -138,6 +138,7 @@ impl StatCounters {
             pool_hit_rate: if requests == 0 { 0.0 } else { hits as f64 / requests as f64 },
             allocation_reduction: if requests == 0 { 0.0 } else { 1.0 - misses as f64 / requests as f64 },
             cached_bytes,
+            device_segments,
             reserved_bytes: self.backend_bytes.get(),
             host_to_device: transfer(Direction::HostToDevice),
             device_to_host: transfer(Direction::DeviceToHost),
@@ -216,6 +217,8 @@ pub struct MemoryStatistics {
     pub cached_bytes: u64,
     /// Bytes currently obtained from the backend and host allocator (in use plus cached).
     pub reserved_bytes: u64,
+    /// Backend allocations (segments) the device pool holds; buffers are carved from them.
+    pub device_segments: u64,
     /// Host-to-device transfers.
     pub host_to_device: TransferStatistics,
     /// Device-to-host transfers.

@@ -45,7 +45,7 @@ fn upload_download_copy_round_trip_on_sim_and_cpu() {
 
 #[test]
 fn transient_faults_are_retried_and_reported() {
-    // Operation 1 and 2 are the two device allocations, 3.. the chunk writes.
+    // Operation 1 allocates the device pool's segment; 2.. are the chunk writes.
     let mm = sim(FaultPlan { fail_nth: Some(4), transient: true, ..Default::default() });
     let data = pattern(100_000, 2);
     let mut a = mm.allocate::<u32>(data.len()).unwrap();
@@ -61,7 +61,9 @@ fn transient_faults_are_retried_and_reported() {
 
 #[test]
 fn a_permanent_fault_fails_one_transfer_and_leaves_its_destination_unchanged() {
-    let mm = sim(FaultPlan { fail_nth: Some(5), transient: false, ..Default::default() });
+    // Op 1 allocates the device pool's segment, op 2 uploads `a`; the engine's targets are
+    // carved from that segment, so op 3 is the first transfer's write.
+    let mm = sim(FaultPlan { fail_nth: Some(3), transient: false, ..Default::default() });
     let old = pattern(50_000, 3);
     let mut a = mm.allocate_from(&old).unwrap();
     a.ensure_on_device().unwrap(); // ops 1 (alloc) + 2 (write)

@@ -27,6 +27,7 @@ pub mod cpu;
 pub mod cuda;
 #[cfg(feature = "opencl")]
 pub mod opencl;
+pub mod region;
 pub mod sim;
 
 use crate::error::{Error, Result};

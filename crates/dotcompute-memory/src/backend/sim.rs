@@ -254,7 +254,13 @@ impl Backend for SimBackend {
         let mut dev = self.lock();
         let free = self.options.capacity - dev.used;
         if size > free {
-            return Err(Error::OutOfMemory { backend: "sim", requested: size as u64, free: free as u64, cached: 0 });
+            return Err(Error::OutOfMemory {
+                backend: "sim",
+                requested: size as u64,
+                free: free as u64,
+                cached: 0,
+                largest_free_block: 0,
+            });
         }
         let handle = dev.next;
         dev.next += 1;

@@ -88,6 +88,7 @@ impl HostBlock {
             requested: size as u64,
             free: 0,
             cached: 0,
+            largest_free_block: 0,
         })?;
         Ok(HostBlock { ptr, size, align, mapped: false })
     }

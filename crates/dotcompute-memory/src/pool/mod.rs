@@ -4,5 +4,7 @@
 //! handles, whose own modules hold the unsafe parts.
 #![deny(unsafe_code)]
 
+pub(crate) mod arena;
 pub(crate) mod cache;
+pub(crate) mod device;
 pub mod size_class;
