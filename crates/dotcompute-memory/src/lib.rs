@@ -61,7 +61,7 @@ pub mod transfer;
 
 pub use backend::cpu::CpuBackend;
 pub use backend::sim::{FaultPlan, SimBackend, SimOptions};
-pub use backend::{Backend, BackendId, DeviceEvent, DeviceMemory, Event, MemoryInfo, ReadyEvent};
+pub use backend::{Backend, BackendId, BatchWrite, DeviceEvent, DeviceMemory, Event, MemoryInfo, ReadyEvent};
 pub use buffer::{
     AsBufferView, BufferMetrics, BufferSlice, BufferSliceMut, BufferState, TransferFuture, UnifiedBuffer,
 };

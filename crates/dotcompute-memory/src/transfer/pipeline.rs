@@ -68,6 +68,21 @@ struct Flight {
     event: Event,
 }
 
+/// A finished transfer, as the report lists it.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) index: usize,
+    pub(crate) direction: Direction,
+    pub(crate) bytes: usize,
+    pub(crate) attempts: u32,
+    pub(crate) chunks: usize,
+    pub(crate) batched: bool,
+    pub(crate) duration: Duration,
+    pub(crate) error: Option<String>,
+    pub(crate) start_order: usize,
+    pub(crate) retries: u32,
+}
+
 /// Progress callback of a streaming upload: (bytes done, bytes total).
 pub(crate) type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
@@ -177,6 +192,25 @@ impl<'a> Run<'a> {
 
     pub(crate) fn is_finished(&self) -> bool {
         self.outcome.is_some()
+    }
+
+    /// The report line of a finished run.
+    pub(crate) fn finished(&self) -> Finished {
+        Finished {
+            index: self.index,
+            direction: self.direction,
+            bytes: self.bytes,
+            attempts: self.attempts(),
+            chunks: self.chunks,
+            batched: self.batched,
+            duration: self.duration(),
+            error: match &self.outcome {
+                Some(Err(e)) => Some(e.to_string()),
+                _ => None,
+            },
+            start_order: self.start_order,
+            retries: self.retries,
+        }
     }
 
     pub(crate) fn attempts(&self) -> u32 {
