@@ -319,3 +319,19 @@ fn concurrent_batches_from_several_threads() {
     });
     assert_eq!(mm.statistics().active_allocations, 0);
 }
+
+#[test]
+fn transfer_statistics_report_efficiency_against_the_best_stream() {
+    // A bandwidth cap makes every large transfer run at about the same speed.
+    let mm = MemoryManager::sim(SimOptions { bandwidth: Some(2e9), ..Default::default() });
+    let mut a = mm.allocate::<u8>(1 << 20).unwrap();
+    for _ in 0..3 {
+        a.upload(&vec![1u8; 1 << 20]).unwrap();
+    }
+    let h2d = mm.statistics().host_to_device;
+    assert_eq!(h2d.count, 3);
+    assert!(h2d.peak_bandwidth_bytes_per_sec > 0.0);
+    assert!(h2d.peak_bandwidth_bytes_per_sec <= 2.1e9, "{h2d:?}");
+    assert!(h2d.efficiency > 0.0 && h2d.efficiency <= 1.0, "{h2d:?}");
+    assert!(h2d.bandwidth_bytes_per_sec <= h2d.peak_bandwidth_bytes_per_sec * 1.0001);
+}
