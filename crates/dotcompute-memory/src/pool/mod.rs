@@ -6,3 +6,4 @@
 
 pub(crate) mod cache;
 pub mod size_class;
+pub mod object;
