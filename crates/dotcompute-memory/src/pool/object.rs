@@ -184,6 +184,8 @@ struct Shared<T> {
     clock: CachePadded<Clock>,
     cap: usize,
     batch: usize,
+    /// More than this many unfilled reservations after a get are given back.
+    shed_at: usize,
     max_size: usize,
     min_size: usize,
     idle_time: Option<Duration>,
@@ -212,6 +214,7 @@ impl<T> Shared<T> {
             clock: CachePadded::new(Clock { tick: AtomicU64::new(0), cut: AtomicU64::new(0), allowance: AtomicUsize::new(0) }),
             cap,
             batch: (cap / 2).max(1),
+            shed_at: (cap / 2).max(1) + (cap / 2).max(1) / 2,
             max_size,
             min_size,
             idle_time,
@@ -259,9 +262,30 @@ impl<T> Shared<T> {
         }
     }
 
+    /// The common get: the tick is unchanged and the stack has an object whose removal leaves
+    /// few enough spare reservations. `None` means "take the general path", not "empty".
+    #[inline]
+    fn take_fast(&self, local: &mut Local<T>) -> Option<T> {
+        if self.clock.tick.load(Ordering::Acquire) != local.seen_tick || local.quota - local.items.len() >= self.shed_at
+        {
+            return None;
+        }
+        local.items.pop().map(|idle| idle.obj)
+    }
+
+    /// The common return: the tick is unchanged and a reservation is free.
+    #[inline]
+    fn put_fast(&self, local: &mut Local<T>, obj: T) -> Result<(), T> {
+        let tick = self.clock.tick.load(Ordering::Acquire);
+        if tick != local.seen_tick || local.items.len() >= local.quota {
+            return Err(obj);
+        }
+        local.items.push(Idle { obj, stamp: tick });
+        Ok(())
+    }
+
     /// An idle object for the owner of `local`, or `None` (the caller creates one).
     /// Stale objects the owner evicts on the way are pushed to `victims`.
-    #[inline]
     fn owner_take(&self, local: &mut Local<T>, victims: &mut Vec<T>) -> Option<T> {
         let tick = self.clock.tick.load(Ordering::Acquire);
         if tick != local.seen_tick {
@@ -269,7 +293,7 @@ impl<T> Shared<T> {
         }
         match local.items.pop() {
             Some(idle) => {
-                if local.quota - local.items.len() > self.batch + self.batch / 2 {
+                if local.quota - local.items.len() > self.shed_at {
                     self.shed(local);
                 }
                 Some(idle.obj)
@@ -279,7 +303,6 @@ impl<T> Shared<T> {
     }
 
     /// Offers `obj` to the owner's stack; gives it back when the pool already holds `max_size`.
-    #[inline]
     fn owner_put(&self, local: &mut Local<T>, obj: T, victims: &mut Vec<T>) -> Result<(), T> {
         let tick = self.clock.tick.load(Ordering::Acquire);
         if tick != local.seen_tick {
@@ -453,7 +476,6 @@ impl<T> Shared<T> {
 #[derive(Default)]
 struct Counters {
     gets: CounterCell,
-    hits: CounterCell,
     misses: CounterCell,
     returned: CounterCell,
     dropped_invalid: CounterCell,
@@ -679,7 +701,8 @@ pub struct MaintenanceReport {
 pub struct ObjectPoolStatistics {
     /// Calls to `get()`.
     pub gets: u64,
-    /// Gets served by an idle object.
+    /// Gets served by an idle object (counted as `gets - misses`: the hit path bumps one
+    /// counter, not two).
     pub hits: u64,
     /// Gets that had to create an object.
     pub misses: u64,
@@ -789,6 +812,22 @@ impl<T: Send + 'static> ObjectPool<T> {
     #[inline]
     pub fn get(&self) -> Pooled<'_, T> {
         let slot = self.slot();
+        if let Ok(mut local) = slot.local.try_borrow_mut() {
+            if let Some(obj) = self.shared.take_fast(&mut local) {
+                set(&slot.counters.cached, local.items.len());
+                drop(local);
+                if self.metrics {
+                    bump(&slot.counters.gets, 1);
+                }
+                return Pooled { obj: Some(obj), pool: self };
+            }
+        }
+        self.get_slow(slot)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn get_slow(&self, slot: &Slot<T>) -> Pooled<'_, T> {
         let mut victims = Vec::new();
         let taken = match slot.local.try_borrow_mut() {
             Ok(mut local) => {
@@ -802,12 +841,7 @@ impl<T: Send + 'static> ObjectPool<T> {
         self.evicted_by_owner(slot, victims);
         let c = &slot.counters;
         let obj = match taken {
-            Some(obj) => {
-                if self.metrics {
-                    bump(&c.hits, 1);
-                }
-                obj
-            }
+            Some(obj) => obj,
             None => {
                 if self.metrics {
                     bump(&c.misses, 1);
@@ -847,6 +881,22 @@ impl<T: Send + 'static> ObjectPool<T> {
         if let Some(reset) = &self.reset {
             reset(&mut obj);
         }
+        if let Ok(mut local) = slot.local.try_borrow_mut() {
+            match self.shared.put_fast(&mut local, obj) {
+                Ok(()) => {
+                    set(&c.cached, local.items.len());
+                    return;
+                }
+                Err(back) => obj = back,
+            }
+        }
+        self.give_back_slow(slot, obj)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn give_back_slow(&self, slot: &Slot<T>, obj: T) {
+        let c = &slot.counters;
         let mut victims = Vec::new();
         let kept = match slot.local.try_borrow_mut() {
             Ok(mut local) => {
@@ -916,7 +966,6 @@ impl<T: Send + 'static> ObjectPool<T> {
         };
         for c in lock(&self.shared.registry).iter() {
             s.gets += read(&c.gets);
-            s.hits += read(&c.hits);
             s.misses += read(&c.misses);
             s.returned += read(&c.returned);
             s.dropped_invalid += read(&c.dropped_invalid);
@@ -926,6 +975,7 @@ impl<T: Send + 'static> ObjectPool<T> {
             s.current_size += read(&c.cached);
         }
         s.created += s.misses;
+        s.hits = s.gets.saturating_sub(s.misses);
         s.in_use = s.gets.saturating_sub(s.returned).saturating_sub(s.detached);
         if s.gets > 0 {
             s.hit_rate = s.hits as f64 / s.gets as f64;
