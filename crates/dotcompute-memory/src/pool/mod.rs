@@ -7,3 +7,4 @@
 pub(crate) mod cache;
 pub mod size_class;
 pub mod object;
+pub mod array;
