@@ -70,5 +70,7 @@ pub use error::{Direction, Error, Result};
 pub use host::HostBlock;
 pub use manager::{ManagerOptions, MemoryManager};
 pub use pool::array::{ArrayHandle, ArrayPool, ArrayPoolOptions, ArrayPoolStatistics, Rented};
-pub use pool::object::{EvictionPolicy, MaintenanceReport, ObjectPool, ObjectPoolBuilder, ObjectPoolStatistics, Pooled};
+pub use pool::object::{
+    EvictionPolicy, MaintenanceReport, ObjectPool, ObjectPoolBuilder, ObjectPoolStatistics, Pooled,
+};
 pub use stats::{MemoryStatistics, TransferStatistics};

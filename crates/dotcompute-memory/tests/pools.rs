@@ -483,10 +483,7 @@ fn rent_too_large_is_an_error_with_the_numbers() {
     let arrays = ArrayPool::<u8>::new(ArrayPoolOptions { max_array_len: 4096, ..Default::default() });
     for len in [4097, 1 << 40, usize::MAX] {
         let err = arrays.rent(len).unwrap_err();
-        assert!(
-            matches!(err, Error::ArrayTooLarge { requested, max_array_len: 4096 } if requested == len),
-            "{err}"
-        );
+        assert!(matches!(err, Error::ArrayTooLarge { requested, max_array_len: 4096 } if requested == len), "{err}");
         assert!(err.to_string().contains(&len.to_string()) && err.to_string().contains("4096"), "{err}");
         assert!(matches!(arrays.rent_raw(len), Err(Error::ArrayTooLarge { .. })));
     }

@@ -4,7 +4,7 @@
 //! handles, whose own modules hold the unsafe parts.
 #![deny(unsafe_code)]
 
-pub(crate) mod cache;
-pub mod size_class;
-pub mod object;
 pub mod array;
+pub(crate) mod cache;
+pub mod object;
+pub mod size_class;

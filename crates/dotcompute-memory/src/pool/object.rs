@@ -7,9 +7,9 @@
 //!  │ LIFO stack    │          │ LIFO stack    │         tier, publishes a tick that owners
 //!  │ ≤ cap objects │          │ ≤ cap objects │         use to trim their own stacks
 //!  └──────┬────────┘          └──────┬────────┘
-//!         │ batches of cap/2 (refill when empty, spill when full)
+//!         │ whole batches of cap/2 (refill when empty, spill when full)
 //!  ┌──────┴──────────────────────────┴────────┐
-//!  │ shared tier: crossbeam SegQueue (FIFO)   │  + budget: free reservations (≤ max_size)
+//!  │ shared tier: SegQueue of batches (FIFO)  │  + budget: free reservations (≤ max_size)
 //!  └──────────────────────────────────────────┘
 //! ```
 //!
@@ -18,7 +18,8 @@
 //! The per-thread tier is a *magazine* layer (Bonwick & Adams, "Magazines and Vmem", USENIX
 //! 2001): each thread keeps a small LIFO stack of idle objects in memory only that thread
 //! touches (a [`thread_local::ThreadLocal`] slot owned by the pool), and moves objects to and
-//! from the shared tier in batches of half its capacity. A get/return pair that stays within the
+//! from the shared tier (the "depot", a `crossbeam_queue::SegQueue` of full magazines) in
+//! batches of half its capacity, one queue operation per batch. A get/return pair that stays within the
 //! thread's stack performs no atomic read-modify-write, takes no timestamp and bumps no shared
 //! counter: statistics live in per-thread counters written only by their thread (a relaxed load
 //! and store, not a `fetch_add`) and summed when a snapshot is taken.
@@ -147,9 +148,43 @@ struct Idle<T> {
     stamp: u64,
 }
 
+/// The shared tier: batches of idle objects (each object carrying its reservation) in an MPMC
+/// queue, so a spill or refill of a whole batch is one queue operation; plus their total count.
+struct Tier<T> {
+    batches: Queue<Vec<Idle<T>>>,
+    len: CachePadded<AtomicUsize>,
+}
+
+impl<T> Tier<T> {
+    fn new() -> Self {
+        Tier { batches: Queue::new(), len: CachePadded::new(AtomicUsize::new(0)) }
+    }
+
+    fn push(&self, batch: Vec<Idle<T>>) {
+        if !batch.is_empty() {
+            // Counted before it becomes visible, so a popper never subtracts first.
+            self.len.fetch_add(batch.len(), Ordering::Relaxed);
+            self.batches.push(batch);
+        }
+    }
+
+    fn pop(&self) -> Option<Vec<Idle<T>>> {
+        let batch = self.batches.pop()?;
+        self.len.fetch_sub(batch.len(), Ordering::Relaxed);
+        Some(batch)
+    }
+
+    /// Objects in the tier.
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+}
+
 /// One thread's stack. Only its owner thread touches it.
 struct Local<T> {
     items: Vec<Idle<T>>,
+    /// An empty vector kept for the next spill.
+    spare: Vec<Idle<T>>,
     /// Reservations held: `items.len() <= quota <= cap`.
     quota: usize,
     /// The last maintenance tick this thread acted on.
@@ -158,7 +193,7 @@ struct Local<T> {
 
 impl<T> Local<T> {
     fn new(cap: usize) -> Self {
-        Local { items: Vec::with_capacity(cap), quota: 0, seen_tick: 0 }
+        Local { items: Vec::with_capacity(cap), spare: Vec::new(), quota: 0, seen_tick: 0 }
     }
 }
 
@@ -179,7 +214,7 @@ struct History {
 
 /// The protocol shared by all threads (everything except the thread slots and user hooks).
 struct Shared<T> {
-    global: Queue<Idle<T>>,
+    global: Tier<T>,
     budget: CachePadded<AtomicUsize>,
     clock: CachePadded<Clock>,
     cap: usize,
@@ -204,17 +239,27 @@ impl<T> Shared<T> {
     fn new(max_size: usize, thread_cache: usize, idle_time: Option<Duration>, prewarm: Vec<T>) -> Self {
         let cap = thread_cache.min(max_size);
         let min_size = prewarm.len();
-        let global = Queue::new();
+        let batch = (cap / 2).max(1);
+        let global = Tier::new();
+        let mut next = Vec::with_capacity(batch);
         for obj in prewarm {
-            global.push(Idle { obj, stamp: 0 });
+            next.push(Idle { obj, stamp: 0 });
+            if next.len() == batch {
+                global.push(std::mem::replace(&mut next, Vec::with_capacity(batch)));
+            }
         }
+        global.push(next);
         Shared {
             global,
             budget: CachePadded::new(AtomicUsize::new(max_size - min_size)),
-            clock: CachePadded::new(Clock { tick: AtomicU64::new(0), cut: AtomicU64::new(0), allowance: AtomicUsize::new(0) }),
+            clock: CachePadded::new(Clock {
+                tick: AtomicU64::new(0),
+                cut: AtomicU64::new(0),
+                allowance: AtomicUsize::new(0),
+            }),
             cap,
-            batch: (cap / 2).max(1),
-            shed_at: (cap / 2).max(1) + (cap / 2).max(1) / 2,
+            batch,
+            shed_at: batch + batch / 2,
             max_size,
             min_size,
             idle_time,
@@ -327,18 +372,19 @@ impl<T> Shared<T> {
     /// The stack is empty: move a batch from the shared tier (with its reservations).
     #[cold]
     fn refill(&self, local: &mut Local<T>) -> Option<T> {
-        let room = self.cap.saturating_sub(local.quota).min(self.batch);
-        if room == 0 {
+        if self.cap == 0 {
             return self.take_direct();
         }
-        for _ in 0..room {
-            match self.global.pop() {
-                Some(idle) => {
-                    local.items.push(idle);
-                    local.quota += 1;
-                }
-                None => break,
-            }
+        let mut batch = self.global.pop()?;
+        // Batches hold at most `cap` objects; give back unfilled reservations that would take
+        // the stack past its capacity.
+        let over = (local.quota + batch.len()).saturating_sub(self.cap);
+        local.quota -= over;
+        self.release(over);
+        local.quota += batch.len();
+        local.items.append(&mut batch);
+        if local.spare.capacity() == 0 {
+            local.spare = batch;
         }
         local.items.pop().map(|idle| idle.obj)
     }
@@ -351,10 +397,10 @@ impl<T> Shared<T> {
         if local.items.len() >= self.cap {
             // Full: spill the oldest batch to the shared tier; their reservations go with them.
             let n = self.batch.min(local.items.len());
-            for idle in local.items.drain(..n) {
-                self.global.push(idle);
-            }
+            let mut out = std::mem::take(&mut local.spare);
+            out.extend(local.items.drain(..n));
             local.quota -= n;
+            self.global.push(out);
         }
         if local.items.len() >= local.quota {
             local.quota += self.reserve((self.cap - local.quota).min(self.batch));
@@ -369,14 +415,17 @@ impl<T> Shared<T> {
 
     /// Shared tier only (no thread cache, or the thread's slot is busy).
     fn take_direct(&self) -> Option<T> {
-        let idle = self.global.pop()?;
+        let mut batch = self.global.pop()?;
+        let idle = batch.pop();
+        self.global.push(batch);
+        let idle = idle?;
         self.release(1);
         Some(idle.obj)
     }
 
     fn put_direct(&self, obj: T, stamp: u64) -> Result<(), T> {
         if self.reserve(1) == 1 {
-            self.global.push(Idle { obj, stamp });
+            self.global.push(vec![Idle { obj, stamp }]);
             Ok(())
         } else {
             Err(obj)
@@ -418,10 +467,10 @@ impl<T> Shared<T> {
     /// Moves every object of `local` to the shared tier and gives back its spare reservations.
     fn flush(&self, local: &mut Local<T>) {
         let spare = local.quota - local.items.len();
-        for idle in local.items.drain(..) {
-            self.global.push(idle);
-        }
+        let mut out = std::mem::take(&mut local.spare);
+        out.append(&mut local.items);
         local.quota = 0;
+        self.global.push(out);
         self.release(spare);
     }
 
@@ -446,17 +495,23 @@ impl<T> Shared<T> {
         let mut allowed = (self.global.len() + thread_cached).saturating_sub(self.min_size);
         let mut victims = Vec::new();
         if cut > 0 {
-            for _ in 0..self.global.len() {
+            // Each batch present now is looked at once (oldest first); stale objects go, within
+            // the allowance, and the rest of the batch goes back.
+            for _ in 0..self.global.batches.len() {
                 if allowed == 0 {
                     break;
                 }
-                let Some(idle) = self.global.pop() else { break };
-                if idle.stamp < cut {
-                    victims.push(idle.obj);
-                    allowed -= 1;
-                } else {
-                    self.global.push(idle);
+                let Some(mut batch) = self.global.pop() else { break };
+                let mut i = 0;
+                while allowed > 0 && i < batch.len() {
+                    if batch[i].stamp < cut {
+                        victims.push(batch.remove(i).obj);
+                        allowed -= 1;
+                    } else {
+                        i += 1;
+                    }
                 }
+                self.global.push(batch);
             }
         }
         self.release(victims.len());
@@ -1108,7 +1163,7 @@ pub mod model {
         }
         /// Empties the shared tier.
         pub fn drain_global(&self) -> Vec<T> {
-            std::iter::from_fn(|| self.0.global.pop().map(|idle| idle.obj)).collect()
+            std::iter::from_fn(|| self.0.global.pop()).flatten().map(|idle| idle.obj).collect()
         }
     }
 
