@@ -153,6 +153,9 @@ fn bump(c: &AtomicU64) {
 
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The idle arrays of one class, created on first return.
+type ClassQueue<T> = OnceLock<ArrayQueue<Box<[T]>>>;
+
 struct RawEntry<T> {
     generation: u64,
     /// `None` once returned (or while `with_raw_mut` holds it: then `busy`).
@@ -190,7 +193,7 @@ struct RawTable<T> {
 pub struct ArrayPool<T: Element> {
     id: u64,
     options: ArrayPoolOptions,
-    classes: Box<[OnceLock<ArrayQueue<Box<[T]>>>]>,
+    classes: Box<[ClassQueue<T>]>,
     counters: ThreadLocal<CachePadded<Counters>>,
     raw: Mutex<RawTable<T>>,
 }
