@@ -46,6 +46,8 @@
 //! - [`UnifiedBuffer`], [`BufferSlice`], [`BufferSliceMut`], [`BufferState`]: buffers and the
 //!   coherence model (see `buffer::state`).
 //! - [`Backend`]: what a device provides; [`CpuBackend`], [`SimBackend`].
+//! - [`ObjectPool`] ([`Pooled`] guards) and [`ArrayPool`] ([`Rented`] guards, raw [`ArrayHandle`]s):
+//!   pools of reusable objects and arrays (see `pool::object`, `pool::array`).
 //! - [`Error`]: every failure, with the values that caused it.
 
 pub mod backend;

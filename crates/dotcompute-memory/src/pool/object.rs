@@ -815,13 +815,14 @@ pub struct ObjectPoolStatistics {
 /// # }
 /// ```
 pub struct ObjectPool<T: Send + 'static> {
+    /// First field, so it is dropped (and its thread joined) before anything else.
+    maintainer: Option<Maintainer>,
     shared: Arc<Shared<T>>,
     slots: ThreadLocal<CachePadded<Slot<T>>>,
     create: CreateFn<T>,
     reset: Option<ResetFn<T>>,
     validate: Option<ValidateFn<T>>,
     metrics: bool,
-    maintainer: Option<Maintainer>,
 }
 
 impl<T: Send + 'static> fmt::Debug for ObjectPool<T> {
@@ -900,10 +901,11 @@ impl<T: Send + 'static> ObjectPool<T> {
         let obj = match taken {
             Some(obj) => obj,
             None => {
+                let obj = (self.create)();
                 if self.metrics {
                     bump(&c.misses, 1);
                 }
-                (self.create)()
+                obj
             }
         };
         if self.metrics {
