@@ -19,10 +19,10 @@
 //! 2001): each thread keeps a small LIFO stack of idle objects in memory only that thread
 //! touches (a [`thread_local::ThreadLocal`] slot owned by the pool), and moves objects to and
 //! from the shared tier (the "depot", a `crossbeam_queue::SegQueue` of full magazines) in
-//! batches of half its capacity, one queue operation per batch. A get/return pair that stays within the
-//! thread's stack performs no atomic read-modify-write, takes no timestamp and bumps no shared
-//! counter: statistics live in per-thread counters written only by their thread (a relaxed load
-//! and store, not a `fetch_add`) and summed when a snapshot is taken.
+//! batches of half its capacity, one queue operation per batch. A get/return pair that stays
+//! within the thread's stack performs no atomic read-modify-write, takes no timestamp and bumps
+//! no shared counter: statistics live in per-thread counters written only by their thread (a
+//! relaxed load and store, not a `fetch_add`) and summed when a snapshot is taken.
 //!
 //! # The `max_size` bound: reservations
 //!
@@ -35,14 +35,15 @@
 //! `budget + Σ thread quotas + shared tier length == max_size`, and `objects ≤ quota` per thread,
 //!
 //! so idle objects never exceed `max_size`. An object returned when no reservation is left is
-//! dropped and counted in `dropped_full`. Reservations a thread holds but does not fill (at most
-//! 1.5 × batch, and none after a maintenance pass) are not usable by other threads: with several
-//! threads and a tiny `max_size`, set a small `thread_cache` (0 disables the per-thread tier).
+//! dropped and counted in `dropped_full`. Reservations a thread holds but does not fill (about
+//! 1.5 × batch at most, and none after a maintenance pass) are not usable by other threads:
+//! with several threads and a tiny `max_size`, set a small `thread_cache` (0 disables the
+//! per-thread tier).
 //!
 //! # Eviction without timestamps
 //!
 //! Returned objects are stamped with the pool's *tick*, a counter that each maintenance pass
-//! increments (one relaxed load on the return path, no clock read). A pass remembers when each
+//! increments (one atomic load per get or return, no clock read). A pass remembers when each
 //! tick began; an object stamped `s` was returned before tick `s + 1` began, so once that start
 //! is at least `idle_time` in the past the object has certainly been idle that long. A pass
 //! evicts such objects from the shared tier (least recently returned first) and publishes the
