@@ -182,6 +182,42 @@ pub enum Error {
         /// What was wrong with the handle.
         reason: String,
     },
+
+    /// `ArrayPool::rent` (or `rent_raw`) asked for more elements than the pool hands out.
+    #[error("array of {requested} elements is too large for this pool: ArrayPoolOptions::max_array_len is {max_array_len}; allocate it directly or raise the limit")]
+    ArrayTooLarge {
+        /// Elements requested.
+        requested: usize,
+        /// The pool's `max_array_len`.
+        max_array_len: usize,
+    },
+
+    /// A raw array handle was returned a second time.
+    #[error("array handle {handle} was already returned to pool {pool}; a raw handle may be returned once")]
+    DoubleReturn {
+        /// Id of the pool.
+        pool: u64,
+        /// The handle's id (slot and generation).
+        handle: u64,
+    },
+
+    /// A raw array handle was returned to (or used with) a pool that did not issue it.
+    #[error("array handle belongs to pool {handle_pool}, not to pool {pool}; return it to the pool that rented it")]
+    ForeignHandle {
+        /// Pool id recorded in the handle.
+        handle_pool: u64,
+        /// Id of the pool it was given to.
+        pool: u64,
+    },
+
+    /// A helper thread (e.g. a pool's maintenance thread) could not be started.
+    #[error("could not start thread `{thread}`: {message}")]
+    ThreadSpawn {
+        /// Name of the thread.
+        thread: &'static str,
+        /// The operating system's error.
+        message: String,
+    },
 }
 
 impl Error {

@@ -46,6 +46,8 @@
 //! - [`UnifiedBuffer`], [`BufferSlice`], [`BufferSliceMut`], [`BufferState`]: buffers and the
 //!   coherence model (see `buffer::state`).
 //! - [`Backend`]: what a device provides; [`CpuBackend`], [`SimBackend`].
+//! - [`ObjectPool`] ([`Pooled`] guards) and [`ArrayPool`] ([`Rented`] guards, raw [`ArrayHandle`]s):
+//!   pools of reusable objects and arrays (see `pool::object`, `pool::array`).
 //! - [`Error`]: every failure, with the values that caused it.
 
 pub mod backend;
@@ -70,6 +72,10 @@ pub use element::{Element, TypeTag};
 pub use error::{Direction, Error, Result};
 pub use host::HostBlock;
 pub use manager::{ManagerOptions, MemoryManager};
+pub use pool::array::{ArrayHandle, ArrayPool, ArrayPoolOptions, ArrayPoolStatistics, Rented};
+pub use pool::object::{
+    EvictionPolicy, MaintenanceReport, ObjectPool, ObjectPoolBuilder, ObjectPoolStatistics, Pooled,
+};
 pub use stats::{MemoryStatistics, TransferStatistics};
 pub use transfer::{
     Priority, RetryPolicy, TransferBatch, TransferEngine, TransferOptions, TransferOutcome, TransferReport,

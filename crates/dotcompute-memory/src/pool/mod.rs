@@ -5,6 +5,8 @@
 #![deny(unsafe_code)]
 
 pub(crate) mod arena;
+pub mod array;
 pub(crate) mod cache;
 pub(crate) mod device;
+pub mod object;
 pub mod size_class;
