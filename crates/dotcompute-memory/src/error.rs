@@ -77,7 +77,7 @@ pub enum Error {
     },
 
     /// The backend has no room for the allocation, even after the cache was released.
-    #[error("out of memory on {backend}: requested {requested} bytes, {free} bytes free on the device, {cached} bytes held in the pool cache (already released and retried); free buffers, call trim_excess(), or lower ManagerOptions::max_pool_bytes")]
+    #[error("out of memory on {backend}: requested {requested} bytes, {free} bytes free on the device, {cached} bytes still cached by the pool (largest free block {largest_free_block} bytes) after releasing what could be released and retrying; free buffers or allocate less")]
     OutOfMemory {
         /// Backend name.
         backend: &'static str,
@@ -85,8 +85,10 @@ pub enum Error {
         requested: u64,
         /// Bytes the backend reports free.
         free: u64,
-        /// Bytes held by this manager's pool cache when the request failed.
+        /// Bytes still held by this manager's pool cache when the request failed.
         cached: u64,
+        /// Largest free block in the pool's segments (fragmentation shows as a small value).
+        largest_free_block: u64,
     },
 
     /// A backend is compiled out, has no driver, or has no device.
@@ -179,6 +181,42 @@ pub enum Error {
         backend: &'static str,
         /// What was wrong with the handle.
         reason: String,
+    },
+
+    /// `ArrayPool::rent` (or `rent_raw`) asked for more elements than the pool hands out.
+    #[error("array of {requested} elements is too large for this pool: ArrayPoolOptions::max_array_len is {max_array_len}; allocate it directly or raise the limit")]
+    ArrayTooLarge {
+        /// Elements requested.
+        requested: usize,
+        /// The pool's `max_array_len`.
+        max_array_len: usize,
+    },
+
+    /// A raw array handle was returned a second time.
+    #[error("array handle {handle} was already returned to pool {pool}; a raw handle may be returned once")]
+    DoubleReturn {
+        /// Id of the pool.
+        pool: u64,
+        /// The handle's id (slot and generation).
+        handle: u64,
+    },
+
+    /// A raw array handle was returned to (or used with) a pool that did not issue it.
+    #[error("array handle belongs to pool {handle_pool}, not to pool {pool}; return it to the pool that rented it")]
+    ForeignHandle {
+        /// Pool id recorded in the handle.
+        handle_pool: u64,
+        /// Id of the pool it was given to.
+        pool: u64,
+    },
+
+    /// A helper thread (e.g. a pool's maintenance thread) could not be started.
+    #[error("could not start thread `{thread}`: {message}")]
+    ThreadSpawn {
+        /// Name of the thread.
+        thread: &'static str,
+        /// The operating system's error.
+        message: String,
     },
 }
 

@@ -46,7 +46,14 @@
 //! - [`UnifiedBuffer`], [`BufferSlice`], [`BufferSliceMut`], [`BufferState`]: buffers and the
 //!   coherence model (see `buffer::state`).
 //! - [`Backend`]: what a device provides; [`CpuBackend`], [`SimBackend`].
+//! - [`ObjectPool`] ([`Pooled`] guards) and [`ArrayPool`] ([`Rented`] guards, raw [`ArrayHandle`]s):
+//!   pools of reusable objects and arrays (see `pool::object`, `pool::array`).
 //! - [`Error`]: every failure, with the values that caused it.
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
 
 pub mod backend;
 pub mod buffer;
@@ -61,7 +68,7 @@ pub mod transfer;
 
 pub use backend::cpu::CpuBackend;
 pub use backend::sim::{FaultPlan, SimBackend, SimOptions};
-pub use backend::{Backend, BackendId, DeviceEvent, DeviceMemory, Event, MemoryInfo, ReadyEvent};
+pub use backend::{Backend, BackendId, BatchWrite, DeviceEvent, DeviceMemory, Event, MemoryInfo, ReadyEvent};
 pub use buffer::{
     AsBufferView, BufferMetrics, BufferSlice, BufferSliceMut, BufferState, TransferFuture, UnifiedBuffer,
 };
@@ -70,6 +77,10 @@ pub use element::{Element, TypeTag};
 pub use error::{Direction, Error, Result};
 pub use host::HostBlock;
 pub use manager::{ManagerOptions, MemoryManager};
+pub use pool::array::{ArrayHandle, ArrayPool, ArrayPoolOptions, ArrayPoolStatistics, Rented};
+pub use pool::object::{
+    EvictionPolicy, MaintenanceReport, ObjectPool, ObjectPoolBuilder, ObjectPoolStatistics, Pooled,
+};
 pub use stats::{MemoryStatistics, TransferStatistics};
 pub use transfer::{
     Priority, RetryPolicy, TransferBatch, TransferEngine, TransferOptions, TransferOutcome, TransferReport,

@@ -1,12 +1,14 @@
 //! `MemoryManager`: ties a backend, the block caches, statistics, diagnostics and maintenance.
 
-use crate::backend::{cpu::CpuBackend, sim::SimBackend, sim::SimOptions, Backend, DeviceMemory};
+use crate::backend::region::DeviceRegion;
+use crate::backend::{cpu::CpuBackend, sim::SimBackend, sim::SimOptions, Backend};
 use crate::buffer::UnifiedBuffer;
 use crate::diagnostics::Diagnostics;
 use crate::element::Element;
 use crate::error::{byte_len, Direction, Error, Result};
 use crate::host::HostBlock;
 use crate::pool::cache::BlockCache;
+use crate::pool::device::DevicePool;
 use crate::pool::size_class::class_of;
 use crate::stats::{MemoryStatistics, StatCounters};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,7 +74,7 @@ pub(crate) struct ManagerShared {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) unified: bool,
     pub(crate) options: ManagerOptions,
-    device_cache: BlockCache<DeviceMemory>,
+    device_pool: DevicePool,
     host_cache: BlockCache<HostBlock>,
     pub(crate) stats: Arc<StatCounters>,
     pub(crate) diagnostics: Diagnostics,
@@ -96,46 +98,15 @@ impl ManagerShared {
         &*self.backend
     }
 
-    /// A device block of at least `bytes` bytes: from the cache, else from the backend; on
-    /// out-of-memory the cache is released and the allocation retried once.
-    pub(crate) fn acquire_device(&self, bytes: usize) -> Result<DeviceMemory> {
-        let (index, size) = self.round(bytes)?;
-        if self.options.enable_pooling {
-            if let Some(block) = self.device_cache.take(index) {
-                self.stats.pool_hit();
-                return Ok(block);
-            }
-        }
-        let block = match self.backend.allocate(size, block_align(size)) {
-            Err(Error::OutOfMemory { .. }) => {
-                let released = self.release_device_cache(0, u64::MAX);
-                self.backend.allocate(size, block_align(size)).map_err(|e| match e {
-                    Error::OutOfMemory { backend, free, .. } => {
-                        Error::OutOfMemory { backend, requested: size as u64, free, cached: released as u64 }
-                    }
-                    other => other,
-                })?
-            }
-            other => other?,
-        };
-        self.stats.backend_allocated(size);
-        Ok(block)
+    /// A device region of at least `bytes` bytes from the caching allocator (see
+    /// `pool::device`): cached regions first, then segments, then the backend; on out-of-memory
+    /// the cache is released and the allocation retried once.
+    pub(crate) fn acquire_device(&self, bytes: usize) -> Result<DeviceRegion> {
+        self.device_pool.acquire(bytes, self.tick.load(Ordering::Relaxed))
     }
 
-    pub(crate) fn release_device(&self, block: DeviceMemory) {
-        let size = block.size();
-        let block = match class_of(size) {
-            Some((index, class)) if self.options.enable_pooling && class == size => {
-                match self.device_cache.put(index, size, block, self.tick.load(Ordering::Relaxed)) {
-                    Ok(()) => return,
-                    Err(block) => block,
-                }
-            }
-            _ => block,
-        };
-        self.stats.backend_freed(size);
-        // A failed free of a handle we own means the driver is in trouble; nothing to undo.
-        let _ = self.backend.free(block);
+    pub(crate) fn release_device(&self, region: DeviceRegion) {
+        self.device_pool.release(region, self.tick.load(Ordering::Relaxed));
     }
 
     /// A zero-initialised-when-fresh host block of at least `bytes` bytes.
@@ -182,14 +153,7 @@ impl ManagerShared {
     }
 
     fn release_device_cache(&self, keep: usize, idle_before: u64) -> usize {
-        let blocks = self.device_cache.evict(keep, idle_before);
-        let mut released = 0;
-        for block in blocks {
-            released += block.size();
-            self.stats.backend_freed(block.size());
-            let _ = self.backend.free(block);
-        }
-        released
+        self.device_pool.release_cached(keep, idle_before)
     }
 
     fn release_host_cache(&self, keep: usize, idle_before: u64) -> usize {
@@ -203,7 +167,7 @@ impl ManagerShared {
     }
 
     pub(crate) fn cached_bytes(&self) -> usize {
-        self.device_cache.cached_bytes() + self.host_cache.cached_bytes()
+        self.device_pool.cached_bytes() + self.host_cache.cached_bytes()
     }
 
     /// One maintenance pass: blocks idle since before the previous pass go, down to the minimum.
@@ -217,7 +181,7 @@ impl ManagerShared {
 
 impl Drop for ManagerShared {
     fn drop(&mut self) {
-        self.release_device_cache(0, u64::MAX);
+        // The device pool returns its segments when it drops.
         self.release_host_cache(0, u64::MAX);
     }
 }
@@ -285,8 +249,8 @@ impl MemoryManager {
         let shared = Arc::new(ManagerShared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             unified: backend.is_unified(),
+            device_pool: DevicePool::new(backend.clone(), stats.clone(), options.enable_pooling, max),
             backend,
-            device_cache: BlockCache::new(max),
             host_cache: BlockCache::new(max),
             diagnostics: Diagnostics::new(options.track_allocations, Box::new(move || live_stats.active())),
             stats,
@@ -388,7 +352,11 @@ impl MemoryManager {
 
     /// A snapshot of the counters.
     pub fn statistics(&self) -> MemoryStatistics {
-        self.shared.stats.snapshot(self.shared.backend.name(), self.shared.cached_bytes() as u64)
+        self.shared.stats.snapshot(
+            self.shared.backend.name(),
+            self.shared.cached_bytes() as u64,
+            self.shared.device_pool.segment_count() as u64,
+        )
     }
 
     /// Releases cached blocks down to `min_pool_bytes`; returns the bytes released.

@@ -32,7 +32,12 @@ struct TransferCounters {
     count: Counter,
     bytes: Counter,
     nanos: Counter,
+    /// Best bandwidth of one transfer of at least `PEAK_MIN_BYTES`, bytes per second.
+    peak: Counter,
 }
+
+/// Transfers smaller than this are dominated by fixed overhead and do not set the peak.
+const PEAK_MIN_BYTES: usize = 64 << 10;
 
 /// The live counters of one manager.
 pub(crate) struct StatCounters {
@@ -107,9 +112,14 @@ impl StatCounters {
         t.count.add(1);
         t.bytes.add(bytes as u64);
         t.nanos.add(elapsed.as_nanos() as u64);
+        let nanos = elapsed.as_nanos();
+        if bytes >= PEAK_MIN_BYTES && nanos > 0 {
+            let bw = (bytes as u128 * 1_000_000_000 / nanos) as u64;
+            t.peak.0.fetch_max(bw, Relaxed);
+        }
     }
 
-    pub(crate) fn snapshot(&self, backend: &str, cached_bytes: u64) -> MemoryStatistics {
+    pub(crate) fn snapshot(&self, backend: &str, cached_bytes: u64, device_segments: u64) -> MemoryStatistics {
         let uptime = self.started.elapsed().as_secs_f64().max(1e-9);
         let allocated = self.buffers_allocated.get();
         let freed = self.buffers_freed.get();
@@ -120,7 +130,7 @@ impl StatCounters {
         let active_bytes = self.active_bytes.get();
         let transfer = |d: Direction| {
             let t = &self.transfers[d as usize];
-            TransferStatistics::from_totals(t.count.get(), t.bytes.get(), t.nanos.get())
+            TransferStatistics::from_totals(t.count.get(), t.bytes.get(), t.nanos.get(), t.peak.get())
         };
         MemoryStatistics {
             backend: backend.to_string(),
@@ -138,6 +148,7 @@ impl StatCounters {
             pool_hit_rate: if requests == 0 { 0.0 } else { hits as f64 / requests as f64 },
             allocation_reduction: if requests == 0 { 0.0 } else { 1.0 - misses as f64 / requests as f64 },
             cached_bytes,
+            device_segments,
             reserved_bytes: self.backend_bytes.get(),
             host_to_device: transfer(Direction::HostToDevice),
             device_to_host: transfer(Direction::DeviceToHost),
@@ -162,16 +173,24 @@ pub struct TransferStatistics {
     pub average_time_ns: f64,
     /// Bytes per second over the time spent transferring.
     pub bandwidth_bytes_per_sec: f64,
+    /// Best bandwidth a single transfer of 64 KiB or more reached (bytes per second).
+    pub peak_bandwidth_bytes_per_sec: f64,
+    /// `bandwidth / peak`: how close transfers came, on average, to the best single-stream
+    /// bandwidth seen (1.0 = every transfer as fast as the best; 0 when there is no peak).
+    pub efficiency: f64,
 }
 
 impl TransferStatistics {
-    fn from_totals(count: u64, bytes: u64, nanos: u64) -> Self {
+    fn from_totals(count: u64, bytes: u64, nanos: u64, peak: u64) -> Self {
+        let bandwidth = if nanos == 0 { 0.0 } else { bytes as f64 * 1e9 / nanos as f64 };
         TransferStatistics {
+            peak_bandwidth_bytes_per_sec: peak as f64,
+            efficiency: if peak == 0 { 0.0 } else { (bandwidth / peak as f64).min(1.0) },
             count,
             bytes,
             total_time_ns: nanos,
             average_time_ns: if count == 0 { 0.0 } else { nanos as f64 / count as f64 },
-            bandwidth_bytes_per_sec: if nanos == 0 { 0.0 } else { bytes as f64 * 1e9 / nanos as f64 },
+            bandwidth_bytes_per_sec: bandwidth,
         }
     }
 }
@@ -216,6 +235,8 @@ pub struct MemoryStatistics {
     pub cached_bytes: u64,
     /// Bytes currently obtained from the backend and host allocator (in use plus cached).
     pub reserved_bytes: u64,
+    /// Backend allocations (segments) the device pool holds; buffers are carved from them.
+    pub device_segments: u64,
     /// Host-to-device transfers.
     pub host_to_device: TransferStatistics,
     /// Device-to-host transfers.

@@ -308,7 +308,7 @@ fn allocation_beyond_sim_capacity_names_requested_and_available() {
     let before = snapshot(&big);
     let err = big.ensure_on_device().unwrap_err();
     assert!(
-        matches!(err, Error::OutOfMemory { backend: "sim", requested, free, cached: 0 }
+        matches!(err, Error::OutOfMemory { backend: "sim", requested, free, cached: 0, .. }
             if requested == 2 << 20 && free == 1 << 20),
         "{err:?}"
     );

@@ -45,7 +45,7 @@ fn upload_download_copy_round_trip_on_sim_and_cpu() {
 
 #[test]
 fn transient_faults_are_retried_and_reported() {
-    // Operation 1 and 2 are the two device allocations, 3.. the chunk writes.
+    // Operation 1 allocates the device pool's segment; 2.. are the chunk writes.
     let mm = sim(FaultPlan { fail_nth: Some(4), transient: true, ..Default::default() });
     let data = pattern(100_000, 2);
     let mut a = mm.allocate::<u32>(data.len()).unwrap();
@@ -61,7 +61,9 @@ fn transient_faults_are_retried_and_reported() {
 
 #[test]
 fn a_permanent_fault_fails_one_transfer_and_leaves_its_destination_unchanged() {
-    let mm = sim(FaultPlan { fail_nth: Some(5), transient: false, ..Default::default() });
+    // Op 1 allocates the device pool's segment, op 2 uploads `a`; the engine's targets are
+    // carved from that segment, so op 3 is the first transfer's write.
+    let mm = sim(FaultPlan { fail_nth: Some(3), transient: false, ..Default::default() });
     let old = pattern(50_000, 3);
     let mut a = mm.allocate_from(&old).unwrap();
     a.ensure_on_device().unwrap(); // ops 1 (alloc) + 2 (write)
@@ -215,4 +217,121 @@ fn statistics_and_metrics_see_engine_transfers() {
     mm.transfer_engine().execute(batch, TransferOptions { batch_small_below: Some(0), ..Default::default() }).unwrap();
     assert_eq!(mm.statistics().host_to_device.bytes, 4000);
     assert_eq!(a.metrics().host_to_device, 1);
+}
+
+#[test]
+fn batching_uses_fewer_submissions_than_transfers() {
+    let sim = std::sync::Arc::new(SimBackend::new(SimOptions::default()));
+    let mm = MemoryManager::with_shared_backend(sim.clone(), ManagerOptions::default()).unwrap();
+    let mut bufs: Vec<_> = (0..100).map(|_| mm.allocate::<u8>(4096).unwrap()).collect();
+    let datas: Vec<Vec<u8>> = (0..100).map(|i| vec![i as u8; 4096]).collect();
+    let before = sim.submissions();
+    let mut batch = TransferBatch::new();
+    for (b, d) in bufs.iter_mut().zip(&datas) {
+        batch.upload(d, b).unwrap();
+    }
+    let opts = TransferOptions { batch_small_below: Some(8192), chunk_size: 1 << 20, ..Default::default() };
+    let report = mm.transfer_engine().execute(batch, opts).unwrap();
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.batched, 100);
+    // 100 x 4 KiB fit one 1 MiB staging fill: one submission.
+    assert_eq!(sim.submissions() - before, 1);
+    for (b, d) in bufs.iter().zip(&datas) {
+        assert_eq!(&b.to_vec().unwrap(), d);
+    }
+    // Unbatched, the same work is 100 submissions.
+    let before = sim.submissions();
+    let mut batch = TransferBatch::new();
+    for (b, d) in bufs.iter_mut().zip(&datas) {
+        batch.upload(d, b).unwrap();
+    }
+    mm.transfer_engine().execute(batch, TransferOptions { batch_small_below: Some(0), ..Default::default() }).unwrap();
+    assert_eq!(sim.submissions() - before, 100);
+}
+
+#[test]
+fn a_permanently_failed_batch_is_split_into_individual_transfers() {
+    // Op 1: the device segment; op 2: the batch submission, which fails permanently. The batch
+    // is then split: each member is sent alone (ops 3..6), so one bad submission cannot fail
+    // transfers that would have worked.
+    let sim = std::sync::Arc::new(SimBackend::new(SimOptions {
+        faults: FaultPlan { fail_nth: Some(2), transient: false, ..Default::default() },
+        ..Default::default()
+    }));
+    let mm = MemoryManager::with_shared_backend(sim.clone(), ManagerOptions::default()).unwrap();
+    let mut bufs: Vec<_> = (0..4).map(|_| mm.allocate_from(&[0u8; 100]).unwrap()).collect();
+    let datas: Vec<Vec<u8>> = (1..=4).map(|i| vec![i as u8; 100]).collect();
+    let mut batch = TransferBatch::new();
+    for (b, d) in bufs.iter_mut().zip(&datas) {
+        batch.upload(d, b).unwrap();
+    }
+    let report = mm.transfer_engine().execute(batch, TransferOptions::default()).unwrap();
+    assert!(report.is_success(), "after the split every member succeeds on its own: {report:?}");
+    assert_eq!(sim.submissions(), 5, "one failed batch, then four single writes");
+    assert!(report.transfers.iter().all(|t| t.batched));
+    for (b, d) in bufs.iter().zip(&datas) {
+        assert_eq!(&b.to_vec().unwrap(), d);
+    }
+}
+
+#[test]
+fn transient_batch_failures_are_retried_as_one_submission() {
+    let sim = std::sync::Arc::new(SimBackend::new(SimOptions {
+        faults: FaultPlan { fail_nth: Some(2), transient: true, ..Default::default() },
+        ..Default::default()
+    }));
+    let mm = MemoryManager::with_shared_backend(sim.clone(), ManagerOptions::default()).unwrap();
+    let mut bufs: Vec<_> = (0..10).map(|_| mm.allocate::<u8>(1000).unwrap()).collect();
+    let data = vec![9u8; 1000];
+    let mut batch = TransferBatch::new();
+    for b in bufs.iter_mut() {
+        batch.upload(&data, b).unwrap();
+    }
+    let report = mm.transfer_engine().execute(batch, TransferOptions::default()).unwrap();
+    assert!(report.is_success());
+    assert_eq!(report.retries, 1);
+    assert_eq!(sim.submissions(), 2, "the failed submission and its retry");
+    assert!(bufs.iter().all(|b| b.to_vec().unwrap() == data));
+}
+
+#[test]
+fn concurrent_batches_from_several_threads() {
+    let mm = MemoryManager::sim(SimOptions { latency: Duration::from_micros(200), ..Default::default() });
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            let mm = mm.clone();
+            s.spawn(move || {
+                for round in 0..5u32 {
+                    let datas: Vec<Vec<u32>> = (0..8).map(|i| pattern(5000 + i, t * 100 + round)).collect();
+                    let mut bufs: Vec<_> = datas.iter().map(|d| mm.allocate::<u32>(d.len()).unwrap()).collect();
+                    let mut batch = TransferBatch::new();
+                    for (b, d) in bufs.iter_mut().zip(&datas) {
+                        batch.upload(d, b).unwrap();
+                    }
+                    let report = mm.transfer_engine().execute(batch, TransferOptions::default()).unwrap();
+                    assert!(report.is_success());
+                    for (b, d) in bufs.iter().zip(&datas) {
+                        assert_eq!(&b.to_vec().unwrap(), d);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(mm.statistics().active_allocations, 0);
+}
+
+#[test]
+fn transfer_statistics_report_efficiency_against_the_best_stream() {
+    // A bandwidth cap makes every large transfer run at about the same speed.
+    let mm = MemoryManager::sim(SimOptions { bandwidth: Some(2e9), ..Default::default() });
+    let mut a = mm.allocate::<u8>(1 << 20).unwrap();
+    for _ in 0..3 {
+        a.upload(&vec![1u8; 1 << 20]).unwrap();
+    }
+    let h2d = mm.statistics().host_to_device;
+    assert_eq!(h2d.count, 3);
+    assert!(h2d.peak_bandwidth_bytes_per_sec > 0.0);
+    assert!(h2d.peak_bandwidth_bytes_per_sec <= 2.1e9, "{h2d:?}");
+    assert!(h2d.efficiency > 0.0 && h2d.efficiency <= 1.0, "{h2d:?}");
+    assert!(h2d.bandwidth_bytes_per_sec <= h2d.peak_bandwidth_bytes_per_sec * 1.0001);
 }

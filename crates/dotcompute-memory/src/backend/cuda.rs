@@ -219,7 +219,13 @@ impl Backend for CudaBackend {
             Ok(p) => p,
             Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
                 let free = cu::mem_get_info().map(|(f, _)| f as u64).unwrap_or(0);
-                return Err(Error::OutOfMemory { backend: "cuda", requested: size as u64, free, cached: 0 });
+                return Err(Error::OutOfMemory {
+                    backend: "cuda",
+                    requested: size as u64,
+                    free,
+                    cached: 0,
+                    largest_free_block: 0,
+                });
             }
             Err(e) => return Err(driver("cuMemAlloc", e)),
         };

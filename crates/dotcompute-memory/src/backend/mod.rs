@@ -27,6 +27,7 @@ pub mod cpu;
 pub mod cuda;
 #[cfg(feature = "opencl")]
 pub mod opencl;
+pub mod region;
 pub mod sim;
 
 use crate::error::{Error, Result};
@@ -117,6 +118,19 @@ pub struct MemoryInfo {
     pub free: u64,
     /// Largest single allocation the device accepts.
     pub max_allocation: u64,
+}
+
+/// One host-to-device copy of a [`Backend::write_batch_async`] submission.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchWrite<'a> {
+    /// Destination allocation.
+    pub dst: &'a DeviceMemory,
+    /// Offset in the destination.
+    pub dst_offset: usize,
+    /// Source host memory (see the method's safety contract).
+    pub src: *const u8,
+    /// Bytes to copy.
+    pub len: usize,
 }
 
 /// Completion of enqueued work.
@@ -249,6 +263,22 @@ pub trait Backend: Send + Sync + 'static {
         let bytes = unsafe { std::slice::from_raw_parts_mut(dst, len) };
         self.read(src, src_offset, bytes)?;
         Ok(Box::new(ReadyEvent))
+    }
+
+    /// Enqueues several host-to-device copies on `queue` as one submission where the backend
+    /// can (the default submits them one by one); the returned event completes when all have.
+    ///
+    /// # Safety
+    ///
+    /// As [`Backend::write_async`], for every entry of `writes`.
+    unsafe fn write_batch_async(&self, queue: usize, writes: &[BatchWrite<'_>]) -> Result<Event> {
+        let mut last: Event = Box::new(ReadyEvent);
+        for w in writes {
+            // SAFETY: forwarded from this function's contract. Queues are in order, so the
+            // last event completes after all earlier ones.
+            last = unsafe { self.write_async(queue, w.dst, w.dst_offset, w.src, w.len)? };
+        }
+        Ok(last)
     }
 
     /// Enqueues a device-to-device copy on `queue`. Safe: both sides are handles the backend

@@ -759,14 +759,20 @@ impl Backend for OpenClBackend {
             let mut table = self.lock();
             let free = self.summary.global_mem.saturating_sub(table.used);
             if bytes as u64 > free {
-                return Err(Error::OutOfMemory { backend: BACKEND, requested: size as u64, free, cached: 0 });
+                return Err(Error::OutOfMemory {
+                    backend: BACKEND,
+                    requested: size as u64,
+                    free,
+                    cached: 0,
+                    largest_free_block: 0,
+                });
             }
             table.used += bytes as u64;
             free
         };
         let oom = |e: Error| match e {
             Error::Backend { code, .. } if is_oom(code as cl_int) => {
-                Error::OutOfMemory { backend: BACKEND, requested: size as u64, free, cached: 0 }
+                Error::OutOfMemory { backend: BACKEND, requested: size as u64, free, cached: 0, largest_free_block: 0 }
             }
             other => other,
         };

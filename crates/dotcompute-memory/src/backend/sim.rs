@@ -7,7 +7,7 @@
 //! a seeded generator; transient or permanent), so retry, out-of-memory and error paths are
 //! testable without hardware. It is a test instrument, not a stand-in for a real driver.
 
-use super::{Backend, BackendId, DeviceEvent, DeviceMemory, Event, MemoryInfo};
+use super::{Backend, BackendId, BatchWrite, DeviceEvent, DeviceMemory, Event, MemoryInfo};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::ptr::NonNull;
@@ -75,6 +75,7 @@ pub struct SimBackend {
     options: SimOptions,
     device: Mutex<Device>,
     ops: AtomicU64,
+    submissions: AtomicU64,
     rng: AtomicU64,
 }
 
@@ -93,6 +94,7 @@ impl SimBackend {
             options,
             device: Mutex::new(Device { allocations: HashMap::new(), used: 0, next: 1 }),
             ops: AtomicU64::new(0),
+            submissions: AtomicU64::new(0),
             rng: AtomicU64::new(seed),
         }
     }
@@ -107,6 +109,12 @@ impl SimBackend {
         self.ops.load(Ordering::Relaxed)
     }
 
+    /// Transfer submissions so far: each write, read, copy or fill call counts one, and a
+    /// batched write (`write_batch_async`) counts one for all its copies.
+    pub fn submissions(&self) -> u64 {
+        self.submissions.load(Ordering::Relaxed)
+    }
+
     /// Bytes currently allocated on the simulated device.
     pub fn used(&self) -> usize {
         self.lock().used
@@ -118,6 +126,9 @@ impl SimBackend {
 
     /// Counts an operation and decides whether the fault plan fails it.
     fn inject(&self, operation: &'static str) -> Result<()> {
+        if operation != "allocate" && operation != "write_batch_async" {
+            self.submissions.fetch_add(1, Ordering::Relaxed);
+        }
         let n = self.ops.fetch_add(1, Ordering::Relaxed) + 1;
         let plan = &self.options.faults;
         let mut fail = plan.fail_nth == Some(n);
@@ -254,7 +265,13 @@ impl Backend for SimBackend {
         let mut dev = self.lock();
         let free = self.options.capacity - dev.used;
         if size > free {
-            return Err(Error::OutOfMemory { backend: "sim", requested: size as u64, free: free as u64, cached: 0 });
+            return Err(Error::OutOfMemory {
+                backend: "sim",
+                requested: size as u64,
+                free: free as u64,
+                cached: 0,
+                largest_free_block: 0,
+            });
         }
         let handle = dev.next;
         dev.next += 1;
@@ -356,6 +373,24 @@ impl Backend for SimBackend {
         let out = unsafe { std::slice::from_raw_parts_mut(dst, len) };
         self.with_range(src, src_offset, len, |s| out.copy_from_slice(s))?;
         Ok(self.event_for(len))
+    }
+
+    unsafe fn write_batch_async(&self, _queue: usize, writes: &[BatchWrite<'_>]) -> Result<Event> {
+        for w in writes {
+            w.dst.check(self, w.dst_offset, w.len)?;
+        }
+        self.submissions.fetch_add(1, Ordering::Relaxed);
+        self.inject("write_batch_async")?;
+        let mut total = 0;
+        for w in writes {
+            // SAFETY: the caller guarantees each `src` is valid for `len` bytes of reads until
+            // the event completes; the simulator reads them now.
+            let bytes = unsafe { std::slice::from_raw_parts(w.src, w.len) };
+            self.with_range(w.dst, w.dst_offset, w.len, |d| d.copy_from_slice(bytes))?;
+            total += w.len;
+        }
+        // One submission: the latency is paid once, the bandwidth for all bytes.
+        Ok(self.event_for(total))
     }
 
     fn copy_async(

@@ -16,7 +16,8 @@
 //! event; every method that reads, writes or frees memory settles that event first (`Drop` too).
 
 use super::state::{BufferState, Epochs};
-use crate::backend::{DeviceMemory, Event};
+use crate::backend::region::DeviceRegion;
+use crate::backend::Event;
 use crate::error::{Direction, Error, Result};
 use crate::host::HostBlock;
 use crate::manager::{timed, ManagerShared};
@@ -38,9 +39,9 @@ enum Parts {
     /// Unified backend, or zero bytes: one allocation serves both parts.
     /// The two flags say which parts are logically present, so the states (including
     /// `DeviceOnly`) match a discrete device's; no copy is ever needed between them.
-    Unified { memory: Option<DeviceMemory>, ptr: NonNull<u8>, device_attached: bool, host_attached: Cell<bool> },
+    Unified { memory: Option<DeviceRegion>, ptr: NonNull<u8>, device_attached: bool, host_attached: Cell<bool> },
     /// Discrete backend: a host block and a device allocation, each made when first needed.
-    Discrete { host: OnceCell<HostBlock>, device: Option<DeviceMemory> },
+    Discrete { host: OnceCell<HostBlock>, device: Option<DeviceRegion> },
 }
 
 struct Pending {
@@ -133,7 +134,7 @@ impl RawBuffer {
             }
         } else if mm.unified {
             let memory = mm.acquire_device(bytes)?;
-            match mm.backend().host_ptr(&memory) {
+            match memory.host_ptr(mm.backend()) {
                 Some(ptr) if ptr.as_ptr() as usize % HOST_ALIGN == 0 => {
                     Parts::Unified { memory: Some(memory), ptr, device_attached: false, host_attached: Cell::new(true) }
                 }
@@ -231,7 +232,7 @@ impl RawBuffer {
     }
 
     /// The device part when it holds the newest data (the source for device-side reads).
-    pub(crate) fn current_device(&self) -> Option<&DeviceMemory> {
+    pub(crate) fn current_device(&self) -> Option<&DeviceRegion> {
         if self.device_current() {
             self.device()
         } else {
@@ -242,11 +243,11 @@ impl RawBuffer {
     /// Replaces the device part with `block`, which the caller has filled completely with the
     /// buffer's new contents (-> device-current). On unified memory the block becomes the
     /// buffer's single allocation. The old device part goes back to the pool.
-    pub(crate) fn install_device_block(&mut self, block: DeviceMemory) -> Result<()> {
+    pub(crate) fn install_device_block(&mut self, block: DeviceRegion) -> Result<()> {
         self.settle()?;
         match &mut self.parts {
             Parts::Unified { memory, ptr, device_attached, .. } => {
-                let new_ptr = self.mm.backend().host_ptr(&block).filter(|p| p.as_ptr() as usize % HOST_ALIGN == 0);
+                let new_ptr = block.host_ptr(self.mm.backend()).filter(|p| p.as_ptr() as usize % HOST_ALIGN == 0);
                 let Some(new_ptr) = new_ptr else {
                     self.mm.release_device(block);
                     return Err(internal("install: unified block without an aligned host pointer"));
@@ -267,7 +268,7 @@ impl RawBuffer {
         Ok(())
     }
 
-    fn device(&self) -> Option<&DeviceMemory> {
+    fn device(&self) -> Option<&DeviceRegion> {
         match &self.parts {
             Parts::Discrete { device, .. } => device.as_ref(),
             Parts::Unified { .. } => None,
@@ -450,7 +451,7 @@ impl RawBuffer {
                 // the buffer DeviceOnly as it was.
                 let mut block = self.mm.acquire_host(self.bytes)?;
                 let r = self.transfer(Direction::DeviceToHost, self.bytes, || {
-                    backend.read(device, 0, &mut block.bytes_mut()[..self.bytes])
+                    device.read(backend, 0, &mut block.bytes_mut()[..self.bytes])
                 });
                 if let Err(e) = r {
                     self.mm.release_host(block);
@@ -462,7 +463,7 @@ impl RawBuffer {
                 // SAFETY: the host part is stale here, so by the module invariant no reference
                 // into these bytes is alive; the block is live and has at least `bytes` bytes.
                 let dst = unsafe { std::slice::from_raw_parts_mut(block.as_ptr(), self.bytes) };
-                self.transfer(Direction::DeviceToHost, self.bytes, || backend.read(device, 0, dst))?;
+                self.transfer(Direction::DeviceToHost, self.bytes, || device.read(backend, 0, dst))?;
             }
         }
         self.epochs.set(self.epochs.get().host_caught_up());
@@ -480,7 +481,7 @@ impl RawBuffer {
         if let Parts::Discrete { host, device: Some(device) } = &self.parts {
             let src = host.get().map(|b| &b.bytes()[..bytes]).ok_or_else(|| internal("push: no host part"))?;
             let backend = self.mm.backend();
-            let r = self.transfer(Direction::HostToDevice, bytes, || backend.write(device, 0, src));
+            let r = self.transfer(Direction::HostToDevice, bytes, || device.write(backend, 0, src));
             if let Err(e) = r {
                 if fresh {
                     self.drop_device_part();
@@ -574,7 +575,7 @@ impl RawBuffer {
         }
         let device = self.device().ok_or_else(|| internal("read: neither part is current"))?;
         let backend = self.mm.backend();
-        self.transfer(Direction::DeviceToHost, out.len(), || backend.read(device, offset, out))?;
+        self.transfer(Direction::DeviceToHost, out.len(), || device.read(backend, offset, out))?;
         self.count_access(false);
         Ok(())
     }
@@ -616,10 +617,10 @@ impl RawBuffer {
         let dst = self.device().ok_or_else(|| internal("copy: no device part"))?;
         let r = if src.device_current() {
             let from = src.device().ok_or_else(|| internal("copy: source has no device part"))?;
-            self.transfer(Direction::DeviceToDevice, len, || backend.copy(from, src_offset, dst, dst_offset, len))
+            self.transfer(Direction::DeviceToDevice, len, || dst.copy_from(backend, dst_offset, from, src_offset, len))
         } else {
             let data = &src.host()[src_offset..src_offset + len];
-            self.transfer(Direction::HostToDevice, len, || backend.write(dst, dst_offset, data))
+            self.transfer(Direction::HostToDevice, len, || dst.write(backend, dst_offset, data))
         };
         if let Err(e) = r {
             if !had_device {
@@ -653,7 +654,7 @@ impl RawBuffer {
         }
         let block = self.mm.acquire_device(self.bytes)?;
         let backend = self.mm.backend();
-        if let Err(e) = self.transfer(Direction::HostToDevice, data.len(), || backend.write(&block, 0, data)) {
+        if let Err(e) = self.transfer(Direction::HostToDevice, data.len(), || block.write(backend, 0, data)) {
             self.mm.release_device(block);
             return Err(e);
         }
@@ -688,7 +689,7 @@ impl RawBuffer {
                 // SAFETY: the host block is owned by self and is neither written nor freed until
                 // the event is settled: every method that writes or frees host memory settles
                 // pending work first, and Drop does too. It holds at least `bytes` bytes.
-                Some(block) => unsafe { self.mm.backend().write_async(queue, device, 0, block.as_ptr(), bytes) },
+                Some(block) => unsafe { device.write_async(self.mm.backend(), queue, 0, block.as_ptr(), bytes) },
                 None => Err(internal("upload: no host part")),
             },
             _ => Err(internal("upload: no device part")),
@@ -740,7 +741,7 @@ impl RawBuffer {
             // host memory settles pending work first, and Drop does too. On failure nothing was
             // enqueued.
             Parts::Discrete { device: Some(device), .. } => unsafe {
-                self.mm.backend().write_async(queue, device, 0, staging.as_ptr(), bytes)
+                device.write_async(self.mm.backend(), queue, 0, staging.as_ptr(), bytes)
             },
             _ => Err(internal("replace: no device part")),
         };
@@ -787,7 +788,7 @@ impl RawBuffer {
                 // SAFETY: the host part is stale (or new), so no reference into it is alive
                 // (module invariant); it stays alive and untouched until the event is settled,
                 // because every accessor settles pending work first, and Drop does too.
-                Some(block) => unsafe { self.mm.backend().read_async(queue, device, 0, block.as_ptr(), bytes) },
+                Some(block) => unsafe { device.read_async(self.mm.backend(), queue, 0, block.as_ptr(), bytes) },
                 None => Err(internal("download: no host part")),
             },
             _ => Err(internal("download: no device part")),

@@ -4,5 +4,9 @@
 //! handles, whose own modules hold the unsafe parts.
 #![deny(unsafe_code)]
 
+pub(crate) mod arena;
+pub mod array;
 pub(crate) mod cache;
+pub(crate) mod device;
+pub mod object;
 pub mod size_class;

@@ -1,6 +1,7 @@
 //! `TransferEngine`: executes batches of transfers and reports on each.
 
-use super::pipeline::{Op, Plan, Run, SharedStaging, Source};
+use super::batch::{BatchRun, Member};
+use super::pipeline::{Finished, Op, Plan, Run, SharedStaging, Source};
 use super::schedule::{Priority, RetryPolicy};
 use crate::buffer::raw::RawBuffer;
 use crate::buffer::UnifiedBuffer;
@@ -252,14 +253,16 @@ impl MemoryManager {
 struct Execution<'a> {
     mm: Arc<ManagerShared>,
     options: TransferOptions,
-    pending: std::collections::VecDeque<Run<'a>>,
-    active: Vec<Run<'a>>,
-    done: Vec<Run<'a>>,
+    pending: std::collections::VecDeque<Work<'a>>,
+    active: Vec<Work<'a>>,
+    done: Vec<Finished>,
     started: Instant,
     threshold: (usize, bool),
     batched: usize,
     queues_used: usize,
     started_count: usize,
+    /// Retries made by whole batches (member retries after a split are counted per member).
+    batch_retries: u32,
 }
 
 impl TransferEngine {
@@ -312,7 +315,7 @@ impl TransferEngine {
         let mut exec = Execution {
             mm: self.mm.clone(),
             options,
-            pending: std::collections::VecDeque::from([run]),
+            pending: std::collections::VecDeque::from([Work::One(run)]),
             active: Vec::new(),
             done: Vec::new(),
             started: Instant::now(),
@@ -320,6 +323,7 @@ impl TransferEngine {
             batched: 0,
             queues_used: 1,
             started_count: 0,
+            batch_retries: 0,
         };
         loop {
             if exec.step() {
@@ -363,33 +367,35 @@ impl TransferEngine {
         let mut group_bytes = 0usize;
         let mut next_queue = 0usize;
         let flush = |group: &mut Vec<(usize, &'a [u8], &'a mut RawBuffer)>,
-                     runs: &mut std::collections::VecDeque<Run<'a>>,
+                     runs: &mut std::collections::VecDeque<Work<'a>>,
                      queue: usize|
          -> usize {
             if group.is_empty() {
                 return 0;
             }
-            let total: usize = group.iter().map(|(_, s, _)| s.len()).sum();
-            let shared = mm.acquire_host(total).map(|mut block| {
-                let mut off = 0;
-                for (_, s, _) in group.iter() {
-                    block.bytes_mut()[off..off + s.len()].copy_from_slice(s);
-                    off += s.len();
-                }
-                Arc::new(SharedStaging { block: Some(block), mm: mm.clone() })
-            });
             let n = group.len();
-            let mut off = 0;
-            for (index, s, dst) in group.drain(..) {
-                let len = s.len();
-                let src = match &shared {
-                    Ok(sh) => Source::Staged(sh.clone(), off, len),
-                    // No staging memory: send the members directly instead.
-                    Err(_) => Source::Owned(s.to_vec()),
-                };
-                off += len;
-                let plan = Plan { queue, chunk_size: usize::MAX, ring: 1, staging: false };
-                runs.push_back(Run::new(index, Op::Upload { src, dst }, mm, plan, true));
+            let total: usize = group.iter().map(|(_, s, _)| s.len()).sum();
+            match mm.acquire_host(total) {
+                Ok(mut block) => {
+                    // One staging fill for the whole group.
+                    let mut members = Vec::with_capacity(n);
+                    let mut off = 0;
+                    for (index, s, dst) in group.drain(..) {
+                        block.bytes_mut()[off..off + s.len()].copy_from_slice(s);
+                        members.push(Member::new(index, dst, off, s.len()));
+                        off += s.len();
+                    }
+                    let shared = Arc::new(SharedStaging { block: Some(block), mm: mm.clone() });
+                    runs.push_back(Work::Batch(BatchRun::new(members, shared, mm, queue)));
+                }
+                Err(_) => {
+                    // No staging memory: send the members one by one from copies instead.
+                    for (index, s, dst) in group.drain(..) {
+                        let plan = Plan { queue, chunk_size: usize::MAX, ring: 1, staging: false };
+                        let op = Op::Upload { src: Source::Owned(s.to_vec()), dst };
+                        runs.push_back(Work::One(Run::new(index, op, mm, plan, true)));
+                    }
+                }
             }
             n
         };
@@ -418,7 +424,7 @@ impl TransferEngine {
                     // Asynchronous downloads always land in owned staging (leak safety).
                     let stage = staging || (owned && matches!(op, Op::Download { .. }));
                     let plan = Plan { queue, chunk_size: chunk, ring: options.staging_buffers, staging: stage };
-                    runs.push_back(Run::new(index, op, mm, plan, false));
+                    runs.push_back(Work::One(Run::new(index, op, mm, plan, false)));
                     next_queue += 1;
                 }
             }
@@ -435,50 +441,102 @@ impl TransferEngine {
             batched,
             queues_used,
             started_count: 0,
+            batch_retries: 0,
         })
     }
 }
 
+/// A single transfer or a batch of small uploads.
+enum Work<'a> {
+    One(Run<'a>),
+    Batch(BatchRun<'a>),
+}
+
+impl Work<'_> {
+    fn advance(&mut self, retry: &RetryPolicy) -> bool {
+        match self {
+            Work::One(r) => r.advance(retry),
+            Work::Batch(b) => b.advance(retry),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        match self {
+            Work::One(r) => r.is_finished(),
+            Work::Batch(b) => b.is_finished(),
+        }
+    }
+
+    fn set_start_order(&mut self, n: usize) {
+        match self {
+            Work::One(r) => r.start_order = n,
+            Work::Batch(b) => b.start_order = n,
+        }
+    }
+
+    fn wait_next(&self) {
+        match self {
+            Work::One(r) => r.wait_next(),
+            Work::Batch(b) => b.wait_next(),
+        }
+    }
+
+    fn register(&self, waker: &std::task::Waker) {
+        match self {
+            Work::One(r) => r.register(waker),
+            Work::Batch(b) => b.register(waker),
+        }
+    }
+}
+
 impl<'a> Execution<'a> {
-    /// Starts what may start and advances everything; true when all runs are finished.
+    /// Starts what may start and advances everything; true when all work is finished.
     fn step(&mut self) -> bool {
         loop {
             let mut progressed = false;
             while self.active.len() < self.options.max_concurrency {
                 match self.pending.pop_front() {
-                    Some(mut run) => {
-                        run.start_order = self.started_count;
+                    Some(mut work) => {
+                        work.set_start_order(self.started_count);
                         self.started_count += 1;
-                        self.active.push(run);
+                        self.active.push(work);
                         progressed = true;
                     }
                     None => break,
                 }
             }
-            // Batch members share one queue and one fill: let them all in together.
-            while let Some(mut run) = self.pending.pop_front() {
-                if !run.batched {
-                    self.pending.push_front(run);
-                    break;
-                }
-                run.start_order = self.started_count;
-                self.started_count += 1;
-                self.active.push(run);
-            }
-            for run in &mut self.active {
-                progressed |= run.advance(&self.options.retry);
+            for work in &mut self.active {
+                progressed |= work.advance(&self.options.retry);
             }
             let mut i = 0;
             while i < self.active.len() {
-                if self.active[i].is_finished() {
-                    let run = self.active.remove(i);
-                    if run.outcome.as_ref().is_some_and(|r| r.is_ok()) {
-                        self.mm.transfer_tuning.observe(run.bytes, run.duration());
-                    }
-                    self.done.push(run);
-                    progressed = true;
-                } else {
+                if !self.active[i].is_finished() {
                     i += 1;
+                    continue;
+                }
+                progressed = true;
+                match self.active.remove(i) {
+                    Work::One(run) => {
+                        let f = run.finished();
+                        if f.error.is_none() {
+                            self.mm.transfer_tuning.observe(f.bytes, f.duration);
+                        }
+                        self.done.push(f);
+                    }
+                    Work::Batch(mut batch) => {
+                        self.batch_retries += batch.retries;
+                        if batch.needs_split() {
+                            // Each member on its own, with its own retries, ahead of the rest.
+                            for run in batch.split().into_iter().rev() {
+                                self.pending.push_front(Work::One(run));
+                            }
+                        } else {
+                            for f in batch.finished() {
+                                self.mm.transfer_tuning.observe(f.bytes, f.duration);
+                                self.done.push(f);
+                            }
+                        }
+                    }
                 }
             }
             if self.active.is_empty() && self.pending.is_empty() {
@@ -491,8 +549,8 @@ impl<'a> Execution<'a> {
     }
 
     fn block(&self) {
-        if let Some(run) = self.active.iter().find(|r| !r.is_finished()) {
-            run.wait_next();
+        if let Some(work) = self.active.iter().find(|w| !w.is_finished()) {
+            work.wait_next();
         }
     }
 
@@ -502,19 +560,16 @@ impl<'a> Execution<'a> {
         let mut transfers: Vec<TransferOutcome> = self
             .done
             .iter()
-            .map(|r| TransferOutcome {
-                index: r.index,
-                direction: r.direction,
-                bytes: r.bytes as u64,
-                attempts: r.attempts(),
-                chunks: r.chunks as u32,
-                batched: r.batched,
-                start_order: r.start_order,
-                duration: r.duration(),
-                error: match &r.outcome {
-                    Some(Err(e)) => Some(e.to_string()),
-                    _ => None,
-                },
+            .map(|f| TransferOutcome {
+                index: f.index,
+                direction: f.direction,
+                bytes: f.bytes as u64,
+                attempts: f.attempts,
+                chunks: f.chunks as u32,
+                batched: f.batched,
+                start_order: f.start_order,
+                duration: f.duration,
+                error: f.error.clone(),
             })
             .collect();
         transfers.sort_by_key(|t| t.index);
@@ -526,7 +581,7 @@ impl<'a> Execution<'a> {
             total_bytes,
             average_bandwidth: total_bytes as f64 / secs,
             failed: transfers.iter().filter(|t| t.error.is_some()).count(),
-            retries: self.done.iter().map(|r| r.retries).sum(),
+            retries: self.done.iter().map(|f| f.retries).sum::<u32>() + self.batch_retries,
             duration,
             host_to_device_bandwidth: ok(Some(Direction::HostToDevice)) as f64 / secs,
             device_to_host_bandwidth: ok(Some(Direction::DeviceToHost)) as f64 / secs,

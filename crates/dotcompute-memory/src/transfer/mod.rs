@@ -5,6 +5,7 @@
 //!   blocks, so the host copy of chunk N+1 overlaps the DMA of chunk N, with per-chunk retries.
 //! - [`schedule`]: priority order, retry backoff, and the adaptive small-transfer threshold.
 
+mod batch;
 pub mod engine;
 mod pipeline;
 pub mod schedule;

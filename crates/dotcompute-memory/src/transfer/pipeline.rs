@@ -8,7 +8,8 @@
 //! destination's device part only when every chunk has arrived: a failed transfer leaves its
 //! destination exactly as it was.
 
-use crate::backend::{DeviceMemory, Event};
+use crate::backend::region::DeviceRegion;
+use crate::backend::Event;
 use crate::buffer::raw::RawBuffer;
 use crate::error::{Direction, Error, Result};
 use crate::host::HostBlock;
@@ -67,6 +68,21 @@ struct Flight {
     event: Event,
 }
 
+/// A finished transfer, as the report lists it.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub(crate) index: usize,
+    pub(crate) direction: Direction,
+    pub(crate) bytes: usize,
+    pub(crate) attempts: u32,
+    pub(crate) chunks: usize,
+    pub(crate) batched: bool,
+    pub(crate) duration: Duration,
+    pub(crate) error: Option<String>,
+    pub(crate) start_order: usize,
+    pub(crate) retries: u32,
+}
+
 /// Progress callback of a streaming upload: (bytes done, bytes total).
 pub(crate) type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
@@ -86,7 +102,7 @@ pub(crate) struct Run<'a> {
     queue: usize,
     chunk: usize,
     staging: Vec<HostBlock>,
-    target: Option<DeviceMemory>,
+    target: Option<DeviceRegion>,
     next: usize,
     done: usize,
     inflight: VecDeque<Flight>,
@@ -176,6 +192,25 @@ impl<'a> Run<'a> {
 
     pub(crate) fn is_finished(&self) -> bool {
         self.outcome.is_some()
+    }
+
+    /// The report line of a finished run.
+    pub(crate) fn finished(&self) -> Finished {
+        Finished {
+            index: self.index,
+            direction: self.direction,
+            bytes: self.bytes,
+            attempts: self.attempts(),
+            chunks: self.chunks,
+            batched: self.batched,
+            duration: self.duration(),
+            error: match &self.outcome {
+                Some(Err(e)) => Some(e.to_string()),
+                _ => None,
+            },
+            start_order: self.start_order,
+            retries: self.retries,
+        }
     }
 
     pub(crate) fn attempts(&self) -> u32 {
@@ -312,7 +347,7 @@ impl<'a> Run<'a> {
                 // until the event completes: a staging slot is owned by this run and refilled
                 // only after its chunk completed; borrowed, owned and shared-staging sources
                 // live at least as long as the run; `Drop` waits for every event in flight.
-                unsafe { backend.write_async(self.queue, target, off, ptr, len)? }
+                unsafe { target.write_async(&*backend, self.queue, off, ptr, len)? }
             }
             Op::Download { src, dst } => {
                 let from = src.current_device().ok_or_else(|| missing("download source on the device"))?;
@@ -324,17 +359,17 @@ impl<'a> Run<'a> {
                 // the event completes: a staging slot owned by this run, or the user's
                 // destination, exclusively borrowed for the run's whole life (direct downloads
                 // are used only by synchronous execution); `Drop` waits for events in flight.
-                unsafe { backend.read_async(self.queue, from, off, ptr, len)? }
+                unsafe { from.read_async(&*backend, self.queue, off, ptr, len)? }
             }
             Op::Copy { src, .. } => {
                 let target = self.target.as_ref().ok_or_else(|| missing("copy target"))?;
                 match src.current_device() {
-                    Some(from) => backend.copy_async(self.queue, from, off, target, off, len)?,
+                    Some(from) => target.copy_from_async(&*backend, self.queue, off, from, off, len)?,
                     None => {
                         let data = &src.host()[off..off + len];
                         // SAFETY: the source buffer is borrowed for the run's whole life, so its
                         // host bytes stay valid and (shared borrow) unwritten; Drop waits.
-                        unsafe { backend.write_async(self.queue, target, off, data.as_ptr(), len)? }
+                        unsafe { target.write_async(&*backend, self.queue, off, data.as_ptr(), len)? }
                     }
                 }
             }

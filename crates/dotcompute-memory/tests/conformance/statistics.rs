@@ -69,9 +69,12 @@ pub fn pool_hits_are_counted(ctx: &Ctx) {
     assert_eq!(s.block_requests, 10 * blocks_per_buffer, "{at}");
     assert!((s.pool_hit_rate - 0.9).abs() < 1e-9, "{at}: {}", s.pool_hit_rate);
     assert!((s.allocation_reduction - 0.9).abs() < 1e-9, "{at}: {}", s.allocation_reduction);
-    // A size in another class misses.
+    // A size in another class misses the per-class cache. On the device side it is carved from
+    // the pool's existing 2 MiB segment (no backend call); a discrete buffer's new host block
+    // is a fresh host allocation.
     drop(mm.allocate::<u8>(100_000).unwrap());
-    assert_eq!(mm.statistics().backend_allocations, blocks_per_buffer + 1, "{at}");
+    let fresh = if ctx.unified() { 0 } else { 1 };
+    assert_eq!(mm.statistics().backend_allocations, blocks_per_buffer + fresh, "{at}");
     // Without pooling nothing hits and nothing stays cached.
     let Ok(plain) = MemoryManager::with_backend_name(ctx.name, ManagerOptions { enable_pooling: false, ..options() })
     else {

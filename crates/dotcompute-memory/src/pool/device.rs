@@ -1,0 +1,235 @@
+//! `DevicePool`: the caching allocator for backend memory.
+//!
+//! Two levels, as in PyTorch's CUDA caching allocator with a lock-free front:
+//! 1. a lock-free per-size-class cache of whole regions (`BlockCache`): the common hit, a
+//!    region freed and asked for again at the same size, takes no lock;
+//! 2. behind a mutex, an [`Arena`] that carves regions out of backend segments: requests up to
+//!    1 MiB from 2 MiB segments, up to 64 MiB best-fit from 20 MiB (or larger) segments with
+//!    splitting and coalescing, and oversize requests in segments of their own that are never
+//!    split.
+//!
+//! On backend out-of-memory the pool empties its front cache into the arena, returns every
+//! entirely free segment to the backend and retries once; a second failure reports the request,
+//! the device's free memory, what is still cached and the largest free block.
+
+use super::arena::Arena;
+use super::cache::BlockCache;
+use super::size_class::class_of;
+use crate::backend::region::{DeviceRegion, Segment};
+use crate::backend::{Backend, DeviceMemory};
+use crate::error::{Error, Result};
+use crate::stats::StatCounters;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Offsets and sizes of regions are multiples of this (CUDA's allocation granularity).
+const GRANULE: usize = 256;
+/// Requests up to this size are "small" and come from [`SMALL_SEGMENT`]s.
+const SMALL_LIMIT: usize = 1 << 20;
+const SMALL_SEGMENT: usize = 2 << 20;
+/// Requests between 1 MiB and 10 MiB share 20 MiB segments.
+const MEDIUM_LIMIT: usize = 10 << 20;
+const LARGE_SEGMENT: usize = 20 << 20;
+/// Requests above this get a segment of their own that is never split.
+const OVERSIZE: usize = 64 << 20;
+/// A free remainder is split off only if at least this large.
+const MIN_SPLIT_SMALL: usize = 512;
+const MIN_SPLIT_LARGE: usize = 1 << 20;
+
+struct ArenaState {
+    arena: Arena,
+    segments: std::collections::HashMap<u64, Arc<Segment>>,
+    next_id: u64,
+}
+
+/// The caching allocator of one manager. See the module docs.
+pub(crate) struct DevicePool {
+    backend: Arc<dyn Backend>,
+    stats: Arc<StatCounters>,
+    pooling: bool,
+    max_cached: usize,
+    front: BlockCache<DeviceRegion>,
+    state: Mutex<ArenaState>,
+}
+
+fn round_up(n: usize, to: usize) -> Option<usize> {
+    n.checked_add(to - 1).map(|v| v / to * to)
+}
+
+impl DevicePool {
+    pub(crate) fn new(backend: Arc<dyn Backend>, stats: Arc<StatCounters>, pooling: bool, max_cached: usize) -> Self {
+        DevicePool {
+            backend,
+            stats,
+            pooling,
+            max_cached,
+            front: BlockCache::new(max_cached),
+            state: Mutex::new(ArenaState { arena: Arena::default(), segments: Default::default(), next_id: 1 }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ArenaState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes cached: whole regions in the front cache plus free blocks in segments.
+    pub(crate) fn cached_bytes(&self) -> usize {
+        self.front.cached_bytes() + self.lock().arena.free_bytes()
+    }
+
+    /// A region of at least `bytes` bytes.
+    pub(crate) fn acquire(&self, bytes: usize, tick: u64) -> Result<DeviceRegion> {
+        let overflow =
+            || Error::LengthOverflow { len: bytes, element_size: 1, type_name: "u8 (rounded to a pool size class)" };
+        let (class, class_size) = class_of(bytes).ok_or_else(overflow)?;
+        let size = round_up(class_size, GRANULE).filter(|&s| s <= isize::MAX as usize).ok_or_else(overflow)?;
+        if self.pooling {
+            if let Some(region) = self.front.take(class) {
+                self.stats.pool_hit();
+                return Ok(region);
+            }
+        }
+        let mut st = self.lock();
+        let min_split = if size <= SMALL_LIMIT { MIN_SPLIT_SMALL } else { MIN_SPLIT_LARGE };
+        if self.pooling {
+            if let Some((seg, off)) = st.arena.alloc(size, min_split) {
+                self.stats.pool_hit();
+                return Ok(Self::region(&st, seg, off, size, class));
+            }
+        }
+        let (segment_size, mut splittable) = if !self.pooling || self.max_cached < LARGE_SEGMENT {
+            // Without pooling, or with a cache bound below a segment (whose free remainder the
+            // bound could not cover), every region is a backend allocation of its own.
+            (size, false)
+        } else if size <= SMALL_LIMIT {
+            (SMALL_SEGMENT, true)
+        } else if size <= MEDIUM_LIMIT {
+            (LARGE_SEGMENT, true)
+        } else if size <= OVERSIZE {
+            (round_up(size, SMALL_SEGMENT).ok_or_else(overflow)?, true)
+        } else {
+            (round_up(size, SMALL_SEGMENT).ok_or_else(overflow)?, false)
+        };
+        let memory = match self.backend.allocate(segment_size, 4096) {
+            Ok(m) => m,
+            Err(Error::OutOfMemory { .. }) => {
+                drop(st);
+                self.release_cached(0, u64::MAX);
+                st = self.lock();
+                // A device too small for a whole segment may still fit the request itself.
+                let retry = match self.backend.allocate(segment_size, 4096) {
+                    Err(Error::OutOfMemory { .. }) if segment_size > size => {
+                        splittable = false;
+                        self.backend.allocate(size, 4096)
+                    }
+                    other => other,
+                };
+                match retry {
+                    Ok(m) => m,
+                    Err(Error::OutOfMemory { backend, free, .. }) => {
+                        return Err(Error::OutOfMemory {
+                            backend,
+                            requested: size as u64,
+                            free,
+                            cached: (self.front.cached_bytes() + st.arena.free_bytes()) as u64,
+                            largest_free_block: st.arena.largest_free() as u64,
+                        })
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        self.stats.backend_allocated(memory.size());
+        let id = st.next_id;
+        st.next_id += 1;
+        let seg_size = memory.size();
+        st.segments.insert(id, Arc::new(Segment { memory, id }));
+        st.arena.add_segment(id, seg_size, splittable, tick);
+        let (seg, off) = st.arena.alloc(size, min_split).ok_or_else(|| Error::InvalidHandle {
+            backend: "pool",
+            reason: format!("internal inconsistency: a fresh segment of {seg_size} bytes did not fit {size}"),
+        })?;
+        Ok(Self::region(&st, seg, off, size, class))
+    }
+
+    fn region(st: &ArenaState, seg: u64, offset: usize, size: usize, class: usize) -> DeviceRegion {
+        let segment = st.segments[&seg].clone();
+        let size = st.arena.block_size(seg, offset).unwrap_or(size);
+        DeviceRegion { segment, offset, size, class }
+    }
+
+    /// Takes a region back: into the front cache when pooling and under the bound, else into
+    /// the arena (coalescing), returning empty segments when over the bound or not pooling.
+    pub(crate) fn release(&self, region: DeviceRegion, tick: u64) {
+        let region = if self.pooling {
+            match self.front.put(region.class, region.size, region, tick) {
+                Ok(()) => return,
+                Err(r) => r,
+            }
+        } else {
+            region
+        };
+        let mut st = self.lock();
+        self.free_into_arena(&mut st, region, tick);
+        let over = !self.pooling || self.front.cached_bytes() + st.arena.free_bytes() > self.max_cached;
+        if over {
+            self.release_empty_segments(&mut st, if self.pooling { self.max_cached } else { 0 }, u64::MAX);
+        }
+    }
+
+    fn free_into_arena(&self, st: &mut ArenaState, region: DeviceRegion, tick: u64) {
+        let (seg, off) = (region.segment.id, region.offset);
+        drop(region);
+        // A region not known to the arena would be a bug; it is dropped rather than panicking.
+        let _ = st.arena.free(seg, off, tick);
+    }
+
+    /// Returns entirely free segments idle since before `idle_before` to the backend until at
+    /// most `keep` bytes stay cached. Returns the bytes released.
+    fn release_empty_segments(&self, st: &mut ArenaState, keep: usize, idle_before: u64) -> usize {
+        let mut released = 0;
+        for (id, _) in st.arena.empty_segments(idle_before) {
+            if self.front.cached_bytes() + st.arena.free_bytes() <= keep {
+                break;
+            }
+            let Some(segment) = st.segments.remove(&id) else { continue };
+            match Arc::try_unwrap(segment) {
+                Ok(segment) => {
+                    st.arena.remove_segment(id);
+                    let memory: DeviceMemory = segment.memory;
+                    released += memory.size();
+                    self.stats.backend_freed(memory.size());
+                    let _ = self.backend.free(memory);
+                }
+                // Still referenced (cannot happen for an empty segment): keep it.
+                Err(segment) => {
+                    st.segments.insert(id, segment);
+                }
+            }
+        }
+        released
+    }
+
+    /// Moves front-cache regions idle since before `idle_before` into the arena, then returns
+    /// empty segments to the backend, until at most `keep` bytes stay cached.
+    pub(crate) fn release_cached(&self, keep: usize, idle_before: u64) -> usize {
+        let regions = self.front.evict(0, idle_before);
+        let mut st = self.lock();
+        for r in regions {
+            // Idle since before `idle_before`, so stamp them as such.
+            self.free_into_arena(&mut st, r, idle_before.saturating_sub(1));
+        }
+        self.release_empty_segments(&mut st, keep, idle_before)
+    }
+
+    /// Segments currently held (for diagnostics).
+    pub(crate) fn segment_count(&self) -> usize {
+        self.lock().arena.segment_count()
+    }
+}
+
+impl Drop for DevicePool {
+    fn drop(&mut self) {
+        self.release_cached(0, u64::MAX);
+    }
+}

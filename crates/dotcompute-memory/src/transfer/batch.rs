@@ -1,0 +1,254 @@
+//! `BatchRun`: many small uploads packed into one staging fill and submitted together.
+//!
+//! The members' bytes already sit in one shared staging block; the batch is one
+//! `write_batch_async` submission (a single submission on backends that support it) and one
+//! completion wait. A transient failure retries the whole submission with backoff; a permanent
+//! one (or running out of attempts) splits the batch into individual transfers, so one bad
+//! member fails alone.
+
+use super::pipeline::{Finished, Op, Plan, Run, SharedStaging, Source};
+use crate::backend::region::DeviceRegion;
+use crate::backend::{BatchWrite, Event};
+use crate::buffer::raw::RawBuffer;
+use crate::error::{Direction, Error, Result};
+use crate::manager::ManagerShared;
+use crate::transfer::schedule::RetryPolicy;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub(crate) struct Member<'a> {
+    pub(crate) index: usize,
+    pub(crate) dst: &'a mut RawBuffer,
+    pub(crate) offset: usize,
+    pub(crate) len: usize,
+    target: Option<DeviceRegion>,
+}
+
+impl<'a> Member<'a> {
+    pub(crate) fn new(index: usize, dst: &'a mut RawBuffer, offset: usize, len: usize) -> Self {
+        Member { index, dst, offset, len, target: None }
+    }
+}
+
+pub(crate) struct BatchRun<'a> {
+    members: Vec<Member<'a>>,
+    staging: Arc<SharedStaging>,
+    mm: Arc<ManagerShared>,
+    queue: usize,
+    attempts: u32,
+    pub(crate) retries: u32,
+    retry_at: Option<Instant>,
+    inflight: Option<Event>,
+    started: Instant,
+    pub(crate) start_order: usize,
+    /// Some(Ok) when installed; Some(Err) when it must be split.
+    outcome: Option<Result<()>>,
+}
+
+impl<'a> BatchRun<'a> {
+    pub(crate) fn new(
+        members: Vec<Member<'a>>,
+        staging: Arc<SharedStaging>,
+        mm: &Arc<ManagerShared>,
+        queue: usize,
+    ) -> Self {
+        let mut run = BatchRun {
+            members,
+            staging,
+            mm: mm.clone(),
+            queue,
+            attempts: 0,
+            retries: 0,
+            retry_at: None,
+            inflight: None,
+            started: Instant::now(),
+            start_order: 0,
+            outcome: None,
+        };
+        for i in 0..run.members.len() {
+            match mm.acquire_device(run.members[i].len) {
+                Ok(t) => run.members[i].target = Some(t),
+                Err(e) => {
+                    // Let each member try (and fail or succeed) on its own.
+                    run.outcome = Some(Err(e));
+                    break;
+                }
+            }
+        }
+        run
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    /// True when the batch failed and must be split into individual transfers.
+    pub(crate) fn needs_split(&self) -> bool {
+        matches!(self.outcome, Some(Err(_)))
+    }
+
+    pub(crate) fn advance(&mut self, retry: &RetryPolicy) -> bool {
+        if self.is_finished() {
+            return false;
+        }
+        if let Some(ev) = &self.inflight {
+            match ev.is_complete() {
+                Ok(false) => return false,
+                Ok(true) => {
+                    self.inflight = None;
+                    self.install();
+                }
+                Err(e) => {
+                    self.inflight = None;
+                    self.failed(e, retry);
+                }
+            }
+            return true;
+        }
+        if let Some(at) = self.retry_at {
+            if Instant::now() < at {
+                return false;
+            }
+            self.retry_at = None;
+        }
+        if let Err(e) = self.enqueue() {
+            self.failed(e, retry);
+        }
+        true
+    }
+
+    fn enqueue(&mut self) -> Result<()> {
+        self.attempts += 1;
+        let block = self.staging.block.as_ref().ok_or_else(|| missing("staging block"))?;
+        let base = block.as_ptr() as *const u8;
+        let mut writes = Vec::with_capacity(self.members.len());
+        for m in &self.members {
+            let t = m.target.as_ref().ok_or_else(|| missing("batch target"))?;
+            if m.len > t.size() {
+                return Err(missing("a target large enough"));
+            }
+            // The pointer stays inside the staging block: offsets and lengths were laid out
+            // when the block was filled.
+            writes.push(BatchWrite {
+                dst: t.memory(),
+                dst_offset: t.offset(),
+                src: base.wrapping_add(m.offset),
+                len: m.len,
+            });
+        }
+        // SAFETY: every source range lies in the shared staging block, which this run keeps
+        // alive (Arc) and nobody writes after the fill; every destination is a region this run
+        // owns until it is installed after completion. `Drop` waits for the event in flight.
+        let event = unsafe { self.mm.backend().write_batch_async(self.queue, &writes)? };
+        self.inflight = Some(event);
+        Ok(())
+    }
+
+    fn failed(&mut self, e: Error, retry: &RetryPolicy) {
+        if e.is_transient() && self.attempts < retry.max_attempts {
+            self.retries += 1;
+            self.retry_at = Some(Instant::now() + retry.backoff(self.attempts));
+        } else {
+            self.outcome = Some(Err(e));
+        }
+    }
+
+    fn install(&mut self) {
+        let elapsed = self.started.elapsed();
+        for m in &mut self.members {
+            if let Some(t) = m.target.take() {
+                // Installing cannot fail here (nothing pending on a batch member).
+                let _ = m.dst.install_device_block(t);
+                m.dst.record(Direction::HostToDevice, m.len, elapsed);
+            }
+        }
+        self.outcome = Some(Ok(()));
+    }
+
+    pub(crate) fn wait_next(&self) {
+        if let Some(ev) = &self.inflight {
+            let _ = ev.wait();
+        } else if let Some(at) = self.retry_at {
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+        }
+    }
+
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        if let Some(ev) = &self.inflight {
+            ev.on_complete(waker.clone());
+        } else if let Some(at) = self.retry_at {
+            let waker = waker.clone();
+            let delay = at.saturating_duration_since(Instant::now());
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                waker.wake();
+            });
+        } else {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Outcomes of a successful batch, one per member.
+    pub(crate) fn finished(&self) -> Vec<Finished> {
+        let duration = self.started.elapsed();
+        self.members
+            .iter()
+            .map(|m| Finished {
+                index: m.index,
+                direction: Direction::HostToDevice,
+                bytes: m.len,
+                attempts: self.attempts,
+                chunks: 1,
+                batched: true,
+                duration,
+                error: None,
+                start_order: self.start_order,
+                retries: 0,
+            })
+            .collect()
+    }
+
+    /// Turns a failed batch into one transfer per member (each with its own retries).
+    pub(crate) fn split(&mut self) -> Vec<Run<'a>> {
+        self.drain();
+        let members = std::mem::take(&mut self.members);
+        members
+            .into_iter()
+            .map(|mut m| {
+                if let Some(t) = m.target.take() {
+                    self.mm.release_device(t);
+                }
+                let src = Source::Staged(self.staging.clone(), m.offset, m.len);
+                let plan = Plan { queue: self.queue, chunk_size: usize::MAX, ring: 1, staging: false };
+                Run::new(m.index, Op::Upload { src, dst: m.dst }, &self.mm, plan, true)
+            })
+            .collect()
+    }
+
+    fn drain(&mut self) {
+        if let Some(ev) = self.inflight.take() {
+            let _ = ev.wait();
+        }
+    }
+}
+
+impl Drop for BatchRun<'_> {
+    fn drop(&mut self) {
+        self.drain();
+        for m in &mut self.members {
+            if let Some(t) = m.target.take() {
+                self.mm.release_device(t);
+            }
+        }
+    }
+}
+
+fn missing(what: &str) -> Error {
+    Error::InvalidHandle {
+        backend: "transfer",
+        reason: format!("internal inconsistency: no {what}; please report this"),
+    }
+}
