@@ -6,7 +6,7 @@ use std::ptr::NonNull;
 
 /// An owned, aligned block of host memory whose bytes are always initialised.
 ///
-/// Fresh blocks are zeroed. Blocks of [`MAP_THRESHOLD`] bytes or more come straight from an
+/// Fresh blocks are zeroed. Blocks of `MAP_THRESHOLD` (1 MiB) or more come straight from an
 /// anonymous `mmap`, whose zero pages are materialised lazily, so the first touch pays the page
 /// faults and the allocation itself is O(1) (the system allocator, asked for page alignment,
 /// would allocate and then `memset` the whole block). Reused blocks keep whatever was last
