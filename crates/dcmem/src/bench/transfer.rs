@@ -121,7 +121,7 @@ impl Ctx {
             row(
                 "Pipelined transfer (vs pipelining: false)",
                 n,
-                "engine upload with pipelining: false (one staged transfer)".into(),
+                "engine upload with pipelining: false (one transfer, not cut into chunks)".into(),
                 ours_text,
                 second,
             ),
