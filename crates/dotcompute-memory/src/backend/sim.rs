@@ -76,6 +76,8 @@ pub struct SimBackend {
     device: Mutex<Device>,
     ops: AtomicU64,
     submissions: AtomicU64,
+    /// When each queue finishes the work already enqueued on it.
+    busy_until: Mutex<Vec<Instant>>,
     rng: AtomicU64,
 }
 
@@ -89,12 +91,14 @@ impl SimBackend {
     /// A simulated device with the given options.
     pub fn new(options: SimOptions) -> Self {
         let seed = options.faults.seed | 1;
+        let queues = options.queues.max(1);
         SimBackend {
             id: BackendId::next(),
             options,
             device: Mutex::new(Device { allocations: HashMap::new(), used: 0, next: 1 }),
             ops: AtomicU64::new(0),
             submissions: AtomicU64::new(0),
+            busy_until: Mutex::new(vec![Instant::now(); queues]),
             rng: AtomicU64::new(seed),
         }
     }
@@ -174,8 +178,17 @@ impl SimBackend {
         }
     }
 
-    fn event_for(&self, bytes: usize) -> Event {
-        Box::new(SimEvent { done_at: Instant::now() + self.transfer_delay(bytes) })
+    /// An event for `bytes` moved on `queue`: queues are in order, so the transfer starts when
+    /// the queue's previous one has finished and takes the simulated latency and bandwidth time.
+    /// The copy itself already happened; only its completion is delayed.
+    fn event_for(&self, queue: usize, bytes: usize) -> Event {
+        let delay = self.transfer_delay(bytes);
+        let now = Instant::now();
+        let mut busy = self.busy_until.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut busy[queue % self.options.queues.max(1)];
+        let done_at = (*slot).max(now) + delay;
+        *slot = done_at;
+        Box::new(SimEvent { done_at })
     }
 
     /// Checks, counts and performs a device-to-device copy, without the simulated delay.
@@ -343,7 +356,7 @@ impl Backend for SimBackend {
 
     unsafe fn write_async(
         &self,
-        _queue: usize,
+        queue: usize,
         dst: &DeviceMemory,
         dst_offset: usize,
         src: *const u8,
@@ -355,12 +368,12 @@ impl Backend for SimBackend {
         // completes; the simulator reads it now, before returning.
         let bytes = unsafe { std::slice::from_raw_parts(src, len) };
         self.with_range(dst, dst_offset, len, |d| d.copy_from_slice(bytes))?;
-        Ok(self.event_for(len))
+        Ok(self.event_for(queue, len))
     }
 
     unsafe fn read_async(
         &self,
-        _queue: usize,
+        queue: usize,
         src: &DeviceMemory,
         src_offset: usize,
         dst: *mut u8,
@@ -372,10 +385,10 @@ impl Backend for SimBackend {
         // the event completes; the simulator writes it now, before returning.
         let out = unsafe { std::slice::from_raw_parts_mut(dst, len) };
         self.with_range(src, src_offset, len, |s| out.copy_from_slice(s))?;
-        Ok(self.event_for(len))
+        Ok(self.event_for(queue, len))
     }
 
-    unsafe fn write_batch_async(&self, _queue: usize, writes: &[BatchWrite<'_>]) -> Result<Event> {
+    unsafe fn write_batch_async(&self, queue: usize, writes: &[BatchWrite<'_>]) -> Result<Event> {
         for w in writes {
             w.dst.check(self, w.dst_offset, w.len)?;
         }
@@ -390,12 +403,12 @@ impl Backend for SimBackend {
             total += w.len;
         }
         // One submission: the latency is paid once, the bandwidth for all bytes.
-        Ok(self.event_for(total))
+        Ok(self.event_for(queue, total))
     }
 
     fn copy_async(
         &self,
-        _queue: usize,
+        queue: usize,
         src: &DeviceMemory,
         src_offset: usize,
         dst: &DeviceMemory,
@@ -403,7 +416,7 @@ impl Backend for SimBackend {
         len: usize,
     ) -> Result<Event> {
         self.copy_data(src, src_offset, dst, dst_offset, len)?;
-        Ok(self.event_for(len))
+        Ok(self.event_for(queue, len))
     }
 }
 
@@ -513,6 +526,25 @@ mod tests {
         assert_eq!(first, run());
         let failures = first.iter().filter(|ok| !**ok).count();
         assert!(failures > 3 && failures < 40, "{failures} failures of {}", first.len());
+    }
+
+    #[test]
+    fn queues_are_in_order() {
+        let sim = SimBackend::new(SimOptions { latency: Duration::from_millis(40), ..Default::default() });
+        let a = sim.allocate(8, 8).unwrap();
+        let src = [5u8; 8];
+        // SAFETY: src outlives the waits below.
+        let first = unsafe { sim.write_async(0, &a, 0, src.as_ptr(), 8) }.unwrap();
+        // SAFETY: as above.
+        let second = unsafe { sim.write_async(0, &a, 0, src.as_ptr(), 8) }.unwrap();
+        // SAFETY: as above.
+        let other_queue = unsafe { sim.write_async(1, &a, 0, src.as_ptr(), 8) }.unwrap();
+        first.wait().unwrap();
+        other_queue.wait().unwrap();
+        // The second transfer on queue 0 starts only when the first has finished.
+        assert!(!second.is_complete().unwrap());
+        second.wait().unwrap();
+        sim.free(a).unwrap();
     }
 
     #[test]

@@ -309,6 +309,8 @@ impl TransferEngine {
                 right: dst.manager_id(),
             });
         }
+        // The report's clock includes setting up (allocating the target and staging).
+        let started = Instant::now();
         let plan = Plan { queue: 0, chunk_size: options.chunk_size, ring: options.staging_buffers, staging: true };
         let run = Run::new(0, Op::Upload { src: Source::Reader(reader), dst: &mut dst.raw }, &self.mm, plan, false)
             .with_progress(progress);
@@ -318,7 +320,7 @@ impl TransferEngine {
             pending: std::collections::VecDeque::from([Work::One(run)]),
             active: Vec::new(),
             done: Vec::new(),
-            started: Instant::now(),
+            started,
             threshold: (0, false),
             batched: 0,
             queues_used: 1,
@@ -334,6 +336,8 @@ impl TransferEngine {
     }
 
     fn prepare<'a>(&self, batch: TransferBatch<'a>, options: TransferOptions, owned: bool) -> Result<Execution<'a>> {
+        // The report's clock includes setting up (staging fills, target allocations).
+        let started = Instant::now();
         options.validate()?;
         for (spec, _) in &batch.items {
             let (a, b) = spec.manager_ids();
@@ -436,7 +440,7 @@ impl TransferEngine {
             pending: runs,
             active: Vec::new(),
             done: Vec::new(),
-            started: Instant::now(),
+            started,
             threshold,
             batched,
             queues_used,
