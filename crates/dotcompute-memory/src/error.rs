@@ -174,6 +174,15 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The backend does not offer this operation.
+    #[error("{backend} does not support {operation}")]
+    Unsupported {
+        /// Backend name.
+        backend: &'static str,
+        /// The operation.
+        operation: &'static str,
+    },
+
     /// A device handle passed to a backend that did not create it, or already released.
     #[error("invalid device memory handle for backend {backend}: {reason}")]
     InvalidHandle {

@@ -68,7 +68,9 @@ pub mod transfer;
 
 pub use backend::cpu::CpuBackend;
 pub use backend::sim::{FaultPlan, SimBackend, SimOptions};
-pub use backend::{Backend, BackendId, BatchWrite, DeviceEvent, DeviceMemory, Event, MemoryInfo, ReadyEvent};
+pub use backend::{
+    Backend, BackendId, BatchWrite, DeviceEvent, DeviceMemory, Event, MemoryInfo, PinnedHost, ReadyEvent,
+};
 pub use buffer::{
     AsBufferView, BufferMetrics, BufferSlice, BufferSliceMut, BufferState, TransferFuture, UnifiedBuffer,
 };

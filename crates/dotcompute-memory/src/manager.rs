@@ -80,6 +80,10 @@ pub(crate) struct ManagerShared {
     pub(crate) diagnostics: Diagnostics,
     /// Coarse clock advanced by each maintenance pass; cached blocks are stamped with it.
     tick: AtomicU64,
+    /// Pinned staging blocks, by size class.
+    pinned_cache: BlockCache<Box<dyn crate::backend::PinnedHost>>,
+    /// Set once the backend has refused pinned memory, so later staging does not ask again.
+    pinned_unavailable: std::sync::atomic::AtomicBool,
     /// Measured transfer overhead and bandwidth, for the engine's batching threshold.
     pub(crate) transfer_tuning: crate::transfer::schedule::Tuning,
 }
@@ -138,6 +142,49 @@ impl ManagerShared {
         self.stats.backend_freed(size);
     }
 
+    /// A staging block of at least `bytes` bytes: pinned memory from the backend when `pinned`
+    /// is asked and the backend has it (cached by size class), pageable host memory otherwise.
+    pub(crate) fn acquire_staging(&self, bytes: usize, pinned: bool) -> Result<crate::transfer::staging::StagingSlot> {
+        use crate::transfer::staging::StagingSlot;
+        if pinned && !self.pinned_unavailable.load(Ordering::Relaxed) {
+            let (index, size) = self.round(bytes)?;
+            if let Some(p) = self.pinned_cache.take(index) {
+                self.stats.pool_hit();
+                return Ok(StagingSlot::Pinned(p));
+            }
+            match self.backend.allocate_pinned(size) {
+                Ok(p) => {
+                    self.stats.backend_allocated(size);
+                    return Ok(StagingSlot::Pinned(p));
+                }
+                Err(Error::Unsupported { .. }) => self.pinned_unavailable.store(true, Ordering::Relaxed),
+                // Out of lockable memory: stage through pageable memory this time.
+                Err(_) => {}
+            }
+        }
+        self.acquire_host(bytes).map(StagingSlot::Host)
+    }
+
+    pub(crate) fn release_staging(&self, slot: crate::transfer::staging::StagingSlot) {
+        use crate::transfer::staging::StagingSlot;
+        match slot {
+            StagingSlot::Host(b) => self.release_host(b),
+            StagingSlot::Pinned(p) => {
+                let size = p.bytes().len();
+                if let Some((index, class)) = class_of(size).filter(|&(_, c)| c == size) {
+                    if self.options.enable_pooling {
+                        if let Err(p) = self.pinned_cache.put(index, class, p, self.tick.load(Ordering::Relaxed)) {
+                            drop(p);
+                        } else {
+                            return;
+                        }
+                    }
+                }
+                self.stats.backend_freed(size);
+            }
+        }
+    }
+
     fn round(&self, bytes: usize) -> Result<(usize, usize)> {
         // A rounded size above isize::MAX cannot be allocated by anything (Rust's `Layout`
         // rejects it); report it as the overflow it is, not as a bad alignment.
@@ -163,11 +210,15 @@ impl ManagerShared {
             released += block.size();
             self.stats.backend_freed(block.size());
         }
+        for pinned in self.pinned_cache.evict(keep, idle_before) {
+            released += pinned.bytes().len();
+            self.stats.backend_freed(pinned.bytes().len());
+        }
         released
     }
 
     pub(crate) fn cached_bytes(&self) -> usize {
-        self.device_pool.cached_bytes() + self.host_cache.cached_bytes()
+        self.device_pool.cached_bytes() + self.host_cache.cached_bytes() + self.pinned_cache.cached_bytes()
     }
 
     /// One maintenance pass: blocks idle since before the previous pass go, down to the minimum.
@@ -256,6 +307,8 @@ impl MemoryManager {
             stats,
             tick: AtomicU64::new(0),
             transfer_tuning: Default::default(),
+            pinned_cache: BlockCache::new(max),
+            pinned_unavailable: Default::default(),
             options,
         });
         let maintenance = shared.options.maintenance_interval.map(|interval| {

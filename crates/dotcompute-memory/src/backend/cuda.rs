@@ -249,6 +249,28 @@ impl Backend for CudaBackend {
         unsafe { cu::free_sync(memory.handle()) }.map_err(|e| driver("cuMemFree", e))
     }
 
+    fn allocate_pinned(&self, size: usize) -> Result<Box<dyn super::PinnedHost>> {
+        self.bind()?;
+        // Flag 0 (not CU_MEMHOSTALLOC_WRITECOMBINED, which makes host reads slow).
+        // SAFETY: a plain page-locked allocation; freed in CudaPinned::drop.
+        let ptr = unsafe { cu::malloc_host(size.max(1), 0) }.map_err(|e| match e.0 {
+            sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => Error::OutOfMemory {
+                backend: "cuda",
+                requested: size as u64,
+                free: 0,
+                cached: 0,
+                largest_free_block: 0,
+            },
+            _ => driver("cuMemHostAlloc", e),
+        })?;
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| driver("cuMemHostAlloc", DriverError(sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY)))?;
+        // SAFETY: cuMemHostAlloc returns uninitialised memory; zero it once so every byte is
+        // initialised before it is exposed as &[u8].
+        unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, size) };
+        Ok(Box::new(CudaPinned { ptr, len: size, ctx: self.ctx }))
+    }
+
     fn host_ptr(&self, _memory: &DeviceMemory) -> Option<NonNull<u8>> {
         None
     }
@@ -350,6 +372,40 @@ impl Backend for CudaBackend {
     fn synchronize(&self) -> Result<()> {
         self.bind()?;
         cu::ctx::synchronize().map_err(|e| driver("cuCtxSynchronize", e))
+    }
+}
+
+/// Page-locked host memory from `cuMemHostAlloc`.
+struct CudaPinned {
+    ptr: NonNull<u8>,
+    len: usize,
+    ctx: sys::CUcontext,
+}
+
+// SAFETY: owned host memory; the CUDA context handle may be used from any thread.
+unsafe impl Send for CudaPinned {}
+// SAFETY: shared access only reads; mutation needs &mut self.
+unsafe impl Sync for CudaPinned {}
+
+impl super::PinnedHost for CudaPinned {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` bytes at `ptr`, zeroed at allocation, live until Drop.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, and &mut self excludes other references.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for CudaPinned {
+    fn drop(&mut self) {
+        // SAFETY: binding our context; then freeing the allocation made in allocate_pinned once.
+        unsafe {
+            let _ = cu::ctx::set_current(self.ctx);
+            let _ = cu::free_host(self.ptr.as_ptr().cast());
+        }
     }
 }
 

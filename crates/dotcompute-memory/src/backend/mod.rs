@@ -120,6 +120,22 @@ pub struct MemoryInfo {
     pub max_allocation: u64,
 }
 
+/// Page-locked host memory that a backend can transfer to and from directly (DMA), without
+/// the intermediate copy a driver makes for pageable memory. Made by
+/// [`Backend::allocate_pinned`]; freed (unpinned) on drop.
+pub trait PinnedHost: Send + Sync {
+    /// The bytes.
+    fn bytes(&self) -> &[u8];
+    /// The bytes, mutably.
+    fn bytes_mut(&mut self) -> &mut [u8];
+}
+
+impl std::fmt::Debug for dyn PinnedHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedHost").field("len", &self.bytes().len()).finish()
+    }
+}
+
 /// One host-to-device copy of a [`Backend::write_batch_async`] submission.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchWrite<'a> {
@@ -195,6 +211,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Host address of a unified allocation, valid until it is freed; `None` on discrete
     /// devices.
     fn host_ptr(&self, memory: &DeviceMemory) -> Option<NonNull<u8>>;
+
+    /// Page-locked host memory of `size` bytes for staging transfers, or
+    /// [`Error::Unsupported`] where the backend has none (the transfer engine then stages
+    /// through pageable memory).
+    fn allocate_pinned(&self, size: usize) -> Result<Box<dyn PinnedHost>> {
+        let _ = size;
+        Err(Error::Unsupported { backend: self.name(), operation: "allocate_pinned" })
+    }
 
     /// Copies `src` into `dst` at `dst_offset`, returning when done.
     fn write(&self, dst: &DeviceMemory, dst_offset: usize, src: &[u8]) -> Result<()>;

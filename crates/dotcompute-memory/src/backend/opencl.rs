@@ -821,6 +821,10 @@ impl Backend for OpenClBackend {
         }
     }
 
+    fn allocate_pinned(&self, size: usize) -> Result<Box<dyn super::PinnedHost>> {
+        Ok(Box::new(OpenClBackend::allocate_pinned(self, size)?))
+    }
+
     fn host_ptr(&self, _memory: &DeviceMemory) -> Option<NonNull<u8>> {
         None
     }
@@ -1023,6 +1027,16 @@ impl PinnedHostBuffer {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_slice`, and &mut self excludes every other reference.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl super::PinnedHost for PinnedHostBuffer {
+    fn bytes(&self) -> &[u8] {
+        self.as_slice()
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self.as_mut_slice()
     }
 }
 

@@ -120,7 +120,7 @@ impl<'a> BatchRun<'a> {
     fn enqueue(&mut self) -> Result<()> {
         self.attempts += 1;
         let block = self.staging.block.as_ref().ok_or_else(|| missing("staging block"))?;
-        let base = block.as_ptr() as *const u8;
+        let base = block.bytes().as_ptr();
         let mut writes = Vec::with_capacity(self.members.len());
         for m in &self.members {
             let t = m.target.as_ref().ok_or_else(|| missing("batch target"))?;
@@ -207,6 +207,7 @@ impl<'a> BatchRun<'a> {
                 error: None,
                 start_order: self.start_order,
                 retries: 0,
+                pinned: self.staging.block.as_ref().is_some_and(|b| b.is_pinned()),
             })
             .collect()
     }
@@ -222,7 +223,7 @@ impl<'a> BatchRun<'a> {
                     self.mm.release_device(t);
                 }
                 let src = Source::Staged(self.staging.clone(), m.offset, m.len);
-                let plan = Plan { queue: self.queue, chunk_size: usize::MAX, ring: 1, staging: false };
+                let plan = Plan { queue: self.queue, chunk_size: usize::MAX, ring: 1, staging: false, pinned: false };
                 Run::new(m.index, Op::Upload { src, dst: m.dst }, &self.mm, plan, true)
             })
             .collect()

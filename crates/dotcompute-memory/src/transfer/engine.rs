@@ -95,6 +95,8 @@ pub struct TransferOutcome {
     pub batched: bool,
     /// Position in which it was started (0 = first): priority order, then submission order.
     pub start_order: usize,
+    /// Staged through the backend's page-locked memory (false: pageable staging or none).
+    pub pinned_staging: bool,
     /// From its start to its completion.
     pub duration: Duration,
     /// Why it failed, if it did (its destination is unchanged).
@@ -311,7 +313,9 @@ impl TransferEngine {
         }
         // The report's clock includes setting up (allocating the target and staging).
         let started = Instant::now();
-        let plan = Plan { queue: 0, chunk_size: options.chunk_size, ring: options.staging_buffers, staging: true };
+        let pinned = options.use_pinned && !self.mm.unified;
+        let plan =
+            Plan { queue: 0, chunk_size: options.chunk_size, ring: options.staging_buffers, staging: true, pinned };
         let run = Run::new(0, Op::Upload { src: Source::Reader(reader), dst: &mut dst.raw }, &self.mm, plan, false)
             .with_progress(progress);
         let mut exec = Execution {
@@ -379,7 +383,7 @@ impl TransferEngine {
             }
             let n = group.len();
             let total: usize = group.iter().map(|(_, s, _)| s.len()).sum();
-            match mm.acquire_host(total) {
+            match mm.acquire_staging(total, staging) {
                 Ok(mut block) => {
                     // One staging fill for the whole group.
                     let mut members = Vec::with_capacity(n);
@@ -395,7 +399,7 @@ impl TransferEngine {
                 Err(_) => {
                     // No staging memory: send the members one by one from copies instead.
                     for (index, s, dst) in group.drain(..) {
-                        let plan = Plan { queue, chunk_size: usize::MAX, ring: 1, staging: false };
+                        let plan = Plan { queue, chunk_size: usize::MAX, ring: 1, staging: false, pinned: false };
                         let op = Op::Upload { src: Source::Owned(s.to_vec()), dst };
                         runs.push_back(Work::One(Run::new(index, op, mm, plan, true)));
                     }
@@ -427,7 +431,13 @@ impl TransferEngine {
                     };
                     // Asynchronous downloads always land in owned staging (leak safety).
                     let stage = staging || (owned && matches!(op, Op::Download { .. }));
-                    let plan = Plan { queue, chunk_size: chunk, ring: options.staging_buffers, staging: stage };
+                    let plan = Plan {
+                        queue,
+                        chunk_size: chunk,
+                        ring: options.staging_buffers,
+                        staging: stage,
+                        pinned: staging,
+                    };
                     runs.push_back(Work::One(Run::new(index, op, mm, plan, false)));
                     next_queue += 1;
                 }
@@ -572,6 +582,7 @@ impl<'a> Execution<'a> {
                 chunks: f.chunks as u32,
                 batched: f.batched,
                 start_order: f.start_order,
+                pinned_staging: f.pinned,
                 duration: f.duration,
                 error: f.error.clone(),
             })

@@ -9,6 +9,7 @@ mod batch;
 pub mod engine;
 mod pipeline;
 pub mod schedule;
+pub(crate) mod staging;
 
 pub use engine::{TransferBatch, TransferEngine, TransferOptions, TransferOutcome, TransferReport};
 pub use schedule::{Priority, RetryPolicy};

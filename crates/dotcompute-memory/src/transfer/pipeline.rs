@@ -12,9 +12,9 @@ use crate::backend::region::DeviceRegion;
 use crate::backend::Event;
 use crate::buffer::raw::RawBuffer;
 use crate::error::{Direction, Error, Result};
-use crate::host::HostBlock;
 use crate::manager::ManagerShared;
 use crate::transfer::schedule::RetryPolicy;
+use crate::transfer::staging::StagingSlot;
 use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::Arc;
@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 
 /// A host block shared by the members of one small-transfer batch; back to the pool on drop.
 pub(crate) struct SharedStaging {
-    pub(crate) block: Option<HostBlock>,
+    pub(crate) block: Option<StagingSlot>,
     pub(crate) mm: Arc<ManagerShared>,
 }
 
 impl Drop for SharedStaging {
     fn drop(&mut self) {
         if let Some(b) = self.block.take() {
-            self.mm.release_host(b);
+            self.mm.release_staging(b);
         }
     }
 }
@@ -81,6 +81,7 @@ pub(crate) struct Finished {
     pub(crate) error: Option<String>,
     pub(crate) start_order: usize,
     pub(crate) retries: u32,
+    pub(crate) pinned: bool,
 }
 
 /// Progress callback of a streaming upload: (bytes done, bytes total).
@@ -94,6 +95,8 @@ pub(crate) struct Run<'a> {
     pub(crate) start_order: usize,
     pub(crate) retries: u32,
     pub(crate) chunks: usize,
+    /// Staged through the backend's pinned memory.
+    pub(crate) pinned: bool,
     pub(crate) outcome: Option<Result<()>>,
     pub(crate) started: Instant,
     pub(crate) finished_at: Option<Instant>,
@@ -101,7 +104,7 @@ pub(crate) struct Run<'a> {
     mm: Arc<ManagerShared>,
     queue: usize,
     chunk: usize,
-    staging: Vec<HostBlock>,
+    staging: Vec<StagingSlot>,
     target: Option<DeviceRegion>,
     next: usize,
     done: usize,
@@ -117,6 +120,8 @@ pub(crate) struct Plan {
     pub(crate) chunk_size: usize,
     pub(crate) ring: usize,
     pub(crate) staging: bool,
+    /// Stage through the backend's pinned memory where it has it.
+    pub(crate) pinned: bool,
 }
 
 impl<'a> Run<'a> {
@@ -137,6 +142,7 @@ impl<'a> Run<'a> {
             bytes,
             batched,
             start_order: 0,
+            pinned: false,
             retries: 0,
             chunks,
             outcome: None,
@@ -174,7 +180,7 @@ impl<'a> Run<'a> {
             }
             if plan.staging {
                 for _ in 0..plan.ring.clamp(1, chunks) {
-                    run.staging.push(mm.acquire_host(chunk)?);
+                    run.staging.push(mm.acquire_staging(chunk, plan.pinned)?);
                 }
             }
             Ok(())
@@ -182,6 +188,7 @@ impl<'a> Run<'a> {
         if let Err(e) = setup {
             run.fail(e);
         }
+        run.pinned = run.staging.first().is_some_and(StagingSlot::is_pinned);
         run
     }
 
@@ -210,6 +217,7 @@ impl<'a> Run<'a> {
             },
             start_order: self.start_order,
             retries: self.retries,
+            pinned: self.pinned,
         }
     }
 
@@ -339,7 +347,7 @@ impl<'a> Run<'a> {
                         if self.attempts[c] == 1 {
                             fill_slot(src, &mut block.bytes_mut()[..len], off)?;
                         }
-                        block.as_ptr() as *const u8
+                        block.bytes().as_ptr()
                     }
                     None => src.bytes()[off..off + len].as_ptr(),
                 };
@@ -352,7 +360,7 @@ impl<'a> Run<'a> {
             Op::Download { src, dst } => {
                 let from = src.current_device().ok_or_else(|| missing("download source on the device"))?;
                 let ptr = match slot {
-                    Some(s) => self.staging[s].as_ptr(),
+                    Some(s) => self.staging[s].bytes_mut().as_mut_ptr(),
                     None => dst[off..off + len].as_mut_ptr(),
                 };
                 // SAFETY: `ptr` addresses `len` writable bytes that nothing else touches until
@@ -434,7 +442,7 @@ impl<'a> Run<'a> {
 
     fn release(&mut self) {
         for b in self.staging.drain(..) {
-            self.mm.release_host(b);
+            self.mm.release_staging(b);
         }
         if let Some(t) = self.target.take() {
             self.mm.release_device(t);

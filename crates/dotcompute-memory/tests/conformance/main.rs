@@ -77,6 +77,7 @@ conformance! {
         bad_input::zero_length_buffers,
         transfer_engine::engine_round_trips_from_every_state,
         transfer_engine::engine_async_and_concurrent,
+        transfer_engine::engine_stages_through_pinned_memory_when_the_backend_has_it,
     ]
 }
 

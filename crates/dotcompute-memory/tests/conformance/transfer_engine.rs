@@ -55,3 +55,21 @@ pub fn engine_async_and_concurrent(ctx: &Ctx) {
     let s = ctx.mm.statistics();
     assert!(s.host_to_device.bytes >= datas.iter().map(|d| d.len() as u64).sum::<u64>() || ctx.unified());
 }
+
+pub fn engine_stages_through_pinned_memory_when_the_backend_has_it(ctx: &Ctx) {
+    let has_pinned = ctx.mm.backend().allocate_pinned(4096).is_ok();
+    let data = bytes(3 << 20, 21);
+    let mut a = ctx.mm.allocate::<u8>(data.len()).unwrap();
+    let mut batch = TransferBatch::new();
+    batch.upload(&data, &mut a).unwrap();
+    let report = ctx.mm.transfer_engine().execute(batch, chunked()).unwrap();
+    assert!(report.is_success(), "{}: {report:?}", ctx.at());
+    // Unified memory never stages; a discrete device stages through pinned memory if it has any.
+    assert_eq!(report.transfers[0].pinned_staging, has_pinned && !ctx.unified(), "{}", ctx.at());
+    same(&ctx.at(), &a.to_vec().unwrap(), &data);
+    // Without use_pinned, pageable staging is used.
+    let mut batch = TransferBatch::new();
+    batch.upload(&data, &mut a).unwrap();
+    let report = ctx.mm.transfer_engine().execute(batch, TransferOptions { use_pinned: false, ..chunked() }).unwrap();
+    assert!(!report.transfers[0].pinned_staging, "{}", ctx.at());
+}
