@@ -68,5 +68,6 @@ pub use diagnostics::{Diagnostics, LiveBuffer};
 pub use element::{Element, TypeTag};
 pub use error::{Direction, Error, Result};
 pub use host::HostBlock;
+pub use host::{HostAlloc, HostBuffer, Ownership, PageInfo, PageKind};
 pub use manager::{ManagerOptions, MemoryManager};
 pub use stats::{MemoryStatistics, TransferStatistics};

@@ -6,3 +6,9 @@
 mod block;
 
 pub use block::HostBlock;
+mod aligned;
+mod external;
+mod os;
+
+pub use aligned::{HostAlloc, HostBuffer, PageInfo, PageKind, DEFAULT_ALIGNMENT, MAX_ALIGNMENT};
+pub use external::{Deleter, Ownership};
