@@ -20,11 +20,13 @@ pub(crate) fn page_size() -> usize {
 
 /// `Error::Os` from a rustix errno.
 #[cfg(unix)]
+#[cfg_attr(miri, allow(dead_code))]
 pub(crate) fn os_error(operation: &'static str, target: impl Into<String>, errno: rustix::io::Errno) -> Error {
     Error::Os { operation, target: target.into(), errno: errno.raw_os_error(), message: errno.to_string() }
 }
 
 /// `Error::Os` from a std io error.
+#[cfg_attr(miri, allow(dead_code))]
 pub(crate) fn io_error(operation: &'static str, target: impl Into<String>, err: &std::io::Error) -> Error {
     Error::Os { operation, target: target.into(), errno: err.raw_os_error().unwrap_or(0), message: err.to_string() }
 }
