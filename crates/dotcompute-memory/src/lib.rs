@@ -55,6 +55,7 @@ pub mod element;
 pub mod error;
 pub mod host;
 pub mod manager;
+pub mod ops;
 pub mod pool;
 pub mod stats;
 
@@ -68,6 +69,6 @@ pub use diagnostics::{Diagnostics, LiveBuffer};
 pub use element::{Element, TypeTag};
 pub use error::{Direction, Error, Result};
 pub use host::HostBlock;
-pub use host::{HostAlloc, HostBuffer, Ownership, PageInfo, PageKind};
+pub use host::{HostAlloc, HostBuffer, Ownership, PageInfo, PageKind, SharedBuffer, SharedHeader};
 pub use manager::{ManagerOptions, MemoryManager};
 pub use stats::{MemoryStatistics, TransferStatistics};

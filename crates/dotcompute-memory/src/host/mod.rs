@@ -12,3 +12,6 @@ mod os;
 
 pub use aligned::{HostAlloc, HostBuffer, PageInfo, PageKind, DEFAULT_ALIGNMENT, MAX_ALIGNMENT};
 pub use external::{Deleter, Ownership};
+mod shared;
+
+pub use shared::{validate_name, SharedBuffer, SharedHeader, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_NAME_LEN};
