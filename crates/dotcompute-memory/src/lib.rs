@@ -69,6 +69,9 @@ pub use diagnostics::{Diagnostics, LiveBuffer};
 pub use element::{Element, TypeTag};
 pub use error::{Direction, Error, Result};
 pub use host::HostBlock;
-pub use host::{HostAlloc, HostBuffer, Ownership, PageInfo, PageKind, SharedBuffer, SharedHeader};
+pub use host::{
+    HostAlloc, HostBuffer, MappedBuffer, MappedBufferMut, Ownership, PageInfo, PageKind, PinnedBuffer, PinnedPool,
+    SharedBuffer, SharedHeader,
+};
 pub use manager::{ManagerOptions, MemoryManager};
 pub use stats::{MemoryStatistics, TransferStatistics};

@@ -87,6 +87,8 @@ pub struct HostAlloc {
     hugetlb: bool,
     numa_node: Option<u32>,
     zeroed: bool,
+    /// Always take the mmap path (the buffer then owns whole pages: needed for mlock).
+    mapped: bool,
 }
 
 impl Default for HostAlloc {
@@ -98,7 +100,7 @@ impl Default for HostAlloc {
 impl HostAlloc {
     /// Defaults: cache-line alignment, base pages, no NUMA binding, zeroed.
     pub fn new() -> Self {
-        HostAlloc { alignment: None, huge_pages: false, hugetlb: false, numa_node: None, zeroed: true }
+        HostAlloc { alignment: None, huge_pages: false, hugetlb: false, numa_node: None, zeroed: true, mapped: false }
     }
 
     /// Start address alignment in bytes: a power of two, at least `align_of::<T>()`, at most
@@ -143,6 +145,12 @@ impl HostAlloc {
     /// the pinned pool may then skip clearing).
     pub fn zeroed(mut self, on: bool) -> Self {
         self.zeroed = on;
+        self
+    }
+
+    /// Always map whole pages of our own (unix, not Miri), even without huge pages or NUMA.
+    pub(crate) fn mapped(mut self, on: bool) -> Self {
+        self.mapped = on;
         self
     }
 
@@ -203,7 +211,7 @@ impl HostAlloc {
             });
         }
         #[cfg(all(unix, not(miri)))]
-        if self.huge_pages || self.hugetlb || self.numa_node.is_some() {
+        if self.huge_pages || self.hugetlb || self.numa_node.is_some() || self.mapped {
             return self.allocate_mapped(len, bytes, alignment, numa_bound);
         }
         let _ = numa_bound;
@@ -314,11 +322,8 @@ impl HostAlloc {
             None => {
                 let map_len = os::round_up(bytes, page).ok_or_else(overflow)?;
                 let region = map::Region::anonymous(map_len, alignment.max(page))?;
-                let reason = if notes.is_empty() {
-                    "anonymous mapping of base pages (for NUMA placement)".to_string()
-                } else {
-                    String::new()
-                };
+                let reason =
+                    if notes.is_empty() { "anonymous mapping of base pages".to_string() } else { String::new() };
                 (region, PageInfo { kind: PageKind::Base, size: page, reason })
             }
         };

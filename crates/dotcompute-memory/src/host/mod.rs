@@ -15,3 +15,9 @@ pub use external::{Deleter, Ownership};
 mod shared;
 
 pub use shared::{validate_name, SharedBuffer, SharedHeader, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_NAME_LEN};
+mod pinned;
+
+pub use pinned::{PinnedBuffer, PinnedPool, PooledPinned};
+mod mapped;
+
+pub use mapped::{MappedBuffer, MappedBufferMut};
