@@ -27,23 +27,28 @@ fn row(op: &str, size: usize, reps: usize, mut base: impl FnMut(), mut ours: imp
     let t = Instant::now();
     base();
     let once = t.elapsed().max(Duration::from_nanos(20));
-    let iters = ((5e-3 / once.as_secs_f64()) as usize).clamp(1, 1_000_000);
+    let iters = ((20e-3 / once.as_secs_f64()) as usize).clamp(1, 10_000_000);
     for _ in 0..iters.min(50) {
         base();
         ours();
     }
     let (mut tb, mut to, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..reps {
-        let t = Instant::now();
-        for _ in 0..iters {
-            base();
-        }
-        let b = t.elapsed().as_secs_f64() / iters as f64;
-        let t = Instant::now();
-        for _ in 0..iters {
-            ours();
-        }
-        let o = t.elapsed().as_secs_f64() / iters as f64;
+    for rep in 0..reps {
+        let time = |f: &mut dyn FnMut()| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed().as_secs_f64() / iters as f64
+        };
+        // Alternate which side goes first, so neither profits from running second.
+        let (b, o) = if rep % 2 == 0 {
+            let b = time(&mut base);
+            (b, time(&mut ours))
+        } else {
+            let o = time(&mut ours);
+            (time(&mut base), o)
+        };
         tb.push(b);
         to.push(o);
         ratios.push(b / o);
@@ -62,6 +67,8 @@ fn row(op: &str, size: usize, reps: usize, mut base: impl FnMut(), mut ours: imp
     );
 }
 
+const SIZES: &[usize] = &[4 << 10, 64 << 10, 1 << 20, 10_000_000, 64 << 20, 256 << 20];
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
@@ -73,20 +80,58 @@ fn main() {
     let run = |name: &str| filter.is_none_or(|f| name.contains(f.as_str()));
 
     if run("copy") {
-        println!("# copy: baseline = copy_from_slice, ours = ops::copy_bytes (CopyKind::Auto)");
-        for &size in &[4usize << 10, 64 << 10, 1 << 20, 10_000_000, 64 << 20, 256 << 20] {
+        println!("# noise floor: copy_from_slice against itself (an A/A row; its ratio should be 1)");
+        for &size in &[4usize << 10, 64 << 10] {
+            let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            let mut d1 = vec![1u8; size];
+            let mut d2 = vec![1u8; size];
+            row(
+                "copy hot A/A",
+                size,
+                reps,
+                || d1.copy_from_slice(black_box(&src)),
+                || d2.copy_from_slice(black_box(&src)),
+            );
+        }
+        println!("# copy, hot: the same src/dst each time (in cache when they fit)");
+        println!("#   baseline = copy_from_slice, ours = ops::copy_bytes (CopyKind::Auto)");
+        for &size in SIZES {
             let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
             let mut d1 = vec![1u8; size];
             let mut d2 = vec![1u8; size];
             let reps = if size >= 64 << 20 { reps.min(11) } else { reps };
             row(
-                "copy (copy_bytes vs copy_from_slice)",
+                "copy hot",
                 size,
                 reps,
                 || d1.copy_from_slice(black_box(&src)),
                 || ops::copy_bytes(&mut d2, black_box(&src)).unwrap(),
             );
             assert!(d1 == src && d2 == src);
+        }
+        println!("# copy, cold: each call copies the next of several buffers (128 MiB of sources, 128 MiB of");
+        println!("#   destinations per side), so neither side finds its data in cache (fresh data, staging)");
+        for &size in SIZES {
+            let pairs = ((128usize << 20) / size).clamp(2, 4096);
+            let src: Vec<Vec<u8>> = (0..pairs).map(|p| (0..size).map(|i| (i + p) as u8).collect()).collect();
+            let mut da: Vec<Vec<u8>> = (0..pairs).map(|_| vec![1u8; size]).collect();
+            let mut db: Vec<Vec<u8>> = (0..pairs).map(|_| vec![1u8; size]).collect();
+            let (mut i, mut j) = (0usize, 0usize);
+            let reps = if size >= 64 << 20 { reps.min(11) } else { reps };
+            row(
+                "copy cold",
+                size,
+                reps,
+                || {
+                    i = (i + 1) % pairs;
+                    da[i].copy_from_slice(black_box(&src[i]));
+                },
+                || {
+                    j = (j + 1) % pairs;
+                    ops::copy_bytes(&mut db[j], black_box(&src[j])).unwrap();
+                },
+            );
+            assert!(da == src && db == src);
         }
     }
     if run("fill") || run("convert") {

@@ -10,7 +10,7 @@ mod convert;
 mod copy;
 
 pub use convert::{convert, CastInto};
-pub use copy::{copy, copy_bytes, copy_bytes_with, CopyKind, StoreKind, NT_THRESHOLD};
+pub use copy::{copy, copy_bytes, copy_bytes_with, libc_streaming_threshold, CopyKind, StoreKind, NT_THRESHOLD};
 
 use crate::element::Element;
 use crate::error::{check_range, Error, Result};
