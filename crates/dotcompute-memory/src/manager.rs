@@ -444,3 +444,29 @@ impl MemoryManager {
         Ok(crate::host::SharedBuffer::<T>::open(name)?.with_stats(self.shared.stats.clone()))
     }
 }
+
+/// Host buffers with chosen alignment, pages and NUMA node (see [`crate::host::HostAlloc`]).
+impl MemoryManager {
+    /// Allocates `len` zeroed elements as `alloc` says, counted in this manager's statistics
+    /// (active allocations and bytes, peak) until the buffer drops.
+    ///
+    /// ```
+    /// # use dotcompute_memory::*;
+    /// # fn main() -> Result<()> {
+    /// let mm = MemoryManager::cpu();
+    /// let buf = mm.allocate_host::<f32>(&HostAlloc::new().alignment(4096).huge_pages(true), 1 << 20)?;
+    /// assert_eq!(mm.statistics().active_allocations, 1);
+    /// # drop(buf);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Errors: as [`crate::host::HostAlloc::allocate`].
+    pub fn allocate_host<T: Element>(
+        &self,
+        alloc: &crate::host::HostAlloc,
+        len: usize,
+    ) -> Result<crate::host::HostBuffer<T>> {
+        Ok(alloc.allocate::<T>(len)?.with_stats(self.shared.stats.clone()))
+    }
+}

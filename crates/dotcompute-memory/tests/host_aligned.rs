@@ -135,3 +135,22 @@ fn many_mapped_buffers_are_released() {
     let grown = vm_size_kb().saturating_sub(before);
     assert!(grown < 400_000, "address space grew by {grown} kB: mappings leak");
 }
+
+#[test]
+fn manager_host_allocations_feed_statistics() {
+    let mm = MemoryManager::cpu();
+    let before = mm.statistics();
+    let a = mm.allocate_host::<f64>(&HostAlloc::new().alignment(256), 1000).unwrap();
+    let b = mm.allocate_host::<u8>(&HostAlloc::new().huge_pages(true), 4 * MIB).unwrap();
+    let during = mm.statistics();
+    assert_eq!(during.active_allocations, before.active_allocations + 2);
+    assert_eq!(during.total_bytes_allocated, before.total_bytes_allocated + 8000 + 4 * MIB as u64);
+    assert!(during.peak_bytes >= 8000 + 4 * MIB as u64);
+    assert_eq!(a.as_ptr() as usize % 256, 0);
+    drop(a);
+    drop(b);
+    assert_eq!(mm.statistics().active_allocations, before.active_allocations);
+    // Errors allocate nothing and count nothing.
+    assert!(mm.allocate_host::<u32>(&HostAlloc::new().alignment(3), 10).is_err());
+    assert_eq!(mm.statistics().total_bytes_allocated, during.total_bytes_allocated);
+}

@@ -208,6 +208,7 @@ impl HostAlloc {
                 },
                 numa_node: self.numa_node,
                 alignment,
+                stats: None,
             });
         }
         #[cfg(all(unix, not(miri)))]
@@ -255,6 +256,7 @@ impl HostAlloc {
             page: PageInfo { kind: PageKind::Heap, size: os::page_size(), reason: why.into() },
             numa_node: self.numa_node,
             alignment,
+            stats: None,
         })
     }
 
@@ -346,6 +348,7 @@ impl HostAlloc {
             page: info,
             numa_node: self.numa_node,
             alignment,
+            stats: None,
         })
     }
 }
@@ -398,6 +401,8 @@ pub struct HostBuffer<T> {
     pub(crate) page: PageInfo,
     pub(crate) numa_node: Option<u32>,
     pub(crate) alignment: usize,
+    /// The manager whose statistics count this buffer, if any.
+    pub(crate) stats: Option<std::sync::Arc<crate::stats::StatCounters>>,
 }
 
 // SAFETY: a HostBuffer owns (or, for borrowed memory, has exclusive use of, by the
@@ -521,6 +526,12 @@ impl<T> HostBuffer<T> {
 }
 
 impl<T: Element> HostBuffer<T> {
+    pub(crate) fn with_stats(mut self, stats: std::sync::Arc<crate::stats::StatCounters>) -> Self {
+        stats.buffer_created(self.size_bytes());
+        self.stats = Some(stats);
+        self
+    }
+
     /// The elements as bytes.
     pub fn as_bytes(&self) -> &[u8] {
         bytemuck::cast_slice(self.as_slice())
@@ -581,6 +592,9 @@ impl<T> fmt::Debug for HostBuffer<T> {
 
 impl<T> Drop for HostBuffer<T> {
     fn drop(&mut self) {
+        if let Some(stats) = &self.stats {
+            stats.buffer_dropped(self.size_bytes());
+        }
         match &mut self.storage {
             Storage::Empty | Storage::Borrowed => {}
             Storage::Heap(layout) => {

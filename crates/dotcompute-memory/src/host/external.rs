@@ -120,6 +120,7 @@ impl<T: Element> HostBuffer<T> {
             },
             numa_node: None,
             alignment: element_align,
+            stats: None,
         })
     }
 
