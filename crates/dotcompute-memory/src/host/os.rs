@@ -99,6 +99,7 @@ pub(crate) fn online_numa_nodes() -> Option<String> {
 }
 
 /// Whether `node` is in a kernel node list such as `0-3,5`.
+#[cfg_attr(not(all(target_os = "linux", not(miri))), allow(dead_code))]
 pub(crate) fn node_list_contains(list: &str, node: u32) -> bool {
     list.split(',').filter(|part| !part.trim().is_empty()).any(|part| match part.trim().split_once('-') {
         Some((lo, hi)) => match (lo.parse::<u32>(), hi.parse::<u32>()) {

@@ -162,6 +162,7 @@ fn copy_streaming(dst: &mut [u8], src: &[u8]) -> Option<StoreKind> {
 ///
 /// Expands inside an `unsafe fn(dst: *mut u8, src: *const u8, len: usize)` whose callers
 /// guarantee `dst` valid for `len` writes, `src` for `len` reads, and no overlap.
+#[cfg_attr(not(any(target_arch = "x86_64", miri, test)), allow(unused_macros))]
 macro_rules! lane_copy {
     ($dst:ident, $src:ident, $len:ident, $lane:expr, |$d:ident, $s:ident| $copy_lane:block, $fence:block) => {{
         const LANE: usize = $lane;
