@@ -389,7 +389,7 @@ impl TransferEngine {
                     let mut members = Vec::with_capacity(n);
                     let mut off = 0;
                     for (index, s, dst) in group.drain(..) {
-                        block.bytes_mut()[off..off + s.len()].copy_from_slice(s);
+                        crate::ops::copy_into(&mut block.bytes_mut()[off..off + s.len()], s);
                         members.push(Member::new(index, dst, off, s.len()));
                         off += s.len();
                     }
