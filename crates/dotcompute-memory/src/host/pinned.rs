@@ -106,6 +106,16 @@ impl<T> DerefMut for PinnedBuffer<T> {
     }
 }
 
+impl crate::backend::PinnedHost for PinnedBuffer<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
 impl<T> Drop for PinnedBuffer<T> {
     fn drop(&mut self) {
         if self.locked_len > 0 {
