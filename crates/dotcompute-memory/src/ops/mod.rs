@@ -60,6 +60,22 @@ pub fn copy_within<T: Element>(buf: &mut [T], src: impl RangeBounds<usize>, dst_
     Ok(())
 }
 
+/// The crate's internal bulk copy: [`copy_bytes`] (streaming stores for large copies) for
+/// slices the caller already knows to be of equal length.
+#[inline]
+pub(crate) fn copy_into(dst: &mut [u8], src: &[u8]) {
+    if copy_bytes(dst, src).is_err() {
+        // Unequal lengths are a bug in the caller; copy_from_slice reports it.
+        dst.copy_from_slice(src);
+    }
+}
+
+/// [`copy_into`] for typed slices.
+#[inline]
+pub(crate) fn copy_into_typed<T: crate::Element>(dst: &mut [T], src: &[T]) {
+    copy_into(bytemuck::cast_slice_mut(dst), bytemuck::cast_slice(src));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,20 +108,4 @@ mod tests {
         assert!(copy_within(&mut v, 0..1, usize::MAX).is_err());
         assert_eq!(&v[..6], &[0, 1, 0, 1, 2, 3]);
     }
-}
-
-/// The crate's internal bulk copy: [`copy_bytes`] (streaming stores for large copies) for
-/// slices the caller already knows to be of equal length.
-#[inline]
-pub(crate) fn copy_into(dst: &mut [u8], src: &[u8]) {
-    if copy_bytes(dst, src).is_err() {
-        // Unequal lengths are a bug in the caller; copy_from_slice reports it.
-        dst.copy_from_slice(src);
-    }
-}
-
-/// [`copy_into`] for typed slices.
-#[inline]
-pub(crate) fn copy_into_typed<T: crate::Element>(dst: &mut [T], src: &[T]) {
-    copy_into(bytemuck::cast_slice_mut(dst), bytemuck::cast_slice(src));
 }
