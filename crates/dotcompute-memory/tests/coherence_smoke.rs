@@ -119,3 +119,31 @@ fn upload_is_one_copy_and_checks_lengths() {
     assert!(c.upload(&[0, 0, 0]).is_err()); // op 3: the allocation of the new block fails
     assert_eq!((c.state(), c.to_vec().unwrap()), (DeviceDirty, vec![4, 5, 6]));
 }
+
+#[test]
+fn review_findings_stay_fixed() {
+    // Zero-sized element types are refused, not a panic later.
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    #[repr(C)]
+    struct Nothing;
+    impl Element for Nothing {
+        const TYPE_TAG: TypeTag = TypeTag { id: 4242, name: "Nothing" };
+    }
+    let mm = MemoryManager::sim(SimOptions::default());
+    assert!(matches!(mm.allocate::<Nothing>(5), Err(Error::InvalidArgument { .. })));
+    // An empty view of a device-only buffer copied into an empty buffer: no panic.
+    let src = mm.allocate_device::<u32>(8).unwrap();
+    let mut dst = mm.allocate::<u32>(0).unwrap();
+    dst.copy_from_buffer(&src.slice(4..4).unwrap()).unwrap();
+    // Out of memory is not reported while a coalesced free block fits (2 MiB device).
+    let small = MemoryManager::sim(SimOptions { capacity: 2 << 20, ..Default::default() });
+    let keep = small.allocate_device::<u8>(512 << 10).unwrap();
+    {
+        let a = small.allocate_device::<u8>(512 << 10).unwrap();
+        let b = small.allocate_device::<u8>(1 << 20);
+        drop((a, b));
+    }
+    let big = small.allocate_device::<u8>(1536 << 10);
+    assert!(big.is_ok(), "{:?}", big.err());
+    drop(keep);
+}

@@ -359,3 +359,43 @@ fn pinned_sources_skip_staging() {
         Err(Error::LengthMismatch { operation: "upload_pinned", .. })
     ));
 }
+
+#[test]
+fn a_chunk_retried_after_a_completion_failure_resends_its_own_data() {
+    // Op 1 allocates the segment; op 2 (chunk 0's write) fails when it completes.
+    let sim = std::sync::Arc::new(SimBackend::new(SimOptions {
+        faults: FaultPlan { fail_nth: Some(2), transient: true, on_completion: true, ..Default::default() },
+        ..Default::default()
+    }));
+    let mm = MemoryManager::with_shared_backend(sim, ManagerOptions::default()).unwrap();
+    let data: Vec<u8> = (0..4096).map(|i| (i / 1024 + 1) as u8).collect();
+    let mut a = mm.allocate::<u8>(data.len()).unwrap();
+    let mut batch = TransferBatch::new();
+    batch.upload(&data, &mut a).unwrap();
+    let opts =
+        TransferOptions { chunk_size: 1024, staging_buffers: 2, batch_small_below: Some(0), ..Default::default() };
+    let report = mm.transfer_engine().execute(batch, opts).unwrap();
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(report.retries, 1);
+    assert_eq!(a.to_vec().unwrap(), data, "every chunk holds its own bytes");
+}
+
+#[test]
+fn a_download_failing_at_completion_leaves_the_buffer_as_it_was() {
+    // Op 1: the device segment; op 2: the upload; op 3: the async download, failing at completion.
+    let sim = std::sync::Arc::new(SimBackend::new(SimOptions {
+        faults: FaultPlan { fail_nth: Some(3), transient: false, on_completion: true, ..Default::default() },
+        ..Default::default()
+    }));
+    let mm = MemoryManager::with_shared_backend(sim, ManagerOptions::default()).unwrap();
+    let mut src = mm.allocate_from(&[7u32; 64]).unwrap();
+    let mut b = mm.allocate_device::<u32>(64).unwrap();
+    b.upload(src.as_slice().unwrap()).unwrap();
+    assert_eq!(b.state(), BufferState::DeviceOnly);
+    let mut out = vec![0u32; 64];
+    let r = pollster::block_on(b.copy_to_async(&mut out));
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(b.state(), BufferState::DeviceOnly, "the unfilled host block was not installed");
+    assert_eq!(b.to_vec().unwrap(), vec![7u32; 64]);
+    src.fill(0).unwrap();
+}

@@ -61,7 +61,9 @@ fn available_memory() -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-impl Backend for CpuBackend {
+// SAFETY: allocations are tracked per instance and checked on every call; `host_ptr` and
+// events follow the trait's contract (see the module docs and each method).
+unsafe impl Backend for CpuBackend {
     fn name(&self) -> &'static str {
         "cpu"
     }

@@ -182,7 +182,9 @@ impl Drop for CudaBackend {
     }
 }
 
-impl Backend for CudaBackend {
+// SAFETY: allocations are tracked per instance and checked on every call; `host_ptr` and
+// events follow the trait's contract (see the module docs and each method).
+unsafe impl Backend for CudaBackend {
     fn name(&self) -> &'static str {
         "cuda"
     }

@@ -181,7 +181,20 @@ impl DeviceEvent for ReadyEvent {
 /// A compute device's memory system.
 ///
 /// Implementations must be thread-safe: the manager calls them from any thread.
-pub trait Backend: Send + Sync + 'static {
+///
+/// # Safety
+///
+/// Buffers build safe references on what a backend reports, so an implementation promises:
+/// - `allocate` returns handles (made with [`DeviceMemory::from_raw`]) to live allocations of
+///   at least the requested size, and `free` releases only what it allocated;
+/// - when `is_unified()` is true, `host_ptr` returns, for each live allocation of this backend,
+///   a pointer valid for reads and writes of the allocation's whole size, initialised, not
+///   aliased by any other allocation, and valid until that allocation is freed; when it is
+///   false, `host_ptr` returns `None`;
+/// - `write`/`read`/`copy`/`fill` touch only the ranges given, and the `*_async` forms honour
+///   the contracts written on them; an event reports completion only after its work is done;
+/// - [`PinnedHost`] values it returns expose exactly their own memory.
+pub unsafe trait Backend: Send + Sync + 'static {
     /// Short name: `cpu`, `sim`, `opencl`, `cuda`, `metal`.
     fn name(&self) -> &'static str;
 

@@ -693,7 +693,9 @@ impl Drop for OpenClBackend {
     }
 }
 
-impl Backend for OpenClBackend {
+// SAFETY: allocations are tracked per instance and checked on every call; `host_ptr` and
+// events follow the trait's contract (see the module docs and each method).
+unsafe impl Backend for OpenClBackend {
     fn name(&self) -> &'static str {
         BACKEND
     }

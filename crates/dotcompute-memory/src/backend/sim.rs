@@ -28,11 +28,14 @@ pub struct FaultPlan {
     pub seed: u64,
     /// Injected failures are transient (a retry may succeed) rather than permanent.
     pub transient: bool,
+    /// Asynchronous operations fail at completion (their event reports the error, and no data
+    /// moves) instead of failing when they are enqueued, as real drivers can.
+    pub on_completion: bool,
 }
 
 impl Default for FaultPlan {
     fn default() -> Self {
-        FaultPlan { fail_nth: None, fail_probability: 0.0, seed: 0x5eed, transient: true }
+        FaultPlan { fail_nth: None, fail_probability: 0.0, seed: 0x5eed, transient: true, on_completion: false }
     }
 }
 
@@ -161,6 +164,18 @@ impl SimBackend {
         Ok(())
     }
 
+    /// Fault injection for an asynchronous operation: `Ok(None)` to go ahead, `Ok(Some(event))`
+    /// for a failure reported at completion (nothing is copied), `Err` for one at enqueue.
+    fn inject_async(&self, operation: &'static str, queue: usize, bytes: usize) -> Result<Option<Event>> {
+        match self.inject(operation) {
+            Ok(()) => Ok(None),
+            Err(e) if self.options.faults.on_completion => {
+                Ok(Some(Box::new(SimEvent { done_at: self.due(queue, bytes), error: Some(e) })))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn transfer_delay(&self, bytes: usize) -> Duration {
         let bw = self
             .options
@@ -182,13 +197,18 @@ impl SimBackend {
     /// the queue's previous one has finished and takes the simulated latency and bandwidth time.
     /// The copy itself already happened; only its completion is delayed.
     fn event_for(&self, queue: usize, bytes: usize) -> Event {
+        Box::new(SimEvent { done_at: self.due(queue, bytes), error: None })
+    }
+
+    /// When work of `bytes` enqueued now on `queue` completes (queues are in order).
+    fn due(&self, queue: usize, bytes: usize) -> Instant {
         let delay = self.transfer_delay(bytes);
         let now = Instant::now();
         let mut busy = self.busy_until.lock().unwrap_or_else(|p| p.into_inner());
         let slot = &mut busy[queue % self.options.queues.max(1)];
         let done_at = (*slot).max(now) + delay;
         *slot = done_at;
-        Box::new(SimEvent { done_at })
+        done_at
     }
 
     /// Checks, counts and performs a device-to-device copy, without the simulated delay.
@@ -235,7 +255,9 @@ impl SimBackend {
     }
 }
 
-impl Backend for SimBackend {
+// SAFETY: allocations are tracked per instance and checked on every call; `host_ptr` and
+// events follow the trait's contract (see the module docs and each method).
+unsafe impl Backend for SimBackend {
     fn name(&self) -> &'static str {
         "sim"
     }
@@ -368,7 +390,9 @@ impl Backend for SimBackend {
         len: usize,
     ) -> Result<Event> {
         dst.check(self, dst_offset, len)?;
-        self.inject("write_async")?;
+        if let Some(failed) = self.inject_async("write_async", queue, len)? {
+            return Ok(failed);
+        }
         // SAFETY: the caller guarantees `src` is valid for `len` bytes of reads until the event
         // completes; the simulator reads it now, before returning.
         let bytes = unsafe { std::slice::from_raw_parts(src, len) };
@@ -385,7 +409,9 @@ impl Backend for SimBackend {
         len: usize,
     ) -> Result<Event> {
         src.check(self, src_offset, len)?;
-        self.inject("read_async")?;
+        if let Some(failed) = self.inject_async("read_async", queue, len)? {
+            return Ok(failed);
+        }
         // SAFETY: the caller guarantees `dst` is valid for `len` bytes of exclusive writes until
         // the event completes; the simulator writes it now, before returning.
         let out = unsafe { std::slice::from_raw_parts_mut(dst, len) };
@@ -398,7 +424,10 @@ impl Backend for SimBackend {
             w.dst.check(self, w.dst_offset, w.len)?;
         }
         self.submissions.fetch_add(1, Ordering::Relaxed);
-        self.inject("write_batch_async")?;
+        let bytes: usize = writes.iter().map(|w| w.len).sum();
+        if let Some(failed) = self.inject_async("write_batch_async", queue, bytes)? {
+            return Ok(failed);
+        }
         let mut total = 0;
         for w in writes {
             // SAFETY: the caller guarantees each `src` is valid for `len` bytes of reads until
@@ -428,11 +457,38 @@ impl Backend for SimBackend {
 /// Completes at a fixed instant, modelling transfer time.
 struct SimEvent {
     done_at: Instant,
+    /// An injected failure, reported once the event is due.
+    error: Option<Error>,
+}
+
+impl SimEvent {
+    fn outcome(&self) -> Result<()> {
+        match &self.error {
+            None => Ok(()),
+            Some(Error::Backend { operation, code, message, transient, .. }) => Err(Error::Backend {
+                backend: "sim",
+                operation,
+                code: *code,
+                message: message.clone(),
+                transient: *transient,
+            }),
+            Some(other) => Err(Error::Backend {
+                backend: "sim",
+                operation: "event",
+                code: -3,
+                message: other.to_string(),
+                transient: false,
+            }),
+        }
+    }
 }
 
 impl DeviceEvent for SimEvent {
     fn is_complete(&self) -> Result<bool> {
-        Ok(Instant::now() >= self.done_at)
+        if Instant::now() < self.done_at {
+            return Ok(false);
+        }
+        self.outcome().map(|()| true)
     }
 
     fn wait(&self) -> Result<()> {
@@ -440,7 +496,7 @@ impl DeviceEvent for SimEvent {
         if now < self.done_at {
             std::thread::sleep(self.done_at - now);
         }
-        Ok(())
+        self.outcome()
     }
 
     fn on_complete(&self, waker: Waker) {

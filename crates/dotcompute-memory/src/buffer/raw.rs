@@ -50,6 +50,8 @@ struct Pending {
     refreshes: Direction,
     bytes: usize,
     started: Instant,
+    /// A host block the download fills, installed as the host part only on success.
+    fresh_host: Option<HostBlock>,
 }
 
 #[derive(Default)]
@@ -244,7 +246,10 @@ impl RawBuffer {
     /// buffer's new contents (-> device-current). On unified memory the block becomes the
     /// buffer's single allocation. The old device part goes back to the pool.
     pub(crate) fn install_device_block(&mut self, block: DeviceRegion) -> Result<()> {
-        self.settle()?;
+        if let Err(e) = self.settle() {
+            self.mm.release_device(block);
+            return Err(e);
+        }
         match &mut self.parts {
             Parts::Unified { memory, ptr, device_attached, .. } => {
                 let new_ptr = block.host_ptr(self.mm.backend()).filter(|p| p.as_ptr() as usize % HOST_ALIGN == 0);
@@ -372,12 +377,28 @@ impl RawBuffer {
             return Ok(());
         };
         self.has_pending.set(false);
-        p.event.wait()?;
+        if let Err(e) = p.event.wait() {
+            self.abandon(p);
+            return Err(e);
+        }
         self.finish(p);
         Ok(())
     }
 
-    fn finish(&self, p: Pending) {
+    /// A pending transfer failed: the buffer stays as it was (a fresh host block goes back).
+    fn abandon(&self, p: Pending) {
+        if let Some(block) = p.fresh_host {
+            self.mm.release_host(block);
+        }
+    }
+
+    fn finish(&self, mut p: Pending) {
+        if let (Some(block), Parts::Discrete { host, .. }) = (p.fresh_host.take(), &self.parts) {
+            // The host part was absent (checked when the download started); it is now filled.
+            if let Err(block) = host.set(block) {
+                self.mm.release_host(block);
+            }
+        }
         let e = self.epochs.get();
         self.epochs.set(if p.refreshes == Direction::DeviceToHost { e.host_caught_up() } else { e.device_caught_up() });
         self.record(p.refreshes, p.bytes, p.started.elapsed());
@@ -405,13 +426,14 @@ impl RawBuffer {
             }
             Err(e) => {
                 self.has_pending.set(false);
+                self.abandon(p);
                 Poll::Ready(Err(e))
             }
         }
     }
 
     fn set_pending(&self, event: Event, refreshes: Direction, started: Instant) {
-        self.pending.set(Some(Pending { event, refreshes, bytes: self.bytes, started }));
+        self.pending.set(Some(Pending { event, refreshes, bytes: self.bytes, started, fresh_host: None }));
         self.has_pending.set(true);
     }
 
@@ -592,6 +614,13 @@ impl RawBuffer {
     ) -> Result<()> {
         self.settle()?;
         src.settle()?;
+        if matches!(self.parts, Parts::Unified { .. }) && len == 0 {
+            // An empty (zero-byte) buffer: nothing to read from the source, which may not even
+            // have a host part; only the state changes.
+            self.ensure_device_part()?;
+            self.device_written();
+            return Ok(());
+        }
         if matches!(self.parts, Parts::Unified { .. }) {
             // One memory: a plain copy, then the same state change as on a discrete device.
             let data = &src.host()[src_offset..src_offset + len];
@@ -776,35 +805,41 @@ impl RawBuffer {
         if matches!(self.parts, Parts::Unified { .. }) {
             return self.pull();
         }
-        let fresh_host = match &self.parts {
-            Parts::Discrete { host, .. } => host.get().is_none(),
-            _ => false,
+        let Parts::Discrete { host, device: Some(device) } = &self.parts else {
+            return Err(internal("download: no device part"));
         };
-        self.ensure_host_part()?;
         let bytes = self.bytes;
         let started = Instant::now();
-        let r = match &self.parts {
-            Parts::Discrete { host, device: Some(device) } => match host.get() {
-                // SAFETY: the host part is stale (or new), so no reference into it is alive
-                // (module invariant); it stays alive and untouched until the event is settled,
-                // because every accessor settles pending work first, and Drop does too.
-                Some(block) => unsafe { device.read_async(self.mm.backend(), queue, 0, block.as_ptr(), bytes) },
-                None => Err(internal("download: no host part")),
-            },
-            _ => Err(internal("download: no device part")),
+        // Without a host part, the download fills a fresh block that becomes the host part
+        // only when it completes, so a failure leaves the buffer as it was.
+        let mut fresh = match host.get() {
+            Some(_) => None,
+            None => Some(self.mm.acquire_host(bytes)?),
         };
-        match r {
+        let dst = match (&mut fresh, host.get()) {
+            (Some(block), _) => block.as_ptr(),
+            (None, Some(block)) => block.as_ptr(),
+            (None, None) => return Err(internal("download: no host part")),
+        };
+        // SAFETY: `dst` is either a fresh block owned by the pending record, or the stale host
+        // part, to which no reference is alive (module invariant); either stays alive and
+        // untouched until the event is settled, because every accessor settles pending work
+        // first, and Drop does too. Both hold at least `bytes` bytes.
+        match unsafe { device.read_async(self.mm.backend(), queue, 0, dst, bytes) } {
             Ok(event) => {
-                self.set_pending(event, Direction::DeviceToHost, started);
+                self.pending.set(Some(Pending {
+                    event,
+                    refreshes: Direction::DeviceToHost,
+                    bytes,
+                    started,
+                    fresh_host: fresh,
+                }));
+                self.has_pending.set(true);
                 Ok(())
             }
             Err(e) => {
-                if fresh_host {
-                    if let Parts::Discrete { host, .. } = &mut self.parts {
-                        if let Some(block) = host.take() {
-                            self.mm.release_host(block);
-                        }
-                    }
+                if let Some(block) = fresh {
+                    self.mm.release_host(block);
                 }
                 Err(e)
             }

@@ -25,7 +25,8 @@ pub use super::raw::BufferMetrics;
 /// `UnifiedBuffer` is `Send` but not `Sync`. Reading through `&self` may refresh a stale host
 /// copy (`as_slice` pulls device data, like a cache fill), which is interior mutability; two
 /// threads doing that at once would race. Share a buffer between threads behind a `Mutex`, or
-/// hand out the `&[T]` from `as_slice` (which is `Sync`), or split work with `slice_mut`.
+/// hand out the `&[T]` from `as_slice` (which is `Sync`) or split the `&mut [T]` from
+/// `as_mut_slice` (`chunks_mut`, `split_at_mut`) across scoped threads.
 pub struct UnifiedBuffer<T: Element> {
     pub(crate) raw: RawBuffer,
     len: usize,
@@ -73,6 +74,13 @@ impl<T: Element> UnifiedBuffer<T> {
         location: &'static Location<'static>,
         raw: fn(&Arc<ManagerShared>, usize, u64) -> Result<RawBuffer>,
     ) -> Result<Self> {
+        if std::mem::size_of::<T>() == 0 {
+            return Err(Error::InvalidArgument {
+                option: "element type",
+                value: format!("{} (size 0)", T::TYPE_TAG.name),
+                reason: "zero-sized elements carry no data; use a buffer of u8 or a unit count instead",
+            });
+        }
         if std::mem::align_of::<T>() > HOST_ALIGN {
             return Err(Error::InvalidArgument {
                 option: "element type",
@@ -361,6 +369,8 @@ impl<T: Element> UnifiedBuffer<T> {
             return Err(Error::ManagerMismatch { operation: "copy_from_buffer", left, right });
         }
         if len == 0 && self.len != 0 {
+            // An empty range of a non-empty buffer: nothing to copy, no state change. (A whole
+            // empty buffer still takes the device write's state change, like any other size.)
             return Ok(());
         }
         let sz = size::<T>();

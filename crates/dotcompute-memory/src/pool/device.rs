@@ -115,6 +115,13 @@ impl DevicePool {
                 drop(st);
                 self.release_cached(0, u64::MAX);
                 st = self.lock();
+                // Releasing the front cache coalesced regions in the arena: one may fit now.
+                if self.pooling {
+                    if let Some((seg, off)) = st.arena.alloc(size, min_split) {
+                        self.stats.pool_hit();
+                        return Ok(Self::region(&st, seg, off, size, class));
+                    }
+                }
                 // A device too small for a whole segment may still fit the request itself.
                 let retry = match self.backend.allocate(segment_size, 4096) {
                     Err(Error::OutOfMemory { .. }) if segment_size > size => {

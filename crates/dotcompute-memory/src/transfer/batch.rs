@@ -22,11 +22,12 @@ pub(crate) struct Member<'a> {
     pub(crate) offset: usize,
     pub(crate) len: usize,
     target: Option<DeviceRegion>,
+    error: Option<String>,
 }
 
 impl<'a> Member<'a> {
     pub(crate) fn new(index: usize, dst: &'a mut RawBuffer, offset: usize, len: usize) -> Self {
-        Member { index, dst, offset, len, target: None }
+        Member { index, dst, offset, len, target: None, error: None }
     }
 }
 
@@ -157,9 +158,12 @@ impl<'a> BatchRun<'a> {
         let elapsed = self.started.elapsed();
         for m in &mut self.members {
             if let Some(t) = m.target.take() {
-                // Installing cannot fail here (nothing pending on a batch member).
-                let _ = m.dst.install_device_block(t);
-                m.dst.record(Direction::HostToDevice, m.len, elapsed);
+                // Fails only if the destination's own earlier transfer failed; then this member
+                // is reported failed and its destination keeps its contents.
+                match m.dst.install_device_block(t) {
+                    Ok(()) => m.dst.record(Direction::HostToDevice, m.len, elapsed),
+                    Err(e) => m.error = Some(e.to_string()),
+                }
             }
         }
         self.outcome = Some(Ok(()));
@@ -204,7 +208,7 @@ impl<'a> BatchRun<'a> {
                 chunks: 1,
                 batched: true,
                 duration,
-                error: None,
+                error: m.error.clone(),
                 start_order: self.start_order,
                 retries: 0,
                 pinned: self.staging.block.as_ref().is_some_and(|b| b.is_pinned()),

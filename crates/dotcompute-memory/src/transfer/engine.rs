@@ -99,7 +99,8 @@ pub struct TransferOutcome {
     pub pinned_staging: bool,
     /// From its start to its completion.
     pub duration: Duration,
-    /// Why it failed, if it did (its destination is unchanged).
+    /// Why it failed, if it did. A failed upload or copy leaves its destination buffer
+    /// unchanged; a failed download may have written part of its destination slice.
     pub error: Option<String>,
 }
 
@@ -286,7 +287,8 @@ struct Execution<'a> {
 impl TransferEngine {
     /// Runs every transfer of `batch` and waits for all of them. Invalid options, or buffers of
     /// another manager, fail the call before anything moves; a transfer that fails after retries
-    /// is reported in [`TransferReport::failures`] and leaves its destination unchanged.
+    /// is reported in [`TransferReport::failures`]; a failed upload or copy leaves its destination
+    /// buffer unchanged (a failed download may have written part of its destination slice).
     pub fn execute(&self, batch: TransferBatch<'_>, options: TransferOptions) -> Result<TransferReport> {
         let mut exec = self.prepare(batch, options, false)?;
         loop {
@@ -297,9 +299,13 @@ impl TransferEngine {
         }
     }
 
-    /// Like [`TransferEngine::execute`] but as a runtime-agnostic future. Upload sources are
-    /// copied at submission and downloads land in owned staging first, so no user memory is
-    /// handed to the device beyond this call's borrows even if the future is leaked.
+    /// Like [`TransferEngine::execute`] but as a runtime-agnostic future. Host memory is never
+    /// handed to the device directly: uploads and host-sourced copies are staged (copied by the
+    /// CPU, chunk by chunk, while the future is polled) and downloads land in staging first, so a
+    /// leaked future cannot leave the device reading or writing memory that safe code frees.
+    /// (Device-to-device copies read the source's device memory, which returns to the pool when
+    /// its buffer drops; a leaked future may then copy stale data into its own, never-installed
+    /// target.)
     pub fn execute_async<'a>(
         &self,
         batch: TransferBatch<'a>,
@@ -337,7 +343,7 @@ impl TransferEngine {
         let mut exec = Execution {
             mm: self.mm.clone(),
             options,
-            pending: std::collections::VecDeque::from([Work::One(run)]),
+            pending: std::collections::VecDeque::from([Work::One(Box::new(run))]),
             active: Vec::new(),
             done: Vec::new(),
             started,
@@ -417,7 +423,7 @@ impl TransferEngine {
                     for (index, s, dst) in group.drain(..) {
                         let plan = Plan { queue, chunk_size: usize::MAX, ring: 1, staging: false, pinned: false };
                         let op = Op::Upload { src: Source::Owned(s.to_vec()), dst };
-                        runs.push_back(Work::One(Run::new(index, op, mm, plan, true)));
+                        runs.push_back(Work::One(Box::new(Run::new(index, op, mm, plan, true))));
                     }
                 }
             }
@@ -439,13 +445,13 @@ impl TransferEngine {
                     let chunk = if options.pipelining { options.chunk_size } else { usize::MAX };
                     let plan =
                         Plan { queue, chunk_size: chunk, ring: options.staging_buffers, staging: false, pinned: false };
-                    runs.push_back(Work::One(Run::new(
+                    runs.push_back(Work::One(Box::new(Run::new(
                         index,
                         Op::Upload { src: Source::Borrowed(src), dst },
                         mm,
                         plan,
                         false,
-                    )));
+                    ))));
                     next_queue += 1;
                 }
                 spec => {
@@ -462,8 +468,10 @@ impl TransferEngine {
                         Spec::Download(src, dst) => Op::Download { src, dst },
                         Spec::Copy(src, dst) => Op::Copy { src, dst },
                     };
-                    // Asynchronous downloads always land in owned staging (leak safety).
-                    let stage = staging || (owned && matches!(op, Op::Download { .. }));
+                    // Asynchronous downloads land in owned staging, and host-sourced copies go
+                    // through it, so a leaked future never leaves the device touching user or
+                    // buffer memory that safe code may free (leak safety).
+                    let stage = staging || (owned && matches!(op, Op::Download { .. } | Op::Copy { .. }));
                     let plan = Plan {
                         queue,
                         chunk_size: chunk,
@@ -471,7 +479,7 @@ impl TransferEngine {
                         staging: stage,
                         pinned: staging,
                     };
-                    runs.push_back(Work::One(Run::new(index, op, mm, plan, false)));
+                    runs.push_back(Work::One(Box::new(Run::new(index, op, mm, plan, false))));
                     next_queue += 1;
                 }
             }
@@ -495,7 +503,7 @@ impl TransferEngine {
 
 /// A single transfer or a batch of small uploads.
 enum Work<'a> {
-    One(Run<'a>),
+    One(Box<Run<'a>>),
     Batch(BatchRun<'a>),
 }
 
@@ -575,7 +583,7 @@ impl<'a> Execution<'a> {
                         if batch.needs_split() {
                             // Each member on its own, with its own retries, ahead of the rest.
                             for run in batch.split().into_iter().rev() {
-                                self.pending.push_front(Work::One(run));
+                                self.pending.push_front(Work::One(Box::new(run)));
                             }
                         } else {
                             for f in batch.finished() {

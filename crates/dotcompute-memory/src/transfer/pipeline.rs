@@ -112,6 +112,8 @@ pub(crate) struct Run<'a> {
     attempts: Vec<u32>,
     retry_at: VecDeque<(usize, Instant)>,
     progress: Option<Progress<'a>>,
+    /// Base of the user's destination for direct (unstaged) downloads.
+    direct_dst: *mut u8,
 }
 
 /// How a run moves its data.
@@ -160,7 +162,11 @@ impl<'a> Run<'a> {
             attempts: vec![0; chunks],
             retry_at: VecDeque::new(),
             progress: None,
+            direct_dst: std::ptr::null_mut(),
         };
+        if let Op::Download { dst, .. } = &mut run.op {
+            run.direct_dst = dst.as_mut_ptr();
+        }
         if bytes == 0 {
             run.finish(Ok(()));
             return run;
@@ -278,7 +284,11 @@ impl<'a> Run<'a> {
             }
         }
         // New chunks, while slots are free and no retry waits for its slot.
-        while self.retry_at.is_empty() && self.next < self.chunks && self.inflight.len() < self.ring() {
+        while self.retry_at.is_empty()
+            && self.next < self.chunks
+            && self.inflight.len() < self.ring()
+            && self.slot_free(self.next)
+        {
             let c = self.next;
             self.next += 1;
             progressed = true;
@@ -327,6 +337,13 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// A chunk's staging slot may be filled only when no chunk in flight (a retry included,
+    /// which is re-sent from its slot) still uses it.
+    fn slot_free(&self, c: usize) -> bool {
+        let ring = self.staging.len();
+        ring == 0 || !self.inflight.iter().any(|f| f.chunk % ring == c % ring)
+    }
+
     fn chunk_range(&self, c: usize) -> (usize, usize) {
         let off = c * self.chunk;
         (off, self.chunk.min(self.bytes - off))
@@ -357,11 +374,12 @@ impl<'a> Run<'a> {
                 // live at least as long as the run; `Drop` waits for every event in flight.
                 unsafe { target.write_async(&*backend, self.queue, off, ptr, len)? }
             }
-            Op::Download { src, dst } => {
+            Op::Download { src, .. } => {
                 let from = src.current_device().ok_or_else(|| missing("download source on the device"))?;
                 let ptr = match slot {
                     Some(s) => self.staging[s].bytes_mut().as_mut_ptr(),
-                    None => dst[off..off + len].as_mut_ptr(),
+                    // One base pointer for all chunks, so in-flight chunks keep valid pointers.
+                    None => self.direct_dst.wrapping_add(off),
                 };
                 // SAFETY: `ptr` addresses `len` writable bytes that nothing else touches until
                 // the event completes: a staging slot owned by this run, or the user's
@@ -375,9 +393,22 @@ impl<'a> Run<'a> {
                     Some(from) => target.copy_from_async(&*backend, self.queue, off, from, off, len)?,
                     None => {
                         let data = &src.host()[off..off + len];
-                        // SAFETY: the source buffer is borrowed for the run's whole life, so its
-                        // host bytes stay valid and (shared borrow) unwritten; Drop waits.
-                        unsafe { target.write_async(&*backend, self.queue, off, data.as_ptr(), len)? }
+                        let ptr = match slot {
+                            // Asynchronous execution stages host sources, so a leaked future
+                            // never leaves the device reading the source buffer's memory.
+                            Some(s) => {
+                                let block = &mut self.staging[s];
+                                if self.attempts[c] == 1 {
+                                    crate::ops::copy_into(&mut block.bytes_mut()[..len], data);
+                                }
+                                block.bytes().as_ptr()
+                            }
+                            None => data.as_ptr(),
+                        };
+                        // SAFETY: a staging slot owned by this run (refilled only when no chunk
+                        // in flight uses it), or the source's host bytes, borrowed for the
+                        // run's whole life (synchronous execution only); Drop waits.
+                        unsafe { target.write_async(&*backend, self.queue, off, ptr, len)? }
                     }
                 }
             }

@@ -17,6 +17,9 @@ pub enum Priority {
     High,
 }
 
+/// Upper bound on any one backoff the policy accepts (one hour).
+const MAX_BACKOFF_SECS: u64 = 3600;
+
 /// Retry with exponential backoff for transient errors (`Error::is_transient`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
@@ -53,6 +56,14 @@ impl RetryPolicy {
                 reason: "at least one attempt is needed (1 means no retries)",
             });
         }
+        let limit = Duration::from_secs(MAX_BACKOFF_SECS);
+        if self.initial_backoff > limit || self.max_backoff > limit {
+            return Err(Error::InvalidArgument {
+                option: "RetryPolicy::initial_backoff / max_backoff",
+                value: format!("{:?} / {:?}", self.initial_backoff, self.max_backoff),
+                reason: "backoffs above one hour are not accepted",
+            });
+        }
         if !(self.multiplier >= 1.0 && self.multiplier.is_finite()) {
             return Err(Error::InvalidArgument {
                 option: "RetryPolicy::multiplier",
@@ -69,7 +80,7 @@ impl RetryPolicy {
         let base = self.initial_backoff.as_secs_f64() * exp;
         let capped = base.min(self.max_backoff.as_secs_f64());
         let factor = if self.jitter { 0.5 + 0.5 * unit_random() } else { 1.0 };
-        Duration::from_secs_f64(capped * factor)
+        Duration::try_from_secs_f64(capped * factor).unwrap_or(Duration::MAX).min(Duration::from_secs(MAX_BACKOFF_SECS))
     }
 }
 
@@ -148,6 +159,11 @@ mod tests {
         assert!(RetryPolicy { max_attempts: 0, ..Default::default() }.validate().is_err());
         assert!(RetryPolicy { multiplier: 0.5, ..Default::default() }.validate().is_err());
         assert!(RetryPolicy { multiplier: f64::NAN, ..Default::default() }.validate().is_err());
+        assert!(RetryPolicy { max_backoff: Duration::MAX, ..Default::default() }.validate().is_err());
+        assert!(RetryPolicy { initial_backoff: Duration::MAX, ..Default::default() }.validate().is_err());
+        // Unvalidated extreme values still do not panic.
+        let wild = RetryPolicy { initial_backoff: Duration::MAX, max_backoff: Duration::MAX, ..Default::default() };
+        assert!(wild.backoff(3) <= Duration::from_secs(MAX_BACKOFF_SECS));
     }
 
     #[test]
