@@ -3,7 +3,8 @@
 //! - `object_pool`: get + use + return of a `Box<[u64; 8]>` (64-byte heap object), one thread:
 //!   `box_new` (a fresh object each time), `array_queue` (a `crossbeam_queue::ArrayQueue` free
 //!   list), `mutex_vec` (a `Mutex<Vec<_>>` free list), `lockfree_object_pool` (the crate's
-//!   `LinearObjectPool`), and ours, `object_pool` (`ObjectPool::get` + drop).
+//!   `LinearObjectPool`), and ours, `object_pool` (`ObjectPool::get` + drop; also
+//!   `object_pool_no_metrics`, built with `metrics(false)`, to show what the counters cost).
 //! - `object_pool_2_threads`: the same, two threads on one shared instance; the time is per pair
 //!   of the total throughput (wall time / pairs of both threads), thread start-up included.
 //! - `array_pool`: `vec![0u8; n]` + drop against `ArrayPool::<u8>::rent(n)` + drop (default
@@ -86,6 +87,7 @@ fn object_pool(c: &mut Criterion) {
     let mutex = Mutex::new(Vec::new());
     let lockfree = LinearObjectPool::new(new_item, |_| {});
     let pool = ObjectPool::builder(new_item).build().expect("default options are valid");
+    let quiet = ObjectPool::builder(new_item).metrics(false).build().expect("valid options");
 
     let mut group = c.benchmark_group("object_pool");
     group.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(30);
@@ -94,6 +96,7 @@ fn object_pool(c: &mut Criterion) {
     group.bench_function("mutex_vec", |b| b.iter(|| mutex_vec(&mutex)));
     group.bench_function("lockfree_object_pool", |b| b.iter(|| linear(&lockfree)));
     group.bench_function("object_pool", |b| b.iter(|| ours(&pool)));
+    group.bench_function("object_pool_no_metrics", |b| b.iter(|| ours(&quiet)));
     group.finish();
 
     let mut group = c.benchmark_group("object_pool_2_threads");
