@@ -174,15 +174,6 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// The backend does not offer this operation.
-    #[error("{backend} does not support {operation}")]
-    Unsupported {
-        /// Backend name.
-        backend: &'static str,
-        /// The operation.
-        operation: &'static str,
-    },
-
     /// A device handle passed to a backend that did not create it, or already released.
     #[error("invalid device memory handle for backend {backend}: {reason}")]
     InvalidHandle {
@@ -227,6 +218,126 @@ pub enum Error {
         /// The operating system's error.
         message: String,
     },
+
+    /// An alignment that is not a power of two, is below the element's own alignment, or is
+    /// larger than this crate supports.
+    #[error("invalid alignment {alignment} for {type_name} (which needs at least {element_align}): {reason}")]
+    InvalidAlignment {
+        /// The alignment requested, in bytes.
+        alignment: usize,
+        /// Element type name.
+        type_name: &'static str,
+        /// `align_of` the element type.
+        element_align: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A NUMA node that does not exist on this machine.
+    #[error("NUMA node {node} does not exist on this machine (online nodes: {online})")]
+    NumaNodeUnavailable {
+        /// The node requested.
+        node: u32,
+        /// The kernel's list of online nodes, e.g. `0` or `0-3`.
+        online: String,
+    },
+
+    /// An operating-system call failed.
+    #[error("{operation} failed for {target}: {message} (errno {errno})")]
+    Os {
+        /// The call, e.g. `mmap` or `shm_open`.
+        operation: &'static str,
+        /// What it was applied to, e.g. `8388608 bytes` or a shared-memory name.
+        target: String,
+        /// The raw OS error number.
+        errno: i32,
+        /// The OS's description of the error.
+        message: String,
+    },
+
+    /// Locking pages in memory hit the locked-memory limit.
+    #[error("cannot lock {requested} bytes in memory: RLIMIT_MEMLOCK is {} (hard limit {}) and this process may not exceed it (errno {errno}); raise it with `ulimit -l`, /etc/security/limits.conf or CAP_IPC_LOCK, or pin less memory", fmt_limit(*soft_limit), fmt_limit(*hard_limit))]
+    MemoryLockLimit {
+        /// Bytes asked to lock.
+        requested: usize,
+        /// Soft RLIMIT_MEMLOCK in bytes (`None`: unlimited).
+        soft_limit: Option<u64>,
+        /// Hard RLIMIT_MEMLOCK in bytes (`None`: unlimited).
+        hard_limit: Option<u64>,
+        /// The errno mlock returned (ENOMEM or EPERM).
+        errno: i32,
+    },
+
+    /// The operation is not available on this platform or build.
+    #[error("{operation} is not supported here: {reason}")]
+    Unsupported {
+        /// What was attempted.
+        operation: &'static str,
+        /// Why it is unavailable.
+        reason: &'static str,
+    },
+
+    /// A shared-memory name that cannot be used.
+    #[error("invalid shared buffer name {name:?}: {reason}")]
+    SharedName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// `allocate_shared` with a name that already exists.
+    #[error("shared buffer {name:?} already exists{}; open it with open_shared, pick another name, or remove a stale one with SharedBuffer::remove", match creator_pid { Some(pid) => format!(" (created by pid {pid})"), None => String::new() })]
+    SharedExists {
+        /// The name given.
+        name: String,
+        /// The pid recorded in the existing segment's header, when it has a readable one.
+        creator_pid: Option<u32>,
+    },
+
+    /// `open_shared` with a name no process has created (or that was already removed).
+    #[error("shared buffer {name:?} does not exist (never created, or its creator dropped or unlinked it)")]
+    SharedNotFound {
+        /// The name given.
+        name: String,
+    },
+
+    /// `open_shared` as a different element type than the buffer was created with.
+    #[error("shared buffer {name:?} holds {found_size}-byte elements with type tag {found_id}, but it was opened as {expected_type} (tag {expected_id}, {expected_size} bytes)")]
+    SharedTypeMismatch {
+        /// The name given.
+        name: String,
+        /// The type it was opened as.
+        expected_type: &'static str,
+        /// That type's tag.
+        expected_id: u32,
+        /// That type's size.
+        expected_size: u32,
+        /// The tag in the header.
+        found_id: u32,
+        /// The element size in the header.
+        found_size: u32,
+    },
+
+    /// A shared segment whose header is not one this crate wrote, or is damaged or truncated.
+    #[error("shared buffer {name:?} has a corrupt header: {field} is {found}, expected {expected}")]
+    SharedCorrupt {
+        /// The name given.
+        name: String,
+        /// The header field (or `segment size`) that failed validation.
+        field: &'static str,
+        /// What validation expected.
+        expected: String,
+        /// What was found.
+        found: String,
+    },
+}
+
+fn fmt_limit(limit: Option<u64>) -> String {
+    match limit {
+        Some(bytes) => format!("{bytes} bytes"),
+        None => "unlimited".to_string(),
+    }
 }
 
 impl Error {

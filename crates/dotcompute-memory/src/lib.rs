@@ -62,6 +62,7 @@ pub mod element;
 pub mod error;
 pub mod host;
 pub mod manager;
+pub mod ops;
 pub mod pool;
 pub mod stats;
 pub mod transfer;
@@ -78,6 +79,10 @@ pub use diagnostics::{Diagnostics, LiveBuffer};
 pub use element::{Element, TypeTag};
 pub use error::{Direction, Error, Result};
 pub use host::HostBlock;
+pub use host::{
+    HostAlloc, HostBuffer, MappedBuffer, MappedBufferMut, Ownership, PageInfo, PageKind, PinnedBuffer, PinnedPool,
+    SharedBuffer, SharedHeader,
+};
 pub use manager::{ManagerOptions, MemoryManager};
 pub use pool::array::{ArrayHandle, ArrayPool, ArrayPoolOptions, ArrayPoolStatistics, Rented};
 pub use pool::object::{

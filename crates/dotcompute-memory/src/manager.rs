@@ -440,3 +440,68 @@ pub(crate) fn timed<R>(enabled: bool, f: impl FnOnce() -> R) -> (R, Duration) {
         (f(), Duration::ZERO)
     }
 }
+
+/// Named cross-process buffers (see [`crate::host::SharedBuffer`]).
+impl MemoryManager {
+    /// Creates a named buffer of `len` zeroed elements in POSIX shared memory (mode 0600,
+    /// created exclusively), which other processes open with [`MemoryManager::open_shared`].
+    /// The name is removed when this process's last handle to it drops. Counted in this
+    /// manager's statistics while it lives.
+    ///
+    /// ```
+    /// # use dotcompute_memory::*;
+    /// # fn main() -> Result<()> {
+    /// # if cfg!(miri) || !cfg!(unix) { return Ok(()); }
+    /// let mm = MemoryManager::cpu();
+    /// let name = format!("dcmem-doc-{}", std::process::id());
+    /// let mut shared = mm.allocate_shared::<f32>(&name, 4)?;
+    /// shared[0] = 1.5;
+    /// let other = mm.open_shared::<f32>(&name)?;     // in this or another process
+    /// assert_eq!(other[0], 1.5);
+    /// assert!(matches!(mm.open_shared::<u32>(&name), Err(Error::SharedTypeMismatch { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Errors: [`Error::SharedName`] (empty, `/`, too long), [`Error::SharedExists`],
+    /// [`Error::LengthOverflow`], [`Error::Os`], [`Error::Unsupported`].
+    pub fn allocate_shared<T: Element>(&self, name: &str, len: usize) -> Result<crate::host::SharedBuffer<T>> {
+        Ok(crate::host::SharedBuffer::<T>::create(name, len)?.with_stats(self.shared.stats.clone()))
+    }
+
+    /// Opens the named buffer `name` created by [`MemoryManager::allocate_shared`] (in any
+    /// process), after validating its header.
+    ///
+    /// Errors: [`Error::SharedName`], [`Error::SharedNotFound`],
+    /// [`Error::SharedTypeMismatch`] (element type or size differ), [`Error::SharedCorrupt`]
+    /// (not our header, damaged, or truncated), [`Error::Os`], [`Error::Unsupported`].
+    pub fn open_shared<T: Element>(&self, name: &str) -> Result<crate::host::SharedBuffer<T>> {
+        Ok(crate::host::SharedBuffer::<T>::open(name)?.with_stats(self.shared.stats.clone()))
+    }
+}
+
+/// Host buffers with chosen alignment, pages and NUMA node (see [`crate::host::HostAlloc`]).
+impl MemoryManager {
+    /// Allocates `len` zeroed elements as `alloc` says, counted in this manager's statistics
+    /// (active allocations and bytes, peak) until the buffer drops.
+    ///
+    /// ```
+    /// # use dotcompute_memory::*;
+    /// # fn main() -> Result<()> {
+    /// let mm = MemoryManager::cpu();
+    /// let buf = mm.allocate_host::<f32>(&HostAlloc::new().alignment(4096).huge_pages(true), 1 << 20)?;
+    /// assert_eq!(mm.statistics().active_allocations, 1);
+    /// # drop(buf);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Errors: as [`crate::host::HostAlloc::allocate`].
+    pub fn allocate_host<T: Element>(
+        &self,
+        alloc: &crate::host::HostAlloc,
+        len: usize,
+    ) -> Result<crate::host::HostBuffer<T>> {
+        Ok(alloc.allocate::<T>(len)?.with_stats(self.shared.stats.clone()))
+    }
+}

@@ -335,3 +335,27 @@ fn transfer_statistics_report_efficiency_against_the_best_stream() {
     assert!(h2d.efficiency > 0.0 && h2d.efficiency <= 1.0, "{h2d:?}");
     assert!(h2d.bandwidth_bytes_per_sec <= h2d.peak_bandwidth_bytes_per_sec * 1.0001);
 }
+
+#[test]
+fn pinned_sources_skip_staging() {
+    let mm = MemoryManager::sim(SimOptions::default());
+    let mut src = dotcompute_memory::host::pinned::PinnedBuffer::<u32>::new(300_000).unwrap();
+    for (i, x) in src.iter_mut().enumerate() {
+        *x = i as u32 * 7;
+    }
+    let mut a = mm.allocate::<u32>(300_000).unwrap();
+    let mut batch = TransferBatch::new();
+    batch.upload_pinned(&src, &mut a).unwrap();
+    let report = mm.transfer_engine().execute(batch, TransferOptions::default()).unwrap();
+    assert!(report.is_success(), "{report:?}");
+    assert!(!report.transfers[0].pinned_staging, "no staging at all");
+    assert_eq!(report.transfers[0].chunks, 2, "1.2 MB in 1 MiB chunks, straight from the pinned source");
+    assert_eq!(a.to_vec().unwrap(), src.to_vec());
+    // Length mismatches are refused up front.
+    let small = dotcompute_memory::host::pinned::PinnedBuffer::<u32>::new(10).unwrap();
+    let mut batch = TransferBatch::new();
+    assert!(matches!(
+        batch.upload_pinned(&small, &mut a),
+        Err(Error::LengthMismatch { operation: "upload_pinned", .. })
+    ));
+}

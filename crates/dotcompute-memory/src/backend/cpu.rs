@@ -112,6 +112,11 @@ impl Backend for CpuBackend {
         }
     }
 
+    fn allocate_pinned(&self, size: usize) -> Result<Box<dyn super::PinnedHost>> {
+        // Page-locked with mlock; over RLIMIT_MEMLOCK this is Error::MemoryLockLimit.
+        Ok(Box::new(crate::host::pinned::PinnedBuffer::<u8>::new(size)?))
+    }
+
     fn host_ptr(&self, memory: &DeviceMemory) -> Option<NonNull<u8>> {
         if memory.owner() != self.id {
             return None;

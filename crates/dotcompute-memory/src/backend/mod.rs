@@ -217,7 +217,10 @@ pub trait Backend: Send + Sync + 'static {
     /// through pageable memory).
     fn allocate_pinned(&self, size: usize) -> Result<Box<dyn PinnedHost>> {
         let _ = size;
-        Err(Error::Unsupported { backend: self.name(), operation: "allocate_pinned" })
+        Err(Error::Unsupported {
+            operation: "Backend::allocate_pinned",
+            reason: "this backend has no page-locked host memory",
+        })
     }
 
     /// Copies `src` into `dst` at `dst_offset`, returning when done.

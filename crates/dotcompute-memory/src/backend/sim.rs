@@ -310,6 +310,11 @@ impl Backend for SimBackend {
         }
     }
 
+    fn allocate_pinned(&self, size: usize) -> Result<Box<dyn super::PinnedHost>> {
+        // Page-locked with mlock; over RLIMIT_MEMLOCK this is Error::MemoryLockLimit.
+        Ok(Box::new(crate::host::pinned::PinnedBuffer::<u8>::new(size)?))
+    }
+
     fn host_ptr(&self, _memory: &DeviceMemory) -> Option<NonNull<u8>> {
         None
     }

@@ -569,7 +569,7 @@ impl RawBuffer {
             return Ok(());
         }
         if self.data_on_host() {
-            out.copy_from_slice(&self.host()[offset..offset + out.len()]);
+            crate::ops::copy_into(out, &self.host()[offset..offset + out.len()]);
             self.count_access(true);
             return Ok(());
         }
@@ -597,7 +597,7 @@ impl RawBuffer {
             let data = &src.host()[src_offset..src_offset + len];
             let enabled = self.mm.options.enable_statistics;
             let dst = &mut self.host_mut()[dst_offset..dst_offset + len];
-            let ((), elapsed) = timed(enabled, || dst.copy_from_slice(data));
+            let ((), elapsed) = timed(enabled, || crate::ops::copy_into(dst, data));
             self.record(Direction::DeviceToDevice, len, elapsed);
             self.ensure_device_part()?;
             self.device_written();
@@ -647,7 +647,7 @@ impl RawBuffer {
         }
         if matches!(self.parts, Parts::Unified { .. }) {
             // Like `copy_from`: the one memory is written, no host/device transfer happens.
-            self.host_mut().copy_from_slice(data);
+            crate::ops::copy_into(self.host_mut(), data);
             self.ensure_device_part()?;
             self.device_written();
             return Ok(());
@@ -720,12 +720,12 @@ impl RawBuffer {
         }
         if matches!(self.parts, Parts::Unified { .. }) {
             // One memory: the write cannot fail and the upload is a no-op.
-            self.host_mut().copy_from_slice(data);
+            crate::ops::copy_into(self.host_mut(), data);
             self.host_written();
             return self.start_upload(queue);
         }
         let mut staging = self.mm.acquire_host(bytes)?;
-        staging.bytes_mut()[..bytes].copy_from_slice(data);
+        crate::ops::copy_into(&mut staging.bytes_mut()[..bytes], data);
         let fresh = match self.ensure_device_part() {
             Ok(fresh) => fresh,
             Err(e) => {

@@ -315,7 +315,7 @@ impl<T: Element> UnifiedBuffer<T> {
             self.raw.pull()?;
         }
         let host: &mut [T] = bytemuck::cast_slice_mut(self.raw.host_mut());
-        host[start..start + src.len()].copy_from_slice(src);
+        crate::ops::copy_into_typed(&mut host[start..start + src.len()], src);
         self.raw.host_written();
         Ok(())
     }

@@ -6,3 +6,16 @@
 mod block;
 
 pub use block::HostBlock;
+
+pub mod aligned;
+pub mod external;
+pub mod mapped;
+mod os;
+pub mod pinned;
+pub mod shared;
+
+pub use aligned::{HostAlloc, HostBuffer, PageInfo, PageKind, DEFAULT_ALIGNMENT, MAX_ALIGNMENT};
+pub use external::{Deleter, Ownership};
+pub use mapped::{MappedBuffer, MappedBufferMut};
+pub use pinned::{PinnedBuffer, PinnedPool, PooledPinned};
+pub use shared::{validate_name, SharedBuffer, SharedHeader, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_NAME_LEN};

@@ -148,6 +148,8 @@ impl TransferReport {
 
 enum Spec<'a> {
     Upload(&'a [u8], &'a mut RawBuffer),
+    /// An upload from page-locked memory: the device reads it directly, no staging copy.
+    UploadPinned(&'a [u8], &'a mut RawBuffer),
     Download(&'a RawBuffer, &'a mut [u8]),
     Copy(&'a RawBuffer, &'a mut RawBuffer),
 }
@@ -155,7 +157,7 @@ enum Spec<'a> {
 impl Spec<'_> {
     fn manager_ids(&self) -> (u64, Option<u64>) {
         match self {
-            Spec::Upload(_, d) => (d.manager().id, None),
+            Spec::Upload(_, d) | Spec::UploadPinned(_, d) => (d.manager().id, None),
             Spec::Download(s, _) => (s.manager().id, None),
             Spec::Copy(s, d) => (d.manager().id, Some(s.manager().id)),
         }
@@ -195,6 +197,20 @@ impl<'a> TransferBatch<'a> {
     pub fn upload<T: Element>(&mut self, src: &'a [T], dst: &'a mut UnifiedBuffer<T>) -> Result<&mut Self> {
         check("upload", dst.len(), src.len())?;
         self.items.push((Spec::Upload(bytemuck::cast_slice(src), &mut dst.raw), None));
+        Ok(self)
+    }
+
+    /// Host-to-device from page-locked memory: the device reads `src` directly, skipping the
+    /// staging copy (in [`TransferEngine::execute`]; asynchronous execution stages it like any
+    /// other source, because a leaked future must not leave the device reading user memory).
+    pub fn upload_pinned<T: Element>(
+        &mut self,
+        src: &'a crate::host::pinned::PinnedBuffer<T>,
+        dst: &'a mut UnifiedBuffer<T>,
+    ) -> Result<&mut Self> {
+        let src: &'a [T] = src;
+        check("upload_pinned", dst.len(), src.len())?;
+        self.items.push((Spec::UploadPinned(bytemuck::cast_slice(src), &mut dst.raw), None));
         Ok(self)
     }
 
@@ -389,7 +405,7 @@ impl TransferEngine {
                     let mut members = Vec::with_capacity(n);
                     let mut off = 0;
                     for (index, s, dst) in group.drain(..) {
-                        block.bytes_mut()[off..off + s.len()].copy_from_slice(s);
+                        crate::ops::copy_into(&mut block.bytes_mut()[off..off + s.len()], s);
                         members.push(Member::new(index, dst, off, s.len()));
                         off += s.len();
                     }
@@ -419,9 +435,26 @@ impl TransferEngine {
                     group_bytes += src.len();
                     group.push((index, src, dst));
                 }
+                Spec::UploadPinned(src, dst) if !owned => {
+                    let chunk = if options.pipelining { options.chunk_size } else { usize::MAX };
+                    let plan =
+                        Plan { queue, chunk_size: chunk, ring: options.staging_buffers, staging: false, pinned: false };
+                    runs.push_back(Work::One(Run::new(
+                        index,
+                        Op::Upload { src: Source::Borrowed(src), dst },
+                        mm,
+                        plan,
+                        false,
+                    )));
+                    next_queue += 1;
+                }
                 spec => {
                     let chunk = if options.pipelining { options.chunk_size } else { usize::MAX };
                     let op = match spec {
+                        Spec::UploadPinned(src, dst) => Op::Upload {
+                            src: if staging { Source::Borrowed(src) } else { Source::Owned(src.to_vec()) },
+                            dst,
+                        },
                         Spec::Upload(src, dst) => Op::Upload {
                             src: if owned && !staging { Source::Owned(src.to_vec()) } else { Source::Borrowed(src) },
                             dst,

@@ -168,7 +168,7 @@ impl<'a> Run<'a> {
         // A download whose newest data is already in host memory is one memcpy.
         if let Op::Download { src, dst } = &mut run.op {
             if src.data_on_host() {
-                dst.copy_from_slice(src.host());
+                crate::ops::copy_into(dst, src.host());
                 run.done = run.chunks;
                 run.finish(Ok(()));
                 return run;
@@ -390,7 +390,7 @@ impl<'a> Run<'a> {
         let (off, len) = self.chunk_range(c);
         if let (Op::Download { dst, .. }, false) = (&mut self.op, self.staging.is_empty()) {
             let slot = &self.staging[c % self.staging.len()];
-            dst[off..off + len].copy_from_slice(&slot.bytes()[..len]);
+            crate::ops::copy_into(&mut dst[off..off + len], &slot.bytes()[..len]);
         }
         self.done += 1;
         if let Some(p) = self.progress.as_mut() {
@@ -466,7 +466,8 @@ fn fill_slot(src: &mut Source<'_>, slot: &mut [u8], off: usize) -> Result<()> {
             reason: "the reader must supply exactly the buffer's size in bytes",
         }),
         other => {
-            slot.copy_from_slice(&other.bytes()[off..off + slot.len()]);
+            let len = slot.len();
+            crate::ops::copy_into(slot, &other.bytes()[off..off + len]);
             Ok(())
         }
     }

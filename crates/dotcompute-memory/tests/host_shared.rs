@@ -1,0 +1,246 @@
+//! Named cross-process buffers: a child process opens a buffer by name, writes, exits, and
+//! the parent sees the data; every bad-input case is a specific error.
+#![cfg(unix)]
+
+use dotcompute_memory::*;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A name no other test (or parallel run of this binary) uses.
+fn unique(tag: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("dcmem-test-{}-{tag}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn shm_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new("/dev/shm").join(name)
+}
+
+const CHILD_ENV: &str = "DCMEM_SHARED_CHILD";
+
+/// Parent: creates the buffer and re-runs this test binary, filtered to this test, with
+/// CHILD_ENV naming the buffer. Child (same test, env set): opens it, writes, exits.
+#[test]
+fn a_child_process_writes_and_the_parent_sees_it() {
+    let mm = MemoryManager::cpu();
+    if let Ok(name) = std::env::var(CHILD_ENV) {
+        let mut buf = mm.open_shared::<u32>(&name).expect("child opens the parent's buffer");
+        assert!(!buf.is_creator());
+        assert_eq!(buf[0], 0xC0FFEE, "the child sees what the parent wrote");
+        for (i, x) in buf.iter_mut().enumerate().skip(1) {
+            *x = i as u32 * 3;
+        }
+        // The child's handle drops here; it is not the creator, so the name stays.
+        return;
+    }
+    let name = unique("child");
+    let mut buf = mm.allocate_shared::<u32>(&name, 1000).unwrap();
+    assert!(buf.is_creator());
+    assert_eq!(buf.creator_pid(), std::process::id());
+    buf[0] = 0xC0FFEE;
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_child_process_writes_and_the_parent_sees_it", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, &name)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"), "the child really ran the test");
+    assert_eq!(buf[0], 0xC0FFEE);
+    assert!(buf.iter().enumerate().skip(1).all(|(i, &x)| x == i as u32 * 3), "parent sees the child's writes");
+    assert!(shm_path(&name).exists(), "the name lives until the creator drops");
+    drop(buf);
+    assert!(!shm_path(&name).exists(), "the creator's drop removes the name");
+}
+
+#[test]
+fn created_with_mode_0600_and_exclusively() {
+    use std::os::unix::fs::PermissionsExt;
+    let mm = MemoryManager::cpu();
+    let name = unique("mode");
+    let a = mm.allocate_shared::<f64>(&name, 10).unwrap();
+    let mode = std::fs::metadata(shm_path(&name)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let err = mm.allocate_shared::<f64>(&name, 10).unwrap_err();
+    match &err {
+        Error::SharedExists { name: n, creator_pid } => {
+            assert_eq!(n, &name);
+            assert_eq!(*creator_pid, Some(std::process::id()));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(a.iter().all(|&x| x == 0.0), "the failed create left the first buffer alone");
+}
+
+#[test]
+fn same_process_handles_share_memory_and_keep_the_name_until_the_last_drops() {
+    let mm = MemoryManager::cpu();
+    let name = unique("last");
+    let before = mm.statistics().active_allocations;
+    let mut creator = mm.allocate_shared::<i64>(&name, 16).unwrap();
+    let opened = mm.open_shared::<i64>(&name).unwrap();
+    assert_eq!(mm.statistics().active_allocations, before + 2);
+    creator[5] = -5;
+    assert_eq!(opened[5], -5);
+    assert_eq!(opened.len(), 16);
+    drop(creator);
+    assert!(shm_path(&name).exists(), "an opened handle in the creating process keeps the name");
+    let third = mm.open_shared::<i64>(&name).unwrap();
+    assert_eq!(third[5], -5);
+    drop(opened);
+    drop(third);
+    assert!(!shm_path(&name).exists());
+    assert!(matches!(mm.open_shared::<i64>(&name), Err(Error::SharedNotFound { .. })));
+    assert_eq!(mm.statistics().active_allocations, before);
+}
+
+#[test]
+fn explicit_unlink_and_recreate() {
+    let mm = MemoryManager::cpu();
+    let name = unique("unlink");
+    let mut old = mm.allocate_shared::<u8>(&name, 8).unwrap();
+    old.unlink().unwrap();
+    assert!(!shm_path(&name).exists());
+    old[0] = 1; // the mapping is still valid
+    let new = mm.allocate_shared::<u8>(&name, 8).unwrap();
+    assert_eq!(new[0], 0, "a fresh segment, not the old one");
+    drop(old); // must not remove the new segment's name
+    assert!(shm_path(&name).exists());
+    drop(new);
+    assert!(!shm_path(&name).exists());
+}
+
+#[test]
+fn wrong_type_or_size_is_a_type_mismatch() {
+    let mm = MemoryManager::cpu();
+    let name = unique("type");
+    let _buf = mm.allocate_shared::<f32>(&name, 4).unwrap();
+    match mm.open_shared::<u32>(&name).unwrap_err() {
+        Error::SharedTypeMismatch { expected_type, expected_id, found_id, found_size, .. } => {
+            assert_eq!((expected_type, expected_id), ("u32", u32::TYPE_TAG.id));
+            assert_eq!((found_id, found_size), (f32::TYPE_TAG.id, 4));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let err = mm.open_shared::<f64>(&name).unwrap_err();
+    assert!(matches!(err, Error::SharedTypeMismatch { expected_size: 8, found_size: 4, .. }), "{err:?}");
+    assert!(err.to_string().contains(&name));
+}
+
+#[test]
+fn bad_names() {
+    let mm = MemoryManager::cpu();
+    for name in ["", "a/b", "/lead", &"n".repeat(MAX_NAME_LEN + 1)] {
+        assert!(matches!(mm.allocate_shared::<u8>(name, 1), Err(Error::SharedName { .. })), "{name:?}");
+        assert!(matches!(mm.open_shared::<u8>(name), Err(Error::SharedName { .. })), "{name:?}");
+    }
+    let missing = unique("missing");
+    match mm.open_shared::<u8>(&missing).unwrap_err() {
+        Error::SharedNotFound { name } => assert_eq!(name, missing),
+        other => panic!("unexpected {other:?}"),
+    }
+    let err = mm.allocate_shared::<u64>(&unique("overflow"), usize::MAX / 2).unwrap_err();
+    assert!(matches!(err, Error::LengthOverflow { .. }), "{err:?}");
+}
+
+use dotcompute_memory::host::MAX_NAME_LEN;
+
+/// Writes `bytes` as segment `name` directly in /dev/shm (what a foreign or broken writer
+/// would leave), and expects `open_shared` to fail on `field`.
+fn expect_corrupt(bytes: &[u8], field: &str) {
+    let mm = MemoryManager::cpu();
+    let name = unique("corrupt");
+    std::fs::write(shm_path(&name), bytes).unwrap();
+    let result = mm.open_shared::<u32>(&name);
+    std::fs::remove_file(shm_path(&name)).unwrap();
+    match result {
+        Err(Error::SharedCorrupt { field: f, name: n, .. }) => {
+            assert_eq!(f, field);
+            assert_eq!(n, name);
+        }
+        other => panic!("expected a corrupt {field}, got {other:?}"),
+    }
+}
+
+#[test]
+fn corrupt_and_truncated_segments_are_refused_before_any_access() {
+    let header = SharedHeader::for_type::<u32>(100, 1).unwrap();
+    let mut good = header.encode().to_vec();
+    good.resize(header.segment_size() as usize, 0);
+
+    let mut bad_magic = good.clone();
+    bad_magic[..8].copy_from_slice(b"NOTOURS!");
+    expect_corrupt(&bad_magic, "magic");
+
+    let mut bad_version = SharedHeader { version: 9, ..header }.encode().to_vec();
+    bad_version.resize(good.len(), 0);
+    expect_corrupt(&bad_version, "layout version");
+
+    let mut too_long = SharedHeader { len: 10_000, ..header }.encode().to_vec();
+    too_long.resize(good.len(), 0);
+    expect_corrupt(&too_long, "length");
+
+    expect_corrupt(&good[..good.len() - 1], "length"); // truncated data
+    expect_corrupt(&good[..20], "segment size"); // truncated header
+    expect_corrupt(&[], "segment size");
+
+    let mut flipped = good.clone();
+    flipped[20] ^= 0xFF; // element size, checksum not updated
+    expect_corrupt(&flipped, "checksum");
+
+    // And the intact bytes open fine.
+    let mm = MemoryManager::cpu();
+    let name = unique("intact");
+    std::fs::write(shm_path(&name), &good).unwrap();
+    let opened = mm.open_shared::<u32>(&name).map(|b| b.len());
+    std::fs::remove_file(shm_path(&name)).unwrap();
+    assert_eq!(opened.unwrap(), 100);
+}
+
+#[test]
+fn stale_segments_of_dead_creators_can_be_removed() {
+    let name = unique("stale");
+    // A segment whose creator "crashed": pid of a child that has exited.
+    let dead_pid = {
+        let mut c = Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    };
+    let header = SharedHeader::for_type::<u8>(10, dead_pid).unwrap();
+    let mut bytes = header.encode().to_vec();
+    bytes.resize(header.segment_size() as usize, 0);
+    std::fs::write(shm_path(&name), &bytes).unwrap();
+
+    let mm = MemoryManager::cpu();
+    match mm.allocate_shared::<u8>(&name, 10).unwrap_err() {
+        Error::SharedExists { creator_pid, .. } => assert_eq!(creator_pid, Some(dead_pid)),
+        other => panic!("unexpected {other:?}"),
+    }
+    // A live creator's segment is kept.
+    let live = unique("live");
+    let live_buf = mm.allocate_shared::<u8>(&live, 1).unwrap();
+    assert!(!SharedBuffer::remove_stale(&live).unwrap());
+    drop(live_buf);
+
+    assert!(SharedBuffer::remove_stale(&name).unwrap());
+    assert!(!shm_path(&name).exists());
+    let fresh = mm.allocate_shared::<u8>(&name, 10).unwrap();
+    assert!(matches!(SharedBuffer::remove(&unique("gone")), Err(Error::SharedNotFound { .. })));
+    SharedBuffer::remove(&name).unwrap();
+    drop(fresh);
+}
+
+#[test]
+fn empty_shared_buffers_work() {
+    let mm = MemoryManager::cpu();
+    let name = unique("empty");
+    let a = mm.allocate_shared::<u128>(&name, 0).unwrap();
+    let b = mm.open_shared::<u128>(&name).unwrap();
+    assert!(a.is_empty() && b.is_empty());
+    assert_eq!(b.header().data_offset, 64);
+}
