@@ -22,7 +22,7 @@ fn stderr(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).expect("stderr is UTF-8")
 }
 
-const OPERATIONS: [&str; 8] = [
+const OPERATIONS: [&str; 11] = [
     "Buffer allocation",
     "Host-to-device copy",
     "Device-to-host copy",
@@ -31,6 +31,9 @@ const OPERATIONS: [&str; 8] = [
     "Pipelined transfer",
     "Batched transfers",
     "Device-to-device copy",
+    "Object pool get+return",
+    "Array pool rent+return",
+    "Random allocations",
 ];
 
 /// The row whose operation is exactly `op`.
@@ -76,6 +79,86 @@ fn check_transfer_rows(v: &Value, raw: &str) {
     }
 }
 
+fn num(r: &Value, key: &str) -> f64 {
+    r[key].as_f64().unwrap_or_else(|| panic!("{key} is not a number in {r}"))
+}
+
+/// The number just before `suffix` in `text` (digits, `.`), e.g. `"99.5"` from `"99.5% hits"`.
+fn number_before(text: &str, suffix: &str) -> f64 {
+    let end = text.find(suffix).unwrap_or_else(|| panic!("no {suffix:?} in {text:?}"));
+    let head = &text[..end];
+    let start = head.rfind(|c: char| !(c.is_ascii_digit() || c == '.')).map_or(0, |i| i + 1);
+    head[start..].parse().unwrap_or_else(|e| panic!("no number before {suffix:?} in {text:?}: {e}"))
+}
+
+/// The object-pool, array-pool and random-allocation rows (the same on every backend, except
+/// the device variant of the random workload, which only discrete backends have).
+fn check_pool_rows(v: &Value, discrete: bool) {
+    for (prefix, best_name, threads) in [
+        ("Object pool get+return (vs ", "Object pool get+return", 1),
+        ("Object pool get+return, 2 threads (vs ", "Object pool get+return, 2 threads", 2),
+    ] {
+        let each = rows_starting(v, prefix);
+        let names: Vec<&str> = each.iter().map(|r| text(r, "operation")).collect();
+        for baseline in ["Box::new", "ArrayQueue", "Mutex<Vec>", "lockfree-object-pool"] {
+            assert!(names.contains(&format!("{prefix}{baseline})").as_str()), "{names:?}");
+        }
+        assert_eq!(each.len(), 4, "{names:?}");
+        for r in &each {
+            assert_eq!(r["size_bytes"], 64, "{r}");
+            let ours = text(r, "ours");
+            assert!(ours.starts_with(&format!("ObjectPool::get + drop, {threads} thread")), "{r}");
+            // Every get but the first few of each thread was a pool hit.
+            assert!(number_before(ours, "% hits") > 90.0, "{r}");
+            if threads == 2 {
+                // Mops/s printed for both sides agree with the ns per pair.
+                let (b, o) = (num(r, "baseline_ns"), num(r, "ours_ns"));
+                assert!((number_before(ours, " Mops/s total") - 1e3 / o).abs() <= 0.51, "{r}");
+                assert!((number_before(text(r, "baseline"), " Mops/s total") - 1e3 / b).abs() <= 0.51, "{r}");
+            }
+        }
+        // The summary row is the pairing with the fastest baseline, numbers unchanged.
+        let best = row(v, best_name);
+        let fastest = each.iter().min_by(|a, b| num(a, "baseline_ns").total_cmp(&num(b, "baseline_ns"))).unwrap();
+        for key in ["baseline_ns", "ours_ns", "ratio", "size_bytes"] {
+            assert_eq!(best[key], fastest[key], "{key}: {best} vs {fastest}");
+        }
+        assert_eq!(text(best, "baseline"), format!("fastest baseline of this run: {}", text(fastest, "baseline")));
+    }
+    for (op, ours) in [
+        ("Array pool rent+return", "default options (reused array, not zeroed)"),
+        ("Array pool rent+return (clear_on_return)", "clear_on_return: true"),
+    ] {
+        let rows: Vec<&Value> = v["rows"].as_array().unwrap().iter().filter(|r| r["operation"] == op).collect();
+        let sizes: Vec<u64> = rows.iter().map(|r| r["size_bytes"].as_u64().unwrap()).collect();
+        assert_eq!(sizes, [1 << 10, 64 << 10, 1 << 20], "{op}");
+        for r in rows {
+            assert!(text(r, "baseline").starts_with("vec![0u8; n] + drop"), "{r}");
+            assert!(text(r, "ours").contains(ours), "{r}");
+        }
+    }
+    let random = rows_starting(v, "Random allocations");
+    assert_eq!(random.len(), if discrete { 2 } else { 1 }, "{v}");
+    for r in random {
+        let ours = text(r, "ours");
+        assert!(ours.contains("64 allocations, log-uniform 1 KiB..256 KiB, at most 4 MiB live"), "{r}");
+        assert!(text(r, "baseline").contains("enable_pooling: false"), "{r}");
+        let hits = number_before(ours, "% pool hits");
+        let reduction = number_before(ours, "% allocation reduction");
+        let requests = number_before(ours, " block requests");
+        let allocations = number_before(ours, " backend allocations");
+        assert!((0.0..=100.0).contains(&hits) && requests >= 64.0, "{r}");
+        // The reduction printed is the one the printed counts give (to the 2 decimals shown).
+        let expected = 100.0 - allocations * 100.0 / requests;
+        assert!((reduction - expected).abs() <= 0.006, "{reduction} vs {expected}: {r}");
+        // Rows are per allocation: mean size of the smoke workload, between its bounds.
+        assert!((1 << 10..=256 << 10).contains(&r["size_bytes"].as_u64().unwrap()), "{r}");
+    }
+    if discrete {
+        assert!(text(row(v, "Random allocations (device)"), "ours").contains("allocate_device + drop"));
+    }
+}
+
 fn check_bench_json(backend: &str) -> Value {
     let o = dcmem(&["bench", "--smoke", "--json", "--backend", backend]);
     assert!(o.status.success(), "exit {:?}, stderr: {}", o.status, stderr(&o));
@@ -112,6 +195,7 @@ fn bench_json_on_cpu_has_every_row_with_consistent_ratios() {
     let copy = rows.iter().find(|r| r["operation"] == "Host-to-device copy").unwrap();
     assert!(copy["baseline"].as_str().unwrap().contains("copy_from_slice"), "{copy}");
     check_transfer_rows(&v, "Backend");
+    check_pool_rows(&v, false);
     // Unified memory: there is no separate device allocation to pool.
     assert!(rows_starting(&v, "Buffer allocation (device").is_empty(), "{v}");
     // No batching on unified memory (nothing is staged), and the text says so.
@@ -132,6 +216,7 @@ fn bench_json_on_sim_uses_the_raw_backend_as_baseline() {
     let d2h = rows.iter().find(|r| r["operation"].as_str().unwrap().starts_with("Device-to-host copy")).unwrap();
     assert!(d2h["baseline"].as_str().unwrap().contains("Backend::read"), "{d2h}");
     check_transfer_rows(&v, "Backend");
+    check_pool_rows(&v, true);
     let device_alloc = rows_starting(&v, "Buffer allocation (device, pooled vs fresh)");
     assert_eq!(device_alloc.len(), 2, "one per smoke size: {v}");
     for r in device_alloc {

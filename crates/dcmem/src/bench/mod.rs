@@ -1,8 +1,10 @@
 //! `dcmem bench`: the seed's benchmark table, each row against a baseline measured in the same
 //! run. See [`crate::measure`] for how times are taken, [`native`] for the backends whose rows
-//! are set against their own native API, and [`transfer`] for the transfer-engine rows.
+//! are set against their own native API, [`transfer`] for the transfer-engine rows and
+//! [`pools`] for the object-pool, array-pool and random-allocation rows.
 
 mod native;
+mod pools;
 mod transfer;
 
 use native::NativeOp;
@@ -78,6 +80,12 @@ struct Sizes {
     transfer: usize,
     /// Batched transfers: how many, of what size.
     batch: (usize, usize),
+    /// Object-pool get+return pairs per timed call, on one thread and per thread on two.
+    object_pairs: (usize, usize),
+    /// Array-pool rent sizes (bytes).
+    arrays: Vec<usize>,
+    /// Random allocations: how many, smallest, largest, most bytes live at once.
+    random: (usize, usize, usize, usize),
 }
 
 impl Sizes {
@@ -92,6 +100,9 @@ impl Sizes {
                 // Above the engine's default 1 MiB chunk, so the pipelined path really chunks.
                 transfer: 3 << 20,
                 batch: (16, 1 << 10),
+                object_pairs: (1000, 2000),
+                arrays: vec![1 << 10, 64 << 10, 1 << 20],
+                random: (64, 1 << 10, 256 << 10, 4 << 20),
             }
         } else {
             Sizes {
@@ -102,6 +113,9 @@ impl Sizes {
                 access_elems: 1024,
                 transfer: 64 << 20,
                 batch: (256, 4 << 10),
+                object_pairs: (1000, 500_000),
+                arrays: vec![1 << 10, 64 << 10, 1 << 20],
+                random: (1000, 1 << 10, 4 << 20, 128 << 20),
             }
         }
     }
@@ -109,7 +123,7 @@ impl Sizes {
     /// Progress steps (a step may add more than one row).
     fn step_count(&self, discrete: bool) -> u64 {
         let device_alloc = if discrete { self.fresh.len() } else { 0 };
-        (self.fresh.len() + self.malloc.len() + device_alloc + 8) as u64
+        (self.fresh.len() + self.malloc.len() + device_alloc + self.arrays.len() + 11) as u64
     }
 }
 
@@ -450,6 +464,15 @@ pub fn measure(args: &BenchArgs) -> CliResult<Report> {
     let (count, size) = sizes.batch;
     step("batched transfers".into(), &|| one(ctx.batched(count, size)))?;
     step("device-to-device copy".into(), &|| one(ctx.device_to_device(sizes.transfer)))?;
+    let (one_thread, per_thread) = sizes.object_pairs;
+    step("object pool get+return".into(), &|| ctx.object_pool_one_thread(one_thread))?;
+    step("object pool get+return, 2 threads".into(), &|| ctx.object_pool_two_threads(per_thread))?;
+    for &n in &sizes.arrays {
+        step(format!("array pool rent+return {}", units::bytes(n as u64)), &|| ctx.array_pool(n))?;
+    }
+    let (count, min, max, live_cap) = sizes.random;
+    let workload = pools::Workload::random(count, min, max, live_cap, 0x5EED);
+    step("random allocations".into(), &|| ctx.random_allocations(&workload))?;
     pb.finish_and_clear();
     let s = ctx.pooled.statistics();
     Ok(Report {
