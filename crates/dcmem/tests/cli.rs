@@ -217,6 +217,9 @@ fn bench_json_on_sim_uses_the_raw_backend_as_baseline() {
     assert!(d2h["baseline"].as_str().unwrap().contains("Backend::read"), "{d2h}");
     check_transfer_rows(&v, "Backend");
     check_pool_rows(&v, true);
+    let capped = row(&v, "Pipelined transfer (sim, bandwidth cap)");
+    assert!(text(capped, "baseline").contains("pipelining: false"), "{capped}");
+    assert!(capped["ratio"].as_f64().unwrap() > 0.0, "{capped}");
     let device_alloc = rows_starting(&v, "Buffer allocation (device, pooled vs fresh)");
     assert_eq!(device_alloc.len(), 2, "one per smoke size: {v}");
     for r in device_alloc {

@@ -461,6 +461,9 @@ pub fn measure(args: &BenchArgs) -> CliResult<Report> {
     step("buffer pool hit".into(), &|| one(ctx.alloc_vs_malloc(sizes.pool_hit, "Buffer pool hit")))?;
     step("zero-copy access".into(), &|| one(ctx.zero_copy_access(sizes.access_elems)))?;
     step("pipelined transfer".into(), &|| ctx.pipelined(sizes.transfer))?;
+    if ctx.backend.name() == "sim" {
+        step("pipelined transfer, bandwidth-capped sim".into(), &|| one(ctx.pipelined_capped(sizes.transfer, 4e9)))?;
+    }
     let (count, size) = sizes.batch;
     step("batched transfers".into(), &|| one(ctx.batched(count, size)))?;
     step("device-to-device copy".into(), &|| one(ctx.device_to_device(sizes.transfer)))?;

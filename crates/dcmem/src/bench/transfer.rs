@@ -128,6 +128,41 @@ impl Ctx {
         ])
     }
 
+    /// On the simulated device with a bandwidth cap (so transfers take device time the host can
+    /// overlap): the pipelined engine upload against the same upload with `pipelining: false`,
+    /// which stages the whole transfer first and then sends it.
+    pub(super) fn pipelined_capped(&self, n: usize, bandwidth: f64) -> CliResult<Row> {
+        let sim = dotcompute_memory::MemoryManager::sim(dotcompute_memory::SimOptions {
+            bandwidth: Some(bandwidth),
+            ..Default::default()
+        });
+        let src = pattern(n, 97);
+        let engine = sim.transfer_engine();
+        let mut a = sim.allocate::<u8>(n)?;
+        let mut b = sim.allocate::<u8>(n)?;
+        let unpipelined = TransferOptions { pipelining: false, ..TransferOptions::default() };
+        let pair = compare(
+            &self.plan,
+            &mut || engine_upload(&engine, &src, &mut b, unpipelined.clone()).map(drop),
+            &mut || engine_upload(&engine, &src, &mut a, TransferOptions::default()).map(drop),
+        )?;
+        for buf in [&a, &b] {
+            if buf.as_slice()? != &src[..] {
+                return Err(wrong_data("bandwidth-capped engine upload"));
+            }
+        }
+        Ok(row(
+            "Pipelined transfer (sim, bandwidth cap)",
+            n,
+            format!("engine upload with pipelining: false on sim capped at {:.0} GB/s", bandwidth / 1e9),
+            format!(
+                "engine upload, pipelined in {} chunks through the staging ring",
+                units::bytes(TransferOptions::default().chunk_size as u64)
+            ),
+            pair,
+        ))
+    }
+
     /// `count` small uploads as one engine batch (adaptive batching) against a loop of
     /// per-buffer `upload` calls.
     pub(super) fn batched(&self, count: usize, size: usize) -> CliResult<Row> {
