@@ -209,10 +209,12 @@ impl ManagerShared {
         for block in blocks {
             released += block.size();
             self.stats.backend_freed(block.size());
+            self.stats.evicted();
         }
         for pinned in self.pinned_cache.evict(keep, idle_before) {
             released += pinned.bytes().len();
             self.stats.backend_freed(pinned.bytes().len());
+            self.stats.evicted();
         }
         released
     }

@@ -51,6 +51,7 @@ pub(crate) struct StatCounters {
     pool_misses: Counter,
     backend_frees: Counter,
     backend_bytes: Counter,
+    evictions: Counter,
     transfers: [TransferCounters; 3],
 }
 
@@ -67,6 +68,7 @@ impl StatCounters {
             pool_misses: Counter::default(),
             backend_frees: Counter::default(),
             backend_bytes: Counter::default(),
+            evictions: Counter::default(),
             transfers: Default::default(),
         }
     }
@@ -107,6 +109,11 @@ impl StatCounters {
         (self.buffers_allocated.get().saturating_sub(freed), self.active_bytes.get())
     }
 
+    /// Cached memory handed back to the backend by trimming, maintenance or an OOM retry.
+    pub(crate) fn evicted(&self) {
+        self.evictions.add(1);
+    }
+
     pub(crate) fn transfer(&self, direction: Direction, bytes: usize, elapsed: Duration) {
         let t = &self.transfers[direction as usize];
         t.count.add(1);
@@ -145,6 +152,7 @@ impl StatCounters {
             pool_hits: hits,
             backend_allocations: misses,
             backend_frees: self.backend_frees.get(),
+            evictions: self.evictions.get(),
             pool_hit_rate: if requests == 0 { 0.0 } else { hits as f64 / requests as f64 },
             allocation_reduction: if requests == 0 { 0.0 } else { 1.0 - misses as f64 / requests as f64 },
             cached_bytes,
@@ -227,6 +235,9 @@ pub struct MemoryStatistics {
     pub backend_allocations: u64,
     /// Blocks released to the backend.
     pub backend_frees: u64,
+    /// Cached blocks or segments released by `trim_excess`, the maintenance pass, or an
+    /// out-of-memory retry (a subset of `backend_frees`).
+    pub evictions: u64,
     /// `pool_hits / block_requests` (0 when there were none).
     pub pool_hit_rate: f64,
     /// `1 - backend_allocations / block_requests` (0 when there were none).

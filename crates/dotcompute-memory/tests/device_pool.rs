@@ -105,4 +105,6 @@ fn maintenance_releases_idle_memory_down_to_the_minimum() {
     mm.run_maintenance();
     mm.run_maintenance();
     assert_eq!(sim.used(), 0, "{:#?}", mm.statistics());
+    let s = mm.statistics();
+    assert!(s.evictions >= 2, "two segments (30 MiB oversize and a 2 MiB small one) evicted: {s:#?}");
 }

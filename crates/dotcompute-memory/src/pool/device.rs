@@ -206,6 +206,9 @@ impl DevicePool {
                     let memory: DeviceMemory = segment.memory;
                     released += memory.size();
                     self.stats.backend_freed(memory.size());
+                    if self.pooling {
+                        self.stats.evicted();
+                    }
                     let _ = self.backend.free(memory);
                 }
                 // Still referenced (cannot happen for an empty segment): keep it.
