@@ -399,3 +399,18 @@ fn a_download_failing_at_completion_leaves_the_buffer_as_it_was() {
     assert_eq!(b.to_vec().unwrap(), vec![7u32; 64]);
     src.fill(0).unwrap();
 }
+
+#[test]
+fn sim_bandwidth_can_differ_per_direction() {
+    let mm =
+        MemoryManager::sim(SimOptions { bandwidth: None, bandwidth_device_to_host: Some(2e8), ..Default::default() });
+    let mut a = mm.allocate::<u8>(1 << 20).unwrap();
+    a.upload(&vec![1u8; 1 << 20]).unwrap();
+    let mut out = vec![0u8; 1 << 20];
+    a.copy_to(&mut out).unwrap();
+    let s = mm.statistics();
+    // The device-to-host cap bounds read-back; uploads are uncapped.
+    assert!(s.device_to_host.peak_bandwidth_bytes_per_sec <= 2e8 * 1.0001, "{s:#?}");
+    assert!(s.host_to_device.peak_bandwidth_bytes_per_sec > s.device_to_host.peak_bandwidth_bytes_per_sec, "{s:#?}");
+    assert_eq!(out, vec![1u8; 1 << 20]);
+}

@@ -8,7 +8,7 @@
 //! testable without hardware. It is a test instrument, not a stand-in for a real driver.
 
 use super::{Backend, BackendId, BatchWrite, DeviceEvent, DeviceMemory, Event, MemoryInfo};
-use crate::error::{Error, Result};
+use crate::error::{Direction, Error, Result};
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +48,9 @@ pub struct SimOptions {
     pub latency: Duration,
     /// Bandwidth cap in bytes per second for transfers (default: none).
     pub bandwidth: Option<f64>,
+    /// A different cap for device-to-host transfers (default: `bandwidth`), as on devices
+    /// whose read-back is slower than upload.
+    pub bandwidth_device_to_host: Option<f64>,
     /// Fault injection (default: none).
     pub faults: FaultPlan,
     /// Number of queues (default 2).
@@ -60,6 +63,7 @@ impl Default for SimOptions {
             capacity: 1 << 30,
             latency: Duration::ZERO,
             bandwidth: None,
+            bandwidth_device_to_host: None,
             faults: FaultPlan::default(),
             queues: 2,
         }
@@ -166,28 +170,36 @@ impl SimBackend {
 
     /// Fault injection for an asynchronous operation: `Ok(None)` to go ahead, `Ok(Some(event))`
     /// for a failure reported at completion (nothing is copied), `Err` for one at enqueue.
-    fn inject_async(&self, operation: &'static str, queue: usize, bytes: usize) -> Result<Option<Event>> {
+    fn inject_async(
+        &self,
+        operation: &'static str,
+        queue: usize,
+        bytes: usize,
+        dir: Direction,
+    ) -> Result<Option<Event>> {
         match self.inject(operation) {
             Ok(()) => Ok(None),
             Err(e) if self.options.faults.on_completion => {
-                Ok(Some(Box::new(SimEvent { done_at: self.due(queue, bytes), error: Some(e) })))
+                Ok(Some(Box::new(SimEvent { done_at: self.due(queue, bytes, dir), error: Some(e) })))
             }
             Err(e) => Err(e),
         }
     }
 
-    fn transfer_delay(&self, bytes: usize) -> Duration {
-        let bw = self
-            .options
-            .bandwidth
-            .filter(|b| *b > 0.0)
+    fn transfer_delay(&self, bytes: usize, dir: Direction) -> Duration {
+        let cap = match dir {
+            Direction::DeviceToHost => self.options.bandwidth_device_to_host.or(self.options.bandwidth),
+            _ => self.options.bandwidth,
+        };
+        let bw = cap
+            .filter(|b| *b > 0.0 && b.is_finite())
             .map(|b| Duration::from_secs_f64(bytes as f64 / b))
             .unwrap_or_default();
         self.options.latency + bw
     }
 
-    fn sleep_for(&self, bytes: usize) {
-        let d = self.transfer_delay(bytes);
+    fn sleep_for(&self, bytes: usize, dir: Direction) {
+        let d = self.transfer_delay(bytes, dir);
         if !d.is_zero() {
             std::thread::sleep(d);
         }
@@ -196,13 +208,13 @@ impl SimBackend {
     /// An event for `bytes` moved on `queue`: queues are in order, so the transfer starts when
     /// the queue's previous one has finished and takes the simulated latency and bandwidth time.
     /// The copy itself already happened; only its completion is delayed.
-    fn event_for(&self, queue: usize, bytes: usize) -> Event {
-        Box::new(SimEvent { done_at: self.due(queue, bytes), error: None })
+    fn event_for(&self, queue: usize, bytes: usize, dir: Direction) -> Event {
+        Box::new(SimEvent { done_at: self.due(queue, bytes, dir), error: None })
     }
 
     /// When work of `bytes` enqueued now on `queue` completes (queues are in order).
-    fn due(&self, queue: usize, bytes: usize) -> Instant {
-        let delay = self.transfer_delay(bytes);
+    fn due(&self, queue: usize, bytes: usize, dir: Direction) -> Instant {
+        let delay = self.transfer_delay(bytes, dir);
         let now = Instant::now();
         let mut busy = self.busy_until.lock().unwrap_or_else(|p| p.into_inner());
         let slot = &mut busy[queue % self.options.queues.max(1)];
@@ -345,7 +357,7 @@ unsafe impl Backend for SimBackend {
         dst.check(self, dst_offset, src.len())?;
         self.inject("write")?;
         self.with_range(dst, dst_offset, src.len(), |d| d.copy_from_slice(src))?;
-        self.sleep_for(src.len());
+        self.sleep_for(src.len(), Direction::HostToDevice);
         Ok(())
     }
 
@@ -354,7 +366,7 @@ unsafe impl Backend for SimBackend {
         self.inject("read")?;
         let len = dst.len();
         self.with_range(src, src_offset, len, |s| dst.copy_from_slice(s))?;
-        self.sleep_for(len);
+        self.sleep_for(len, Direction::DeviceToHost);
         Ok(())
     }
 
@@ -367,7 +379,7 @@ unsafe impl Backend for SimBackend {
         len: usize,
     ) -> Result<()> {
         self.copy_data(src, src_offset, dst, dst_offset, len)?;
-        self.sleep_for(len);
+        self.sleep_for(len, Direction::DeviceToDevice);
         Ok(())
     }
 
@@ -390,14 +402,14 @@ unsafe impl Backend for SimBackend {
         len: usize,
     ) -> Result<Event> {
         dst.check(self, dst_offset, len)?;
-        if let Some(failed) = self.inject_async("write_async", queue, len)? {
+        if let Some(failed) = self.inject_async("write_async", queue, len, Direction::HostToDevice)? {
             return Ok(failed);
         }
         // SAFETY: the caller guarantees `src` is valid for `len` bytes of reads until the event
         // completes; the simulator reads it now, before returning.
         let bytes = unsafe { std::slice::from_raw_parts(src, len) };
         self.with_range(dst, dst_offset, len, |d| d.copy_from_slice(bytes))?;
-        Ok(self.event_for(queue, len))
+        Ok(self.event_for(queue, len, Direction::HostToDevice))
     }
 
     unsafe fn read_async(
@@ -409,14 +421,14 @@ unsafe impl Backend for SimBackend {
         len: usize,
     ) -> Result<Event> {
         src.check(self, src_offset, len)?;
-        if let Some(failed) = self.inject_async("read_async", queue, len)? {
+        if let Some(failed) = self.inject_async("read_async", queue, len, Direction::DeviceToHost)? {
             return Ok(failed);
         }
         // SAFETY: the caller guarantees `dst` is valid for `len` bytes of exclusive writes until
         // the event completes; the simulator writes it now, before returning.
         let out = unsafe { std::slice::from_raw_parts_mut(dst, len) };
         self.with_range(src, src_offset, len, |s| out.copy_from_slice(s))?;
-        Ok(self.event_for(queue, len))
+        Ok(self.event_for(queue, len, Direction::DeviceToHost))
     }
 
     unsafe fn write_batch_async(&self, queue: usize, writes: &[BatchWrite<'_>]) -> Result<Event> {
@@ -425,7 +437,7 @@ unsafe impl Backend for SimBackend {
         }
         self.submissions.fetch_add(1, Ordering::Relaxed);
         let bytes: usize = writes.iter().map(|w| w.len).sum();
-        if let Some(failed) = self.inject_async("write_batch_async", queue, bytes)? {
+        if let Some(failed) = self.inject_async("write_batch_async", queue, bytes, Direction::HostToDevice)? {
             return Ok(failed);
         }
         let mut total = 0;
@@ -437,7 +449,7 @@ unsafe impl Backend for SimBackend {
             total += w.len;
         }
         // One submission: the latency is paid once, the bandwidth for all bytes.
-        Ok(self.event_for(queue, total))
+        Ok(self.event_for(queue, total, Direction::HostToDevice))
     }
 
     fn copy_async(
@@ -450,7 +462,7 @@ unsafe impl Backend for SimBackend {
         len: usize,
     ) -> Result<Event> {
         self.copy_data(src, src_offset, dst, dst_offset, len)?;
-        Ok(self.event_for(queue, len))
+        Ok(self.event_for(queue, len, Direction::DeviceToDevice))
     }
 }
 
