@@ -217,6 +217,15 @@ fn bench_json_on_sim_uses_the_raw_backend_as_baseline() {
     assert!(d2h["baseline"].as_str().unwrap().contains("Backend::read"), "{d2h}");
     check_transfer_rows(&v, "Backend");
     check_pool_rows(&v, true);
+    for op in ["Host-to-device copy (engine)", "Device-to-host copy (engine)"] {
+        let r = row(&v, op);
+        assert!(text(r, "baseline").contains("raw Backend::"), "{r}");
+        assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // Present where memory can be locked (root, or a large enough RLIMIT_MEMLOCK).
+    if let Some(r) = rows_starting(&v, "Pipelined transfer (pageable vs pinned source)").first() {
+        assert!(text(r, "baseline").contains("upload_pinned"), "{r}");
+    }
     let capped = row(&v, "Pipelined transfer (sim, bandwidth cap)");
     assert!(text(capped, "baseline").contains("pipelining: false"), "{capped}");
     assert!(capped["ratio"].as_f64().unwrap() > 0.0, "{capped}");

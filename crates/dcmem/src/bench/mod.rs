@@ -121,9 +121,10 @@ impl Sizes {
     }
 
     /// Progress steps (a step may add more than one row).
-    fn step_count(&self, discrete: bool) -> u64 {
+    fn step_count(&self, discrete: bool, sim: bool) -> u64 {
         let device_alloc = if discrete { self.fresh.len() } else { 0 };
-        (self.fresh.len() + self.malloc.len() + device_alloc + self.arrays.len() + 11) as u64
+        let capped = usize::from(sim);
+        (self.fresh.len() + self.malloc.len() + device_alloc + self.arrays.len() + 13 + capped) as u64
     }
 }
 
@@ -433,7 +434,7 @@ pub fn measure(args: &BenchArgs) -> CliResult<Report> {
     let sizes = Sizes::for_mode(args.smoke);
     let ctx = Ctx { pooled: manager(&backend, true)?, fresh: manager(&backend, false)?, backend, plan };
     let discrete = !ctx.unified();
-    let pb = progress(sizes.step_count(discrete), args.json);
+    let pb = progress(sizes.step_count(discrete, ctx.backend.name() == "sim"), args.json);
     let mut rows = Vec::new();
     let mut step = |name: String, f: &dyn Fn() -> CliResult<Vec<Row>>| -> CliResult {
         pb.set_message(name);
@@ -461,6 +462,8 @@ pub fn measure(args: &BenchArgs) -> CliResult<Report> {
     step("buffer pool hit".into(), &|| one(ctx.alloc_vs_malloc(sizes.pool_hit, "Buffer pool hit")))?;
     step("zero-copy access".into(), &|| one(ctx.zero_copy_access(sizes.access_elems)))?;
     step("pipelined transfer".into(), &|| ctx.pipelined(sizes.transfer))?;
+    step("pageable vs pinned source".into(), &|| ctx.pageable_vs_pinned(sizes.transfer))?;
+    step("engine copies".into(), &|| ctx.engine_copies(sizes.copy))?;
     if ctx.backend.name() == "sim" {
         step("pipelined transfer, bandwidth-capped sim".into(), &|| one(ctx.pipelined_capped(sizes.transfer, 4e9)))?;
     }

@@ -163,6 +163,79 @@ impl Ctx {
         ))
     }
 
+    /// The seed's 10 MB rows through the engine: an engine upload against a raw write, and an
+    /// engine download against a raw read, on the same backend.
+    pub(super) fn engine_copies(&self, n: usize) -> CliResult<Vec<Row>> {
+        let src = pattern(n, 61);
+        let engine = self.pooled.transfer_engine();
+        let mut a = self.pooled.allocate::<u8>(n)?;
+        let (up, up_baseline) = self.against_raw_write(&src, &mut || {
+            engine_upload(&engine, &src, &mut a, TransferOptions::default()).map(drop)
+        })?;
+        let backend = &*self.backend;
+        let mem = backend.allocate(n, PAGE)?;
+        backend.write(&mem, 0, &src)?;
+        let mut raw_out = vec![0u8; n];
+        let mut out = vec![0u8; n];
+        let down = compare(&self.plan, &mut || Ok(backend.read(&mem, 0, &mut raw_out)?), &mut || {
+            let mut batch = TransferBatch::new();
+            batch.download(&a, &mut out)?;
+            check_report(&engine.execute(batch, TransferOptions::default())?)
+        });
+        backend.free(mem)?;
+        let down = down?;
+        if out != src || raw_out != src {
+            return Err(wrong_data("engine download"));
+        }
+        Ok(vec![
+            row("Host-to-device copy (engine)", n, up_baseline, "engine upload, default options", up),
+            row(
+                "Device-to-host copy (engine)",
+                n,
+                format!("raw Backend::read ({}), device to Vec<u8>", backend.name()),
+                "engine download, default options",
+                down,
+            ),
+        ])
+    }
+
+    /// A pageable upload pipelined through pinned staging against the same upload from an
+    /// already page-locked source (which skips staging): the issue's "≥ 0.95× of the pinned
+    /// path". Skipped, with a message, where memory cannot be locked.
+    pub(super) fn pageable_vs_pinned(&self, n: usize) -> CliResult<Vec<Row>> {
+        let mut pinned = match dotcompute_memory::host::pinned::PinnedBuffer::<u8>::new(n) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("dcmem: skipping the pageable-vs-pinned row: {e}");
+                return Ok(Vec::new());
+            }
+        };
+        let src = pattern(n, 83);
+        pinned.copy_from_slice(&src);
+        let engine = self.pooled.transfer_engine();
+        let mut a = self.pooled.allocate::<u8>(n)?;
+        let mut b = self.pooled.allocate::<u8>(n)?;
+        let pair = compare(
+            &self.plan,
+            &mut || {
+                let mut batch = TransferBatch::new();
+                batch.upload_pinned(&pinned, &mut b)?;
+                check_report(&engine.execute(batch, TransferOptions::default())?)
+            },
+            &mut || engine_upload(&engine, &src, &mut a, TransferOptions::default()).map(drop),
+        )?;
+        if a.as_slice()? != &src[..] || b.as_slice()? != &src[..] {
+            return Err(wrong_data("pinned/pageable upload"));
+        }
+        Ok(vec![row(
+            "Pipelined transfer (pageable vs pinned source)",
+            n,
+            "engine upload_pinned from a page-locked source (no staging)".into(),
+            "engine upload from pageable memory, pipelined through the staging ring",
+            pair,
+        )])
+    }
+
     /// `count` small uploads as one engine batch (adaptive batching) against a loop of
     /// per-buffer `upload` calls.
     pub(super) fn batched(&self, count: usize, size: usize) -> CliResult<Row> {
