@@ -112,7 +112,8 @@ pub(crate) struct RawBuffer {
     bytes: usize,
     epochs: Cell<Epochs>,
     parts: Parts,
-    pending: Cell<Option<Pending>>,
+    /// Boxed: it is rare, and a buffer is moved by value on allocation.
+    pending: Cell<Option<Box<Pending>>>,
     has_pending: Cell<bool>,
     metrics: MetricCells,
     registry_id: u64,
@@ -378,10 +379,10 @@ impl RawBuffer {
         };
         self.has_pending.set(false);
         if let Err(e) = p.event.wait() {
-            self.abandon(p);
+            self.abandon(*p);
             return Err(e);
         }
-        self.finish(p);
+        self.finish(*p);
         Ok(())
     }
 
@@ -416,7 +417,7 @@ impl RawBuffer {
         match p.event.is_complete() {
             Ok(true) => {
                 self.has_pending.set(false);
-                self.finish(p);
+                self.finish(*p);
                 Poll::Ready(Ok(()))
             }
             Ok(false) => {
@@ -426,14 +427,14 @@ impl RawBuffer {
             }
             Err(e) => {
                 self.has_pending.set(false);
-                self.abandon(p);
+                self.abandon(*p);
                 Poll::Ready(Err(e))
             }
         }
     }
 
     fn set_pending(&self, event: Event, refreshes: Direction, started: Instant) {
-        self.pending.set(Some(Pending { event, refreshes, bytes: self.bytes, started, fresh_host: None }));
+        self.pending.set(Some(Box::new(Pending { event, refreshes, bytes: self.bytes, started, fresh_host: None })));
         self.has_pending.set(true);
     }
 
@@ -827,13 +828,13 @@ impl RawBuffer {
         // first, and Drop does too. Both hold at least `bytes` bytes.
         match unsafe { device.read_async(self.mm.backend(), queue, 0, dst, bytes) } {
             Ok(event) => {
-                self.pending.set(Some(Pending {
+                self.pending.set(Some(Box::new(Pending {
                     event,
                     refreshes: Direction::DeviceToHost,
                     bytes,
                     started,
                     fresh_host: fresh,
-                }));
+                })));
                 self.has_pending.set(true);
                 Ok(())
             }
