@@ -234,8 +234,7 @@ impl DevicePool {
                             backend,
                             requested: size as u64,
                             free,
-                            cached: (self.magazine_bytes() + self.front.cached_bytes() + st.arena.free_bytes())
-                                as u64,
+                            cached: (self.magazine_bytes() + self.front.cached_bytes() + st.arena.free_bytes()) as u64,
                             largest_free_block: st.arena.largest_free() as u64,
                         })
                     }
