@@ -21,10 +21,7 @@ use std::time::{Duration, Instant};
 pub struct ManagerOptions {
     /// Cache freed blocks for reuse (default true). Off: every buffer allocates fresh memory.
     pub enable_pooling: bool,
-    /// Upper bound on bytes kept in each cache (host and device) (default 1 GiB). When it is
-    /// at least 20 MiB, each thread that frees device memory also keeps up to 1 MiB of small
-    /// regions (64 KiB or less) in a per-thread magazine on top of this bound; those bytes
-    /// count as cached and `trim_excess`, maintenance and dropping the manager release them.
+    /// Upper bound on bytes kept in each cache (host and device) (default 1 GiB).
     pub max_pool_bytes: u64,
     /// Bytes the maintenance pass and `trim_excess` leave cached (default 0).
     pub min_pool_bytes: u64,

@@ -56,14 +56,21 @@ struct Pending {
 
 #[derive(Default)]
 struct MetricCells {
+    skipped_syncs: Cell<u64>,
+    hits: Cell<u64>,
+    misses: Cell<u64>,
+    /// Made on the first transfer (most small buffers never transfer, and a buffer is moved by
+    /// value on allocation, so it stays small).
+    transfers: OnceCell<Box<TransferCells>>,
+}
+
+#[derive(Default)]
+struct TransferCells {
     h2d: Cell<u64>,
     d2h: Cell<u64>,
     d2d: Cell<u64>,
     bytes: Cell<u64>,
     time: Cell<Duration>,
-    skipped_syncs: Cell<u64>,
-    hits: Cell<u64>,
-    misses: Cell<u64>,
     last_transfer: Cell<Option<Instant>>,
 }
 
@@ -315,7 +322,7 @@ impl RawBuffer {
     }
 
     pub(crate) fn record(&self, direction: Direction, bytes: usize, elapsed: Duration) {
-        let m = &self.metrics;
+        let m = self.metrics.transfers.get_or_init(Default::default);
         let counter = match direction {
             Direction::HostToDevice => &m.h2d,
             Direction::DeviceToHost => &m.d2h,
@@ -341,7 +348,8 @@ impl RawBuffer {
     }
 
     pub(crate) fn metrics(&self) -> BufferMetrics {
-        let m = &self.metrics;
+        let none = TransferCells::default();
+        let m = self.metrics.transfers.get().map_or(&none, |t| &**t);
         let time = m.time.get();
         let bytes = m.bytes.get();
         BufferMetrics {
@@ -352,9 +360,9 @@ impl RawBuffer {
             bytes_transferred: bytes,
             transfer_time: time,
             average_bandwidth: if time.is_zero() { 0.0 } else { bytes as f64 / time.as_secs_f64() },
-            skipped_syncs: m.skipped_syncs.get(),
-            cache_hits: m.hits.get(),
-            cache_misses: m.misses.get(),
+            skipped_syncs: self.metrics.skipped_syncs.get(),
+            cache_hits: self.metrics.hits.get(),
+            cache_misses: self.metrics.misses.get(),
             last_access: m.last_transfer.get(),
         }
     }

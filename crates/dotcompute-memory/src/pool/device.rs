@@ -8,18 +8,6 @@
 //!    splitting and coalescing, and oversize requests in segments of their own that are never
 //!    split.
 //!
-//! In front of both, each thread has a small **magazine** (`Magazine`) of regions of classes up
-//! to [`MAG_LIMIT`]: a thread that frees and re-allocates small buffers touches only its own
-//! magazine, behind a per-thread mutex that only trimming and dropping ever contend, instead of
-//! the shared front cache's queue and byte counter.
-//! Magazines are used only when `max_cached` is at least [`MAG_MIN_POOL`]; each holds at most
-//! [`MAG_DEPTH`] regions per class and [`MAG_BYTES`] bytes in all, and those bytes are counted
-//! in `cached_bytes` (each magazine keeps its own total, written only under its lock). Because
-//! the pool owns every thread's magazine (a `ThreadLocal`), trimming, maintenance, the
-//! out-of-memory retry and dropping the pool empty all of them, including those of threads that
-//! have exited; a magazine's bytes are therefore in addition to the `max_cached` bound on the
-//! front cache and arena, by at most `MAG_BYTES` per thread that used the pool.
-//!
 //! On backend out-of-memory the pool empties its front cache into the arena, returns every
 //! entirely free segment to the backend and retries once; a second failure reports the request,
 //! the device's free memory, what is still cached and the largest free block.
@@ -31,10 +19,7 @@ use crate::backend::region::{DeviceRegion, Segment};
 use crate::backend::{Backend, DeviceMemory};
 use crate::error::{Error, Result};
 use crate::stats::StatCounters;
-use crossbeam_utils::CachePadded;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use thread_local::ThreadLocal;
 
 /// Offsets and sizes of regions are multiples of this (CUDA's allocation granularity).
 const GRANULE: usize = 256;
@@ -50,57 +35,6 @@ const OVERSIZE: usize = 64 << 20;
 const MIN_SPLIT_SMALL: usize = 512;
 const MIN_SPLIT_LARGE: usize = 1 << 20;
 
-/// Regions up to this size go through the per-thread magazines.
-pub(crate) const MAG_LIMIT: usize = 64 << 10;
-/// Regions per class a magazine holds at most.
-pub(crate) const MAG_DEPTH: usize = 8;
-/// Bytes a magazine holds at most.
-pub(crate) const MAG_BYTES: usize = 1 << 20;
-/// Magazines are used only when the pool may cache at least this much.
-pub(crate) const MAG_MIN_POOL: usize = LARGE_SEGMENT;
-
-/// One thread's small cache of regions, by size class (see the module docs).
-struct Magazine {
-    /// Bytes of the regions held; written only with `classes` locked, read by anyone.
-    bytes: AtomicUsize,
-    /// Regions with the tick they were freed at, indexed by class. Locked almost always by the
-    /// owning thread (uncontended); by others only while trimming or on drop.
-    classes: Mutex<Vec<Vec<(DeviceRegion, u64)>>>,
-}
-
-impl Magazine {
-    fn new(classes: usize) -> Self {
-        Magazine { bytes: AtomicUsize::new(0), classes: Mutex::new((0..classes).map(|_| Vec::new()).collect()) }
-    }
-
-    /// Runs `f` on the regions with them locked.
-    #[inline]
-    fn with<R>(&self, f: impl FnOnce(&mut Vec<Vec<(DeviceRegion, u64)>>, &AtomicUsize) -> R) -> R {
-        let mut classes = self.classes.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut classes, &self.bytes)
-    }
-
-    /// Removes the regions freed before `idle_before`.
-    fn drain(&self, idle_before: u64, out: &mut Vec<DeviceRegion>) {
-        self.with(|classes, bytes| {
-            let mut held = bytes.load(Ordering::Relaxed);
-            for class in classes.iter_mut() {
-                let mut i = 0;
-                while i < class.len() {
-                    if class[i].1 < idle_before {
-                        let (r, _) = class.swap_remove(i);
-                        held -= r.size;
-                        out.push(r);
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-            bytes.store(held, Ordering::Relaxed);
-        })
-    }
-}
-
 struct ArenaState {
     arena: Arena,
     segments: std::collections::HashMap<u64, Arc<Segment>>,
@@ -115,10 +49,6 @@ pub(crate) struct DevicePool {
     max_cached: usize,
     front: BlockCache<DeviceRegion>,
     state: Mutex<ArenaState>,
-    /// Per-thread magazines; `None` when they are not used (see the module docs).
-    magazines: Option<ThreadLocal<CachePadded<Magazine>>>,
-    /// Classes `0..mag_classes` go through the magazines.
-    mag_classes: usize,
 }
 
 fn round_up(n: usize, to: usize) -> Option<usize> {
@@ -134,21 +64,7 @@ impl DevicePool {
             max_cached,
             front: BlockCache::new(max_cached),
             state: Mutex::new(ArenaState { arena: Arena::default(), segments: Default::default(), next_id: 1 }),
-            magazines: (pooling && max_cached >= MAG_MIN_POOL).then(ThreadLocal::new),
-            mag_classes: class_of(MAG_LIMIT).map_or(0, |(i, _)| i + 1),
         }
-    }
-
-    /// This thread's magazine, when magazines are used.
-    #[inline]
-    fn magazine(&self) -> Option<&Magazine> {
-        let mags = self.magazines.as_ref()?;
-        Some(mags.get_or(|| CachePadded::new(Magazine::new(self.mag_classes))))
-    }
-
-    /// Bytes held in all threads' magazines.
-    fn magazine_bytes(&self) -> usize {
-        self.magazines.as_ref().map_or(0, |m| m.iter().map(|m| m.bytes.load(Ordering::Relaxed)).sum())
     }
 
     fn lock(&self) -> MutexGuard<'_, ArenaState> {
@@ -157,7 +73,7 @@ impl DevicePool {
 
     /// Bytes cached: whole regions in the front cache plus free blocks in segments.
     pub(crate) fn cached_bytes(&self) -> usize {
-        self.magazine_bytes() + self.front.cached_bytes() + self.lock().arena.free_bytes()
+        self.front.cached_bytes() + self.lock().arena.free_bytes()
     }
 
     /// A region of at least `bytes` bytes.
@@ -166,19 +82,6 @@ impl DevicePool {
             || Error::LengthOverflow { len: bytes, element_size: 1, type_name: "u8 (rounded to a pool size class)" };
         let (class, class_size) = class_of(bytes).ok_or_else(overflow)?;
         let size = round_up(class_size, GRANULE).filter(|&s| s <= isize::MAX as usize).ok_or_else(overflow)?;
-        if class < self.mag_classes {
-            if let Some(mag) = self.magazine() {
-                let hit = mag.with(|classes, bytes| {
-                    let (region, _) = classes[class].pop()?;
-                    bytes.store(bytes.load(Ordering::Relaxed) - region.size, Ordering::Relaxed);
-                    Some(region)
-                });
-                if let Some(region) = hit {
-                    self.stats.pool_hit();
-                    return Ok(region);
-                }
-            }
-        }
         if self.pooling {
             if let Some(region) = self.front.take(class) {
                 self.stats.pool_hit();
@@ -234,7 +137,7 @@ impl DevicePool {
                             backend,
                             requested: size as u64,
                             free,
-                            cached: (self.magazine_bytes() + self.front.cached_bytes() + st.arena.free_bytes()) as u64,
+                            cached: (self.front.cached_bytes() + st.arena.free_bytes()) as u64,
                             largest_free_block: st.arena.largest_free() as u64,
                         })
                     }
@@ -265,24 +168,6 @@ impl DevicePool {
     /// Takes a region back: into the front cache when pooling and under the bound, else into
     /// the arena (coalescing), returning empty segments when over the bound or not pooling.
     pub(crate) fn release(&self, region: DeviceRegion, tick: u64) {
-        let region = match self.magazine() {
-            Some(mag) if region.class < self.mag_classes && region.size <= MAG_LIMIT => {
-                match mag.with(|classes, bytes| {
-                    let held = bytes.load(Ordering::Relaxed);
-                    let slot = &mut classes[region.class];
-                    if slot.len() >= MAG_DEPTH || held + region.size > MAG_BYTES {
-                        return Err(region);
-                    }
-                    bytes.store(held + region.size, Ordering::Relaxed);
-                    slot.push((region, tick));
-                    Ok(())
-                }) {
-                    Ok(()) => return,
-                    Err(r) => r,
-                }
-            }
-            _ => region,
-        };
         let region = if self.pooling {
             match self.front.put(region.class, region.size, region, tick) {
                 Ok(()) => return,
@@ -311,7 +196,7 @@ impl DevicePool {
     fn release_empty_segments(&self, st: &mut ArenaState, keep: usize, idle_before: u64) -> usize {
         let mut released = 0;
         for (id, _) in st.arena.empty_segments(idle_before) {
-            if self.magazine_bytes() + self.front.cached_bytes() + st.arena.free_bytes() <= keep {
+            if self.front.cached_bytes() + st.arena.free_bytes() <= keep {
                 break;
             }
             let Some(segment) = st.segments.remove(&id) else { continue };
@@ -338,13 +223,7 @@ impl DevicePool {
     /// Moves front-cache regions idle since before `idle_before` into the arena, then returns
     /// empty segments to the backend, until at most `keep` bytes stay cached.
     pub(crate) fn release_cached(&self, keep: usize, idle_before: u64) -> usize {
-        let mut regions = Vec::new();
-        if let Some(mags) = &self.magazines {
-            for mag in mags.iter() {
-                mag.drain(idle_before, &mut regions);
-            }
-        }
-        regions.extend(self.front.evict(0, idle_before));
+        let regions = self.front.evict(0, idle_before);
         let mut st = self.lock();
         for r in regions {
             // Idle since before `idle_before`, so stamp them as such.

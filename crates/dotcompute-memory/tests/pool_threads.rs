@@ -1,5 +1,5 @@
-//! The device pool's per-thread magazines (small regions cached by the thread that freed them):
-//! buffers crossing threads, threads exiting with cached regions, and exact statistics.
+//! The device pool across threads: buffers freed on another thread than the one that made
+//! them, threads exiting with regions cached, and exact statistics with per-thread counters.
 
 use dotcompute_memory::*;
 use std::sync::Arc;
@@ -39,18 +39,17 @@ fn assert_idle_and_trim(mm: &MemoryManager, sim: &SimBackend) {
 #[test]
 fn a_buffer_allocated_on_one_thread_is_dropped_on_another() {
     let (sim, mm) = sim_manager();
-    // Warm this thread's magazine so the buffers below may come from it.
+    // Warm the pool so the buffers below come from cached regions.
     drop(device_buffer(&mm, 4096));
     let buffers: Vec<_> = (0..16).map(|i| device_buffer(&mm, 256 << (i % 8))).collect();
     let s = mm.statistics();
     assert_eq!(s.active_allocations, 16);
-    // The other thread frees them into its own magazine.
+    // The other thread frees them.
     thread::spawn(move || drop(buffers)).join().unwrap();
     let s = mm.statistics();
     assert_eq!(s.active_allocations, 0, "{s:#?}");
     assert!(s.cached_bytes > 0);
-    // A region freed by the other thread serves this one again (through the shared caches
-    // once trimmed, or the arena): allocate the same sizes and check the device did not grow.
+    // The regions freed by the other thread serve this one again: the device does not grow.
     let used = sim.used();
     let again: Vec<_> = (0..16).map(|i| device_buffer(&mm, 256 << (i % 8))).collect();
     assert_eq!(sim.used(), used, "the freed regions are reused, no new segment");
@@ -89,11 +88,11 @@ fn a_thread_exits_with_cached_regions_then_the_manager_drops() {
     assert!(mm.statistics().cached_bytes >= 8 * 1024 + 65536);
     assert!(sim.used() > 0);
     drop(mm);
-    assert_eq!(sim.used(), 0, "dropping the manager returned every segment, magazines included");
+    assert_eq!(sim.used(), 0, "dropping the manager returned every segment");
 }
 
 #[test]
-fn maintenance_releases_regions_idle_in_magazines() {
+fn maintenance_releases_regions_freed_on_this_thread() {
     let (sim, mm) = sim_manager();
     drop(device_buffer(&mm, 4096));
     assert!(mm.statistics().cached_bytes > 0);
@@ -106,7 +105,7 @@ fn maintenance_releases_regions_idle_in_magazines() {
 }
 
 #[test]
-fn statistics_are_exact_with_magazines_across_threads() {
+fn statistics_are_exact_across_threads() {
     for cpu in [true, false] {
         let sim = Arc::new(SimBackend::new(SimOptions::default()));
         let mm = if cpu {
@@ -127,7 +126,7 @@ fn statistics_are_exact_with_magazines_across_threads() {
                         bytes_total += bytes as u64;
                         let mut b = mm.allocate::<u8>(bytes).unwrap();
                         b.ensure_on_device().unwrap();
-                        // Keep some alive a while so magazines fill and overflow.
+                        // Keep some alive a while so several regions per class are live at once.
                         if i % 3 == 0 {
                             keep.push(b);
                         }
