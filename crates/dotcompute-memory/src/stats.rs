@@ -3,11 +3,18 @@
 //! Counters are relaxed atomics, each on its own cache line so threads allocating at once do
 //! not bounce one line between cores. Derived figures (active allocations, bytes freed, rates,
 //! hit rate) are computed when a snapshot is taken, not maintained on the hot path.
+//!
+//! The counters every buffer allocation and drop touches (buffers allocated and freed, bytes
+//! allocated, pool hits) are sharded per thread: each thread writes only its own shard (a
+//! `ThreadLocal` slot the counters own), with a plain load and store rather than a
+//! read-modify-write, and a snapshot sums the shards. Only `active_bytes` stays one shared
+//! counter, so that `peak_bytes` is exact.
 
 use crate::error::Direction;
 use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+use thread_local::ThreadLocal;
 
 #[derive(Default)]
 struct Counter(CachePadded<AtomicU64>);
@@ -27,6 +34,21 @@ impl Counter {
     }
 }
 
+/// One thread's share of the hot counters. Only the owning thread writes it, so an increment
+/// is a load and a store; other threads only read it.
+#[derive(Default)]
+struct Shard {
+    buffers_allocated: AtomicU64,
+    buffers_freed: AtomicU64,
+    bytes_allocated: AtomicU64,
+    pool_hits: AtomicU64,
+}
+
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
 #[derive(Default)]
 struct TransferCounters {
     count: Counter,
@@ -42,12 +64,9 @@ const PEAK_MIN_BYTES: usize = 64 << 10;
 /// The live counters of one manager.
 pub(crate) struct StatCounters {
     started: Instant,
-    buffers_allocated: Counter,
-    buffers_freed: Counter,
-    bytes_allocated: Counter,
+    shards: ThreadLocal<CachePadded<Shard>>,
     active_bytes: Counter,
     peak_bytes: Counter,
-    pool_hits: Counter,
     pool_misses: Counter,
     backend_frees: Counter,
     backend_bytes: Counter,
@@ -59,12 +78,9 @@ impl StatCounters {
     pub(crate) fn new() -> Self {
         StatCounters {
             started: Instant::now(),
-            buffers_allocated: Counter::default(),
-            buffers_freed: Counter::default(),
-            bytes_allocated: Counter::default(),
+            shards: ThreadLocal::new(),
             active_bytes: Counter::default(),
             peak_bytes: Counter::default(),
-            pool_hits: Counter::default(),
             pool_misses: Counter::default(),
             backend_frees: Counter::default(),
             backend_bytes: Counter::default(),
@@ -73,10 +89,22 @@ impl StatCounters {
         }
     }
 
+    /// This thread's shard.
+    #[inline]
+    fn shard(&self) -> &Shard {
+        self.shards.get_or_default()
+    }
+
+    /// Sums `field` over all shards.
+    fn total(&self, field: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards.iter().map(|s| field(s).load(Relaxed)).fold(0, u64::wrapping_add)
+    }
+
     #[inline]
     pub(crate) fn buffer_created(&self, bytes: usize) {
-        self.buffers_allocated.add(1);
-        self.bytes_allocated.add(bytes as u64);
+        let shard = self.shard();
+        bump(&shard.buffers_allocated, 1);
+        bump(&shard.bytes_allocated, bytes as u64);
         let active = self.active_bytes.add(bytes as u64) + bytes as u64;
         if active > self.peak_bytes.get() {
             self.peak_bytes.0.fetch_max(active, Relaxed);
@@ -85,13 +113,13 @@ impl StatCounters {
 
     #[inline]
     pub(crate) fn buffer_dropped(&self, bytes: usize) {
-        self.buffers_freed.add(1);
+        bump(&self.shard().buffers_freed, 1);
         self.active_bytes.sub(bytes as u64);
     }
 
     #[inline]
     pub(crate) fn pool_hit(&self) {
-        self.pool_hits.add(1);
+        bump(&self.shard().pool_hits, 1);
     }
 
     pub(crate) fn backend_allocated(&self, bytes: usize) {
@@ -105,8 +133,8 @@ impl StatCounters {
     }
 
     pub(crate) fn active(&self) -> (u64, u64) {
-        let freed = self.buffers_freed.get();
-        (self.buffers_allocated.get().saturating_sub(freed), self.active_bytes.get())
+        let freed = self.total(|s| &s.buffers_freed);
+        (self.total(|s| &s.buffers_allocated).saturating_sub(freed), self.active_bytes.get())
     }
 
     /// Cached memory handed back to the backend by trimming, maintenance or an OOM retry.
@@ -128,12 +156,12 @@ impl StatCounters {
 
     pub(crate) fn snapshot(&self, backend: &str, cached_bytes: u64, device_segments: u64) -> MemoryStatistics {
         let uptime = self.started.elapsed().as_secs_f64().max(1e-9);
-        let allocated = self.buffers_allocated.get();
-        let freed = self.buffers_freed.get();
-        let hits = self.pool_hits.get();
+        let allocated = self.total(|s| &s.buffers_allocated);
+        let freed = self.total(|s| &s.buffers_freed);
+        let hits = self.total(|s| &s.pool_hits);
         let misses = self.pool_misses.get();
         let requests = hits + misses;
-        let bytes_allocated = self.bytes_allocated.get();
+        let bytes_allocated = self.total(|s| &s.bytes_allocated);
         let active_bytes = self.active_bytes.get();
         let transfer = |d: Direction| {
             let t = &self.transfers[d as usize];

@@ -56,14 +56,21 @@ struct Pending {
 
 #[derive(Default)]
 struct MetricCells {
+    skipped_syncs: Cell<u64>,
+    hits: Cell<u64>,
+    misses: Cell<u64>,
+    /// Made on the first transfer (most small buffers never transfer, and a buffer is moved by
+    /// value on allocation, so it stays small).
+    transfers: OnceCell<Box<TransferCells>>,
+}
+
+#[derive(Default)]
+struct TransferCells {
     h2d: Cell<u64>,
     d2h: Cell<u64>,
     d2d: Cell<u64>,
     bytes: Cell<u64>,
     time: Cell<Duration>,
-    skipped_syncs: Cell<u64>,
-    hits: Cell<u64>,
-    misses: Cell<u64>,
     last_transfer: Cell<Option<Instant>>,
 }
 
@@ -112,7 +119,8 @@ pub(crate) struct RawBuffer {
     bytes: usize,
     epochs: Cell<Epochs>,
     parts: Parts,
-    pending: Cell<Option<Pending>>,
+    /// Boxed: it is rare, and a buffer is moved by value on allocation.
+    pending: Cell<Option<Box<Pending>>>,
     has_pending: Cell<bool>,
     metrics: MetricCells,
     registry_id: u64,
@@ -314,7 +322,7 @@ impl RawBuffer {
     }
 
     pub(crate) fn record(&self, direction: Direction, bytes: usize, elapsed: Duration) {
-        let m = &self.metrics;
+        let m = self.metrics.transfers.get_or_init(Default::default);
         let counter = match direction {
             Direction::HostToDevice => &m.h2d,
             Direction::DeviceToHost => &m.d2h,
@@ -340,7 +348,8 @@ impl RawBuffer {
     }
 
     pub(crate) fn metrics(&self) -> BufferMetrics {
-        let m = &self.metrics;
+        let none = TransferCells::default();
+        let m = self.metrics.transfers.get().map_or(&none, |t| &**t);
         let time = m.time.get();
         let bytes = m.bytes.get();
         BufferMetrics {
@@ -351,9 +360,9 @@ impl RawBuffer {
             bytes_transferred: bytes,
             transfer_time: time,
             average_bandwidth: if time.is_zero() { 0.0 } else { bytes as f64 / time.as_secs_f64() },
-            skipped_syncs: m.skipped_syncs.get(),
-            cache_hits: m.hits.get(),
-            cache_misses: m.misses.get(),
+            skipped_syncs: self.metrics.skipped_syncs.get(),
+            cache_hits: self.metrics.hits.get(),
+            cache_misses: self.metrics.misses.get(),
             last_access: m.last_transfer.get(),
         }
     }
@@ -378,10 +387,10 @@ impl RawBuffer {
         };
         self.has_pending.set(false);
         if let Err(e) = p.event.wait() {
-            self.abandon(p);
+            self.abandon(*p);
             return Err(e);
         }
-        self.finish(p);
+        self.finish(*p);
         Ok(())
     }
 
@@ -416,7 +425,7 @@ impl RawBuffer {
         match p.event.is_complete() {
             Ok(true) => {
                 self.has_pending.set(false);
-                self.finish(p);
+                self.finish(*p);
                 Poll::Ready(Ok(()))
             }
             Ok(false) => {
@@ -426,14 +435,14 @@ impl RawBuffer {
             }
             Err(e) => {
                 self.has_pending.set(false);
-                self.abandon(p);
+                self.abandon(*p);
                 Poll::Ready(Err(e))
             }
         }
     }
 
     fn set_pending(&self, event: Event, refreshes: Direction, started: Instant) {
-        self.pending.set(Some(Pending { event, refreshes, bytes: self.bytes, started, fresh_host: None }));
+        self.pending.set(Some(Box::new(Pending { event, refreshes, bytes: self.bytes, started, fresh_host: None })));
         self.has_pending.set(true);
     }
 
@@ -827,13 +836,13 @@ impl RawBuffer {
         // first, and Drop does too. Both hold at least `bytes` bytes.
         match unsafe { device.read_async(self.mm.backend(), queue, 0, dst, bytes) } {
             Ok(event) => {
-                self.pending.set(Some(Pending {
+                self.pending.set(Some(Box::new(Pending {
                     event,
                     refreshes: Direction::DeviceToHost,
                     bytes,
                     started,
                     fresh_host: fresh,
-                }));
+                })));
                 self.has_pending.set(true);
                 Ok(())
             }

@@ -49,6 +49,7 @@ fn size<T>() -> usize {
 }
 
 impl<T: Element> UnifiedBuffer<T> {
+    #[inline]
     pub(crate) fn new(
         mm: &Arc<ManagerShared>,
         len: usize,
@@ -67,12 +68,13 @@ impl<T: Element> UnifiedBuffer<T> {
         Self::make(mm, len, bytes, location, RawBuffer::new_device_only)
     }
 
+    #[inline]
     fn make(
         mm: &Arc<ManagerShared>,
         len: usize,
         bytes: usize,
         location: &'static Location<'static>,
-        raw: fn(&Arc<ManagerShared>, usize, u64) -> Result<RawBuffer>,
+        raw: impl FnOnce(&Arc<ManagerShared>, usize, u64) -> Result<RawBuffer>,
     ) -> Result<Self> {
         if std::mem::size_of::<T>() == 0 {
             return Err(Error::InvalidArgument {
