@@ -129,13 +129,16 @@ impl ManagerShared {
 
     pub(crate) fn release_host(&self, block: HostBlock) {
         let size = block.size();
+        self.cache_or_free(&self.host_cache, size, block);
+    }
+
+    /// Keeps `block` (of `size` bytes) in `cache` when pooling is on, its size is a class size
+    /// and the cache has room; otherwise it is dropped here (freeing it) and counted as freed.
+    fn cache_or_free<B>(&self, cache: &BlockCache<B>, size: usize, block: B) {
         if self.options.enable_pooling {
-            if let Some((index, class)) = class_of(size) {
-                if class == size {
-                    match self.host_cache.put(index, size, block, self.tick.load(Ordering::Relaxed)) {
-                        Ok(()) => return,
-                        Err(block) => drop(block),
-                    }
+            if let Some((index, class)) = class_of(size).filter(|&(_, c)| c == size) {
+                if cache.put(index, class, block, self.tick.load(Ordering::Relaxed)).is_ok() {
+                    return;
                 }
             }
         }
@@ -171,16 +174,7 @@ impl ManagerShared {
             StagingSlot::Host(b) => self.release_host(b),
             StagingSlot::Pinned(p) => {
                 let size = p.bytes().len();
-                if let Some((index, class)) = class_of(size).filter(|&(_, c)| c == size) {
-                    if self.options.enable_pooling {
-                        if let Err(p) = self.pinned_cache.put(index, class, p, self.tick.load(Ordering::Relaxed)) {
-                            drop(p);
-                        } else {
-                            return;
-                        }
-                    }
-                }
-                self.stats.backend_freed(size);
+                self.cache_or_free(&self.pinned_cache, size, p);
             }
         }
     }

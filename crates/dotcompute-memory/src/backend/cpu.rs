@@ -38,27 +38,24 @@ impl CpuBackend {
     }
 }
 
-fn system_memory() -> u64 {
-    // /proc/meminfo is Linux-only; elsewhere report "unknown" as u64::MAX.
+/// A `/proc/meminfo` field in bytes; `u64::MAX` ("unknown") where there is no such file.
+fn meminfo(field: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let line = s.lines().find(|l| l.starts_with(field))?;
             let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
             Some(kib * 1024)
         })
         .unwrap_or(u64::MAX)
 }
 
+fn system_memory() -> u64 {
+    meminfo("MemTotal:")
+}
+
 fn available_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .unwrap_or(u64::MAX)
+    meminfo("MemAvailable:")
 }
 
 // SAFETY: allocations are tracked per instance and checked on every call; `host_ptr` and
