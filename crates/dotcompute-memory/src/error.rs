@@ -349,10 +349,8 @@ impl Error {
 
 /// Checked `len * size_of::<T>()`, the one place element counts become byte counts.
 pub(crate) fn byte_len<T>(len: usize) -> Result<usize> {
-    len.checked_mul(std::mem::size_of::<T>()).filter(|&b| b <= isize::MAX as usize).ok_or(Error::LengthOverflow {
-        len,
-        element_size: std::mem::size_of::<T>(),
-        type_name: std::any::type_name::<T>(),
+    len.checked_mul(std::mem::size_of::<T>()).filter(|&b| b <= isize::MAX as usize).ok_or_else(|| {
+        Error::LengthOverflow { len, element_size: std::mem::size_of::<T>(), type_name: std::any::type_name::<T>() }
     })
 }
 

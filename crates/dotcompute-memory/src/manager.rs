@@ -9,6 +9,7 @@ use crate::error::{byte_len, Direction, Error, Result};
 use crate::host::HostBlock;
 use crate::pool::cache::BlockCache;
 use crate::pool::device::DevicePool;
+use crate::pool::magazine::{self, Block};
 use crate::pool::size_class::class_of;
 use crate::stats::{MemoryStatistics, StatCounters};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +22,10 @@ use std::time::{Duration, Instant};
 pub struct ManagerOptions {
     /// Cache freed blocks for reuse (default true). Off: every buffer allocates fresh memory.
     pub enable_pooling: bool,
-    /// Upper bound on bytes kept in each cache (host and device) (default 1 GiB).
+    /// Upper bound on bytes kept in each cache (host and device) (default 1 GiB). Besides,
+    /// each thread keeps the blocks of up to 8 small buffers per size class that it dropped
+    /// (at most `min(2 MiB, max_pool_bytes / 16)` per thread) for its own next allocations; see
+    /// [`MemoryManager::trim_excess`] for how those are reclaimed.
     pub max_pool_bytes: u64,
     /// Bytes the maintenance pass and `trim_excess` leave cached (default 0).
     pub min_pool_bytes: u64,
@@ -86,6 +90,11 @@ pub(crate) struct ManagerShared {
     pinned_unavailable: std::sync::atomic::AtomicBool,
     /// Measured transfer overhead and bandwidth, for the engine's batching threshold.
     pub(crate) transfer_tuning: crate::transfer::schedule::Tuning,
+    /// Bumped when threads should hand their magazines back; [`magazine::CLOSED`] once the
+    /// last handle is gone (see `pool::magazine`).
+    pub(crate) recycle_epoch: AtomicU64,
+    /// Bytes a thread's magazine may hold for this manager (0: no magazines).
+    pub(crate) magazine_cap: usize,
 }
 
 /// Alignment of host and device blocks: a cache line for small blocks, a page from 64 KiB.
@@ -106,7 +115,30 @@ impl ManagerShared {
     /// `pool::device`): cached regions first, then segments, then the backend; on out-of-memory
     /// the cache is released and the allocation retried once.
     pub(crate) fn acquire_device(&self, bytes: usize) -> Result<DeviceRegion> {
-        self.device_pool.acquire(bytes, self.tick.load(Ordering::Relaxed))
+        match self.device_pool.acquire(bytes, self.tick.load(Ordering::Relaxed)) {
+            // Blocks parked in this thread's magazine may be what the pool needs.
+            Err(Error::OutOfMemory { .. }) if magazine::flush_current(self) => {
+                self.device_pool.acquire(bytes, self.tick.load(Ordering::Relaxed))
+            }
+            other => other,
+        }
+    }
+
+    /// Takes back the block of a dropped buffer (from a buffer or a magazine).
+    pub(crate) fn release_block(&self, block: Block) {
+        match block {
+            Block::Unified(region, _) => self.release_device(region),
+            Block::Host(host) => self.release_host(host),
+        }
+    }
+
+    /// Makes every thread hand its magazine back when it next drops a buffer of this manager,
+    /// and empties the calling thread's magazine now.
+    fn recall_magazines(&self) {
+        let _ = self.recycle_epoch.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| {
+            (e != magazine::CLOSED).then_some(e.wrapping_add(1) % magazine::CLOSED)
+        });
+        magazine::flush_current(self);
     }
 
     pub(crate) fn release_device(&self, region: DeviceRegion) {
@@ -214,11 +246,15 @@ impl ManagerShared {
     }
 
     pub(crate) fn cached_bytes(&self) -> usize {
-        self.device_pool.cached_bytes() + self.host_cache.cached_bytes() + self.pinned_cache.cached_bytes()
+        self.device_pool.cached_bytes()
+            + self.host_cache.cached_bytes()
+            + self.pinned_cache.cached_bytes()
+            + self.stats.magazine_bytes() as usize
     }
 
     /// One maintenance pass: blocks idle since before the previous pass go, down to the minimum.
     fn maintain(&self) -> usize {
+        self.recall_magazines();
         let now = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
         let keep = self.options.min_pool_bytes as usize;
         let idle_before = now.saturating_sub(1);
@@ -250,6 +286,18 @@ impl Drop for Maintenance {
     }
 }
 
+/// Closes the manager's recycle epoch when the last handle is dropped (see `pool::magazine`):
+/// buffers dropped from then on return their memory to the shared caches, so the manager is
+/// released with its last buffer.
+struct LastHandle(Arc<ManagerShared>);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        self.0.recycle_epoch.store(magazine::CLOSED, Ordering::Relaxed);
+        magazine::flush_current(&self.0);
+    }
+}
+
 /// The entry point: allocates buffers on one backend and keeps their pools and statistics.
 ///
 /// Cheap to clone (all clones share one pool). Buffers keep what they need alive, so they may
@@ -258,6 +306,7 @@ impl Drop for Maintenance {
 pub struct MemoryManager {
     pub(crate) shared: Arc<ManagerShared>,
     _maintenance: Option<Arc<Maintenance>>,
+    _handles: Arc<LastHandle>,
 }
 
 impl std::fmt::Debug for MemoryManager {
@@ -305,6 +354,8 @@ impl MemoryManager {
             transfer_tuning: Default::default(),
             pinned_cache: BlockCache::new(max),
             pinned_unavailable: Default::default(),
+            recycle_epoch: AtomicU64::new(0),
+            magazine_cap: if options.enable_pooling { magazine::MAX_THREAD_BYTES.min(max / 16) } else { 0 },
             options,
         });
         let maintenance = shared.options.maintenance_interval.map(|interval| {
@@ -333,7 +384,7 @@ impl MemoryManager {
                 .ok();
             Arc::new(Maintenance { stop, thread })
         });
-        Ok(MemoryManager { shared, _maintenance: maintenance })
+        Ok(MemoryManager { _handles: Arc::new(LastHandle(shared.clone())), shared, _maintenance: maintenance })
     }
 
     /// A manager on the backend named by the `DCMEM_BACKEND` environment variable
@@ -409,7 +460,14 @@ impl MemoryManager {
     }
 
     /// Releases cached blocks down to `min_pool_bytes`; returns the bytes released.
+    ///
+    /// Blocks parked in the calling thread's magazine (the small blocks a thread keeps for its
+    /// own next allocations) are released too. Other threads' magazines cannot be reached
+    /// without making every allocation synchronise, so they are recalled instead: each hands
+    /// its blocks back the next time it drops a buffer of this manager, or when it exits. At
+    /// most `min(2 MiB, max_pool_bytes / 16)` bytes per thread wait that way.
     pub fn trim_excess(&self) -> Result<u64> {
+        self.shared.recall_magazines();
         let keep = self.shared.options.min_pool_bytes as usize;
         Ok((self.shared.release_device_cache(keep, u64::MAX) + self.shared.release_host_cache(keep, u64::MAX)) as u64)
     }

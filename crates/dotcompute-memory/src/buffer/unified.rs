@@ -29,7 +29,8 @@ pub use super::raw::BufferMetrics;
 /// `as_mut_slice` (`chunks_mut`, `split_at_mut`) across scoped threads.
 pub struct UnifiedBuffer<T: Element> {
     pub(crate) raw: RawBuffer,
-    len: usize,
+    // The length is `raw.bytes() / size_of::<T>()`, not a field: a buffer fits in 128 bytes,
+    // which keeps moving it (allocation returns it by value) a few register moves.
     _element: PhantomData<T>,
 }
 
@@ -37,7 +38,7 @@ impl<T: Element> std::fmt::Debug for UnifiedBuffer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UnifiedBuffer")
             .field("element", &T::TYPE_TAG.name)
-            .field("len", &self.len)
+            .field("len", &self.len())
             .field("state", &self.state())
             .field("backend", &self.raw.manager().backend().name())
             .finish()
@@ -92,7 +93,7 @@ impl<T: Element> UnifiedBuffer<T> {
         }
         let id = mm.diagnostics.register(len, bytes, T::TYPE_TAG.name, location);
         match raw(mm, bytes, id) {
-            Ok(raw) => Ok(UnifiedBuffer { raw, len, _element: PhantomData }),
+            Ok(raw) => Ok(UnifiedBuffer { raw, _element: PhantomData }),
             Err(e) => {
                 mm.diagnostics.unregister(id);
                 Err(e)
@@ -101,13 +102,14 @@ impl<T: Element> UnifiedBuffer<T> {
     }
 
     /// Number of elements.
+    #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        self.raw.bytes() / size::<T>()
     }
 
     /// True for a zero-length buffer.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Size in bytes (`len * size_of::<T>()`).
@@ -140,7 +142,7 @@ impl<T: Element> UnifiedBuffer<T> {
     /// Copies `src` into the buffer (a host write: -> `HostDirty`, or `HostOnly` before the
     /// device part exists). `src.len()` must equal `len()`.
     pub fn copy_from(&mut self, src: &[T]) -> Result<()> {
-        check_len("copy_from", self.len, src.len())?;
+        check_len("copy_from", self.len(), src.len())?;
         self.write_range(0, src)
     }
 
@@ -149,19 +151,19 @@ impl<T: Element> UnifiedBuffer<T> {
     /// and the host part stale (`DeviceDirty`, or `DeviceOnly` without a host part). Use it
     /// instead of `copy_from` + `ensure_on_device` when the host copy is not needed.
     pub fn upload(&mut self, data: &[T]) -> Result<()> {
-        check_len("upload", self.len, data.len())?;
+        check_len("upload", self.len(), data.len())?;
         self.raw.upload(bytemuck::cast_slice(data))
     }
 
     /// Copies the buffer into `out`, reading whichever part is current (no state change).
     pub fn copy_to(&self, out: &mut [T]) -> Result<()> {
-        check_len("copy_to", self.len, out.len())?;
+        check_len("copy_to", self.len(), out.len())?;
         self.read_range(0, out)
     }
 
     /// The buffer's contents as a new `Vec`.
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        let mut v = vec![T::zeroed(); self.len];
+        let mut v = vec![T::zeroed(); self.len()];
         self.copy_to(&mut v)?;
         Ok(v)
     }
@@ -169,17 +171,17 @@ impl<T: Element> UnifiedBuffer<T> {
     /// Zero-copy host view; pulls from the device first when the device part is newer.
     #[inline]
     pub fn as_slice(&self) -> Result<&[T]> {
-        self.host_range(0, self.len)
+        self.host_range(0, self.len())
     }
 
     /// Zero-copy mutable host view; pulls first when needed and marks the host part written.
     pub fn as_mut_slice(&mut self) -> Result<&mut [T]> {
-        self.host_range_mut(0, self.len)
+        self.host_range_mut(0, self.len())
     }
 
     /// Sets every element to `value` (a host write covering the whole buffer: no pull).
     pub fn fill(&mut self, value: T) -> Result<()> {
-        self.fill_range(0, self.len, value)
+        self.fill_range(0, self.len(), value)
     }
 
     // ---- coherence ----
@@ -225,12 +227,12 @@ impl<T: Element> UnifiedBuffer<T> {
     /// manager) into this buffer, which ends device-current.
     pub fn copy_from_buffer<S: AsBufferView<T> + ?Sized>(&mut self, src: &S) -> Result<()> {
         let view = src.view();
-        self.copy_range_from(0, self.len, &view)
+        self.copy_range_from(0, self.len(), &view)
     }
 
     /// A new buffer from the same manager with the same contents.
     pub fn try_clone(&self) -> Result<Self> {
-        let mut out = UnifiedBuffer::new(self.raw.manager(), self.len, self.raw.bytes(), Location::caller())?;
+        let mut out = UnifiedBuffer::new(self.raw.manager(), self.len(), self.raw.bytes(), Location::caller())?;
         out.copy_from_buffer(self)?;
         Ok(out)
     }
@@ -239,13 +241,13 @@ impl<T: Element> UnifiedBuffer<T> {
 
     /// A read-only view of `range`, sharing this buffer's memory.
     pub fn slice(&self, range: impl RangeBounds<usize>) -> Result<BufferSlice<'_, T>> {
-        let (start, end) = check_range(range, self.len)?;
+        let (start, end) = check_range(range, self.len())?;
         Ok(BufferSlice::new(self, start, end - start))
     }
 
     /// A mutable view of `range`, sharing this buffer's memory.
     pub fn slice_mut(&mut self, range: impl RangeBounds<usize>) -> Result<BufferSliceMut<'_, T>> {
-        let (start, end) = check_range(range, self.len)?;
+        let (start, end) = check_range(range, self.len())?;
         Ok(BufferSliceMut::new(self, start, end - start))
     }
 
@@ -263,7 +265,7 @@ impl<T: Element> UnifiedBuffer<T> {
     pub fn try_cast<U: Element>(self) -> std::result::Result<UnifiedBuffer<U>, (Self, Error)> {
         let bytes = self.raw.bytes();
         let fail = |reason| Error::CastMismatch {
-            len: self.len,
+            len: self.len(),
             from: T::TYPE_TAG.name,
             from_size: size::<T>(),
             to: U::TYPE_TAG.name,
@@ -282,7 +284,7 @@ impl<T: Element> UnifiedBuffer<T> {
             let e = fail("the target alignment exceeds the 64-byte buffer alignment");
             return Err((self, e));
         }
-        Ok(UnifiedBuffer { len: bytes / size::<U>(), raw: self.raw, _element: PhantomData })
+        Ok(UnifiedBuffer { raw: self.raw, _element: PhantomData })
     }
 
     // ---- asynchronous forms ----
@@ -291,14 +293,14 @@ impl<T: Element> UnifiedBuffer<T> {
     /// call), then uploads it; the future resolves when both parts hold it (`Synchronized`).
     /// If the upload cannot be started, the buffer is left unchanged.
     pub fn copy_from_async(&mut self, data: &[T]) -> TransferFuture<'_, T> {
-        let r = check_len("copy_from_async", self.len, data.len())
+        let r = check_len("copy_from_async", self.len(), data.len())
             .and_then(|()| self.raw.start_replace(0, bytemuck::cast_slice(data)));
         TransferFuture::new(self, None, r.err())
     }
 
     /// Brings the host part up to date without blocking, then copies it into `out`.
     pub fn copy_to_async<'a>(&'a mut self, out: &'a mut [T]) -> TransferFuture<'a, T> {
-        let r = check_len("copy_to_async", self.len, out.len()).and_then(|()| self.raw.start_download(0));
+        let r = check_len("copy_to_async", self.len(), out.len()).and_then(|()| self.raw.start_download(0));
         TransferFuture::new(self, Some(out), r.err())
     }
 
@@ -316,10 +318,10 @@ impl<T: Element> UnifiedBuffer<T> {
 
     pub(crate) fn write_range(&mut self, start: usize, src: &[T]) -> Result<()> {
         self.raw.settle()?;
-        if src.is_empty() && self.len != 0 {
+        if src.is_empty() && !self.is_empty() {
             return Ok(());
         }
-        if start == 0 && src.len() == self.len {
+        if start == 0 && src.len() == self.len() {
             self.raw.ensure_host_part()?;
         } else {
             self.raw.pull()?;
@@ -332,10 +334,10 @@ impl<T: Element> UnifiedBuffer<T> {
 
     pub(crate) fn fill_range(&mut self, start: usize, len: usize, value: T) -> Result<()> {
         self.raw.settle()?;
-        if len == 0 && self.len != 0 {
+        if len == 0 && !self.is_empty() {
             return Ok(());
         }
-        if start == 0 && len == self.len {
+        if start == 0 && len == self.len() {
             self.raw.ensure_host_part()?;
         } else {
             self.raw.pull()?;
@@ -370,7 +372,7 @@ impl<T: Element> UnifiedBuffer<T> {
         if left != right {
             return Err(Error::ManagerMismatch { operation: "copy_from_buffer", left, right });
         }
-        if len == 0 && self.len != 0 {
+        if len == 0 && !self.is_empty() {
             // An empty range of a non-empty buffer: nothing to copy, no state change. (A whole
             // empty buffer still takes the device write's state change, like any other size.)
             return Ok(());
@@ -382,7 +384,7 @@ impl<T: Element> UnifiedBuffer<T> {
 
 impl<T: Element> AsBufferView<T> for UnifiedBuffer<T> {
     fn view(&self) -> BufferSlice<'_, T> {
-        BufferSlice::new(self, 0, self.len)
+        BufferSlice::new(self, 0, self.len())
     }
 }
 

@@ -14,7 +14,8 @@ use std::ptr::NonNull;
 pub struct HostBlock {
     ptr: NonNull<u8>,
     size: usize,
-    align: usize,
+    /// log2 of the alignment (a power of two), so the block stays three words.
+    align_log2: u8,
     mapped: bool,
 }
 
@@ -69,16 +70,17 @@ impl HostBlock {
         })?;
         if size == 0 {
             // A dangling, aligned pointer: never dereferenced for more than 0 bytes.
-            let ptr = NonNull::new(std::ptr::without_provenance_mut::<u8>(align)).ok_or(Error::InvalidArgument {
-                option: "alignment",
-                value: "0".into(),
-                reason: "alignment must be at least 1",
-            })?;
-            return Ok(HostBlock { ptr, size, align, mapped: false });
+            let ptr =
+                NonNull::new(std::ptr::without_provenance_mut::<u8>(align)).ok_or_else(|| Error::InvalidArgument {
+                    option: "alignment",
+                    value: "0".into(),
+                    reason: "alignment must be at least 1",
+                })?;
+            return Ok(HostBlock { ptr, size, align_log2: align.trailing_zeros() as u8, mapped: false });
         }
         if size >= MAP_THRESHOLD {
             if let Some(ptr) = map_zeroed(size, align) {
-                return Ok(HostBlock { ptr, size, align, mapped: true });
+                return Ok(HostBlock { ptr, size, align_log2: align.trailing_zeros() as u8, mapped: true });
             }
         }
         // SAFETY: layout has non-zero size (checked above).
@@ -90,7 +92,7 @@ impl HostBlock {
             cached: 0,
             largest_free_block: 0,
         })?;
-        Ok(HostBlock { ptr, size, align, mapped: false })
+        Ok(HostBlock { ptr, size, align_log2: align.trailing_zeros() as u8, mapped: false })
     }
 
     /// Size in bytes.
@@ -100,7 +102,7 @@ impl HostBlock {
 
     /// Alignment in bytes.
     pub fn align(&self) -> usize {
-        self.align
+        1 << self.align_log2
     }
 
     /// Start address. Writing through it is allowed only while no `&[u8]` from
@@ -138,7 +140,9 @@ impl Drop for HostBlock {
         if self.size != 0 {
             // SAFETY: allocated in `allocate_zeroed` with exactly this size and alignment, which
             // were validated by Layout::from_size_align there.
-            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), Layout::from_size_align_unchecked(self.size, self.align)) }
+            unsafe {
+                std::alloc::dealloc(self.ptr.as_ptr(), Layout::from_size_align_unchecked(self.size, self.align()))
+            }
         }
     }
 }
@@ -148,7 +152,7 @@ impl std::fmt::Debug for HostBlock {
         f.debug_struct("HostBlock")
             .field("ptr", &self.ptr)
             .field("size", &self.size)
-            .field("align", &self.align)
+            .field("align", &self.align())
             .finish()
     }
 }

@@ -221,10 +221,8 @@ impl PinnedPool {
     ///
     /// Errors: as [`PinnedBuffer::new`]; [`Error::LengthOverflow`] when no size class fits.
     pub fn rent(&self, bytes: usize) -> Result<PooledPinned> {
-        let class = bytes.max(super::os::page_size()).checked_next_power_of_two().ok_or(Error::LengthOverflow {
-            len: bytes,
-            element_size: 1,
-            type_name: "u8 (rounded to a pinned size class)",
+        let class = bytes.max(super::os::page_size()).checked_next_power_of_two().ok_or({
+            Error::LengthOverflow { len: bytes, element_size: 1, type_name: "u8 (rounded to a pinned size class)" }
         })?;
         {
             let mut st = self.lock_state();

@@ -8,5 +8,6 @@ pub(crate) mod arena;
 pub mod array;
 pub(crate) mod cache;
 pub(crate) mod device;
+pub(crate) mod magazine;
 pub mod object;
 pub mod size_class;
