@@ -63,6 +63,7 @@ impl Diagnostics {
     }
 
     /// True when allocation sites are recorded.
+    #[inline]
     pub fn is_tracking(&self) -> bool {
         self.tracking.load(Ordering::Relaxed)
     }
@@ -128,6 +129,13 @@ impl Diagnostics {
         if !self.is_tracking() {
             return 0;
         }
+        self.record(len, bytes, element, location)
+    }
+
+    // Out of line: the lock and map stay out of the allocation fast path's stack frame.
+    #[cold]
+    #[inline(never)]
+    fn record(&self, len: usize, bytes: usize, element: &'static str, location: &'static Location<'static>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let record = Record { len, bytes, element, location, at: Instant::now() };
         self.records.lock().unwrap_or_else(|p| p.into_inner()).insert(id, record);
@@ -137,7 +145,13 @@ impl Diagnostics {
     #[inline]
     pub(crate) fn unregister(&self, id: u64) {
         if id != 0 {
-            self.records.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            self.forget(id);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn forget(&self, id: u64) {
+        self.records.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 }

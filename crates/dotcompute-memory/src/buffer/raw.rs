@@ -140,6 +140,7 @@ pub(crate) struct RawBuffer {
 unsafe impl Send for RawBuffer {}
 
 impl RawBuffer {
+    #[inline]
     pub(crate) fn new(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Self> {
         // A block this thread parked comes with a manager reference to take over.
         if bytes != 0 && bytes <= magazine::MAX_BLOCK {
@@ -158,6 +159,12 @@ impl RawBuffer {
                 }
             }
         }
+        Self::new_from_pool(mm, bytes, registry_id)
+    }
+
+    /// `new` when this thread's magazine has no block: the shared caches or the backend.
+    #[inline(never)]
+    fn new_from_pool(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Self> {
         let parts = if bytes == 0 {
             // A dangling pointer aligned like real host memory (`[u8; N]` is only 1-aligned),
             // so empty `&[T]` views of any element type are well aligned.
