@@ -446,7 +446,6 @@ mod shared {
             let pair = compare(plan, &mut piped, &mut opened);
             // Stop the writer: no more requests, and no reader for a write it may be blocked
             // in after a failed read (it then gets EPIPE; Rust programs ignore SIGPIPE).
-            drop(piped);
             drop(go);
             drop(reader);
             let fed = feeder.join().map_err(|_| CliError::Other("pipe baseline: the writer thread panicked".into()))?;
