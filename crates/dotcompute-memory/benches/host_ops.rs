@@ -3,7 +3,7 @@
 //! each side and `ratio = baseline / ours` (higher is better).
 //!
 //! - `copy`: `ops::copy_bytes` (store kind picked by size) vs `copy_from_slice`,
-//!   4 KiB .. 256 MiB;
+//!   4 KiB .. 256 MiB, including 1.5 MiB (cached stores) and `ops::NT_THRESHOLD` (streaming);
 //! - `fill`: `ops::fill` vs an indexed loop; `convert`: `ops::convert` i32→f32 vs an
 //!   indexed loop (1 MiB);
 //! - `alloc`: `HostAlloc::new().alignment(64).allocate::<u8>(n)` + drop vs `std::alloc::alloc`
@@ -79,7 +79,8 @@ fn row(op: &str, size: usize, reps: usize, mut base: impl FnMut(), mut ours: imp
     );
 }
 
-const SIZES: &[usize] = &[4 << 10, 64 << 10, 1 << 20, 10_000_000, 64 << 20, 256 << 20];
+/// Copy sizes: the issue's, plus both sides of the streaming threshold (1 MiB is below it).
+const SIZES: &[usize] = &[4 << 10, 64 << 10, 1 << 20, 3 << 19, ops::NT_THRESHOLD, 10_000_000, 64 << 20, 256 << 20];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
