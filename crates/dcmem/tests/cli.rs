@@ -188,9 +188,48 @@ fn check_bench_json(backend: &str) -> Value {
     v
 }
 
+/// The host-memory rows (`bench/host.rs`, issue 5) at their smoke sizes, with positive times.
+fn check_host_rows(v: &Value) {
+    let mut expected: Vec<(&str, Vec<u64>)> = vec![
+        ("Aligned allocation (HostAlloc vs std::alloc::alloc)", vec![4 << 10, 64 << 10]),
+        ("Aligned allocation (HostAlloc vs std::alloc::alloc_zeroed)", vec![4 << 10, 64 << 10]),
+        ("First touch (huge pages vs base pages)", vec![4 << 20]),
+        ("Large copy (ops::copy_bytes vs copy_from_slice)", vec![64 << 10, 1 << 20]),
+        ("Large copy, cold (ops::copy_bytes vs copy_from_slice)", vec![1 << 20]),
+        ("SIMD fill (ops::fill vs index loop)", vec![64 << 10]),
+        ("SIMD convert (ops::convert vs index loop)", vec![64 << 10]),
+    ];
+    if cfg!(unix) {
+        expected.push(("Shared buffer open + read (vs pipe)", vec![1 << 20]));
+    }
+    let rows = v["rows"].as_array().expect("rows is an array");
+    for (op, sizes) in expected {
+        let found: Vec<&Value> = rows.iter().filter(|r| r["operation"] == op).collect();
+        let got: Vec<u64> = found.iter().map(|r| r["size_bytes"].as_u64().unwrap()).collect();
+        assert_eq!(got, sizes, "{op}");
+        for r in found {
+            for key in ["baseline_ns", "ours_ns", "ratio"] {
+                assert!(r[key].as_f64().is_some_and(|x| x > 0.0 && x.is_finite()), "{key} in {r}");
+            }
+        }
+    }
+    let touch = row(v, "First touch (huge pages vs base pages)");
+    assert!(text(touch, "ours").contains("huge_pages(true)") && text(touch, "ours").contains(": got "), "{touch}");
+    assert!(text(touch, "baseline").ends_with("got Base pages of 4 KiB"), "{touch}");
+    let copy = row(v, "Large copy (ops::copy_bytes vs copy_from_slice)");
+    assert!(text(copy, "baseline").starts_with("copy_from_slice"), "{copy}");
+    assert!(text(copy, "ours").contains("(used Cached stores)"), "below the streaming threshold: {copy}");
+    if cfg!(unix) {
+        let shared = row(v, "Shared buffer open + read (vs pipe)");
+        assert!(text(shared, "baseline").starts_with("pipe transfer"), "{shared}");
+        assert!(text(shared, "ours").starts_with("MemoryManager::open_shared"), "{shared}");
+    }
+}
+
 #[test]
 fn bench_json_on_cpu_has_every_row_with_consistent_ratios() {
     let v = check_bench_json("cpu");
+    check_host_rows(&v);
     let rows = v["rows"].as_array().unwrap();
     let copy = rows.iter().find(|r| r["operation"] == "Host-to-device copy").unwrap();
     assert!(copy["baseline"].as_str().unwrap().contains("copy_from_slice"), "{copy}");
@@ -210,6 +249,8 @@ fn bench_json_on_cpu_has_every_row_with_consistent_ratios() {
 #[test]
 fn bench_json_on_sim_uses_the_raw_backend_as_baseline() {
     let v = check_bench_json("sim");
+    // Host-memory rows are shown with --backend cpu only.
+    assert!(rows_starting(&v, "Aligned allocation").is_empty() && rows_starting(&v, "Large copy").is_empty(), "{v}");
     let rows = v["rows"].as_array().unwrap();
     let h2d = rows.iter().find(|r| r["operation"] == "Host-to-device copy").unwrap();
     assert!(h2d["baseline"].as_str().unwrap().contains("Backend::write"), "{h2d}");

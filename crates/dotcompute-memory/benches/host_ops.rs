@@ -3,16 +3,28 @@
 //! each side and `ratio = baseline / ours` (higher is better).
 //!
 //! - `copy`: `ops::copy_bytes` (store kind picked by size) vs `copy_from_slice`,
-//!   4 KiB .. 256 MiB;
+//!   4 KiB .. 256 MiB, including 1.5 MiB (cached stores) and `ops::NT_THRESHOLD` (streaming);
 //! - `fill`: `ops::fill` vs an indexed loop; `convert`: `ops::convert` i32→f32 vs an
-//!   indexed loop (1 MiB).
+//!   indexed loop (1 MiB);
+//! - `alloc`: `HostAlloc::new().alignment(64).allocate::<u8>(n)` + drop vs `std::alloc::alloc`
+//!   (and `alloc_zeroed`) with `Layout(n, 64)` + `dealloc`, 4 KiB .. 64 MiB; both sides write
+//!   one byte in every 4 KiB page (volatile) before freeing, so both pay the same faults;
+//! - `touch`: allocate + first touch + free of 64 MiB with `HostAlloc::huge_pages(true)`
+//!   (transparent huge pages via madvise) vs `HostAlloc::numa_node(0)` (an anonymous mapping
+//!   of base pages); prints the pages each side really got;
+//! - `shared` (unix): `MemoryManager::open_shared` + a checksum of the 16 MiB in place + drop
+//!   vs a pipe transfer of the same bytes from a writer thread into a `Vec` + the same
+//!   checksum.
 //!
-//! Run: `cargo bench -p dotcompute-memory --bench host_ops` (`-- --quick` for fewer reps).
-//! Both sides use the same, already-touched buffers, so no page faults are timed.
+//! Run: `cargo bench -p dotcompute-memory --bench host_ops` (`-- --quick` for fewer reps; a
+//! word such as `copy` or `alloc` runs only the rows whose group contains it). The copy, fill
+//! and convert rows use the same, already-touched buffers on both sides, so no page faults
+//! are timed there.
 
 #![allow(clippy::needless_range_loop)] // the indexed loops are the baselines
 
-use dotcompute_memory::ops;
+use dotcompute_memory::{ops, HostAlloc};
+use std::alloc::Layout;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -67,7 +79,8 @@ fn row(op: &str, size: usize, reps: usize, mut base: impl FnMut(), mut ours: imp
     );
 }
 
-const SIZES: &[usize] = &[4 << 10, 64 << 10, 1 << 20, 10_000_000, 64 << 20, 256 << 20];
+/// Copy sizes: the issue's, plus both sides of the streaming threshold (1 MiB is below it).
+const SIZES: &[usize] = &[4 << 10, 64 << 10, 1 << 20, 3 << 19, ops::NT_THRESHOLD, 10_000_000, 64 << 20, 256 << 20];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -80,6 +93,10 @@ fn main() {
         let mut dst = vec![0u8; src.len()];
         ops::copy_bytes(&mut dst, &src).unwrap();
         assert!(dst == src);
+        let b = HostAlloc::new().alignment(64).allocate::<u8>(8192).unwrap();
+        assert!(b.as_ptr() as usize % 64 == 0 && b.iter().all(|&x| x == 0));
+        #[cfg(unix)]
+        shared::check();
         println!("host_ops bench: smoke test passed (run `cargo bench` to measure)");
         return;
     }
@@ -176,5 +193,170 @@ fn main() {
             || ops::convert(black_box(&mut d2), black_box(&src)).unwrap(),
         );
         assert!(d1 == d2);
+    }
+    if run("alloc") {
+        println!("# aligned allocation: baseline = std::alloc::alloc / alloc_zeroed (Layout(n, 64)) + dealloc,");
+        println!("#   ours = HostAlloc::new().alignment(64).allocate::<u8>(n) + drop (always zeroed);");
+        println!("#   both sides write 1 byte per 4 KiB page before freeing");
+        for &n in &[4usize << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20] {
+            let layout = Layout::from_size_align(n, 64).unwrap();
+            let alloc = HostAlloc::new().alignment(64);
+            let raw = |zeroed: bool| {
+                // SAFETY: n > 0, so the layout has a non-zero size.
+                let p = unsafe {
+                    if zeroed {
+                        std::alloc::alloc_zeroed(layout)
+                    } else {
+                        std::alloc::alloc(layout)
+                    }
+                };
+                assert!(!p.is_null());
+                // SAFETY: p is valid for writes of n bytes.
+                unsafe { touch_raw(p, n) };
+                // SAFETY: p came from alloc/alloc_zeroed with this layout, freed once.
+                unsafe { std::alloc::dealloc(black_box(p), layout) };
+            };
+            let ours = || {
+                let mut b = alloc.allocate::<u8>(n).unwrap();
+                // SAFETY: the buffer is valid for writes of its length.
+                unsafe { touch_raw(b.as_mut_ptr(), n) };
+                black_box(b.as_ptr());
+            };
+            let reps = if n >= 16 << 20 { reps.min(11) } else { reps };
+            row("alloc (vs std::alloc::alloc)", n, reps, || raw(false), ours);
+            row("alloc (vs std::alloc::alloc_zeroed)", n, reps, || raw(true), ours);
+        }
+    }
+    if run("touch") {
+        let n = 64usize << 20;
+        let base = HostAlloc::new().alignment(4096).numa_node(0);
+        let huge = HostAlloc::new().alignment(4096).huge_pages(true);
+        for (side, a) in [("baseline", &base), ("ours", &huge)] {
+            let mut b = a.allocate::<u8>(n).unwrap();
+            // SAFETY: the buffer is valid for writes of its length.
+            unsafe { touch_raw(b.as_mut_ptr(), n) };
+            println!(
+                "# first touch {side}: {:?} pages of {} bytes, {} bytes backed by huge pages after the touch ({})",
+                b.page_kind(),
+                b.page_size(),
+                b.resident_huge_page_bytes().map_or("unknown".into(), |x| x.to_string()),
+                b.page_info().reason
+            );
+        }
+        let cycle = |a: &HostAlloc| {
+            let mut b = a.allocate::<u8>(n).unwrap();
+            // SAFETY: the buffer is valid for writes of its length.
+            unsafe { touch_raw(b.as_mut_ptr(), n) };
+            black_box(b.as_ptr());
+        };
+        println!("# first touch: baseline = numa_node(0) mapping (base pages), ours = huge_pages(true);");
+        println!("#   each = allocate + write 1 byte per 4 KiB page + free");
+        row("first touch (THP vs base pages)", n, reps.min(11), || cycle(&base), || cycle(&huge));
+    }
+    #[cfg(unix)]
+    if run("shared") {
+        shared::bench(16 << 20, reps);
+    }
+}
+
+/// Writes 1 into the first byte of every 4 KiB page of `len` bytes at `p` (volatile, so the
+/// stores are not dropped although the memory is freed right after).
+///
+/// # Safety
+///
+/// `p` must be valid for writes of `len` bytes.
+unsafe fn touch_raw(p: *mut u8, len: usize) {
+    for i in (0..len).step_by(4096) {
+        // SAFETY: i < len: inside the caller's range.
+        unsafe { p.add(i).write_volatile(1) };
+    }
+}
+
+#[cfg(unix)]
+mod shared {
+    use dotcompute_memory::MemoryManager;
+    use std::fs::File;
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    use std::sync::mpsc;
+
+    /// Wrapping sum of the bytes as little-endian u64 words plus the tail bytes.
+    fn checksum(bytes: &[u8]) -> u64 {
+        let mut words = bytes.chunks_exact(8);
+        let mut sum = 0u64;
+        for w in &mut words {
+            sum = sum.wrapping_add(u64::from_le_bytes(w.try_into().unwrap()));
+        }
+        words.remainder().iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)))
+    }
+
+    /// A pipe as two files (read end, write end), with a 1 MiB buffer where Linux allows.
+    fn pipe() -> (File, File) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two fds into the 2-element array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe: {}", std::io::Error::last_os_error());
+        #[cfg(target_os = "linux")]
+        // SAFETY: F_SETPIPE_SZ on a pipe fd we own; failure leaves the default size.
+        unsafe {
+            libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 1 << 20);
+        }
+        // SAFETY: both fds are fresh, open and owned by nothing else.
+        unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) }
+    }
+
+    /// The bench's `cargo test --benches` check: both paths deliver the bytes.
+    pub(super) fn check() {
+        let mm = MemoryManager::cpu();
+        let name = format!("dcmem-host-ops-check-{}", std::process::id());
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut seg = mm.allocate_shared::<u8>(&name, data.len()).unwrap();
+        seg.copy_from_slice(&data);
+        assert_eq!(checksum(&mm.open_shared::<u8>(&name).unwrap()), checksum(&data));
+        let (mut r, mut w) = pipe();
+        let writer = std::thread::spawn({
+            let data = data.clone();
+            move || w.write_all(&data).unwrap()
+        });
+        let mut got = vec![0u8; data.len()];
+        r.read_exact(&mut got).unwrap();
+        writer.join().unwrap();
+        assert!(got == data);
+    }
+
+    pub(super) fn bench(n: usize, reps: usize) {
+        let mm = MemoryManager::cpu();
+        let name = format!("dcmem-host-ops-{}", std::process::id());
+        let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        let expected = checksum(&data);
+        let mut seg = mm.allocate_shared::<u8>(&name, n).unwrap();
+        seg.copy_from_slice(&data);
+        let (mut reader, mut writer) = pipe();
+        let (go, requests) = mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            let data = &data;
+            scope.spawn(move || {
+                while requests.recv().is_ok() {
+                    writer.write_all(data).unwrap();
+                }
+            });
+            let mut received = vec![0u8; n];
+            println!("# shared buffer: baseline = pipe transfer (writer thread -> read_exact into a Vec, 1 MiB pipe");
+            println!("#   buffer) + checksum; ours = open_shared + checksum in place + drop (munmap)");
+            super::row(
+                "shared open+read (vs pipe)",
+                n,
+                reps,
+                || {
+                    go.send(()).unwrap();
+                    reader.read_exact(&mut received).unwrap();
+                    assert_eq!(checksum(&received), expected);
+                },
+                || {
+                    let h = mm.open_shared::<u8>(&name).unwrap();
+                    assert_eq!(checksum(&h), expected);
+                },
+            );
+            drop(go);
+        });
     }
 }

@@ -3,6 +3,7 @@
 //! are set against their own native API, [`transfer`] for the transfer-engine rows and
 //! [`pools`] for the object-pool, array-pool and random-allocation rows.
 
+mod host;
 mod native;
 mod pools;
 mod transfer;
@@ -434,7 +435,9 @@ pub fn measure(args: &BenchArgs) -> CliResult<Report> {
     let sizes = Sizes::for_mode(args.smoke);
     let ctx = Ctx { pooled: manager(&backend, true)?, fresh: manager(&backend, false)?, backend, plan };
     let discrete = !ctx.unified();
-    let pb = progress(sizes.step_count(discrete, ctx.backend.name() == "sim"), args.json);
+    let host_sizes = (ctx.backend.name() == "cpu").then(|| host::HostSizes::for_mode(args.smoke, args.quick));
+    let host_steps = host_sizes.as_ref().map_or(0, host::HostSizes::step_count);
+    let pb = progress(sizes.step_count(discrete, ctx.backend.name() == "sim") + host_steps, args.json);
     let mut rows = Vec::new();
     let mut step = |name: String, f: &dyn Fn() -> CliResult<Vec<Row>>| -> CliResult {
         pb.set_message(name);
@@ -479,6 +482,9 @@ pub fn measure(args: &BenchArgs) -> CliResult<Report> {
     let (count, min, max, live_cap) = sizes.random;
     let workload = pools::Workload::random(count, min, max, live_cap, 0x5EED);
     step("random allocations".into(), &|| ctx.random_allocations(&workload))?;
+    if let Some(host_sizes) = &host_sizes {
+        host::measure(&ctx.plan, host_sizes, &mut step)?;
+    }
     pb.finish_and_clear();
     let s = ctx.pooled.statistics();
     Ok(Report {
