@@ -9,7 +9,7 @@ use crate::error::{byte_len, Direction, Error, Result};
 use crate::host::HostBlock;
 use crate::pool::cache::BlockCache;
 use crate::pool::device::DevicePool;
-use crate::pool::magazine::{self, Block};
+use crate::pool::magazine;
 use crate::pool::size_class::class_of;
 use crate::stats::{MemoryStatistics, StatCounters};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -121,14 +121,6 @@ impl ManagerShared {
                 self.device_pool.acquire(bytes, self.tick.load(Ordering::Relaxed))
             }
             other => other,
-        }
-    }
-
-    /// Takes back the block of a dropped buffer (from a buffer or a magazine).
-    pub(crate) fn release_block(&self, block: Block) {
-        match block {
-            Block::Unified(region, _) => self.release_device(region),
-            Block::Host(host) => self.release_host(host),
         }
     }
 
@@ -404,6 +396,7 @@ impl MemoryManager {
     /// is fresh, earlier data when it comes from the pool; use [`MemoryManager::allocate_zeroed`]
     /// or [`UnifiedBuffer::fill`]). Length 0 is a valid empty buffer.
     #[track_caller]
+    #[inline]
     pub fn allocate<T: Element>(&self, len: usize) -> Result<UnifiedBuffer<T>> {
         let location = std::panic::Location::caller();
         let bytes = byte_len::<T>(len)?;

@@ -21,7 +21,7 @@ use crate::backend::Event;
 use crate::error::{Direction, Error, Result};
 use crate::host::HostBlock;
 use crate::manager::{timed, ManagerShared};
-use crate::pool::magazine::{self, Block};
+use crate::pool::magazine::{self, UnifiedBlock};
 use crate::pool::size_class::class_of;
 use std::cell::{Cell, OnceCell};
 use std::mem::ManuallyDrop;
@@ -145,16 +145,18 @@ impl RawBuffer {
         // A block this thread parked comes with a manager reference to take over.
         if bytes != 0 && bytes <= magazine::MAX_BLOCK {
             if let Some((class, _)) = class_of(bytes) {
-                if let Some((owner, block)) = magazine::take(mm, !mm.unified, class, bytes) {
-                    let parts = match block {
-                        Block::Unified(memory, ptr) => Parts::Unified {
-                            memory: Some(memory),
-                            ptr,
+                if mm.unified {
+                    if let Some((owner, b)) = magazine::take::<UnifiedBlock>(mm, class, bytes) {
+                        let parts = Parts::Unified {
+                            memory: Some(b.region),
+                            ptr: b.ptr,
                             device_attached: false,
                             host_attached: Cell::new(true),
-                        },
-                        Block::Host(host) => Parts::Discrete { host: OnceCell::from(host), device: None },
-                    };
+                        };
+                        return Ok(Self::with_parts(owner, bytes, parts, registry_id));
+                    }
+                } else if let Some((owner, host)) = magazine::take::<HostBlock>(mm, class, bytes) {
+                    let parts = Parts::Discrete { host: OnceCell::from(host), device: None };
                     return Ok(Self::with_parts(owner, bytes, parts, registry_id));
                 }
             }
@@ -925,20 +927,29 @@ impl Drop for RawBuffer {
         }
         // The block made at allocation (the one a later allocation of this size asks for) goes
         // to this thread's magazine with the manager reference; any other part is released.
-        let block = match &mut self.parts {
-            Parts::Unified { memory, ptr, .. } => memory.take().map(|m| Block::Unified(m, *ptr)),
-            Parts::Discrete { host, device } => {
-                if let Some(d) = device.take() {
-                    self.mm.release_device(d);
-                }
-                host.take().map(Block::Host)
-            }
-        };
         // SAFETY: `mm` is taken exactly once, here, and `self` is not used after this point.
         let mm = unsafe { ManuallyDrop::take(&mut self.mm) };
-        match block {
-            Some(block) => magazine::recycle(mm, block, self.bytes),
-            None => mm.stats.buffer_dropped(self.bytes),
+        let bytes = self.bytes;
+        match &mut self.parts {
+            Parts::Unified { memory, ptr, .. } => match memory.take() {
+                Some(region) => {
+                    let slot = magazine::slot_of_region(&region);
+                    magazine::recycle(mm, UnifiedBlock { region, ptr: *ptr }, slot, bytes);
+                }
+                None => mm.stats.buffer_dropped(bytes),
+            },
+            Parts::Discrete { host, device } => {
+                if let Some(d) = device.take() {
+                    mm.release_device(d);
+                }
+                match host.take() {
+                    Some(host) => {
+                        let slot = magazine::slot_of_host(&host);
+                        magazine::recycle(mm, host, slot, bytes);
+                    }
+                    None => mm.stats.buffer_dropped(bytes),
+                }
+            }
         }
     }
 }

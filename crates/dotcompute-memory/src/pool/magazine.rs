@@ -51,53 +51,78 @@ pub(crate) const MAX_THREAD_BYTES: usize = 2 << 20;
 /// A closed epoch: the manager has no handle left, so nothing more is parked for it.
 pub(crate) const CLOSED: u64 = u64::MAX;
 
-/// A block as a buffer holds it: its device region with the region's host address (unified
-/// backends), or its host block (discrete backends: the part made at allocation).
-pub(crate) enum Block {
-    /// A region of unified memory and where the host sees it.
-    Unified(DeviceRegion, NonNull<u8>),
-    /// A host block (the host part of a buffer on a discrete backend).
-    Host(HostBlock),
+/// The region of a buffer on unified memory, with the host address of its bytes.
+pub(crate) struct UnifiedBlock {
+    pub(crate) region: DeviceRegion,
+    pub(crate) ptr: NonNull<u8>,
 }
 
-impl Block {
-    fn size(&self) -> usize {
-        match self {
-            Block::Unified(r, _) => r.size(),
-            Block::Host(h) => h.size(),
-        }
-    }
+/// What a buffer parks: the block made at its allocation. Each kind has its own stacks, so
+/// the fast path copies plain structs, not an enum whose tag shares bytes with its payload (a
+/// 16-byte copy of bytes just written piecewise stalls store forwarding, which measured at a
+/// fifth of a small allocate + drop).
+pub(crate) trait Parkable: Sized {
+    /// This kind's stacks, one per size class.
+    fn stacks(m: &mut Magazine) -> &mut Vec<Vec<Parked<Self>>>;
+    /// Hands the block back to its manager's shared caches.
+    fn release(self, mm: &ManagerShared);
+}
 
-    /// Slot of the block in a magazine, if it may be kept there.
-    fn slot(&self) -> Option<usize> {
-        let (kind, class) = match self {
-            Block::Unified(r, _) => (0, r.class),
-            // Host blocks are exactly a class size when they come from the manager.
-            Block::Host(h) => (1, class_of(h.size()).filter(|&(_, c)| c == h.size())?.0),
-        };
-        (class < CLASSES && self.size() <= MAX_BLOCK).then_some(kind * CLASSES + class)
+impl Parkable for UnifiedBlock {
+    fn stacks(m: &mut Magazine) -> &mut Vec<Vec<Parked<Self>>> {
+        &mut m.unified
     }
+    fn release(self, mm: &ManagerShared) {
+        mm.release_device(self.region);
+    }
+}
+
+impl Parkable for HostBlock {
+    fn stacks(m: &mut Magazine) -> &mut Vec<Vec<Parked<Self>>> {
+        &mut m.host
+    }
+    fn release(self, mm: &ManagerShared) {
+        mm.release_host(self);
+    }
+}
+
+/// Where a buffer's block would be parked: `(size class, block size)`, `None` if it may not
+/// be. Read from the buffer before the block is moved out of it (same reason as above).
+#[inline]
+pub(crate) fn slot_of_region(region: &DeviceRegion) -> Option<(usize, usize)> {
+    (region.class < CLASSES && region.size() <= MAX_BLOCK).then_some((region.class, region.size()))
+}
+
+/// As [`slot_of_region`], for a host block (exactly a class size when it comes from the
+/// manager).
+#[inline]
+pub(crate) fn slot_of_host(host: &HostBlock) -> Option<(usize, usize)> {
+    let size = host.size();
+    let class = class_of(size).filter(|&(_, c)| c == size)?.0;
+    (class < CLASSES && size <= MAX_BLOCK).then_some((class, size))
 }
 
 /// A parked block with the manager reference that came with it.
-struct Parked {
+pub(crate) struct Parked<B> {
     mm: Arc<ManagerShared>,
-    block: Block,
+    block: B,
     size: usize,
 }
 
 /// One thread's magazine. Empty (and allocation-free) until the thread first drops a buffer.
-struct Magazine {
+pub(crate) struct Magazine {
     owner: u64,
     epoch: u64,
     bytes: usize,
     /// The owner's statistics shard of this thread (looked up once, not per allocation).
     shard: Option<Arc<CachePadded<Shard>>>,
-    slots: Vec<Vec<Parked>>,
+    unified: Vec<Vec<Parked<UnifiedBlock>>>,
+    host: Vec<Vec<Parked<HostBlock>>>,
 }
 
 impl Magazine {
-    const EMPTY: Magazine = Magazine { owner: 0, epoch: 0, bytes: 0, shard: None, slots: Vec::new() };
+    const EMPTY: Magazine =
+        Magazine { owner: 0, epoch: 0, bytes: 0, shard: None, unified: Vec::new(), host: Vec::new() };
 }
 
 /// Hands every parked block back to its manager's shared caches: when a stale magazine is
@@ -107,8 +132,11 @@ impl Drop for Magazine {
         if let Some(shard) = &self.shard {
             shard.magazine_bytes.store(0, Relaxed);
         }
-        for parked in self.slots.drain(..).flatten() {
-            parked.mm.release_block(parked.block);
+        for p in self.unified.drain(..).flatten() {
+            p.block.release(&p.mm);
+        }
+        for p in self.host.drain(..).flatten() {
+            p.block.release(&p.mm);
         }
     }
 }
@@ -117,15 +145,11 @@ thread_local! {
     static MAGAZINE: RefCell<Magazine> = const { RefCell::new(Magazine::EMPTY) };
 }
 
-/// A block of `class` (a host block if `host`, else unified memory) for a new buffer of `bytes`
-/// bytes of `mm`, from this thread's magazine, with the manager reference the buffer is to
-/// keep; `None` when the magazine has none. Counts the buffer as created.
+/// A block of `class` for a new buffer of `bytes` bytes of `mm`, from this thread's magazine,
+/// with the manager reference the buffer is to keep; `None` when the magazine has none.
+/// Counts the buffer as created.
 #[inline]
-pub(crate) fn take(mm: &ManagerShared, host: bool, class: usize, bytes: usize) -> Option<(Arc<ManagerShared>, Block)> {
-    if class >= CLASSES {
-        return None;
-    }
-    let slot = usize::from(host) * CLASSES + class;
+pub(crate) fn take<B: Parkable>(mm: &ManagerShared, class: usize, bytes: usize) -> Option<(Arc<ManagerShared>, B)> {
     let epoch = mm.recycle_epoch.load(Relaxed);
     let parked = MAGAZINE
         .try_with(|m| {
@@ -133,7 +157,7 @@ pub(crate) fn take(mm: &ManagerShared, host: bool, class: usize, bytes: usize) -
             if m.owner != mm.id || m.epoch != epoch {
                 return None;
             }
-            let parked = m.slots.get_mut(slot)?.pop()?;
+            let parked = B::stacks(&mut m).get_mut(class)?.pop()?;
             m.bytes -= parked.size;
             if let Some(shard) = &m.shard {
                 mm.stats.buffer_created_from_magazine(shard, bytes, m.bytes);
@@ -145,21 +169,20 @@ pub(crate) fn take(mm: &ManagerShared, host: bool, class: usize, bytes: usize) -
     Some((parked.mm, parked.block))
 }
 
-/// Takes back the block of a dropped buffer of `bytes` bytes of `mm`: parks it in this
-/// thread's magazine when it fits, else hands it to the manager's shared caches. Counts the
-/// buffer as dropped.
+/// Takes back the block of a dropped buffer of `bytes` bytes of `mm` (`slot` from
+/// [`slot_of_region`] / [`slot_of_host`]): parks it in this thread's magazine when it fits,
+/// else hands it to the manager's shared caches. Counts the buffer as dropped.
 #[inline]
-pub(crate) fn recycle(mm: Arc<ManagerShared>, block: Block, bytes: usize) {
+pub(crate) fn recycle<B: Parkable>(mm: Arc<ManagerShared>, block: B, slot: Option<(usize, usize)>, bytes: usize) {
     let epoch = mm.recycle_epoch.load(Relaxed);
-    let slot = match block.slot() {
+    let (class, size) = match slot {
         Some(slot) if mm.magazine_cap != 0 && epoch != CLOSED => slot,
         _ => {
             mm.stats.buffer_dropped(bytes);
-            mm.release_block(block);
+            block.release(&mm);
             return;
         }
     };
-    let size = block.size();
     let mut parked = Some(Parked { mm, block, size });
     let current = MAGAZINE.try_with(|m| {
         let mut m = m.try_borrow_mut().ok()?;
@@ -167,32 +190,30 @@ pub(crate) fn recycle(mm: Arc<ManagerShared>, block: Block, bytes: usize) {
         if m.owner != p.mm.id || m.epoch != epoch {
             return Some(false);
         }
-        let Magazine { bytes: held, shard, slots, .. } = &mut *m;
-        if *held + size <= p.mm.magazine_cap {
-            if let (Some(shard), Some(stack)) = (shard, slots.get_mut(slot)) {
-                if stack.len() < PER_CLASS {
-                    *held += size;
-                    p.mm.stats.buffer_dropped_into_magazine(shard, bytes, *held);
-                    stack.extend(parked.take());
-                }
+        let held = m.bytes + size;
+        if held <= p.mm.magazine_cap && B::stacks(&mut m).get(class).is_some_and(|s| s.len() < PER_CLASS) {
+            m.bytes = held;
+            if let Some(shard) = &m.shard {
+                p.mm.stats.buffer_dropped_into_magazine(shard, bytes, held);
             }
+            B::stacks(&mut m)[class].extend(parked.take());
         }
         Some(true)
     });
     if let Ok(Some(false)) = current {
-        restock(&mut parked, epoch, slot, bytes);
+        restock(&mut parked, epoch, class, bytes);
     }
     // Not parked: the magazine is full, busy, or gone (the thread is exiting).
     if let Some(p) = parked {
         p.mm.stats.buffer_dropped(bytes);
-        p.mm.release_block(p.block);
+        p.block.release(&p.mm);
     }
 }
 
 /// The magazine belongs to another manager or an older epoch: hand its blocks back and start
 /// a fresh one for `parked`'s manager, holding `parked`.
 #[cold]
-fn restock(parked: &mut Option<Parked>, epoch: u64, slot: usize, bytes: usize) {
+fn restock<B: Parkable>(parked: &mut Option<Parked<B>>, epoch: u64, class: usize, bytes: usize) {
     // First the stale magazine goes, outside the borrow (handing blocks back calls into the
     // pools) and before the fresh one counts its bytes (both may share a statistics shard).
     let stale = MAGAZINE.try_with(|m| m.try_borrow_mut().ok().map(|mut m| std::mem::replace(&mut *m, Magazine::EMPTY)));
@@ -203,11 +224,18 @@ fn restock(parked: &mut Option<Parked>, epoch: u64, slot: usize, bytes: usize) {
         if m.owner != 0 || p.size > p.mm.magazine_cap {
             return None;
         }
-        let (owner, size, shard) = (p.mm.id, p.size, p.mm.stats.thread_shard());
+        let (size, shard) = (p.size, p.mm.stats.thread_shard());
         p.mm.stats.buffer_dropped_into_magazine(&shard, bytes, size);
-        let mut slots: Vec<Vec<Parked>> = (0..2 * CLASSES).map(|_| Vec::new()).collect();
-        slots[slot].extend(parked.take());
-        *m = Magazine { owner, epoch, bytes: size, shard: Some(shard), slots };
+        let mut fresh = Magazine {
+            owner: p.mm.id,
+            epoch,
+            bytes: size,
+            shard: Some(shard),
+            unified: (0..CLASSES).map(|_| Vec::new()).collect(),
+            host: (0..CLASSES).map(|_| Vec::new()).collect(),
+        };
+        B::stacks(&mut fresh)[class].extend(parked.take());
+        *m = fresh;
         Some(())
     });
 }
