@@ -1,7 +1,8 @@
 //! `dcmem bench`: the seed's benchmark table, each row against a baseline measured in the same
 //! run. See [`crate::measure`] for how times are taken, [`native`] for the backends whose rows
-//! are set against their own native API, [`transfer`] for the transfer-engine rows and
-//! [`pools`] for the object-pool, array-pool and random-allocation rows.
+//! are set against their own native API, [`transfer`] for the transfer-engine rows,
+//! [`pools`] for the object-pool, array-pool and random-allocation rows, and [`host`] for the
+//! host-memory rows (cpu backend only).
 
 mod host;
 mod native;
