@@ -51,7 +51,7 @@ impl<T: Element> HostBuffer<T> {
     /// # fn main() -> Result<()> {
     /// let mut v = vec![1.0f32, 2.0, 3.0];
     /// // SAFETY: `v` outlives `wrapped` and is not touched while it lives.
-    /// let mut wrapped = unsafe { HostBuffer::<f32>::from_raw_parts(v.as_mut_ptr(), v.len(), Ownership::Borrowed)? };
+    /// let mut wrapped = unsafe { HostBuffer::<f32>::from_raw_parts(v.as_mut_ptr(), v.len(), Ownership::Borrowed) };
     /// wrapped[0] = 10.0;
     /// drop(wrapped);                      // frees nothing
     /// assert_eq!(v, [10.0, 2.0, 3.0]);
@@ -61,12 +61,36 @@ impl<T: Element> HostBuffer<T> {
     /// let (ptr, len, cap) = (v.as_mut_ptr(), v.len(), v.capacity());
     /// // SAFETY: the Vec's allocation is handed over; only the deleter frees it.
     /// let owned = unsafe {
-    ///     HostBuffer::from_raw_parts(ptr, len, Ownership::owned(move |p, n| drop(Vec::from_raw_parts(p, n, cap))))?
+    ///     HostBuffer::try_from_raw_parts(ptr, len, Ownership::owned(move |p, n| drop(Vec::from_raw_parts(p, n, cap))))?
     /// };
     /// assert_eq!(&*owned, &[7, 7, 7, 7]);
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// The shape of `std::slice::from_raw_parts` (the value itself, as the design's API has
+    /// it); [`HostBuffer::try_from_raw_parts`] is the same with the pointer and length checks
+    /// reported as errors instead.
+    ///
+    /// # Panics
+    ///
+    /// When `ptr` is null with a non-zero length, not aligned for `T`, or `len *
+    /// size_of::<T>()` overflows: each breaks the safety contract below, so this refuses
+    /// rather than wrap the memory (the deleter is then dropped without being called).
+    ///
+    /// # Safety
+    ///
+    /// As [`HostBuffer::try_from_raw_parts`], and `ptr` must be non-null (unless `len` is 0)
+    /// and aligned for `T`, and `len * size_of::<T>()` must not exceed `isize::MAX`.
+    pub unsafe fn from_raw_parts(ptr: *mut T, len: usize, ownership: Ownership<T>) -> Self {
+        // SAFETY: forwarded contract.
+        match unsafe { Self::try_from_raw_parts(ptr, len, ownership) } {
+            Ok(buffer) => buffer,
+            Err(e) => panic!("HostBuffer::from_raw_parts: {e} (use try_from_raw_parts to handle this as an error)"),
+        }
+    }
+
+    /// Wraps `len` elements at `ptr` without copying, checking the pointer and length first.
     ///
     /// Errors (the deleter is then dropped without being called, and the memory stays the
     /// caller's to free): a null `ptr` with a non-zero size ([`Error::InvalidArgument`]), a
@@ -83,7 +107,7 @@ impl<T: Element> HostBuffer<T> {
     /// 3. the memory may be accessed from whichever thread the buffer is moved to;
     /// 4. with [`Ownership::Owned`], the deleter must be a correct way to free exactly this
     ///    memory, and nothing else may free it.
-    pub unsafe fn from_raw_parts(ptr: *mut T, len: usize, ownership: Ownership<T>) -> Result<Self> {
+    pub unsafe fn try_from_raw_parts(ptr: *mut T, len: usize, ownership: Ownership<T>) -> Result<Self> {
         let bytes = byte_len::<T>(len)?;
         let element_align = std::mem::align_of::<T>();
         let nn = match NonNull::new(ptr) {
@@ -154,7 +178,7 @@ mod tests {
     fn borrowed_memory_is_used_in_place_and_never_freed() {
         let mut v = vec![1u32, 2, 3, 4];
         // SAFETY: v outlives the buffer and is not used while it lives.
-        let mut b = unsafe { HostBuffer::from_raw_parts(v.as_mut_ptr(), v.len(), Ownership::Borrowed) }.unwrap();
+        let mut b = unsafe { HostBuffer::from_raw_parts(v.as_mut_ptr(), v.len(), Ownership::Borrowed) };
         assert!(b.is_foreign());
         assert_eq!(b.page_kind(), PageKind::Foreign);
         assert_eq!(b.as_ptr(), v.as_ptr());
@@ -177,7 +201,7 @@ mod tests {
             drop(unsafe { Vec::from_raw_parts(p, n, cap) });
         });
         // SAFETY: the Vec's allocation is handed over to the buffer.
-        let b = unsafe { HostBuffer::from_raw_parts(ptr, len, deleter) }.unwrap();
+        let b = unsafe { HostBuffer::from_raw_parts(ptr, len, deleter) };
         assert_eq!(b.iter().map(|&x| x as u32).sum::<u32>(), 50);
         assert_eq!(calls.load(Ordering::SeqCst), 0);
         // Moving it to another thread and dropping there still calls it once.
@@ -191,7 +215,7 @@ mod tests {
         let seen = calls.clone();
         // SAFETY: the call fails before the pointer is used.
         let err = unsafe {
-            HostBuffer::<f32>::from_raw_parts(
+            HostBuffer::<f32>::try_from_raw_parts(
                 std::ptr::null_mut(),
                 3,
                 Ownership::owned(move |_, _| {
@@ -206,14 +230,21 @@ mod tests {
         let mut words = [0u32; 4];
         let misaligned = (words.as_mut_ptr() as *mut u8).wrapping_add(1).cast::<u32>();
         // SAFETY: the call fails before the pointer is used.
-        let err = unsafe { HostBuffer::from_raw_parts(misaligned, 2, Ownership::Borrowed) }.unwrap_err();
+        let err = unsafe { HostBuffer::try_from_raw_parts(misaligned, 2, Ownership::Borrowed) }.unwrap_err();
         assert!(matches!(err, Error::InvalidAlignment { alignment: 1, element_align: 4, .. }), "{err:?}");
 
         let mut one = 0u64;
         // SAFETY: the call fails on the length before the pointer is used.
-        let err =
-            unsafe { HostBuffer::from_raw_parts(&mut one as *mut u64, usize::MAX, Ownership::Borrowed) }.unwrap_err();
+        let err = unsafe { HostBuffer::try_from_raw_parts(&mut one as *mut u64, usize::MAX, Ownership::Borrowed) }
+            .unwrap_err();
         assert!(matches!(err, Error::LengthOverflow { .. }), "{err:?}");
+
+        // The unchecked shape refuses the same inputs (they break its safety contract).
+        let refused = std::panic::catch_unwind(|| {
+            // SAFETY: the call fails on the null pointer before it is used.
+            unsafe { HostBuffer::<f32>::from_raw_parts(std::ptr::null_mut(), 3, Ownership::Borrowed) }
+        });
+        assert!(refused.is_err());
     }
 
     #[test]
@@ -222,7 +253,7 @@ mod tests {
         let seen = calls.clone();
         // SAFETY: zero elements: nothing is ever read or written.
         let b = unsafe {
-            HostBuffer::<f64>::from_raw_parts(
+            HostBuffer::<f64>::try_from_raw_parts(
                 std::ptr::null_mut(),
                 0,
                 Ownership::owned(move |p: *mut f64, n| {
