@@ -2,11 +2,13 @@
 //!
 //! - [`state`]: the coherence model (two modification epochs, as Kokkos DualView).
 //! - `raw`: the untyped memory of a buffer and every transfer between its parts.
+//! - `node`: the heap node a buffer points to, and its reuse through per-thread magazines.
 //! - [`unified`]: `UnifiedBuffer<T>`, the typed API.
 //! - [`slice`](mod@slice): views that share the buffer's memory.
 //! - [`future`]: runtime-agnostic futures for the async forms.
 
 pub mod future;
+pub(crate) mod node;
 pub(crate) mod raw;
 pub mod slice;
 pub mod state;

@@ -21,10 +21,8 @@ use crate::backend::Event;
 use crate::error::{Direction, Error, Result};
 use crate::host::HostBlock;
 use crate::manager::{timed, ManagerShared};
-use crate::pool::magazine::{self, UnifiedBlock};
-use crate::pool::size_class::class_of;
+use crate::pool::magazine;
 use std::cell::{Cell, OnceCell};
-use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -121,9 +119,7 @@ impl BufferMetrics {
 }
 
 pub(crate) struct RawBuffer {
-    /// Manual so that `drop` can move the reference into this thread's magazine with the
-    /// buffer's block (see `pool::magazine`) instead of releasing it.
-    mm: ManuallyDrop<Arc<ManagerShared>>,
+    mm: Arc<ManagerShared>,
     bytes: usize,
     epochs: Cell<Epochs>,
     parts: Parts,
@@ -140,33 +136,9 @@ pub(crate) struct RawBuffer {
 unsafe impl Send for RawBuffer {}
 
 impl RawBuffer {
-    #[inline]
+    /// A buffer of `bytes` bytes with memory from the manager's shared caches or the backend
+    /// (a buffer parked in this thread's magazine is reused by `Node::new` before this).
     pub(crate) fn new(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Self> {
-        // A block this thread parked comes with a manager reference to take over.
-        if bytes != 0 && bytes <= magazine::MAX_BLOCK {
-            if let Some((class, _)) = class_of(bytes) {
-                if mm.unified {
-                    if let Some((owner, b)) = magazine::take::<UnifiedBlock>(mm, class, bytes) {
-                        let parts = Parts::Unified {
-                            memory: Some(b.region),
-                            ptr: b.ptr,
-                            device_attached: false,
-                            host_attached: Cell::new(true),
-                        };
-                        return Ok(Self::with_parts(owner, bytes, parts, registry_id));
-                    }
-                } else if let Some((owner, host)) = magazine::take::<HostBlock>(mm, class, bytes) {
-                    let parts = Parts::Discrete { host: OnceCell::from(host), device: None };
-                    return Ok(Self::with_parts(owner, bytes, parts, registry_id));
-                }
-            }
-        }
-        Self::new_from_pool(mm, bytes, registry_id)
-    }
-
-    /// `new` when this thread's magazine has no block: the shared caches or the backend.
-    #[inline(never)]
-    fn new_from_pool(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Self> {
         let parts = if bytes == 0 {
             // A dangling pointer aligned like real host memory (`[u8; N]` is only 1-aligned),
             // so empty `&[T]` views of any element type are well aligned.
@@ -185,10 +157,63 @@ impl RawBuffer {
         Ok(Self::with_parts(mm.clone(), bytes, parts, registry_id))
     }
 
+    /// Makes a retired buffer (parked in a magazine) a new buffer of `bytes` bytes in the
+    /// same size class: fresh epochs and counters, host part current.
+    #[inline]
+    pub(crate) fn reuse(&mut self, bytes: usize, registry_id: u64) {
+        self.bytes = bytes;
+        self.epochs.set(Epochs::default());
+        self.hits.set(0);
+        self.misses.set(0);
+        self.extra = Self::extra_for(registry_id);
+        if let Parts::Unified { device_attached, host_attached, .. } = &mut self.parts {
+            *device_attached = false;
+            host_attached.set(true);
+        }
+    }
+
+    /// Where this buffer's node would be parked: `(slot, block size)` of the block made at
+    /// allocation (see `pool::magazine`), `None` when it may not be.
+    #[inline]
+    fn park_slot(&self) -> Option<(usize, usize)> {
+        match &self.parts {
+            Parts::Unified { memory: Some(region), .. } => magazine::slot_of_region(region),
+            Parts::Discrete { host, .. } => magazine::slot_of_host(host.get()?),
+            Parts::Unified { memory: None, .. } => None,
+        }
+    }
+
+    /// The end of a buffer: pending work settled, registry and statistics updated, then the
+    /// node parked in this thread's magazine (small buffers) or dropped, which releases its
+    /// memory to the pools.
+    #[inline]
+    pub(crate) fn retire(mut self: Box<Self>) {
+        if self.has_pending.get() {
+            let _ = self.settle_slow();
+        }
+        if let Some(extra) = self.extra.get() {
+            self.mm.diagnostics.unregister(extra.registry_id);
+        }
+        let bytes = self.bytes;
+        if let Some((slot, size)) = self.park_slot() {
+            // A parked node keeps only the block made at allocation.
+            if let Parts::Discrete { device, .. } = &mut self.parts {
+                if let Some(d) = device.take() {
+                    self.mm.release_device(d);
+                }
+            }
+            match magazine::park(self, slot, size, bytes) {
+                None => return,
+                Some(back) => self = back,
+            }
+        }
+        self.mm.stats.buffer_dropped(bytes);
+    }
+
     #[inline]
     fn with_parts(mm: Arc<ManagerShared>, bytes: usize, parts: Parts, registry_id: u64) -> Self {
         RawBuffer {
-            mm: ManuallyDrop::new(mm),
+            mm,
             bytes,
             epochs: Cell::new(Epochs::default()),
             parts,
@@ -216,23 +241,14 @@ impl RawBuffer {
         }
     }
 
-    /// A buffer with only a device part (`DeviceOnly`); the host part is made when first
-    /// needed. On unified memory the one allocation is made and only the flags differ.
+    /// A buffer with only a device part (`DeviceOnly`) on a discrete backend; the host part is
+    /// made when first needed. (On unified memory, `Node::new_device_only` makes a buffer and
+    /// [`RawBuffer::detach_host_unified`] flips its flags.)
     pub(crate) fn new_device_only(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Self> {
-        if bytes == 0 || mm.unified {
-            let mut raw = RawBuffer::new(mm, bytes, registry_id)?;
-            if let Parts::Unified { device_attached, host_attached, .. } = &mut raw.parts {
-                if bytes != 0 {
-                    *device_attached = true;
-                    host_attached.set(false);
-                }
-            }
-            return Ok(raw);
-        }
         let device = mm.acquire_device(bytes)?;
         mm.stats.buffer_created(bytes);
         Ok(RawBuffer {
-            mm: ManuallyDrop::new(mm.clone()),
+            mm: mm.clone(),
             bytes,
             epochs: Cell::new(Epochs::default()),
             parts: Parts::Discrete { host: OnceCell::new(), device: Some(device) },
@@ -241,6 +257,17 @@ impl RawBuffer {
             misses: Cell::new(0),
             extra: Self::extra_for(registry_id),
         })
+    }
+
+    /// On unified memory (or a zero-length buffer): marks the one allocation as holding only
+    /// device data (`DeviceOnly`); no memory changes.
+    pub(crate) fn detach_host_unified(&mut self) {
+        if let Parts::Unified { device_attached, host_attached, .. } = &mut self.parts {
+            if self.bytes != 0 {
+                *device_attached = true;
+                host_attached.set(false);
+            }
+        }
     }
 
     #[inline]
@@ -916,38 +943,26 @@ impl RawBuffer {
     }
 }
 
+/// Releases the buffer's memory to the pools. Statistics and the registry were updated by
+/// [`RawBuffer::retire`]; a node dropped from a magazine was retired when it was parked.
 impl Drop for RawBuffer {
     fn drop(&mut self) {
         // In-flight transfers must finish before their memory is reused.
         if self.has_pending.get() {
             let _ = self.settle_slow();
         }
-        if let Some(extra) = self.extra.get() {
-            self.mm.diagnostics.unregister(extra.registry_id);
-        }
-        // The block made at allocation (the one a later allocation of this size asks for) goes
-        // to this thread's magazine with the manager reference; any other part is released.
-        // SAFETY: `mm` is taken exactly once, here, and `self` is not used after this point.
-        let mm = unsafe { ManuallyDrop::take(&mut self.mm) };
-        let bytes = self.bytes;
         match &mut self.parts {
-            Parts::Unified { memory, ptr, .. } => match memory.take() {
-                Some(region) => {
-                    let slot = magazine::slot_of_region(&region);
-                    magazine::recycle(mm, UnifiedBlock { region, ptr: *ptr }, slot, bytes);
+            Parts::Unified { memory, .. } => {
+                if let Some(m) = memory.take() {
+                    self.mm.release_device(m);
                 }
-                None => mm.stats.buffer_dropped(bytes),
-            },
+            }
             Parts::Discrete { host, device } => {
-                if let Some(d) = device.take() {
-                    mm.release_device(d);
+                if let Some(h) = host.take() {
+                    self.mm.release_host(h);
                 }
-                match host.take() {
-                    Some(host) => {
-                        let slot = magazine::slot_of_host(&host);
-                        magazine::recycle(mm, host, slot, bytes);
-                    }
-                    None => mm.stats.buffer_dropped(bytes),
+                if let Some(d) = device.take() {
+                    self.mm.release_device(d);
                 }
             }
         }
@@ -959,11 +974,12 @@ fn internal(what: &str) -> Error {
 }
 #[cfg(test)]
 mod size {
-    /// Moves of up to 128 bytes compile to register moves; larger ones to a `memcpy` call, which
-    /// showed up as 15 % of a small allocate + drop.
+    /// A buffer is one pointer to its node (moving it right after it was built copies 8
+    /// bytes, not a struct whose fields were just written one by one, which stalls store
+    /// forwarding); the node stays within two cache lines.
     #[test]
-    fn a_buffer_fits_in_128_bytes() {
-        assert!(std::mem::size_of::<crate::UnifiedBuffer<u8>>() <= 128);
-        assert!(std::mem::size_of::<crate::UnifiedBuffer<f64>>() <= 128);
+    fn a_buffer_is_one_pointer_and_its_node_two_cache_lines() {
+        assert!(std::mem::size_of::<super::RawBuffer>() <= 128);
+        assert_eq!(std::mem::size_of::<crate::UnifiedBuffer<f64>>(), std::mem::size_of::<usize>());
     }
 }

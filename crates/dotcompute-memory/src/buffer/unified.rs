@@ -1,7 +1,8 @@
 //! `UnifiedBuffer<T>`: a typed array with a host part and a device part kept coherent.
 
 use super::future::TransferFuture;
-use super::raw::{RawBuffer, HOST_ALIGN};
+use super::node::Node;
+use super::raw::HOST_ALIGN;
 use super::slice::{AsBufferView, BufferSlice, BufferSliceMut};
 use super::state::BufferState;
 use crate::element::Element;
@@ -28,9 +29,9 @@ pub use super::raw::BufferMetrics;
 /// hand out the `&[T]` from `as_slice` (which is `Sync`) or split the `&mut [T]` from
 /// `as_mut_slice` (`chunks_mut`, `split_at_mut`) across scoped threads.
 pub struct UnifiedBuffer<T: Element> {
-    pub(crate) raw: RawBuffer,
-    // The length is `raw.bytes() / size_of::<T>()`, not a field: a buffer fits in 128 bytes,
-    // which keeps moving it (allocation returns it by value) a few register moves.
+    /// The buffer's state on the heap (a buffer is one pointer; see `buffer::node`). The
+    /// length is `raw.bytes() / size_of::<T>()`.
+    pub(crate) raw: Node,
     _element: PhantomData<T>,
 }
 
@@ -57,7 +58,7 @@ impl<T: Element> UnifiedBuffer<T> {
         bytes: usize,
         location: &'static Location<'static>,
     ) -> Result<Self> {
-        Self::make(mm, len, bytes, location, RawBuffer::new)
+        Self::make(mm, len, bytes, location, Node::new)
     }
 
     pub(crate) fn new_device_only(
@@ -66,7 +67,7 @@ impl<T: Element> UnifiedBuffer<T> {
         bytes: usize,
         location: &'static Location<'static>,
     ) -> Result<Self> {
-        Self::make(mm, len, bytes, location, RawBuffer::new_device_only)
+        Self::make(mm, len, bytes, location, Node::new_device_only)
     }
 
     #[inline]
@@ -75,7 +76,7 @@ impl<T: Element> UnifiedBuffer<T> {
         len: usize,
         bytes: usize,
         location: &'static Location<'static>,
-        raw: impl FnOnce(&Arc<ManagerShared>, usize, u64) -> Result<RawBuffer>,
+        raw: impl FnOnce(&Arc<ManagerShared>, usize, u64) -> Result<Node>,
     ) -> Result<Self> {
         if std::mem::size_of::<T>() == 0 {
             return Err(Error::InvalidArgument {
