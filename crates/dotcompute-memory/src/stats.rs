@@ -59,6 +59,41 @@ pub(crate) struct Shard {
     unflushed_active: AtomicU64,
 }
 
+// Thread exit and per-thread state.
+//
+// Shards are found through the `thread_local` crate, whose thread id is given back by a
+// thread-local destructor; a shard looked up after that (a buffer dropped by a thread-local
+// destroyed later) would panic inside a destructor and abort the process. Thread-local
+// destructors run in reverse order of registration, so the first shard access of a thread
+// takes the thread id and then registers [`EXIT_GUARD`]: the guard is destroyed before the id
+// is given back and marks the thread as exiting, and from then on its statistics go to shared
+// counters and nothing is parked. The magazine is first used after this (see
+// `StatCounters::thread_ready`), so it is destroyed while the id is still valid.
+const FRESH: u8 = 0;
+const READY: u8 = 1;
+const EXITING: u8 = 2;
+
+thread_local! {
+    static THREAD_STATE: std::cell::Cell<u8> = const { std::cell::Cell::new(FRESH) };
+    static EXIT_GUARD: ExitGuard = const { ExitGuard };
+}
+
+/// True once this thread has taken its thread id and registered its exit guard, and is not
+/// exiting; only then can its magazine hold anything.
+#[inline]
+pub(crate) fn thread_is_ready() -> bool {
+    THREAD_STATE.get() == READY
+}
+
+/// Marks the thread as exiting when thread-local destructors reach it.
+struct ExitGuard;
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let _ = THREAD_STATE.try_with(|s| s.set(EXITING));
+    }
+}
+
 /// Net bytes a thread allocates (or frees) before folding them into the shared active count.
 pub(crate) const ACTIVE_BATCH: i64 = 16 << 20;
 
@@ -83,6 +118,9 @@ const PEAK_MIN_BYTES: usize = 64 << 10;
 pub(crate) struct StatCounters {
     started: Instant,
     shards: ThreadLocal<Arc<CachePadded<Shard>>>,
+    /// The hot counters of threads that are exiting (see `THREAD_STATE`), updated with
+    /// read-modify-writes since several threads may exit at once.
+    exiting: CachePadded<Shard>,
     active_bytes: Counter,
     peak_bytes: Counter,
     pool_misses: Counter,
@@ -97,6 +135,7 @@ impl StatCounters {
         StatCounters {
             started: Instant::now(),
             shards: ThreadLocal::new(),
+            exiting: CachePadded::new(Shard::default()),
             active_bytes: Counter::default(),
             peak_bytes: Counter::default(),
             pool_misses: Counter::default(),
@@ -107,25 +146,58 @@ impl StatCounters {
         }
     }
 
-    /// This thread's shard.
+    /// This thread's shard; `None` once the thread is exiting (see `THREAD_STATE`).
     #[inline]
-    fn shard(&self) -> &Shard {
-        self.shards.get_or_default()
+    fn shard(&self) -> Option<&Shard> {
+        match THREAD_STATE.get() {
+            READY => Some(self.shards.get_or_default()),
+            FRESH => self.first_shard(),
+            _ => None,
+        }
     }
 
-    /// This thread's shard, to keep (see `pool::magazine`).
-    pub(crate) fn thread_shard(&self) -> Arc<CachePadded<Shard>> {
-        self.shards.get_or_default().clone()
+    /// The first shard access of a thread: takes the thread id, then registers the exit
+    /// guard (see `THREAD_STATE` for why in this order).
+    #[cold]
+    fn first_shard(&self) -> Option<&Shard> {
+        let shard = self.shards.get_or_default();
+        if EXIT_GUARD.try_with(|_| ()).is_err() {
+            return None;
+        }
+        THREAD_STATE.set(READY);
+        Some(shard)
     }
 
-    /// Sums `field` over all shards.
+    /// Makes this thread ready for per-thread state (shards, magazine) and says whether it
+    /// is: false once it is exiting.
+    #[inline]
+    pub(crate) fn thread_ready(&self) -> bool {
+        THREAD_STATE.get() == READY || self.shard().is_some()
+    }
+
+    /// This thread's shard, to keep (see `pool::magazine`); `None` once the thread is exiting.
+    pub(crate) fn thread_shard(&self) -> Option<Arc<CachePadded<Shard>>> {
+        self.shard()?;
+        self.shards.get().cloned()
+    }
+
+    /// Sums `field` over all shards, exiting threads' included.
     fn total(&self, field: impl Fn(&Shard) -> &AtomicU64) -> u64 {
-        self.shards.iter().map(|s| field(s).load(Relaxed)).fold(0, u64::wrapping_add)
+        let threads = self.shards.iter().map(|s| field(s).load(Relaxed)).fold(0, u64::wrapping_add);
+        threads.wrapping_add(field(&self.exiting).load(Relaxed))
     }
 
     #[inline]
     pub(crate) fn buffer_created(&self, bytes: usize) {
-        self.created(self.shard(), bytes);
+        match self.shard() {
+            Some(shard) => self.created(shard, bytes),
+            None => {
+                self.exiting.buffers_allocated.fetch_add(1, Relaxed);
+                self.exiting.bytes_allocated.fetch_add(bytes as u64, Relaxed);
+                let active = self.active_bytes.add(bytes as u64).wrapping_add(bytes as u64);
+                self.peak_bytes.0.fetch_max(active, Relaxed);
+            }
+        }
     }
 
     #[inline]
@@ -148,14 +220,22 @@ impl StatCounters {
 
     #[inline]
     pub(crate) fn buffer_dropped(&self, bytes: usize) {
-        self.dropped(self.shard(), bytes);
+        match self.shard() {
+            Some(shard) => self.dropped(shard, bytes),
+            None => {
+                self.exiting.buffers_freed.fetch_add(1, Relaxed);
+                self.active_bytes.sub(bytes as u64);
+            }
+        }
     }
 
     #[inline]
     fn dropped(&self, shard: &Shard, bytes: usize) {
         bump(&shard.buffers_freed, 1);
         let local = (shard.unflushed_active.load(Relaxed) as i64).wrapping_sub(bytes as i64);
-        if local < -ACTIVE_BATCH {
+        // Folded as soon as it is negative (this thread freed what others allocated): a
+        // negative share would make other threads' peaks come out above the truth.
+        if local < 0 {
             shard.unflushed_active.store(0, Relaxed);
             self.active_bytes.add(local as u64);
         } else {
@@ -171,7 +251,12 @@ impl StatCounters {
 
     #[inline]
     pub(crate) fn pool_hit(&self) {
-        bump(&self.shard().pool_hits, 1);
+        match self.shard() {
+            Some(shard) => bump(&shard.pool_hits, 1),
+            None => {
+                self.exiting.pool_hits.fetch_add(1, Relaxed);
+            }
+        }
     }
 
     /// A buffer of `bytes` made from a block out of this thread's magazine, which now holds

@@ -139,6 +139,7 @@ impl RawBuffer {
     /// A buffer of `bytes` bytes with memory from the manager's shared caches or the backend
     /// (a buffer parked in this thread's magazine is reused by `Node::new` before this).
     pub(crate) fn new(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Self> {
+        magazine::flush_if_owner_closed();
         let parts = if bytes == 0 {
             // A dangling pointer aligned like real host memory (`[u8; N]` is only 1-aligned),
             // so empty `&[T]` views of any element type are well aligned.
@@ -206,6 +207,8 @@ impl RawBuffer {
                 None => return,
                 Some(back) => self = back,
             }
+        } else {
+            magazine::flush_if_owner_closed();
         }
         self.mm.stats.buffer_dropped(bytes);
     }

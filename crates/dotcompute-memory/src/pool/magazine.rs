@@ -115,6 +115,9 @@ pub(crate) fn take(mm: &ManagerShared, class: usize, bytes: usize) -> Option<Box
     if class >= CLASSES {
         return None;
     }
+    if !mm.stats.thread_ready() {
+        return None;
+    }
     let slot = slot_for(mm, class);
     let epoch = mm.recycle_epoch.load(Relaxed);
     MAGAZINE
@@ -141,7 +144,8 @@ pub(crate) fn take(mm: &ManagerShared, class: usize, bytes: usize) -> Option<Box
 pub(crate) fn park(node: Box<RawBuffer>, slot: usize, size: usize, bytes: usize) -> Option<Box<RawBuffer>> {
     let mm = node.manager();
     let epoch = mm.recycle_epoch.load(Relaxed);
-    if mm.magazine_cap == 0 || epoch == CLOSED {
+    if mm.magazine_cap == 0 || epoch == CLOSED || !mm.stats.thread_ready() {
+        flush_if_owner_closed();
         return Some(node);
     }
     let mut node = Some(node);
@@ -181,7 +185,7 @@ fn restock(node: &mut Option<Box<RawBuffer>>, epoch: u64, slot: usize, size: usi
         if m.owner != 0 || size > mm.magazine_cap {
             return None;
         }
-        let shard = mm.stats.thread_shard();
+        let shard = mm.stats.thread_shard()?;
         mm.stats.buffer_dropped_into_magazine(&shard, bytes, size);
         let mut slots: Vec<Vec<(Box<RawBuffer>, usize)>> = (0..2 * CLASSES).map(|_| Vec::new()).collect();
         slots[slot].extend(node.take().map(|n| (n, size)));
@@ -190,8 +194,34 @@ fn restock(node: &mut Option<Box<RawBuffer>>, epoch: u64, slot: usize, size: usi
     });
 }
 
+/// Empties this thread's magazine if its manager has no handle left, so that a thread that
+/// goes on using other managers (or large buffers) does not keep a closed manager alive. Called
+/// on the paths that do not park (large buffers, managers without magazines, allocations that
+/// miss the magazine), where a look at one parked node costs little.
+#[inline(never)]
+pub(crate) fn flush_if_owner_closed() {
+    // Before a thread is ready its magazine is empty; touching it would register its
+    // destructor too early (see `stats::THREAD_STATE`).
+    if !crate::stats::thread_is_ready() {
+        return;
+    }
+    let old = MAGAZINE
+        .try_with(|m| {
+            let mut m = m.try_borrow_mut().ok()?;
+            let (node, _) = m.slots.iter().find_map(|s| s.first())?;
+            let closed = node.manager().recycle_epoch.load(Relaxed) == CLOSED;
+            closed.then(|| std::mem::replace(&mut *m, Magazine::EMPTY))
+        })
+        .ok()
+        .flatten();
+    drop(old);
+}
+
 /// Empties this thread's magazine if it holds nodes of `mm`; true if it held any.
 pub(crate) fn flush_current(mm: &ManagerShared) -> bool {
+    if !crate::stats::thread_is_ready() {
+        return false;
+    }
     let old = MAGAZINE
         .try_with(|m| {
             let mut m = m.try_borrow_mut().ok()?;
