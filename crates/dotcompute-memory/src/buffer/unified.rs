@@ -58,7 +58,7 @@ impl<T: Element> UnifiedBuffer<T> {
         bytes: usize,
         location: &'static Location<'static>,
     ) -> Result<Self> {
-        Self::make(mm, len, bytes, location, Node::new)
+        Self::make(mm, len, bytes, location, false)
     }
 
     pub(crate) fn new_device_only(
@@ -67,16 +67,16 @@ impl<T: Element> UnifiedBuffer<T> {
         bytes: usize,
         location: &'static Location<'static>,
     ) -> Result<Self> {
-        Self::make(mm, len, bytes, location, Node::new_device_only)
+        Self::make(mm, len, bytes, location, true)
     }
 
-    #[inline]
+    #[inline(always)]
     fn make(
         mm: &Arc<ManagerShared>,
         len: usize,
         bytes: usize,
         location: &'static Location<'static>,
-        raw: impl FnOnce(&Arc<ManagerShared>, usize, u64) -> Result<Node>,
+        device_only: bool,
     ) -> Result<Self> {
         if std::mem::size_of::<T>() == 0 {
             return Err(Error::InvalidArgument {
@@ -93,7 +93,8 @@ impl<T: Element> UnifiedBuffer<T> {
             });
         }
         let id = mm.diagnostics.register(len, bytes, T::TYPE_TAG.name, location);
-        match raw(mm, bytes, id) {
+        let node = if device_only { Node::new_device_only(mm, bytes, id) } else { Node::new(mm, bytes, id) };
+        match node {
             Ok(raw) => Ok(UnifiedBuffer { raw, _element: PhantomData }),
             Err(e) => {
                 mm.diagnostics.unregister(id);
