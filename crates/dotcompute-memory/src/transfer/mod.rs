@@ -12,4 +12,4 @@ pub mod schedule;
 pub(crate) mod staging;
 
 pub use engine::{TransferBatch, TransferEngine, TransferOptions, TransferOutcome, TransferReport};
-pub use schedule::{Priority, RetryPolicy};
+pub use schedule::{Priority, RetryPolicy, StagingPolicy};

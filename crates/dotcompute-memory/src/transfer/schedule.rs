@@ -95,13 +95,94 @@ fn unit_random() -> f64 {
     (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Whether host memory goes through staging blocks on its way to or from the device.
+///
+/// Staging costs one host copy per byte; it pays where the device moves page-locked memory
+/// faster than pageable memory and the copy of chunk N+1 overlaps the transfer of chunk N (a
+/// discrete GPU's DMA engine). On host-backed devices (the simulator, a CPU OpenCL device) the
+/// "transfer" is itself a host copy and staging only adds one. Asynchronous execution always
+/// stages, whatever the policy: a leaked future must not leave the device reading or writing
+/// user memory that safe code may free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+pub enum StagingPolicy {
+    /// Decide per transfer in synchronous execution (the default): a transfer of one chunk goes
+    /// direct (staging it could overlap nothing); multi-chunk transfers and batches of small
+    /// uploads use whichever of staged and direct has measured faster on this manager (each is
+    /// tried first, and the slower one is re-measured now and then). The decision is recorded
+    /// per transfer ([`crate::TransferOutcome::staged`]).
+    #[default]
+    Adaptive,
+    /// Always stage pageable host memory (the classic pipelined path).
+    Always,
+    /// Never stage in synchronous execution: the device reads and writes the caller's slices,
+    /// which are borrowed for the call.
+    Never,
+}
+
+/// Which kind of transfer a staged-or-direct measurement belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Multi-chunk host-to-device transfers.
+    Upload,
+    /// Multi-chunk device-to-host transfers.
+    Download,
+    /// Batches of small uploads (one submission each).
+    Batch,
+}
+
+/// Re-measure the slower alternative once every this many measured decisions.
+const EXPLORE_EVERY: u64 = 64;
+
+/// Running cost per byte of staged and of direct transfers of one [`Lane`].
+#[derive(Debug, Default)]
+pub(crate) struct Choice {
+    /// Picoseconds per byte (exponential moving average, weight 1/4); 0 = not measured yet.
+    staged_ps: AtomicU64,
+    direct_ps: AtomicU64,
+    decisions: AtomicU64,
+}
+
+impl Choice {
+    /// (stage?, decided from measurements?). Unmeasured alternatives are tried first, staged
+    /// before direct; then the cheaper one, except every `EXPLORE_EVERY`th decision, which
+    /// re-measures the other so a change (another load, another size) is noticed.
+    pub(crate) fn choose(&self) -> (bool, bool) {
+        let s = self.staged_ps.load(Ordering::Relaxed);
+        let d = self.direct_ps.load(Ordering::Relaxed);
+        if s == 0 {
+            return (true, false);
+        }
+        if d == 0 {
+            return (false, false);
+        }
+        let n = self.decisions.fetch_add(1, Ordering::Relaxed) + 1;
+        let staged_wins = s <= d;
+        (if n % EXPLORE_EVERY == 0 { !staged_wins } else { staged_wins }, true)
+    }
+
+    /// Folds in one successful transfer of `bytes` that took `elapsed`.
+    pub(crate) fn observe(&self, staged: bool, bytes: usize, elapsed: Duration) {
+        if bytes == 0 {
+            return;
+        }
+        let ps = (elapsed.as_nanos().saturating_mul(1000) / bytes as u128).clamp(1, u64::MAX as u128) as u64;
+        let a = if staged { &self.staged_ps } else { &self.direct_ps };
+        let old = a.load(Ordering::Relaxed);
+        a.store(if old == 0 { ps } else { old - old / 4 + ps / 4 }, Ordering::Relaxed);
+    }
+}
+
 /// Running estimates of per-transfer overhead and bandwidth, from which the size below which
 /// transfers are batched is derived: a transfer is "small" when its fixed overhead costs more
-/// than moving its bytes, i.e. below `overhead * bandwidth`.
+/// than moving its bytes, i.e. below `overhead * bandwidth`. Also the staged-or-direct
+/// measurements of [`StagingPolicy::Adaptive`].
 #[derive(Debug, Default)]
 pub(crate) struct Tuning {
     overhead_ns: AtomicU64,
     bandwidth_bps: AtomicU64,
+    upload: Choice,
+    download: Choice,
+    batch: Choice,
 }
 
 /// Bounds of the adaptive threshold.
@@ -121,6 +202,15 @@ impl Tuning {
             ewma(&self.overhead_ns, ns);
         } else {
             ewma(&self.bandwidth_bps, (bytes as u128 * 1_000_000_000 / ns as u128) as u64);
+        }
+    }
+
+    /// The staged-or-direct measurements of one lane.
+    pub(crate) fn lane(&self, lane: Lane) -> &Choice {
+        match lane {
+            Lane::Upload => &self.upload,
+            Lane::Download => &self.download,
+            Lane::Batch => &self.batch,
         }
     }
 
@@ -164,6 +254,29 @@ mod tests {
         // Unvalidated extreme values still do not panic.
         let wild = RetryPolicy { initial_backoff: Duration::MAX, max_backoff: Duration::MAX, ..Default::default() };
         assert!(wild.backoff(3) <= Duration::from_secs(MAX_BACKOFF_SECS));
+    }
+
+    #[test]
+    fn staging_choice_tries_both_then_takes_the_cheaper_and_re_measures() {
+        let c = Choice::default();
+        assert_eq!(c.choose(), (true, false), "staged is tried first");
+        c.observe(true, 1000, Duration::from_micros(2));
+        assert_eq!(c.choose(), (false, false), "then direct");
+        c.observe(false, 1000, Duration::from_micros(1));
+        let picks: Vec<bool> = (0..EXPLORE_EVERY)
+            .map(|_| c.choose())
+            .map(|(staged, measured)| {
+                assert!(measured);
+                staged
+            })
+            .collect();
+        assert_eq!(picks.iter().filter(|s| **s).count(), 1, "one re-measurement of the slower in {EXPLORE_EVERY}");
+        assert!(!picks[0]);
+        // Direct gets much slower: staged wins from then on.
+        for _ in 0..20 {
+            c.observe(false, 1000, Duration::from_micros(50));
+        }
+        assert_eq!(c.choose(), (true, true));
     }
 
     #[test]
