@@ -236,8 +236,9 @@ fn batching_uses_fewer_submissions_than_transfers() {
     let report = mm.transfer_engine().execute(batch, opts).unwrap();
     assert!(report.is_success(), "{report:?}");
     assert_eq!(report.batched, 100);
-    // 100 x 4 KiB fit one 1 MiB staging fill: one submission.
-    assert_eq!(sim.submissions() - before, 1);
+    // 100 x 4 KiB fit one 1 MiB chunk, but a batch holds at most 64 members (so the device
+    // targets in flight stay within the pool's front cache): two submissions.
+    assert_eq!(sim.submissions() - before, 2);
     for (b, d) in bufs.iter().zip(&datas) {
         assert_eq!(&b.to_vec().unwrap(), d);
     }

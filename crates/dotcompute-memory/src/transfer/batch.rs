@@ -57,7 +57,6 @@ pub(crate) struct BatchRun<'a> {
     /// An adaptive staged-or-direct choice was made for this batch (its outcome feeds the
     /// measurements), and whether it came from measurements.
     choice: Option<bool>,
-    bytes: usize,
     mm: Arc<ManagerShared>,
     queue: usize,
     attempts: u32,
@@ -81,13 +80,11 @@ impl<'a> BatchRun<'a> {
         queue: usize,
         started: Instant,
     ) -> Self {
-        let bytes = members.iter().map(|m| m.len).sum();
-        let mut run = BatchRun {
+        BatchRun {
             members,
             staged: staging.is_some(),
             pinned: staging.and_then(|s| s.block.as_ref()).is_some_and(|b| b.is_pinned()),
             choice,
-            bytes,
             mm: mm.clone(),
             queue,
             attempts: 0,
@@ -97,38 +94,31 @@ impl<'a> BatchRun<'a> {
             started,
             start_order: 0,
             outcome: None,
-        };
-        for i in 0..run.members.len() {
-            match mm.acquire_device(run.members[i].len) {
-                Ok(t) => run.members[i].target = Some(t),
-                Err(e) => {
-                    // Let each member try (and fail or succeed) on its own.
-                    run.outcome = Some(Err(e));
-                    break;
-                }
+        }
+    }
+
+    /// Takes the members' device targets from the pool. Done when the batch starts, not when
+    /// it is planned, so the regions finished batches give back are reused by the next ones
+    /// (a pool's front cache holds a few hundred regions per size class, not 10,000).
+    fn acquire_targets(&mut self) -> Result<()> {
+        for m in &mut self.members {
+            if m.target.is_none() {
+                m.target = Some(self.mm.acquire_device(m.len)?);
             }
         }
-        run
+        Ok(())
     }
 
     pub(crate) fn is_finished(&self) -> bool {
         self.outcome.is_some()
     }
 
-    /// Staged through a shared block (false: direct from the callers' slices).
-    pub(crate) fn staged(&self) -> bool {
-        self.staged
-    }
 
     /// True when an adaptive choice was made for this batch.
     pub(crate) fn feeds_choice(&self) -> bool {
         self.choice.is_some()
     }
 
-    /// Bytes of all members, and the time from preparation to completion.
-    pub(crate) fn measurement(&self) -> (usize, std::time::Duration) {
-        (self.bytes, self.started.elapsed())
-    }
 
     /// True when the batch failed and must be split into individual transfers.
     pub(crate) fn needs_split(&self) -> bool {
@@ -158,6 +148,13 @@ impl<'a> BatchRun<'a> {
                 return false;
             }
             self.retry_at = None;
+        }
+        if self.attempts == 0 {
+            if let Err(e) = self.acquire_targets() {
+                // Let each member try (and fail or succeed) on its own.
+                self.outcome = Some(Err(e));
+                return true;
+            }
         }
         if let Err(e) = self.enqueue() {
             self.failed(e, retry);

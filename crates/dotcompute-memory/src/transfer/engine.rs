@@ -293,6 +293,20 @@ struct Execution<'a> {
     started_count: usize,
     /// Retries made by whole batches (member retries after a split are counted per member).
     batch_retries: u32,
+    /// The adaptive staged-or-direct measurement of this execution's batches.
+    batch_lane: Option<BatchLane>,
+}
+
+/// The batches of one execution share one staged-or-direct choice and are measured together,
+/// from the first staging fill to the last completion: batches run concurrently, so the time of
+/// one says little about its own cost.
+struct BatchLane {
+    staged: bool,
+    started: Instant,
+    bytes: usize,
+    remaining: usize,
+    /// No batch was retried or split (a clean measurement).
+    clean: bool,
 }
 
 impl TransferEngine {
@@ -371,6 +385,7 @@ impl TransferEngine {
             queues_used: 1,
             started_count: 0,
             batch_retries: 0,
+            batch_lane: None,
         };
         loop {
             if exec.step() {
@@ -421,12 +436,14 @@ impl TransferEngine {
             group: Vec::new(),
             inline: Vec::new(),
             group_bytes: 0,
+            batch_mode: None,
+            batch_lane: None,
         };
         for (index, spec, _) in items {
             planner.add(index, spec);
         }
         planner.flush();
-        let (runs, batched) = (planner.runs, planner.batched);
+        let (runs, batched, batch_lane) = (planner.runs, planner.batched, planner.batch_lane);
         Ok(Execution {
             mm: mm.clone(),
             options,
@@ -439,6 +456,7 @@ impl TransferEngine {
             queues_used,
             started_count: 0,
             batch_retries: 0,
+            batch_lane,
         })
     }
 }
@@ -460,7 +478,16 @@ struct Planner<'a, 'o> {
     /// Small uploads waiting to be copied together (unified memory).
     inline: Vec<(usize, InlineOp<'a>)>,
     group_bytes: usize,
+    /// This execution's staged-or-direct choice for batches: (stage, adaptive choice made and
+    /// whether it was measured), decided at the first batch.
+    batch_mode: Option<(bool, Option<bool>)>,
+    batch_lane: Option<BatchLane>,
 }
+
+/// Members per batch at most: with `max_concurrency` batches in flight, each holding a fresh
+/// device target per member until it completes, larger batches would outgrow the device pool's
+/// per-class front cache (256 regions) and pay its slower arena path per member.
+const MAX_BATCH_MEMBERS: usize = 64;
 
 impl<'a> Planner<'a, '_> {
     fn queue(&mut self) -> usize {
@@ -494,7 +521,7 @@ impl<'a> Planner<'a, '_> {
         let chunk = if opts.pipelining { opts.chunk_size } else { usize::MAX };
         let (op, lane) = match spec {
             Spec::Upload(src, dst) if src.len() < self.threshold => {
-                if self.group_bytes + src.len() > limit {
+                if self.group_bytes + src.len() > limit || self.group.len() >= MAX_BATCH_MEMBERS {
                     self.flush();
                 }
                 self.group_bytes += src.len();
@@ -583,19 +610,32 @@ impl<'a> Planner<'a, '_> {
         let n = self.group.len();
         self.batched += n;
         let started = Instant::now();
-        let (stage, choice) = if self.owned {
-            (true, None)
-        } else {
-            match opts.staging {
-                StagingPolicy::Always => (true, None),
-                StagingPolicy::Never => (false, None),
-                StagingPolicy::Adaptive => {
-                    let (stage, measured) = mm.transfer_tuning.lane(Lane::Batch).choose();
-                    (stage, Some(measured))
-                }
+        let (stage, choice) = match self.batch_mode {
+            Some(mode) => mode,
+            None => {
+                let mode = if self.owned {
+                    (true, None)
+                } else {
+                    match opts.staging {
+                        StagingPolicy::Always => (true, None),
+                        StagingPolicy::Never => (false, None),
+                        StagingPolicy::Adaptive => {
+                            let (stage, measured) = mm.transfer_tuning.lane(Lane::Batch).choose();
+                            self.batch_lane =
+                                Some(BatchLane { staged: stage, started, bytes: 0, remaining: 0, clean: true });
+                            (stage, Some(measured))
+                        }
+                    }
+                };
+                self.batch_mode = Some(mode);
+                mode
             }
         };
         let group = std::mem::take(&mut self.group);
+        if let Some(lane) = self.batch_lane.as_mut() {
+            lane.bytes += group.iter().map(|(_, s, _)| s.len()).sum::<usize>();
+            lane.remaining += 1;
+        }
         if !stage {
             let members = group.into_iter().map(|(index, s, dst)| Member::direct(index, dst, s)).collect();
             self.runs.push_back(Work::Batch(BatchRun::new(members, None, choice, mm, queue, started)));
@@ -622,10 +662,14 @@ impl<'a> Planner<'a, '_> {
                     .collect();
                 self.runs.push_back(Work::Batch(BatchRun::new(members, Some(&shared), choice, mm, queue, started)));
             }
-            // No staging memory, synchronous: the device reads the callers' slices.
+            // No staging memory, synchronous: the device reads the callers' slices (and the
+            // batch counts in the measurement as the direct batch it is not: discard it).
             Err(_) if !self.owned => {
+                if let Some(lane) = self.batch_lane.as_mut() {
+                    lane.clean = false;
+                }
                 let members = group.into_iter().map(|(index, s, dst)| Member::direct(index, dst, s)).collect();
-                self.runs.push_back(Work::Batch(BatchRun::new(members, None, None, mm, queue, started)));
+                self.runs.push_back(Work::Batch(BatchRun::new(members, None, choice, mm, queue, started)));
             }
             // No staging memory, asynchronous: each member from a copy of its own.
             Err(_) => {
@@ -676,39 +720,41 @@ impl<'a> InlineRun<'a> {
         }
         // One clock read pair for the group, not two per transfer.
         let t = Instant::now();
-        let results: Vec<(usize, Direction, usize, Result<()>)> = self
+        let (batched, start_order) = (self.batched, self.start_order);
+        let mut finished: Vec<Finished> = self
             .ops
             .drain(..)
-            .map(|(index, op)| match op {
-                InlineOp::Upload(src, dst) => (index, Direction::HostToDevice, src.len(), dst.upload(src)),
-                InlineOp::Download(src, dst) => (index, Direction::DeviceToHost, dst.len(), src.read_current(0, dst)),
-                InlineOp::Copy(src, dst) => {
-                    let len = dst.bytes();
-                    (index, Direction::DeviceToDevice, len, dst.device_write_from(0, src, 0, len))
-                }
-            })
-            .collect();
-        let duration = t.elapsed();
-        self.finished = Some(
-            results
-                .into_iter()
-                .map(|(index, direction, bytes, r)| Finished {
+            .map(|(index, op)| {
+                let (direction, bytes, r) = match op {
+                    InlineOp::Upload(src, dst) => (Direction::HostToDevice, src.len(), dst.upload(src)),
+                    InlineOp::Download(src, dst) => (Direction::DeviceToHost, dst.len(), src.read_current(0, dst)),
+                    InlineOp::Copy(src, dst) => {
+                        let len = dst.bytes();
+                        (Direction::DeviceToDevice, len, dst.device_write_from(0, src, 0, len))
+                    }
+                };
+                Finished {
                     index,
                     direction,
                     bytes,
                     attempts: 1,
                     chunks: 1,
-                    batched: self.batched,
-                    duration,
+                    batched,
+                    duration: Duration::ZERO,
                     error: r.err().map(|e| e.to_string()),
-                    start_order: self.start_order,
+                    start_order,
                     retries: 0,
                     pinned: false,
                     staged: false,
                     measured: false,
-                })
-                .collect(),
-        );
+                }
+            })
+            .collect();
+        let duration = t.elapsed();
+        for f in &mut finished {
+            f.duration = duration;
+        }
+        self.finished = Some(finished);
         true
     }
 }
@@ -807,16 +853,20 @@ impl<'a> Execution<'a> {
                     Work::Inline(mut inline) => self.done.extend(inline.finished.take().unwrap_or_default()),
                     Work::Batch(mut batch) => {
                         self.batch_retries += batch.retries;
+                        if let (Some(lane), true) = (self.batch_lane.as_mut(), batch.feeds_choice()) {
+                            lane.remaining = lane.remaining.saturating_sub(1);
+                            lane.clean &= batch.retries == 0 && !batch.needs_split();
+                            if lane.remaining == 0 && lane.clean {
+                                let tuning = &self.mm.transfer_tuning;
+                                tuning.lane(Lane::Batch).observe(lane.staged, lane.bytes, lane.started.elapsed());
+                            }
+                        }
                         if batch.needs_split() {
                             // Each member on its own, with its own retries, ahead of the rest.
                             for run in batch.split().into_iter().rev() {
                                 self.pending.push_front(Work::One(Box::new(run)));
                             }
                         } else {
-                            if batch.feeds_choice() && batch.retries == 0 {
-                                let (bytes, elapsed) = batch.measurement();
-                                self.mm.transfer_tuning.lane(Lane::Batch).observe(batch.staged(), bytes, elapsed);
-                            }
                             self.done.extend(batch.finished());
                         }
                     }
@@ -840,9 +890,10 @@ impl<'a> Execution<'a> {
     fn report(&mut self) -> TransferReport {
         let duration = self.started.elapsed();
         let secs = duration.as_secs_f64().max(1e-9);
+        let retries = self.done.iter().map(|f| f.retries).sum::<u32>() + self.batch_retries;
         let mut transfers: Vec<TransferOutcome> = self
             .done
-            .iter()
+            .drain(..)
             .map(|f| TransferOutcome {
                 index: f.index,
                 direction: f.direction,
@@ -855,10 +906,12 @@ impl<'a> Execution<'a> {
                 staged: f.staged,
                 staging_measured: f.measured,
                 duration: f.duration,
-                error: f.error.clone(),
+                error: f.error,
             })
             .collect();
-        transfers.sort_by_key(|t| t.index);
+        if transfers.windows(2).any(|w| w[0].index > w[1].index) {
+            transfers.sort_by_key(|t| t.index);
+        }
         let ok = |d: Option<Direction>| -> u64 {
             transfers.iter().filter(|t| t.error.is_none() && d.is_none_or(|d| t.direction == d)).map(|t| t.bytes).sum()
         };
@@ -867,7 +920,7 @@ impl<'a> Execution<'a> {
             total_bytes,
             average_bandwidth: total_bytes as f64 / secs,
             failed: transfers.iter().filter(|t| t.error.is_some()).count(),
-            retries: self.done.iter().map(|f| f.retries).sum::<u32>() + self.batch_retries,
+            retries,
             duration,
             host_to_device_bandwidth: ok(Some(Direction::HostToDevice)) as f64 / secs,
             device_to_host_bandwidth: ok(Some(Direction::DeviceToHost)) as f64 / secs,
