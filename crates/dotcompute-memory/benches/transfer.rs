@@ -18,6 +18,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use dotcompute_memory::{
     ManagerOptions, MemoryManager, SimOptions, StagingPolicy, TransferBatch, TransferOptions, TransferReport,
+    UnifiedBuffer,
 };
 use std::hint::black_box;
 use std::time::Duration;
@@ -67,42 +68,43 @@ fn batched(c: &mut Criterion) {
         let mem = backend.allocate(COUNT * SMALL, 4096).expect("allocate");
         let mut each: Vec<_> = (0..COUNT).map(|_| mm.allocate::<u8>(SMALL).expect("allocate")).collect();
         let mut ours: Vec<_> = (0..COUNT).map(|_| mm.allocate::<u8>(SMALL).expect("allocate")).collect();
-        let mut group = c.benchmark_group(format!("batched_10000x4KiB_{name}"));
-        group.throughput(Throughput::Bytes((COUNT * SMALL) as u64));
-        slow(&mut group);
-        group.bench_function("raw_write_each", |b| {
-            b.iter(|| {
-                for (i, s) in sources.iter().enumerate() {
-                    backend.write(&mem, i * SMALL, black_box(s)).expect("write");
-                }
-            })
-        });
-        group.bench_function("engine_execute_each", |b| {
-            b.iter(|| {
-                for (s, d) in sources.iter().zip(each.iter_mut()) {
-                    let mut batch = TransferBatch::new();
-                    batch.upload(s, d).expect("upload");
-                    ok(engine.execute(batch, TransferOptions::default()).expect("execute"));
-                }
-            })
-        });
-        group.bench_function("engine_one_batch", |b| {
-            b.iter(|| {
+        let raw_write_each = || {
+            for (i, s) in sources.iter().enumerate() {
+                backend.write(&mem, i * SMALL, black_box(s)).expect("write");
+            }
+        };
+        let engine_execute_each = |bufs: &mut [UnifiedBuffer<u8>]| {
+            for (s, d) in sources.iter().zip(bufs.iter_mut()) {
                 let mut batch = TransferBatch::new();
-                for (s, d) in sources.iter().zip(ours.iter_mut()) {
-                    batch.upload(s, d).expect("upload");
-                }
+                batch.upload(s, d).expect("upload");
                 ok(engine.execute(batch, TransferOptions::default()).expect("execute"));
-            })
-        });
-        group.finish();
-        for (s, (a, b)) in sources.iter().zip(each.iter().zip(&ours)) {
-            assert_eq!(a.as_slice().expect("read"), &s[..], "{name}: engine_execute_each");
-            assert_eq!(b.as_slice().expect("read"), &s[..], "{name}: engine_one_batch");
-        }
+            }
+        };
+        let engine_one_batch = |bufs: &mut [UnifiedBuffer<u8>]| {
+            let mut batch = TransferBatch::new();
+            for (s, d) in sources.iter().zip(bufs.iter_mut()) {
+                batch.upload(s, d).expect("upload");
+            }
+            ok(engine.execute(batch, TransferOptions::default()).expect("execute"));
+        };
+        // Each way once, checked, before it is timed.
+        raw_write_each();
+        engine_execute_each(&mut each);
+        engine_one_batch(&mut ours);
         let mut back = vec![0u8; COUNT * SMALL];
         backend.read(&mem, 0, &mut back).expect("read");
         assert!(back.chunks(SMALL).zip(&sources).all(|(a, b)| a == &b[..]), "{name}: raw writes");
+        for (s, (a, b)) in sources.iter().zip(each.iter().zip(&ours)) {
+            assert!(a.as_slice().expect("read") == &s[..], "{name}: engine_execute_each");
+            assert!(b.as_slice().expect("read") == &s[..], "{name}: engine_one_batch");
+        }
+        let mut group = c.benchmark_group(format!("batched_10000x4KiB_{name}"));
+        group.throughput(Throughput::Bytes((COUNT * SMALL) as u64));
+        slow(&mut group);
+        group.bench_function("raw_write_each", |b| b.iter(raw_write_each));
+        group.bench_function("engine_execute_each", |b| b.iter(|| engine_execute_each(&mut each)));
+        group.bench_function("engine_one_batch", |b| b.iter(|| engine_one_batch(&mut ours)));
+        group.finish();
         backend.free(mem).expect("free");
     }
 }
@@ -125,14 +127,14 @@ fn pipelined(c: &mut Criterion) {
         ("default_adaptive", TransferOptions::default()),
     ];
     for (name, options) in cases {
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                let mut batch = TransferBatch::new();
-                batch.upload(&src, &mut dst).expect("upload");
-                ok(engine.execute(batch, options.clone()).expect("execute"));
-            })
-        });
-        assert_eq!(dst.as_slice().expect("read"), &src[..], "{name}");
+        let mut upload = || {
+            let mut batch = TransferBatch::new();
+            batch.upload(&src, &mut dst).expect("upload");
+            ok(engine.execute(batch, options.clone()).expect("execute"));
+        };
+        upload();
+        group.bench_function(name, |b| b.iter(&mut upload));
+        assert!(dst.as_slice().expect("read") == &src[..], "{name}");
     }
     group.finish();
 }
@@ -152,24 +154,25 @@ fn engine_10mb(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("engine_10MB_{name}"));
         group.throughput(Throughput::Bytes(n as u64));
         group.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(20);
+        let mut upload = || {
+            let mut batch = TransferBatch::new();
+            batch.upload(&src, &mut buf).expect("upload");
+            ok(engine.execute(batch, TransferOptions::default()).expect("execute"));
+        };
+        upload();
         group.bench_function("raw_write", |b| b.iter(|| backend.write(&mem, 0, black_box(&src)).expect("write")));
-        group.bench_function("engine_upload", |b| {
-            b.iter(|| {
-                let mut batch = TransferBatch::new();
-                batch.upload(&src, &mut buf).expect("upload");
-                ok(engine.execute(batch, TransferOptions::default()).expect("execute"));
-            })
-        });
-        group.bench_function("raw_read", |b| b.iter(|| backend.read(&mem, 0, black_box(&mut out)).expect("read")));
-        group.bench_function("engine_download", |b| {
-            b.iter(|| {
-                let mut batch = TransferBatch::new();
-                batch.download(&buf, &mut out).expect("download");
-                ok(engine.execute(batch, TransferOptions::default()).expect("execute"));
-            })
-        });
+        group.bench_function("engine_upload", |b| b.iter(&mut upload));
+        let download = |out: &mut [u8]| {
+            let mut batch = TransferBatch::new();
+            batch.download(&buf, out).expect("download");
+            ok(engine.execute(batch, TransferOptions::default()).expect("execute"));
+        };
+        download(&mut out);
+        assert!(out == src, "{name}: engine download");
+        let mut raw_out = vec![0u8; n];
+        group.bench_function("raw_read", |b| b.iter(|| backend.read(&mem, 0, black_box(&mut raw_out)).expect("read")));
+        group.bench_function("engine_download", |b| b.iter(|| download(&mut out)));
         group.finish();
-        assert_eq!(out, src, "{name}: engine download");
         backend.free(mem).expect("free");
     }
 }

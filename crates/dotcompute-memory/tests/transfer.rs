@@ -17,7 +17,7 @@ fn upload_download_copy_round_trip_on_sim_and_cpu() {
         let data = pattern(300_000, 1); // 1.2 MB: several 256 KiB chunks
         let mut a = mm.allocate::<u32>(data.len()).unwrap();
         let mut b = mm.allocate::<u32>(data.len()).unwrap();
-        let opts = TransferOptions { chunk_size: 256 << 10, ..Default::default() };
+        let opts = TransferOptions { chunk_size: 256 << 10, staging: StagingPolicy::Always, ..Default::default() };
         let mut batch = TransferBatch::new();
         batch.upload(&data, &mut a).unwrap();
         let report = mm.transfer_engine().execute(batch, opts.clone()).unwrap();
@@ -53,7 +53,7 @@ fn transient_faults_are_retried_and_reported() {
     let mut a = mm.allocate::<u32>(data.len()).unwrap();
     let mut batch = TransferBatch::new();
     batch.upload(&data, &mut a).unwrap();
-    let opts = TransferOptions { chunk_size: 64 << 10, ..Default::default() };
+    let opts = TransferOptions { chunk_size: 64 << 10, staging: StagingPolicy::Always, ..Default::default() };
     let report = mm.transfer_engine().execute(batch, opts).unwrap();
     assert!(report.is_success(), "{report:?}");
     assert_eq!(report.retries, 1);
@@ -375,8 +375,13 @@ fn a_chunk_retried_after_a_completion_failure_resends_its_own_data() {
     let mut a = mm.allocate::<u8>(data.len()).unwrap();
     let mut batch = TransferBatch::new();
     batch.upload(&data, &mut a).unwrap();
-    let opts =
-        TransferOptions { chunk_size: 1024, staging_buffers: 2, batch_small_below: Some(0), ..Default::default() };
+    let opts = TransferOptions {
+        chunk_size: 1024,
+        staging_buffers: 2,
+        batch_small_below: Some(0),
+        staging: StagingPolicy::Always,
+        ..Default::default()
+    };
     let report = mm.transfer_engine().execute(batch, opts).unwrap();
     assert!(report.is_success(), "{report:?}");
     assert_eq!(report.retries, 1);

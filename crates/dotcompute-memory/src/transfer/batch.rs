@@ -113,12 +113,10 @@ impl<'a> BatchRun<'a> {
         self.outcome.is_some()
     }
 
-
     /// True when an adaptive choice was made for this batch.
     pub(crate) fn feeds_choice(&self) -> bool {
         self.choice.is_some()
     }
-
 
     /// True when the batch failed and must be split into individual transfers.
     pub(crate) fn needs_split(&self) -> bool {

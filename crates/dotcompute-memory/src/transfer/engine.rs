@@ -581,6 +581,10 @@ impl<'a> Planner<'a, '_> {
                 }
             },
         };
+        // A direct host transfer goes in one piece: with nothing staged there is no host copy
+        // to overlap, and chunks only add submissions (~20 µs each on PoCL); drivers pipeline
+        // their own pageable copies.
+        let chunk = if lane.is_some() && !stage { usize::MAX } else { chunk };
         let queue = self.queue();
         let plan = Plan {
             queue,
