@@ -255,6 +255,7 @@ impl Ctx {
         let engine = self.pooled.transfer_engine();
         let mut a = self.pooled.allocate::<u8>(n)?;
         let mut b = self.pooled.allocate::<u8>(n)?;
+        let mut how = String::new();
         let pair = compare(
             &self.plan,
             &mut || {
@@ -262,7 +263,10 @@ impl Ctx {
                 batch.upload_pinned(&pinned, &mut b)?;
                 check_report(&engine.execute(batch, TransferOptions::default())?)
             },
-            &mut || engine_upload(&engine, &src, &mut a, TransferOptions::default()).map(drop),
+            &mut || {
+                how = decision(&engine_upload(&engine, &src, &mut a, TransferOptions::default())?, self.unified());
+                Ok(())
+            },
         )?;
         if a.as_slice()? != &src[..] || b.as_slice()? != &src[..] {
             return Err(wrong_data("pinned/pageable upload"));
@@ -271,7 +275,7 @@ impl Ctx {
             "Pipelined transfer (pageable vs pinned source)",
             n,
             "engine upload_pinned from a page-locked source (no staging)".into(),
-            "engine upload from pageable memory, pipelined through the staging ring",
+            format!("engine upload from pageable memory, TransferOptions::default() (last call: {how})"),
             pair,
         )])
     }

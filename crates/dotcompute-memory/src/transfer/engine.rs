@@ -576,7 +576,7 @@ impl<'a> Planner<'a, '_> {
                 // One chunk: staging would overlap nothing, only add a copy.
                 StagingPolicy::Adaptive if chunks <= 1 => (false, None, false),
                 StagingPolicy::Adaptive => {
-                    let (stage, measured) = self.mm.transfer_tuning.lane(lane).choose();
+                    let (stage, measured) = self.mm.transfer_tuning.lane(lane, bytes).choose();
                     (stage, Some(lane), measured)
                 }
             },
@@ -624,7 +624,7 @@ impl<'a> Planner<'a, '_> {
                         StagingPolicy::Always => (true, None),
                         StagingPolicy::Never => (false, None),
                         StagingPolicy::Adaptive => {
-                            let (stage, measured) = mm.transfer_tuning.lane(Lane::Batch).choose();
+                            let (stage, measured) = mm.transfer_tuning.lane(Lane::Batch, 0).choose();
                             self.batch_lane =
                                 Some(BatchLane { staged: stage, started, bytes: 0, remaining: 0, clean: true });
                             (stage, Some(measured))
@@ -849,7 +849,7 @@ impl<'a> Execution<'a> {
                                 tuning.observe(f.bytes, f.duration);
                             }
                             if let (Some(lane), 0) = (run.lane, f.retries) {
-                                tuning.lane(lane).observe(f.staged, f.bytes, f.duration);
+                                tuning.lane(lane, f.bytes).observe(f.staged, f.bytes, f.duration);
                             }
                         }
                         self.done.push(f);
@@ -862,7 +862,8 @@ impl<'a> Execution<'a> {
                             lane.clean &= batch.retries == 0 && !batch.needs_split();
                             if lane.remaining == 0 && lane.clean {
                                 let tuning = &self.mm.transfer_tuning;
-                                tuning.lane(Lane::Batch).observe(lane.staged, lane.bytes, lane.started.elapsed());
+                                let choice = tuning.lane(Lane::Batch, 0);
+                                choice.observe(lane.staged, lane.bytes, lane.started.elapsed());
                             }
                         }
                         if batch.needs_split() {

@@ -130,13 +130,25 @@ pub(crate) enum Lane {
     Batch,
 }
 
-/// Re-measure the slower alternative once every this many measured decisions.
+/// Re-measure the slower alternative once every this many measured decisions (and, early on,
+/// at decisions 2, 4, 8, 16 and 32, so one unlucky first sample is soon corrected).
 const EXPLORE_EVERY: u64 = 64;
 
-/// Running cost per byte of staged and of direct transfers of one [`Lane`].
+/// Transfers are measured in size buckets (factors of 4 from 1 MiB): whether a staged copy
+/// pays can depend on whether the data fits the caches.
+const SIZE_BUCKETS: usize = 6;
+
+fn bucket(bytes: usize) -> usize {
+    let mib = (bytes >> 20).max(1);
+    ((mib.ilog2() / 2) as usize).min(SIZE_BUCKETS - 1)
+}
+
+/// Running cost per byte of staged and of direct transfers of one [`Lane`] and size bucket.
 #[derive(Debug, Default)]
 pub(crate) struct Choice {
-    /// Picoseconds per byte (exponential moving average, weight 1/4); 0 = not measured yet.
+    /// Picoseconds per byte; 0 = not measured yet. A moving average that falls fast (weight
+    /// 1/2) and rises slowly (weight 1/8): a page-fault storm or a preempted sample on a busy
+    /// machine should not condemn an alternative for long.
     staged_ps: AtomicU64,
     direct_ps: AtomicU64,
     decisions: AtomicU64,
@@ -144,8 +156,8 @@ pub(crate) struct Choice {
 
 impl Choice {
     /// (stage?, decided from measurements?). Unmeasured alternatives are tried first, staged
-    /// before direct; then the cheaper one, except every `EXPLORE_EVERY`th decision, which
-    /// re-measures the other so a change (another load, another size) is noticed.
+    /// before direct; then the cheaper one, except at exploration decisions (see
+    /// [`EXPLORE_EVERY`]), which re-measure the other so a change (another load) is noticed.
     pub(crate) fn choose(&self) -> (bool, bool) {
         let s = self.staged_ps.load(Ordering::Relaxed);
         let d = self.direct_ps.load(Ordering::Relaxed);
@@ -156,8 +168,9 @@ impl Choice {
             return (false, false);
         }
         let n = self.decisions.fetch_add(1, Ordering::Relaxed) + 1;
+        let explore = n % EXPLORE_EVERY == 0 || (n.is_power_of_two() && n > 1 && n < EXPLORE_EVERY);
         let staged_wins = s <= d;
-        (if n % EXPLORE_EVERY == 0 { !staged_wins } else { staged_wins }, true)
+        (if explore { !staged_wins } else { staged_wins }, true)
     }
 
     /// Folds in one successful transfer of `bytes` that took `elapsed`.
@@ -168,7 +181,14 @@ impl Choice {
         let ps = (elapsed.as_nanos().saturating_mul(1000) / bytes as u128).clamp(1, u64::MAX as u128) as u64;
         let a = if staged { &self.staged_ps } else { &self.direct_ps };
         let old = a.load(Ordering::Relaxed);
-        a.store(if old == 0 { ps } else { old - old / 4 + ps / 4 }, Ordering::Relaxed);
+        let new = if old == 0 {
+            ps
+        } else if ps < old {
+            old - (old - ps) / 2
+        } else {
+            old + (ps - old) / 8
+        };
+        a.store(new.max(1), Ordering::Relaxed);
     }
 }
 
@@ -180,8 +200,8 @@ impl Choice {
 pub(crate) struct Tuning {
     overhead_ns: AtomicU64,
     bandwidth_bps: AtomicU64,
-    upload: Choice,
-    download: Choice,
+    upload: [Choice; SIZE_BUCKETS],
+    download: [Choice; SIZE_BUCKETS],
     batch: Choice,
 }
 
@@ -205,11 +225,12 @@ impl Tuning {
         }
     }
 
-    /// The staged-or-direct measurements of one lane.
-    pub(crate) fn lane(&self, lane: Lane) -> &Choice {
+    /// The staged-or-direct measurements of one lane, for transfers of `bytes` (batches are
+    /// measured as a whole, in one bucket).
+    pub(crate) fn lane(&self, lane: Lane, bytes: usize) -> &Choice {
         match lane {
-            Lane::Upload => &self.upload,
-            Lane::Download => &self.download,
+            Lane::Upload => &self.upload[bucket(bytes)],
+            Lane::Download => &self.download[bucket(bytes)],
             Lane::Batch => &self.batch,
         }
     }
@@ -263,20 +284,36 @@ mod tests {
         c.observe(true, 1000, Duration::from_micros(2));
         assert_eq!(c.choose(), (false, false), "then direct");
         c.observe(false, 1000, Duration::from_micros(1));
-        let picks: Vec<bool> = (0..EXPLORE_EVERY)
+        let picks: Vec<bool> = (0..2 * EXPLORE_EVERY)
             .map(|_| c.choose())
             .map(|(staged, measured)| {
                 assert!(measured);
                 staged
             })
             .collect();
-        assert_eq!(picks.iter().filter(|s| **s).count(), 1, "one re-measurement of the slower in {EXPLORE_EVERY}");
-        assert!(!picks[0]);
+        let explored: Vec<u64> = (0..picks.len()).filter(|&i| picks[i]).map(|i| i as u64 + 1).collect();
+        assert_eq!(explored, [2, 4, 8, 16, 32, 64, 128], "early, then every {EXPLORE_EVERY}th decision");
         // Direct gets much slower: staged wins from then on.
-        for _ in 0..20 {
+        for _ in 0..40 {
             c.observe(false, 1000, Duration::from_micros(50));
         }
         assert_eq!(c.choose(), (true, true));
+        // One fast sample counts for half; one slow spike for an eighth.
+        let c = Choice::default();
+        c.observe(true, 1000, Duration::from_micros(8));
+        c.observe(true, 1000, Duration::from_micros(4));
+        assert_eq!(c.staged_ps.load(Ordering::Relaxed), 6000);
+        c.observe(true, 1000, Duration::from_micros(86));
+        assert_eq!(c.staged_ps.load(Ordering::Relaxed), 16000);
+    }
+
+    #[test]
+    fn sizes_fall_in_buckets_of_factors_of_four() {
+        assert_eq!(bucket(0), 0);
+        assert_eq!(bucket(3 << 20), 0);
+        assert_eq!(bucket(10_000_000), 1);
+        assert_eq!(bucket(64 << 20), 3);
+        assert_eq!(bucket(usize::MAX), SIZE_BUCKETS - 1);
     }
 
     #[test]
