@@ -172,7 +172,13 @@ impl<'a> BatchRun<'a> {
             if src.len() != m.len {
                 return Err(missing("a batch member's source bytes"));
             }
-            writes.push(BatchWrite { dst: t.memory(), dst_offset: t.offset(), src: src.as_ptr(), len: m.len });
+            let w = BatchWrite { dst: t.memory(), dst_offset: t.offset(), src: src.as_ptr(), len: m.len };
+            // Neighbours on both sides (consecutive pool regions of one segment, filled from
+            // consecutive staging bytes) become one copy: fewer commands for the backend.
+            match writes.last_mut() {
+                Some(last) if adjacent(last, &w) => last.len += w.len,
+                _ => writes.push(w),
+            }
         }
         // SAFETY: every source range lies either in the shared staging block, which this run
         // keeps alive (Arc) and nobody writes after the fill, or in a caller's slice borrowed
@@ -304,6 +310,13 @@ impl Drop for BatchRun<'_> {
             }
         }
     }
+}
+
+/// `b` continues `a` in the same allocation and in host memory.
+fn adjacent(a: &BatchWrite<'_>, b: &BatchWrite<'_>) -> bool {
+    std::ptr::eq(a.dst, b.dst)
+        && a.dst_offset.checked_add(a.len) == Some(b.dst_offset)
+        && a.src.wrapping_add(a.len) == b.src
 }
 
 fn missing(what: &str) -> Error {
