@@ -314,6 +314,10 @@ impl TransferEngine {
     /// another manager, fail the call before anything moves; a transfer that fails after retries
     /// is reported in [`TransferReport::failures`]; a failed upload or copy leaves its destination
     /// buffer unchanged (a failed download may have written part of its destination slice).
+    ///
+    /// The batch's slices are borrowed for the whole call, so host memory may be handed to the
+    /// device directly instead of through staging blocks ([`TransferOptions::staging`]); each
+    /// transfer's [`TransferOutcome::staged`] says which way it went.
     pub fn execute(&self, batch: TransferBatch<'_>, options: TransferOptions) -> Result<TransferReport> {
         let mut exec = self.prepare(batch, options, false)?;
         loop {

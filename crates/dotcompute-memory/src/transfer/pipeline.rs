@@ -6,7 +6,8 @@
 //! chunk completed, and never while a retry is pending, so a failed chunk can be re-sent from
 //! its slot. Uploads and device copies write into a fresh device block that replaces the
 //! destination's device part only when every chunk has arrived: a failed transfer leaves its
-//! destination exactly as it was.
+//! destination exactly as it was. Without staging (synchronous execution only) the chunks are
+//! read from, or written to, the caller's memory directly; the engine then sends one chunk.
 
 use crate::backend::region::DeviceRegion;
 use crate::backend::Event;
