@@ -81,7 +81,7 @@ fn batched(c: &mut Criterion) {
             }
         };
         let engine_one_batch = |bufs: &mut [UnifiedBuffer<u8>]| {
-            let mut batch = TransferBatch::new();
+            let mut batch = TransferBatch::with_capacity(bufs.len());
             for (s, d) in sources.iter().zip(bufs.iter_mut()) {
                 batch.upload(s, d).expect("upload");
             }

@@ -302,7 +302,7 @@ impl Ctx {
         let engine = mm.transfer_engine();
         let mut report = None;
         let mut ours = || -> CliResult {
-            let mut batch = TransferBatch::new();
+            let mut batch = TransferBatch::with_capacity(count);
             for (src, dst) in sources.iter().zip(ours_bufs.iter_mut()) {
                 batch.upload(src, dst)?;
             }

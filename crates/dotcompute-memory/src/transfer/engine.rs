@@ -194,6 +194,11 @@ impl<'a> TransferBatch<'a> {
         TransferBatch { items: Vec::new() }
     }
 
+    /// An empty batch with room for `transfers` transfers (saves regrowing a large list).
+    pub fn with_capacity(transfers: usize) -> Self {
+        TransferBatch { items: Vec::with_capacity(transfers) }
+    }
+
     /// Number of transfers.
     pub fn len(&self) -> usize {
         self.items.len()
@@ -423,11 +428,9 @@ impl TransferEngine {
         let queues = mm.backend().queue_count().max(1);
         let queues_used = options.max_concurrency.min(queues).min(batch.items.len().max(1));
         // Priority order, stable within a class (no sort when all share one class).
-        let mut items: Vec<(usize, Spec<'a>, Priority)> =
-            batch.items.into_iter().enumerate().map(|(i, (s, p))| (i, s, p.unwrap_or(options.priority))).collect();
-        if items.windows(2).any(|w| w[0].2 != w[1].2) {
-            items.sort_by_key(|(_, _, p)| std::cmp::Reverse(*p));
-        }
+        let count = batch.items.len();
+        let priority = |p: &Option<Priority>| p.unwrap_or(options.priority);
+        let mixed = batch.items.windows(2).any(|w| priority(&w[0].1) != priority(&w[1].1));
         let mut planner = Planner {
             mm,
             options: &options,
@@ -443,8 +446,18 @@ impl TransferEngine {
             batch_mode: None,
             batch_lane: None,
         };
-        for (index, spec, _) in items {
-            planner.add(index, spec);
+        if mixed {
+            let mut items: Vec<(usize, Spec<'a>, Priority)> =
+                batch.items.into_iter().enumerate().map(|(i, (s, p))| (i, s, priority(&p))).collect();
+            items.sort_by_key(|(_, _, p)| std::cmp::Reverse(*p));
+            for (index, spec, _) in items {
+                planner.add(index, spec);
+            }
+        } else {
+            // One class: submission order, no copy of the list.
+            for (index, (spec, _)) in batch.items.into_iter().enumerate() {
+                planner.add(index, spec);
+            }
         }
         planner.flush();
         let (runs, batched, batch_lane) = (planner.runs, planner.batched, planner.batch_lane);
@@ -453,7 +466,8 @@ impl TransferEngine {
             options,
             pending: runs,
             active: Vec::new(),
-            done: Vec::new(),
+            // Sized once: the report's list is made in place from it.
+            done: Vec::with_capacity(count),
             started,
             threshold,
             batched,
@@ -899,45 +913,54 @@ impl<'a> Execution<'a> {
     fn report(&mut self) -> TransferReport {
         let duration = self.started.elapsed();
         let secs = duration.as_secs_f64().max(1e-9);
-        let retries = self.done.iter().map(|f| f.retries).sum::<u32>() + self.batch_retries;
-        let mut transfers: Vec<TransferOutcome> = self
-            .done
-            .drain(..)
-            .map(|f| TransferOutcome {
-                index: f.index,
-                direction: f.direction,
-                bytes: f.bytes as u64,
-                attempts: f.attempts,
-                chunks: f.chunks as u32,
-                batched: f.batched,
-                start_order: f.start_order,
-                pinned_staging: f.pinned,
-                staged: f.staged,
-                staging_measured: f.measured,
-                duration: f.duration,
-                error: f.error,
+        let mut retries = self.batch_retries;
+        let mut transfers: Vec<TransferOutcome> = std::mem::take(&mut self.done)
+            .into_iter()
+            .map(|f| {
+                retries += f.retries;
+                TransferOutcome {
+                    index: f.index,
+                    direction: f.direction,
+                    bytes: f.bytes as u64,
+                    attempts: f.attempts,
+                    chunks: f.chunks as u32,
+                    batched: f.batched,
+                    start_order: f.start_order,
+                    pinned_staging: f.pinned,
+                    staged: f.staged,
+                    staging_measured: f.measured,
+                    duration: f.duration,
+                    error: f.error,
+                }
             })
             .collect();
         if transfers.windows(2).any(|w| w[0].index > w[1].index) {
             transfers.sort_by_key(|t| t.index);
         }
-        let ok = |d: Option<Direction>| -> u64 {
-            transfers.iter().filter(|t| t.error.is_none() && d.is_none_or(|d| t.direction == d)).map(|t| t.bytes).sum()
-        };
-        let total_bytes = ok(None);
+        // One pass for every total: bytes per direction (successes), failures, staged.
+        let (mut by_direction, mut failed, mut staged) = ([0u64; 3], 0, 0);
+        for t in &transfers {
+            match t.error {
+                None => by_direction[t.direction as usize] += t.bytes,
+                Some(_) => failed += 1,
+            }
+            staged += usize::from(t.staged);
+        }
+        let total_bytes = by_direction.iter().sum::<u64>();
+        let per_second = |d: Direction| by_direction[d as usize] as f64 / secs;
         TransferReport {
             total_bytes,
             average_bandwidth: total_bytes as f64 / secs,
-            failed: transfers.iter().filter(|t| t.error.is_some()).count(),
+            failed,
             retries,
             duration,
-            host_to_device_bandwidth: ok(Some(Direction::HostToDevice)) as f64 / secs,
-            device_to_host_bandwidth: ok(Some(Direction::DeviceToHost)) as f64 / secs,
-            device_to_device_bandwidth: ok(Some(Direction::DeviceToDevice)) as f64 / secs,
+            host_to_device_bandwidth: per_second(Direction::HostToDevice),
+            device_to_host_bandwidth: per_second(Direction::DeviceToHost),
+            device_to_device_bandwidth: per_second(Direction::DeviceToDevice),
             batch_threshold: self.threshold.0,
             batch_threshold_measured: self.threshold.1,
             batched: self.batched,
-            staged: transfers.iter().filter(|t| t.staged).count(),
+            staged,
             queues_used: self.queues_used,
             transfers,
         }
