@@ -10,7 +10,7 @@
 //! read from, or written to, the caller's memory directly; the engine then sends one chunk.
 
 use crate::backend::region::DeviceRegion;
-use crate::backend::Event;
+use crate::backend::{Event, ReadyEvent};
 use crate::buffer::raw::RawBuffer;
 use crate::error::{Direction, Error, Result};
 use crate::manager::ManagerShared;
@@ -383,7 +383,21 @@ impl<'a> Run<'a> {
         let (off, len) = self.chunk_range(c);
         let backend = self.mm.backend.clone();
         let slot = if self.staging.is_empty() { None } else { Some(c % self.staging.len()) };
-        let event = match &mut self.op {
+        // A transfer sent directly in one piece is made as a blocking call, as a caller would
+        // make it: nothing could overlap it, and it saves an event's round trip (~10 µs on
+        // PoCL under load).
+        let blocking = slot.is_none() && self.chunks == 1;
+        let event: Event = match &mut self.op {
+            Op::Upload { src, .. } if blocking => {
+                let target = self.target.as_ref().ok_or_else(|| missing("upload target"))?;
+                target.write(&*backend, off, &src.bytes()[off..off + len])?;
+                Box::new(ReadyEvent)
+            }
+            Op::Download { src, dst } if blocking => {
+                let from = src.current_device().ok_or_else(|| missing("download source on the device"))?;
+                from.read(&*backend, off, &mut dst[off..off + len])?;
+                Box::new(ReadyEvent)
+            }
             Op::Upload { src, .. } => {
                 let target = self.target.as_ref().ok_or_else(|| missing("upload target"))?;
                 let ptr = match slot {
