@@ -290,7 +290,10 @@ struct Execution<'a> {
     options: TransferOptions,
     pending: std::collections::VecDeque<Work<'a>>,
     active: Vec<Work<'a>>,
-    done: Vec<Finished>,
+    /// Report lines of finished transfers, in finishing order.
+    done: Vec<TransferOutcome>,
+    /// Retries made by finished transfers (their report lines do not carry them).
+    done_retries: u32,
     started: Instant,
     threshold: (usize, bool),
     batched: usize,
@@ -388,6 +391,7 @@ impl TransferEngine {
             pending: std::collections::VecDeque::from([Work::One(Box::new(run))]),
             active: Vec::new(),
             done: Vec::new(),
+            done_retries: 0,
             started,
             threshold: (0, false),
             batched: 0,
@@ -468,6 +472,7 @@ impl TransferEngine {
             active: Vec::new(),
             // Sized once: the report's list is made in place from it.
             done: Vec::with_capacity(count),
+            done_retries: 0,
             started,
             threshold,
             batched,
@@ -870,9 +875,13 @@ impl<'a> Execution<'a> {
                                 tuning.lane(lane, f.bytes).observe(f.staged, f.bytes, f.duration);
                             }
                         }
-                        self.done.push(f);
+                        self.finish(f);
                     }
-                    Work::Inline(mut inline) => self.done.extend(inline.finished.take().unwrap_or_default()),
+                    Work::Inline(mut inline) => {
+                        for f in inline.finished.take().unwrap_or_default() {
+                            self.finish(f);
+                        }
+                    }
                     Work::Batch(mut batch) => {
                         self.batch_retries += batch.retries;
                         if let (Some(lane), true) = (self.batch_lane.as_mut(), batch.feeds_choice()) {
@@ -890,7 +899,9 @@ impl<'a> Execution<'a> {
                                 self.pending.push_front(Work::One(Box::new(run)));
                             }
                         } else {
-                            self.done.extend(batch.finished());
+                            for f in batch.finished() {
+                                self.finish(f);
+                            }
                         }
                     }
                 }
@@ -910,30 +921,31 @@ impl<'a> Execution<'a> {
         }
     }
 
+    /// Records a finished transfer's report line (straight into the report's list: no second
+    /// list of 10,000 lines to build and convert).
+    fn finish(&mut self, f: Finished) {
+        self.done_retries += f.retries;
+        self.done.push(TransferOutcome {
+            index: f.index,
+            direction: f.direction,
+            bytes: f.bytes as u64,
+            attempts: f.attempts,
+            chunks: f.chunks as u32,
+            batched: f.batched,
+            start_order: f.start_order,
+            pinned_staging: f.pinned,
+            staged: f.staged,
+            staging_measured: f.measured,
+            duration: f.duration,
+            error: f.error,
+        });
+    }
+
     fn report(&mut self) -> TransferReport {
         let duration = self.started.elapsed();
         let secs = duration.as_secs_f64().max(1e-9);
-        let mut retries = self.batch_retries;
-        let mut transfers: Vec<TransferOutcome> = std::mem::take(&mut self.done)
-            .into_iter()
-            .map(|f| {
-                retries += f.retries;
-                TransferOutcome {
-                    index: f.index,
-                    direction: f.direction,
-                    bytes: f.bytes as u64,
-                    attempts: f.attempts,
-                    chunks: f.chunks as u32,
-                    batched: f.batched,
-                    start_order: f.start_order,
-                    pinned_staging: f.pinned,
-                    staged: f.staged,
-                    staging_measured: f.measured,
-                    duration: f.duration,
-                    error: f.error,
-                }
-            })
-            .collect();
+        let retries = self.batch_retries + self.done_retries;
+        let mut transfers = std::mem::take(&mut self.done);
         if transfers.windows(2).any(|w| w[0].index > w[1].index) {
             transfers.sort_by_key(|t| t.index);
         }
