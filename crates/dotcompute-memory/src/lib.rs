@@ -90,5 +90,6 @@ pub use pool::object::{
 };
 pub use stats::{MemoryStatistics, TransferStatistics};
 pub use transfer::{
-    Priority, RetryPolicy, TransferBatch, TransferEngine, TransferOptions, TransferOutcome, TransferReport,
+    Priority, RetryPolicy, StagingPolicy, TransferBatch, TransferEngine, TransferOptions, TransferOutcome,
+    TransferReport,
 };

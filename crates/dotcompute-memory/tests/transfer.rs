@@ -17,13 +17,15 @@ fn upload_download_copy_round_trip_on_sim_and_cpu() {
         let data = pattern(300_000, 1); // 1.2 MB: several 256 KiB chunks
         let mut a = mm.allocate::<u32>(data.len()).unwrap();
         let mut b = mm.allocate::<u32>(data.len()).unwrap();
-        let opts = TransferOptions { chunk_size: 256 << 10, ..Default::default() };
+        let opts = TransferOptions { chunk_size: 256 << 10, staging: StagingPolicy::Always, ..Default::default() };
         let mut batch = TransferBatch::new();
         batch.upload(&data, &mut a).unwrap();
         let report = mm.transfer_engine().execute(batch, opts.clone()).unwrap();
         assert!(report.is_success(), "{report:?}");
         assert_eq!(report.total_bytes, 1_200_000);
-        assert_eq!(report.transfers[0].chunks, 5);
+        // Unified memory copies inline, in one piece; the sim sends 5 chunks.
+        let unified = mm.backend().is_unified();
+        assert_eq!(report.transfers[0].chunks, if unified { 1 } else { 5 });
         assert_eq!(a.state(), BufferState::DeviceDirty, "{}", mm.backend().name());
 
         let mut batch = TransferBatch::new();
@@ -51,7 +53,7 @@ fn transient_faults_are_retried_and_reported() {
     let mut a = mm.allocate::<u32>(data.len()).unwrap();
     let mut batch = TransferBatch::new();
     batch.upload(&data, &mut a).unwrap();
-    let opts = TransferOptions { chunk_size: 64 << 10, ..Default::default() };
+    let opts = TransferOptions { chunk_size: 64 << 10, staging: StagingPolicy::Always, ..Default::default() };
     let report = mm.transfer_engine().execute(batch, opts).unwrap();
     assert!(report.is_success(), "{report:?}");
     assert_eq!(report.retries, 1);
@@ -234,8 +236,9 @@ fn batching_uses_fewer_submissions_than_transfers() {
     let report = mm.transfer_engine().execute(batch, opts).unwrap();
     assert!(report.is_success(), "{report:?}");
     assert_eq!(report.batched, 100);
-    // 100 x 4 KiB fit one 1 MiB staging fill: one submission.
-    assert_eq!(sim.submissions() - before, 1);
+    // 100 x 4 KiB fit one 1 MiB chunk, but a batch holds at most 64 members (so the device
+    // targets in flight stay within the pool's front cache): two submissions.
+    assert_eq!(sim.submissions() - before, 2);
     for (b, d) in bufs.iter().zip(&datas) {
         assert_eq!(&b.to_vec().unwrap(), d);
     }
@@ -372,8 +375,13 @@ fn a_chunk_retried_after_a_completion_failure_resends_its_own_data() {
     let mut a = mm.allocate::<u8>(data.len()).unwrap();
     let mut batch = TransferBatch::new();
     batch.upload(&data, &mut a).unwrap();
-    let opts =
-        TransferOptions { chunk_size: 1024, staging_buffers: 2, batch_small_below: Some(0), ..Default::default() };
+    let opts = TransferOptions {
+        chunk_size: 1024,
+        staging_buffers: 2,
+        batch_small_below: Some(0),
+        staging: StagingPolicy::Always,
+        ..Default::default()
+    };
     let report = mm.transfer_engine().execute(batch, opts).unwrap();
     assert!(report.is_success(), "{report:?}");
     assert_eq!(report.retries, 1);
@@ -413,4 +421,277 @@ fn sim_bandwidth_can_differ_per_direction() {
     assert!(s.device_to_host.peak_bandwidth_bytes_per_sec <= 2e8 * 1.0001, "{s:#?}");
     assert!(s.host_to_device.peak_bandwidth_bytes_per_sec > s.device_to_host.peak_bandwidth_bytes_per_sec, "{s:#?}");
     assert_eq!(out, vec![1u8; 1 << 20]);
+}
+
+// ---- staged or direct (StagingPolicy) ----
+
+/// The discrete backends to run a case on: the simulator, and OpenCL where the feature is on and
+/// a platform answers (required, so its absence fails, when `DCMEM_REQUIRE_OPENCL=1`).
+fn discrete_managers() -> Vec<MemoryManager> {
+    let mut v = vec![MemoryManager::sim(SimOptions::default())];
+    if cfg!(feature = "opencl") {
+        match MemoryManager::with_backend_name("opencl", ManagerOptions::default()) {
+            Ok(mm) => v.push(mm),
+            Err(e) if std::env::var("DCMEM_REQUIRE_OPENCL").is_ok_and(|v| v.trim() == "1") => {
+                panic!("DCMEM_REQUIRE_OPENCL=1 but the opencl backend is unavailable: {e}")
+            }
+            Err(e) => eprintln!("opencl cases skipped: {e}"),
+        }
+    }
+    v
+}
+
+fn upload_report(mm: &MemoryManager, src: &[u32], dst: &mut UnifiedBuffer<u32>, o: &TransferOptions) -> TransferReport {
+    let mut batch = TransferBatch::new();
+    batch.upload(src, dst).unwrap();
+    let r = mm.transfer_engine().execute(batch, o.clone()).unwrap();
+    assert!(r.is_success(), "{}: {r:?}", mm.backend().name());
+    r
+}
+
+#[test]
+fn adaptive_staging_tries_staged_then_direct_then_decides_and_reports_it() {
+    for mm in discrete_managers() {
+        let name = mm.backend().name();
+        let opts = TransferOptions { chunk_size: 64 << 10, ..Default::default() };
+        let mut a = mm.allocate::<u32>(100_000).unwrap(); // 400 KB: 7 chunks when staged
+        let mut seen = Vec::new();
+        for round in 0..6u32 {
+            let data = pattern(100_000, 40 + round);
+            let r = upload_report(&mm, &data, &mut a, &opts);
+            let t = &r.transfers[0];
+            seen.push((t.staged, t.staging_measured));
+            assert_eq!(t.chunks, if t.staged { 7 } else { 1 }, "{name}: direct transfers go in one piece");
+            assert_eq!(r.staged, usize::from(t.staged));
+            assert!(!t.pinned_staging || t.staged, "{name}: pinned staging implies staging");
+            assert_eq!(a.to_vec().unwrap(), data, "{name} round {round}");
+        }
+        assert_eq!(seen[0], (true, false), "{name}: a fresh manager tries staging first");
+        assert_eq!(seen[1], (false, false), "{name}: then direct");
+        assert!(seen[2..].iter().all(|&(_, measured)| measured), "{name}: then decides from measurements: {seen:?}");
+        // Downloads have their own measurements, in the same order.
+        let expect = a.to_vec().unwrap();
+        let mut decisions = Vec::new();
+        for _ in 0..3 {
+            let mut out = vec![0u32; expect.len()];
+            a.mark_device_dirty().unwrap(); // the data must come from the device
+            let mut batch = TransferBatch::new();
+            batch.download(&a, &mut out).unwrap();
+            let r = mm.transfer_engine().execute(batch, opts.clone()).unwrap();
+            assert!(r.is_success(), "{name}: {r:?}");
+            assert_eq!(out, expect, "{name}");
+            decisions.push((r.transfers[0].staged, r.transfers[0].staging_measured));
+        }
+        assert_eq!(decisions[..2], [(true, false), (false, false)], "{name}");
+        assert!(decisions[2].1, "{name}");
+    }
+}
+
+#[test]
+fn one_chunk_transfers_go_direct_and_policies_are_obeyed() {
+    for mm in discrete_managers() {
+        let name = mm.backend().name();
+        let mut a = mm.allocate::<u32>(50_000).unwrap();
+        // One chunk (200 KB under the default 1 MiB): staging could overlap nothing.
+        let data = pattern(50_000, 7);
+        let r =
+            upload_report(&mm, &data, &mut a, &TransferOptions { batch_small_below: Some(0), ..Default::default() });
+        assert!(!r.transfers[0].staged && !r.transfers[0].staging_measured, "{name}: {r:?}");
+        assert_eq!(a.to_vec().unwrap(), data, "{name}");
+        // Always stages, in chunks; Never sends the caller's memory in one piece.
+        for (policy, staged, chunks) in [(StagingPolicy::Always, true, 4), (StagingPolicy::Never, false, 1)] {
+            let data = pattern(50_000, 8 + chunks);
+            let o = TransferOptions {
+                staging: policy,
+                chunk_size: 64 << 10,
+                batch_small_below: Some(0),
+                ..Default::default()
+            };
+            let r = upload_report(&mm, &data, &mut a, &o);
+            assert_eq!((r.transfers[0].staged, r.transfers[0].chunks), (staged, chunks), "{name} {policy:?}");
+            assert!(!r.transfers[0].staging_measured);
+            assert_eq!(a.to_vec().unwrap(), data, "{name} {policy:?}");
+            a.mark_device_dirty().unwrap();
+            let mut out = vec![0u32; data.len()];
+            let mut batch = TransferBatch::new();
+            batch.download(&a, &mut out).unwrap();
+            let r = mm.transfer_engine().execute(batch, o).unwrap();
+            assert!(r.is_success() && r.transfers[0].staged == staged, "{name} {policy:?}: {r:?}");
+            assert_eq!(out, data, "{name} {policy:?}");
+        }
+    }
+}
+
+#[test]
+fn asynchronous_execution_stages_whatever_the_policy() {
+    for mm in discrete_managers() {
+        let name = mm.backend().name();
+        let data = pattern(100_000, 9);
+        let mut a = mm.allocate::<u32>(data.len()).unwrap();
+        let o = TransferOptions { staging: StagingPolicy::Never, chunk_size: 64 << 10, ..Default::default() };
+        let mut batch = TransferBatch::new();
+        batch.upload(&data, &mut a).unwrap();
+        let r = pollster::block_on(mm.transfer_engine().execute_async(batch, o.clone())).unwrap();
+        assert!(r.is_success() && r.transfers[0].staged, "{name}: {r:?}");
+        a.mark_device_dirty().unwrap();
+        let mut out = vec![0u32; data.len()];
+        let mut batch = TransferBatch::new();
+        batch.download(&a, &mut out).unwrap();
+        let r = pollster::block_on(mm.transfer_engine().execute_async(batch, o)).unwrap();
+        assert!(r.is_success() && r.transfers[0].staged, "{name}: {r:?}");
+        assert_eq!(out, data, "{name}");
+        // Small uploads too: the batch is filled into staging, never read from the caller.
+        let smalls: Vec<Vec<u32>> = (0..10).map(|i| pattern(100, i)).collect();
+        let mut bufs: Vec<_> = (0..10).map(|_| mm.allocate::<u32>(100).unwrap()).collect();
+        let mut batch = TransferBatch::new();
+        for (s, b) in smalls.iter().zip(bufs.iter_mut()) {
+            batch.upload(s, b).unwrap();
+        }
+        let o = TransferOptions { staging: StagingPolicy::Never, ..Default::default() };
+        let r = pollster::block_on(mm.transfer_engine().execute_async(batch, o)).unwrap();
+        assert!(r.is_success(), "{name}: {r:?}");
+        assert_eq!((r.batched, r.staged), (10, 10), "{name}");
+        for (s, b) in smalls.iter().zip(&bufs) {
+            assert_eq!(&b.to_vec().unwrap(), s, "{name}");
+        }
+    }
+}
+
+#[test]
+fn batches_of_small_uploads_are_staged_or_direct_and_say_which() {
+    for mm in discrete_managers() {
+        let name = mm.backend().name();
+        let mut bufs: Vec<_> = (0..150).map(|_| mm.allocate::<u32>(1000).unwrap()).collect();
+        let mut decisions = Vec::new();
+        for round in 0..4u32 {
+            let datas: Vec<Vec<u32>> = (0..150).map(|i| pattern(1000, i + 1000 * round)).collect();
+            let mut batch = TransferBatch::new();
+            for (d, b) in datas.iter().zip(bufs.iter_mut()) {
+                batch.upload(d, b).unwrap();
+            }
+            let r = mm.transfer_engine().execute(batch, TransferOptions::default()).unwrap();
+            assert!(r.is_success(), "{name}: {r:?}");
+            assert_eq!(r.batched, 150, "{name}");
+            // One decision for the whole execution, recorded on every member.
+            let staged = r.transfers[0].staged;
+            assert!(r.transfers.iter().all(|t| t.batched && t.staged == staged), "{name}");
+            assert_eq!(r.staged, if staged { 150 } else { 0 });
+            // 150 members: at most 64 per batch, so three batches, started in order.
+            let batches: std::collections::BTreeSet<usize> = r.transfers.iter().map(|t| t.start_order).collect();
+            assert_eq!(batches.len(), 3, "{name}");
+            decisions.push((staged, r.transfers[0].staging_measured));
+            for (d, b) in datas.iter().zip(&bufs) {
+                assert_eq!(&b.to_vec().unwrap(), d, "{name} round {round}");
+            }
+        }
+        assert_eq!(decisions[..2], [(true, false), (false, false)], "{name}");
+        assert!(decisions[2..].iter().all(|d| d.1), "{name}: {decisions:?}");
+    }
+}
+
+#[test]
+fn failed_direct_transfers_leave_their_destinations_unchanged() {
+    // Op 1 allocates the device segment, op 2 uploads `a`, op 3 is the engine's direct write of
+    // `a`'s new contents (its target is carved from the same segment): it fails permanently.
+    let sim = std::sync::Arc::new(SimBackend::new(SimOptions {
+        faults: FaultPlan { fail_nth: Some(3), transient: false, ..Default::default() },
+        ..Default::default()
+    }));
+    let mm = MemoryManager::with_shared_backend(sim.clone(), ManagerOptions::default()).unwrap();
+    let old = pattern(50_000, 11);
+    let mut a = mm.allocate_from(&old).unwrap();
+    a.ensure_on_device().unwrap();
+    let state = a.state();
+    let mut b = mm.allocate::<u32>(50_000).unwrap();
+    let (new_a, new_b) = (pattern(50_000, 12), pattern(50_000, 13));
+    let mut batch = TransferBatch::new();
+    batch.upload(&new_a, &mut a).unwrap();
+    batch.upload(&new_b, &mut b).unwrap();
+    let o = TransferOptions { staging: StagingPolicy::Never, max_concurrency: 1, ..Default::default() };
+    let r = mm.transfer_engine().execute(batch, o).unwrap();
+    assert_eq!(r.failed, 1, "{r:?}");
+    let failed = r.failures().next().unwrap();
+    assert_eq!(failed.index, 0);
+    assert!(!failed.staged);
+    assert!(failed.error.as_ref().unwrap().contains("injected permanent fault"), "{failed:?}");
+    assert_eq!(a.state(), state, "the failed upload changed nothing");
+    assert_eq!(a.to_vec().unwrap(), old);
+    assert_eq!(b.to_vec().unwrap(), new_b, "the other transfer completed");
+
+    // A direct batch whose one submission fails permanently is split; each member is then sent
+    // on its own from the caller's slice, and all arrive.
+    let sim = std::sync::Arc::new(SimBackend::new(SimOptions {
+        faults: FaultPlan { fail_nth: Some(2), transient: false, ..Default::default() },
+        ..Default::default()
+    }));
+    let mm = MemoryManager::with_shared_backend(sim.clone(), ManagerOptions::default()).unwrap();
+    let mut bufs: Vec<_> = (0..5).map(|_| mm.allocate_from(&[0u8; 100]).unwrap()).collect();
+    let datas: Vec<Vec<u8>> = (1..=5).map(|i| vec![i as u8; 100]).collect();
+    let mut batch = TransferBatch::new();
+    for (b, d) in bufs.iter_mut().zip(&datas) {
+        batch.upload(d, b).unwrap();
+    }
+    let o = TransferOptions { staging: StagingPolicy::Never, ..Default::default() };
+    let r = mm.transfer_engine().execute(batch, o).unwrap();
+    assert!(r.is_success(), "{r:?}");
+    assert_eq!(sim.submissions(), 6, "one failed batch, then five single writes");
+    assert!(r.transfers.iter().all(|t| t.batched && !t.staged), "{r:?}");
+    for (b, d) in bufs.iter().zip(&datas) {
+        assert_eq!(&b.to_vec().unwrap(), d);
+    }
+
+    // A direct download failing at completion leaves its source buffer as it was.
+    let sim = std::sync::Arc::new(SimBackend::new(SimOptions {
+        faults: FaultPlan { fail_nth: Some(3), transient: false, on_completion: true, ..Default::default() },
+        ..Default::default()
+    }));
+    let mm = MemoryManager::with_shared_backend(sim, ManagerOptions::default()).unwrap();
+    let data = pattern(50_000, 14);
+    let mut a = mm.allocate::<u32>(50_000).unwrap();
+    a.upload(&data).unwrap(); // ops 1 (segment) and 2 (write)
+    let state = a.state();
+    let mut out = vec![0u32; 50_000];
+    let mut batch = TransferBatch::new();
+    batch.download(&a, &mut out).unwrap();
+    let o = TransferOptions { staging: StagingPolicy::Never, ..Default::default() };
+    let r = mm.transfer_engine().execute(batch, o).unwrap();
+    assert_eq!(r.failed, 1, "{r:?}");
+    assert!(!r.transfers[0].staged);
+    assert_eq!(a.state(), state);
+    assert_eq!(a.to_vec().unwrap(), data);
+}
+
+#[test]
+fn unified_memory_copies_inline_and_groups_small_uploads() {
+    let mm = MemoryManager::cpu();
+    let datas: Vec<Vec<u32>> = (0..20).map(|i| pattern(100, i)).collect();
+    let mut bufs: Vec<_> = (0..20).map(|_| mm.allocate::<u32>(100).unwrap()).collect();
+    let big = pattern(400_000, 99);
+    let mut a = mm.allocate::<u32>(big.len()).unwrap();
+    let mut b = mm.allocate::<u32>(big.len()).unwrap();
+    let mut batch = TransferBatch::new();
+    for (d, buf) in datas.iter().zip(bufs.iter_mut()) {
+        batch.upload(d, buf).unwrap();
+    }
+    batch.upload(&big, &mut a).unwrap();
+    let r = mm.transfer_engine().execute(batch, TransferOptions::default()).unwrap();
+    assert!(r.is_success(), "{r:?}");
+    assert_eq!((r.batched, r.staged), (20, 0));
+    assert!(r.transfers[..20].iter().all(|t| t.batched && t.start_order == r.transfers[0].start_order));
+    assert!(!r.transfers[20].batched && r.transfers[20].chunks == 1);
+    for (d, buf) in datas.iter().zip(&bufs) {
+        assert_eq!(&buf.to_vec().unwrap(), d);
+    }
+    assert_eq!(a.state(), BufferState::DeviceDirty);
+    let mut out = vec![0u32; big.len()];
+    let mut batch = TransferBatch::new();
+    batch.copy(&a, &mut b).unwrap();
+    let r = mm.transfer_engine().execute(batch, TransferOptions::default()).unwrap();
+    assert!(r.is_success() && r.transfers[0].direction == Direction::DeviceToDevice, "{r:?}");
+    let mut batch = TransferBatch::new();
+    batch.download(&b, &mut out).unwrap();
+    let r = mm.transfer_engine().execute(batch, TransferOptions::default()).unwrap();
+    assert!(r.is_success(), "{r:?}");
+    assert_eq!(out, big);
+    assert_eq!(a.to_vec().unwrap(), big);
 }

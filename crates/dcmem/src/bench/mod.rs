@@ -114,7 +114,7 @@ impl Sizes {
                 pool_hit: 256,
                 access_elems: 1024,
                 transfer: 64 << 20,
-                batch: (256, 4 << 10),
+                batch: (10_000, 4 << 10),
                 object_pairs: (1000, 500_000),
                 arrays: vec![1 << 10, 64 << 10, 1 << 20],
                 random: (1000, 1 << 10, 4 << 20, 128 << 20),
@@ -472,7 +472,7 @@ pub fn measure(args: &BenchArgs) -> CliResult<Report> {
         step("pipelined transfer, bandwidth-capped sim".into(), &|| one(ctx.pipelined_capped(sizes.transfer, 4e9)))?;
     }
     let (count, size) = sizes.batch;
-    step("batched transfers".into(), &|| one(ctx.batched(count, size)))?;
+    step("batched transfers".into(), &|| ctx.batched(count, size))?;
     step("device-to-device copy".into(), &|| one(ctx.device_to_device(sizes.transfer)))?;
     let (one_thread, per_thread) = sizes.object_pairs;
     step("object pool get+return".into(), &|| ctx.object_pool_one_thread(one_thread))?;

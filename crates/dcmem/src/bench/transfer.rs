@@ -4,8 +4,43 @@
 use super::{pattern, row, wrong_data, Ctx, NativeOp, Row, PAGE};
 use crate::measure::{compare, Op, Pair};
 use crate::{units, CliError, CliResult};
-use dotcompute_memory::{BufferState, TransferBatch, TransferEngine, TransferOptions, TransferReport, UnifiedBuffer};
+use dotcompute_memory::{
+    BufferState, MemoryManager, SimOptions, StagingPolicy, TransferBatch, TransferEngine, TransferOptions,
+    TransferReport, UnifiedBuffer,
+};
 use std::hint::black_box;
+use std::time::Duration;
+
+/// Per-operation latency of the simulated device in the batched rows: submitting and completing
+/// one small copy to a PCIe GPU takes about this long.
+const SIM_SUBMIT_LATENCY: Duration = Duration::from_micros(10);
+
+/// The unpipelined baseline: staged in one piece (a whole staging copy), then sent.
+fn unpipelined() -> TransferOptions {
+    TransferOptions { pipelining: false, staging: StagingPolicy::Always, ..TransferOptions::default() }
+}
+
+/// How the engine sent the first transfer of `report`: staged in chunks, direct, or (unified
+/// memory) an inline host copy.
+fn decision(report: &TransferReport, unified: bool) -> String {
+    match report.transfers.first() {
+        None => "nothing sent".into(),
+        Some(_) if unified => "inline host copy, unified memory".into(),
+        Some(t) => {
+            let how = if t.staged {
+                format!(
+                    "staged in {} chunk(s) of {}",
+                    t.chunks,
+                    units::bytes(TransferOptions::default().chunk_size as u64)
+                )
+            } else {
+                format!("direct from the caller's memory, {} piece(s)", t.chunks)
+            };
+            let why = if t.staging_measured { "measured choice" } else { "rule or first trial" };
+            format!("{how}; {why}")
+        }
+    }
+}
 
 /// Runs one upload of `src` into `dst` through the engine; a failed transfer is an error.
 fn engine_upload(
@@ -90,38 +125,30 @@ impl Ctx {
         let engine = self.pooled.transfer_engine();
         let mut a = self.pooled.allocate::<u8>(n)?;
         let mut b = self.pooled.allocate::<u8>(n)?;
-        let mut chunks = 0;
+        let mut how = String::new();
         let mut ours = || -> CliResult {
             let r = engine_upload(&engine, &src, &mut a, TransferOptions::default())?;
-            chunks = r.transfers.first().map_or(0, |t| t.chunks);
+            how = decision(&r, self.unified());
             Ok(())
         };
         let (first, first_baseline) = match self.against_native(NativeOp::Write, n, &mut ours)? {
             Some(r) => r,
             None => self.against_raw_write(&src, &mut ours)?,
         };
-        let unpipelined = TransferOptions { pipelining: false, ..TransferOptions::default() };
-        let second = compare(
-            &self.plan,
-            &mut || engine_upload(&engine, &src, &mut b, unpipelined.clone()).map(drop),
-            &mut ours,
-        )?;
+        let second =
+            compare(&self.plan, &mut || engine_upload(&engine, &src, &mut b, unpipelined()).map(drop), &mut ours)?;
         for (buf, what) in [(&a, "pipelined engine upload"), (&b, "unpipelined engine upload")] {
             if buf.as_slice()? != &src[..] {
                 return Err(wrong_data(what));
             }
         }
-        let ours_text = format!(
-            "engine upload, TransferOptions::default() (pipelined: {} chunk(s) of {})",
-            chunks,
-            units::bytes(TransferOptions::default().chunk_size as u64)
-        );
+        let ours_text = format!("engine upload, TransferOptions::default() (last call: {how})");
         Ok(vec![
             row("Pipelined transfer", n, first_baseline, ours_text.clone(), first),
             row(
                 "Pipelined transfer (vs pipelining: false)",
                 n,
-                "engine upload with pipelining: false (one transfer, not cut into chunks)".into(),
+                "engine upload with pipelining: false, staging: Always (whole staging copy, then one transfer)".into(),
                 ours_text,
                 second,
             ),
@@ -140,12 +167,12 @@ impl Ctx {
         let engine = sim.transfer_engine();
         let mut a = sim.allocate::<u8>(n)?;
         let mut b = sim.allocate::<u8>(n)?;
-        let unpipelined = TransferOptions { pipelining: false, ..TransferOptions::default() };
-        let pair = compare(
-            &self.plan,
-            &mut || engine_upload(&engine, &src, &mut b, unpipelined.clone()).map(drop),
-            &mut || engine_upload(&engine, &src, &mut a, TransferOptions::default()).map(drop),
-        )?;
+        let mut how = String::new();
+        let pair =
+            compare(&self.plan, &mut || engine_upload(&engine, &src, &mut b, unpipelined()).map(drop), &mut || {
+                how = decision(&engine_upload(&engine, &src, &mut a, TransferOptions::default())?, false);
+                Ok(())
+            })?;
         for buf in [&a, &b] {
             if buf.as_slice()? != &src[..] {
                 return Err(wrong_data("bandwidth-capped engine upload"));
@@ -154,11 +181,12 @@ impl Ctx {
         Ok(row(
             "Pipelined transfer (sim, bandwidth cap)",
             n,
-            format!("engine upload with pipelining: false on sim capped at {:.0} GB/s", bandwidth / 1e9),
             format!(
-                "engine upload, pipelined in {} chunks through the staging ring",
-                units::bytes(TransferOptions::default().chunk_size as u64)
+                "engine upload with pipelining: false, staging: Always (whole staging copy, then one transfer) on \
+                 sim capped at {:.0} GB/s",
+                bandwidth / 1e9
             ),
+            format!("engine upload, TransferOptions::default(), same sim (last call: {how})"),
             pair,
         ))
     }
@@ -169,18 +197,24 @@ impl Ctx {
         let src = pattern(n, 61);
         let engine = self.pooled.transfer_engine();
         let mut a = self.pooled.allocate::<u8>(n)?;
+        let mut up_how = String::new();
         let (up, up_baseline) = self.against_raw_write(&src, &mut || {
-            engine_upload(&engine, &src, &mut a, TransferOptions::default()).map(drop)
+            up_how = decision(&engine_upload(&engine, &src, &mut a, TransferOptions::default())?, self.unified());
+            Ok(())
         })?;
         let backend = &*self.backend;
         let mem = backend.allocate(n, PAGE)?;
         backend.write(&mem, 0, &src)?;
         let mut raw_out = vec![0u8; n];
         let mut out = vec![0u8; n];
+        let mut down_how = String::new();
         let down = compare(&self.plan, &mut || Ok(backend.read(&mem, 0, &mut raw_out)?), &mut || {
             let mut batch = TransferBatch::new();
             batch.download(&a, &mut out)?;
-            check_report(&engine.execute(batch, TransferOptions::default())?)
+            let r = engine.execute(batch, TransferOptions::default())?;
+            check_report(&r)?;
+            down_how = decision(&r, self.unified());
+            Ok(())
         });
         backend.free(mem)?;
         let down = down?;
@@ -188,12 +222,18 @@ impl Ctx {
             return Err(wrong_data("engine download"));
         }
         Ok(vec![
-            row("Host-to-device copy (engine)", n, up_baseline, "engine upload, default options", up),
+            row(
+                "Host-to-device copy (engine)",
+                n,
+                up_baseline,
+                format!("engine upload, default options (last call: {up_how})"),
+                up,
+            ),
             row(
                 "Device-to-host copy (engine)",
                 n,
                 format!("raw Backend::read ({}), device to Vec<u8>", backend.name()),
-                "engine download, default options",
+                format!("engine download, default options (last call: {down_how})"),
                 down,
             ),
         ])
@@ -215,6 +255,7 @@ impl Ctx {
         let engine = self.pooled.transfer_engine();
         let mut a = self.pooled.allocate::<u8>(n)?;
         let mut b = self.pooled.allocate::<u8>(n)?;
+        let mut how = String::new();
         let pair = compare(
             &self.plan,
             &mut || {
@@ -222,7 +263,10 @@ impl Ctx {
                 batch.upload_pinned(&pinned, &mut b)?;
                 check_report(&engine.execute(batch, TransferOptions::default())?)
             },
-            &mut || engine_upload(&engine, &src, &mut a, TransferOptions::default()).map(drop),
+            &mut || {
+                how = decision(&engine_upload(&engine, &src, &mut a, TransferOptions::default())?, self.unified());
+                Ok(())
+            },
         )?;
         if a.as_slice()? != &src[..] || b.as_slice()? != &src[..] {
             return Err(wrong_data("pinned/pageable upload"));
@@ -231,58 +275,116 @@ impl Ctx {
             "Pipelined transfer (pageable vs pinned source)",
             n,
             "engine upload_pinned from a page-locked source (no staging)".into(),
-            "engine upload from pageable memory, pipelined through the staging ring",
+            format!("engine upload from pageable memory, TransferOptions::default() (last call: {how})"),
             pair,
         )])
     }
 
-    /// `count` small uploads as one engine batch (adaptive batching) against a loop of
-    /// per-buffer `upload` calls.
-    pub(super) fn batched(&self, count: usize, size: usize) -> CliResult<Row> {
+    /// `count` small uploads as one engine batch against the same uploads one by one, two ways:
+    /// what a user writes without the engine (one blocking `Backend::write`, i.e. write + wait,
+    /// per transfer, into one device allocation at consecutive offsets), and one
+    /// `TransferEngine::execute` per transfer. On the simulator both sides run on a simulated
+    /// device with a per-operation latency ([`SIM_SUBMIT_LATENCY`]): without one a simulated
+    /// "transfer" is a memcpy and a lock, and no submission cost exists for batching to save.
+    pub(super) fn batched(&self, count: usize, size: usize) -> CliResult<Vec<Row>> {
+        let latency_sim;
+        let (mm, device) = if self.backend.name() == "sim" {
+            latency_sim = MemoryManager::sim(SimOptions { latency: SIM_SUBMIT_LATENCY, ..Default::default() });
+            (&latency_sim, format!("sim with {} µs latency per operation", SIM_SUBMIT_LATENCY.as_micros()))
+        } else {
+            (&self.pooled, self.backend.name().to_string())
+        };
+        let backend = mm.backend();
         let sources: Vec<Vec<u8>> = (0..count).map(|i| pattern(size, 200 + (i % 50) as u8)).collect();
-        let alloc = |_| self.pooled.allocate::<u8>(size);
+        let alloc = |_| mm.allocate::<u8>(size);
         let mut ours_bufs = (0..count).map(alloc).collect::<Result<Vec<_>, _>>()?;
-        let mut base_bufs = (0..count).map(alloc).collect::<Result<Vec<_>, _>>()?;
-        let engine = self.pooled.transfer_engine();
-        let mut batched = 0;
-        let pair = compare(
+        let mut each_bufs = (0..count).map(alloc).collect::<Result<Vec<_>, _>>()?;
+        let engine = mm.transfer_engine();
+        let mut report = None;
+        let mut ours = || -> CliResult {
+            let mut batch = TransferBatch::with_capacity(count);
+            for (src, dst) in sources.iter().zip(ours_bufs.iter_mut()) {
+                batch.upload(src, dst)?;
+            }
+            let r = engine.execute(batch, TransferOptions::default())?;
+            check_report(&r)?;
+            report = Some(r);
+            Ok(())
+        };
+        let mem = backend.allocate(count * size, PAGE)?;
+        let raw = compare(
             &self.plan,
             &mut || {
-                for (src, dst) in sources.iter().zip(base_bufs.iter_mut()) {
-                    dst.upload(src)?;
+                for (i, src) in sources.iter().enumerate() {
+                    backend.write(&mem, i * size, src)?;
                 }
                 Ok(())
             },
+            &mut ours,
+        );
+        let mut back = vec![0u8; count * size];
+        let read = backend.read(&mem, 0, &mut back);
+        backend.free(mem)?;
+        let raw = raw?;
+        read?;
+        if back.chunks(size).zip(&sources).any(|(a, b)| a != &b[..]) {
+            return Err(wrong_data("raw Backend::write loop"));
+        }
+        let per_execute = compare(
+            &self.plan,
             &mut || {
-                let mut batch = TransferBatch::new();
-                for (src, dst) in sources.iter().zip(ours_bufs.iter_mut()) {
+                for (src, dst) in sources.iter().zip(each_bufs.iter_mut()) {
+                    let mut batch = TransferBatch::new();
                     batch.upload(src, dst)?;
+                    check_report(&engine.execute(batch, TransferOptions::default())?)?;
                 }
-                let r = engine.execute(batch, TransferOptions::default())?;
-                check_report(&r)?;
-                batched = r.batched;
                 Ok(())
             },
+            &mut ours,
         )?;
-        for (src, (o, b)) in sources.iter().zip(ours_bufs.iter().zip(&base_bufs)) {
+        for (src, (o, e)) in sources.iter().zip(ours_bufs.iter().zip(&each_bufs)) {
             if o.as_slice()? != &src[..] {
                 return Err(wrong_data("batched engine upload"));
             }
-            if b.as_slice()? != &src[..] {
-                return Err(wrong_data("per-buffer upload loop"));
+            if e.as_slice()? != &src[..] {
+                return Err(wrong_data("one engine execute per upload"));
             }
         }
+        let report = report.ok_or_else(|| CliError::Other("the batched upload never ran".into()))?;
+        let submissions = report.transfers.iter().map(|t| t.start_order).max().map_or(0, |m| m + 1);
         let each = units::bytes(size as u64);
-        Ok(row(
-            &format!("Batched transfers ({count} × {each})"),
-            count * size,
-            format!("loop of {count} UnifiedBuffer::upload calls, {each} each"),
-            format!(
-                "one engine batch of {count} uploads, TransferOptions::default() (adaptive batching: \
-                 {batched} of {count} packed)"
+        let staged = if backend.is_unified() {
+            "copied inline: unified memory"
+        } else if report.staged == 0 {
+            "device reads the callers' slices directly"
+        } else {
+            "staged"
+        };
+        let ours_text = format!(
+            "one engine batch of {count} uploads on {device}, TransferOptions::default() (adaptive batching: {} of \
+             {count} packed into {submissions} batch(es), {staged})",
+            report.batched
+        );
+        let operation = format!("Batched transfers ({count} × {each})");
+        Ok(vec![
+            row(
+                &operation,
+                count * size,
+                format!(
+                    "{count} blocking Backend::write calls (write + wait each) on {device}, {each} each, into one \
+                     device allocation"
+                ),
+                ours_text.clone(),
+                raw,
             ),
-            pair,
-        ))
+            row(
+                &format!("{operation} (vs one execute each)"),
+                count * size,
+                format!("{count} TransferEngine::execute calls of one {each} upload each, on {device}"),
+                ours_text,
+                per_execute,
+            ),
+        ])
     }
 
     /// `copy_from_buffer` between two buffers whose data is on the device, against a raw

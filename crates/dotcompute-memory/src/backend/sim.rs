@@ -201,7 +201,7 @@ impl SimBackend {
     fn sleep_for(&self, bytes: usize, dir: Direction) {
         let d = self.transfer_delay(bytes, dir);
         if !d.is_zero() {
-            std::thread::sleep(d);
+            wait_until(Instant::now() + d);
         }
     }
 
@@ -466,6 +466,25 @@ unsafe impl Backend for SimBackend {
     }
 }
 
+/// Waits until `deadline`: sleeps through most of a long wait and spins (yielding) through the
+/// last stretch, because a thread sleep overshoots by the timer slack (~50 µs on Linux), which
+/// would turn a modelled 10 µs latency into 60 µs.
+fn wait_until(deadline: Instant) {
+    const SPIN: Duration = Duration::from_micros(200);
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        let left = deadline - now;
+        if left > SPIN {
+            std::thread::sleep(left - SPIN);
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
 /// Completes at a fixed instant, modelling transfer time.
 struct SimEvent {
     done_at: Instant,
@@ -504,10 +523,7 @@ impl DeviceEvent for SimEvent {
     }
 
     fn wait(&self) -> Result<()> {
-        let now = Instant::now();
-        if now < self.done_at {
-            std::thread::sleep(self.done_at - now);
-        }
+        wait_until(self.done_at);
         self.outcome()
     }
 

@@ -2,7 +2,7 @@
 
 use super::batch::{BatchRun, Member};
 use super::pipeline::{Finished, Op, Plan, Run, SharedStaging, Source};
-use super::schedule::{Priority, RetryPolicy};
+use super::schedule::{Lane, Priority, RetryPolicy, StagingPolicy};
 use crate::buffer::raw::RawBuffer;
 use crate::buffer::UnifiedBuffer;
 use crate::element::Element;
@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 pub struct TransferOptions {
     /// Transfers in flight at once, spread over the backend's queues (default 4).
     pub max_concurrency: usize,
-    /// Stage pageable host memory through pooled staging blocks (pinned where the backend has
-    /// pinned memory) instead of handing user memory to the device (default true). Unified
-    /// backends never stage.
+    /// Staging blocks are page-locked where the backend has pinned memory (default true); false
+    /// stages through pooled pageable blocks. Unified backends never stage.
     pub use_pinned: bool,
+    /// Whether host memory is staged at all in synchronous execution (default
+    /// [`StagingPolicy::Adaptive`]: measured per manager; asynchronous execution always stages).
+    pub staging: StagingPolicy,
     /// Cut large transfers into `chunk_size` chunks so host copies overlap device transfers
     /// (default true).
     pub pipelining: bool,
@@ -44,6 +46,7 @@ impl Default for TransferOptions {
         TransferOptions {
             max_concurrency: 4,
             use_pinned: true,
+            staging: StagingPolicy::Adaptive,
             pipelining: true,
             chunk_size: 1 << 20,
             staging_buffers: 3,
@@ -97,6 +100,12 @@ pub struct TransferOutcome {
     pub start_order: usize,
     /// Staged through the backend's page-locked memory (false: pageable staging or none).
     pub pinned_staging: bool,
+    /// Its host bytes went through staging blocks (false: the device read or wrote the
+    /// caller's memory directly, or no host memory was involved, or unified memory).
+    pub staged: bool,
+    /// The staged-or-direct decision came from this manager's measurements
+    /// ([`StagingPolicy::Adaptive`]); false: a rule, the policy, or a first trial.
+    pub staging_measured: bool,
     /// From its start to its completion.
     pub duration: Duration,
     /// Why it failed, if it did. A failed upload or copy leaves its destination buffer
@@ -131,6 +140,8 @@ pub struct TransferReport {
     pub batch_threshold_measured: bool,
     /// Transfers that went through batching.
     pub batched: usize,
+    /// Transfers whose host bytes went through staging blocks.
+    pub staged: usize,
     /// Queues used.
     pub queues_used: usize,
 }
@@ -181,6 +192,11 @@ impl<'a> TransferBatch<'a> {
     /// An empty batch.
     pub fn new() -> Self {
         TransferBatch { items: Vec::new() }
+    }
+
+    /// An empty batch with room for `transfers` transfers (saves regrowing a large list).
+    pub fn with_capacity(transfers: usize) -> Self {
+        TransferBatch { items: Vec::with_capacity(transfers) }
     }
 
     /// Number of transfers.
@@ -274,7 +290,10 @@ struct Execution<'a> {
     options: TransferOptions,
     pending: std::collections::VecDeque<Work<'a>>,
     active: Vec<Work<'a>>,
-    done: Vec<Finished>,
+    /// Report lines of finished transfers, in finishing order.
+    done: Vec<TransferOutcome>,
+    /// Retries made by finished transfers (their report lines do not carry them).
+    done_retries: u32,
     started: Instant,
     threshold: (usize, bool),
     batched: usize,
@@ -282,6 +301,20 @@ struct Execution<'a> {
     started_count: usize,
     /// Retries made by whole batches (member retries after a split are counted per member).
     batch_retries: u32,
+    /// The adaptive staged-or-direct measurement of this execution's batches.
+    batch_lane: Option<BatchLane>,
+}
+
+/// The batches of one execution share one staged-or-direct choice and are measured together,
+/// from the first staging fill to the last completion: batches run concurrently, so the time of
+/// one says little about its own cost.
+struct BatchLane {
+    staged: bool,
+    started: Instant,
+    bytes: usize,
+    remaining: usize,
+    /// No batch was retried or split (a clean measurement).
+    clean: bool,
 }
 
 impl TransferEngine {
@@ -289,6 +322,10 @@ impl TransferEngine {
     /// another manager, fail the call before anything moves; a transfer that fails after retries
     /// is reported in [`TransferReport::failures`]; a failed upload or copy leaves its destination
     /// buffer unchanged (a failed download may have written part of its destination slice).
+    ///
+    /// The batch's slices are borrowed for the whole call, so host memory may be handed to the
+    /// device directly instead of through staging blocks ([`TransferOptions::staging`]); each
+    /// transfer's [`TransferOutcome::staged`] says which way it went.
     pub fn execute(&self, batch: TransferBatch<'_>, options: TransferOptions) -> Result<TransferReport> {
         let mut exec = self.prepare(batch, options, false)?;
         loop {
@@ -336,22 +373,32 @@ impl TransferEngine {
         // The report's clock includes setting up (allocating the target and staging).
         let started = Instant::now();
         let pinned = options.use_pinned && !self.mm.unified;
-        let plan =
-            Plan { queue: 0, chunk_size: options.chunk_size, ring: options.staging_buffers, staging: true, pinned };
+        let plan = Plan {
+            queue: 0,
+            chunk_size: options.chunk_size,
+            ring: options.staging_buffers,
+            staging: true,
+            pinned,
+            lane: None,
+            measured: false,
+        };
         let run = Run::new(0, Op::Upload { src: Source::Reader(reader), dst: &mut dst.raw }, &self.mm, plan, false)
             .with_progress(progress);
+        // A reader is always read into staging blocks.
         let mut exec = Execution {
             mm: self.mm.clone(),
             options,
             pending: std::collections::VecDeque::from([Work::One(Box::new(run))]),
             active: Vec::new(),
             done: Vec::new(),
+            done_retries: 0,
             started,
             threshold: (0, false),
             batched: 0,
             queues_used: 1,
             started_count: 0,
             batch_retries: 0,
+            batch_lane: None,
         };
         loop {
             if exec.step() {
@@ -378,133 +425,372 @@ impl TransferEngine {
             }
         }
         let mm = &self.mm;
-        let staging = options.use_pinned && !mm.unified;
         let threshold = match options.batch_small_below {
             Some(t) => (t, false),
             None => mm.transfer_tuning.threshold(),
         };
         let queues = mm.backend().queue_count().max(1);
         let queues_used = options.max_concurrency.min(queues).min(batch.items.len().max(1));
-        // Priority order, stable within a class.
-        let mut items: Vec<(usize, Spec<'a>, Priority)> =
-            batch.items.into_iter().enumerate().map(|(i, (s, p))| (i, s, p.unwrap_or(options.priority))).collect();
-        items.sort_by_key(|(_, _, p)| std::cmp::Reverse(*p));
-
-        // Small uploads are packed into shared staging blocks of up to one chunk each.
-        let mut runs = std::collections::VecDeque::new();
-        let mut batched = 0;
-        let mut group: Vec<(usize, &'a [u8], &'a mut RawBuffer)> = Vec::new();
-        let mut group_bytes = 0usize;
-        let mut next_queue = 0usize;
-        let flush = |group: &mut Vec<(usize, &'a [u8], &'a mut RawBuffer)>,
-                     runs: &mut std::collections::VecDeque<Work<'a>>,
-                     queue: usize|
-         -> usize {
-            if group.is_empty() {
-                return 0;
-            }
-            let n = group.len();
-            let total: usize = group.iter().map(|(_, s, _)| s.len()).sum();
-            match mm.acquire_staging(total, staging) {
-                Ok(mut block) => {
-                    // One staging fill for the whole group.
-                    let mut members = Vec::with_capacity(n);
-                    let mut off = 0;
-                    for (index, s, dst) in group.drain(..) {
-                        crate::ops::copy_into(&mut block.bytes_mut()[off..off + s.len()], s);
-                        members.push(Member::new(index, dst, off, s.len()));
-                        off += s.len();
-                    }
-                    let shared = Arc::new(SharedStaging { block: Some(block), mm: mm.clone() });
-                    runs.push_back(Work::Batch(BatchRun::new(members, shared, mm, queue)));
-                }
-                Err(_) => {
-                    // No staging memory: send the members one by one from copies instead.
-                    for (index, s, dst) in group.drain(..) {
-                        let plan = Plan { queue, chunk_size: usize::MAX, ring: 1, staging: false, pinned: false };
-                        let op = Op::Upload { src: Source::Owned(s.to_vec()), dst };
-                        runs.push_back(Work::One(Box::new(Run::new(index, op, mm, plan, true))));
-                    }
-                }
-            }
-            n
+        // Priority order, stable within a class (no sort when all share one class).
+        let count = batch.items.len();
+        let priority = |p: &Option<Priority>| p.unwrap_or(options.priority);
+        let mixed = batch.items.windows(2).any(|w| priority(&w[0].1) != priority(&w[1].1));
+        let mut planner = Planner {
+            mm,
+            options: &options,
+            owned,
+            threshold: threshold.0,
+            queues,
+            next_queue: 0,
+            runs: std::collections::VecDeque::new(),
+            batched: 0,
+            group: Vec::new(),
+            inline: Vec::new(),
+            group_bytes: 0,
+            batch_mode: None,
+            batch_lane: None,
         };
-        for (index, spec, _) in items {
-            let queue = next_queue % queues;
-            match spec {
-                Spec::Upload(src, dst) if staging && src.len() < threshold.0 => {
-                    if group_bytes + src.len() > options.chunk_size.max(threshold.0) {
-                        batched += flush(&mut group, &mut runs, queue);
-                        next_queue += 1;
-                        group_bytes = 0;
-                    }
-                    group_bytes += src.len();
-                    group.push((index, src, dst));
-                }
-                Spec::UploadPinned(src, dst) if !owned => {
-                    let chunk = if options.pipelining { options.chunk_size } else { usize::MAX };
-                    let plan =
-                        Plan { queue, chunk_size: chunk, ring: options.staging_buffers, staging: false, pinned: false };
-                    runs.push_back(Work::One(Box::new(Run::new(
-                        index,
-                        Op::Upload { src: Source::Borrowed(src), dst },
-                        mm,
-                        plan,
-                        false,
-                    ))));
-                    next_queue += 1;
-                }
-                spec => {
-                    let chunk = if options.pipelining { options.chunk_size } else { usize::MAX };
-                    let op = match spec {
-                        Spec::UploadPinned(src, dst) => Op::Upload {
-                            src: if staging { Source::Borrowed(src) } else { Source::Owned(src.to_vec()) },
-                            dst,
-                        },
-                        Spec::Upload(src, dst) => Op::Upload {
-                            src: if owned && !staging { Source::Owned(src.to_vec()) } else { Source::Borrowed(src) },
-                            dst,
-                        },
-                        Spec::Download(src, dst) => Op::Download { src, dst },
-                        Spec::Copy(src, dst) => Op::Copy { src, dst },
-                    };
-                    // Asynchronous downloads land in owned staging, and host-sourced copies go
-                    // through it, so a leaked future never leaves the device touching user or
-                    // buffer memory that safe code may free (leak safety).
-                    let stage = staging || (owned && matches!(op, Op::Download { .. } | Op::Copy { .. }));
-                    let plan = Plan {
-                        queue,
-                        chunk_size: chunk,
-                        ring: options.staging_buffers,
-                        staging: stage,
-                        pinned: staging,
-                    };
-                    runs.push_back(Work::One(Box::new(Run::new(index, op, mm, plan, false))));
-                    next_queue += 1;
-                }
+        if mixed {
+            let mut items: Vec<(usize, Spec<'a>, Priority)> =
+                batch.items.into_iter().enumerate().map(|(i, (s, p))| (i, s, priority(&p))).collect();
+            items.sort_by_key(|(_, _, p)| std::cmp::Reverse(*p));
+            for (index, spec, _) in items {
+                planner.add(index, spec);
+            }
+        } else {
+            // One class: submission order, no copy of the list.
+            for (index, (spec, _)) in batch.items.into_iter().enumerate() {
+                planner.add(index, spec);
             }
         }
-        batched += flush(&mut group, &mut runs, next_queue % queues);
+        planner.flush();
+        let (runs, batched, batch_lane) = (planner.runs, planner.batched, planner.batch_lane);
         Ok(Execution {
             mm: mm.clone(),
             options,
             pending: runs,
             active: Vec::new(),
-            done: Vec::new(),
+            // Sized once: the report's list is made in place from it.
+            done: Vec::with_capacity(count),
+            done_retries: 0,
             started,
             threshold,
             batched,
             queues_used,
             started_count: 0,
             batch_retries: 0,
+            batch_lane,
         })
     }
 }
 
-/// A single transfer or a batch of small uploads.
+/// Turns a batch's transfers, in start order, into work: inline host copies on unified memory,
+/// packed batches of small uploads, and chunked runs, each with its staged-or-direct decision.
+struct Planner<'a, 'o> {
+    mm: &'o Arc<ManagerShared>,
+    options: &'o TransferOptions,
+    /// Asynchronous execution: host memory is always staged.
+    owned: bool,
+    threshold: usize,
+    queues: usize,
+    next_queue: usize,
+    runs: std::collections::VecDeque<Work<'a>>,
+    batched: usize,
+    /// Small uploads waiting to be packed into one submission (discrete devices).
+    group: Vec<(usize, &'a [u8], &'a mut RawBuffer)>,
+    /// Small uploads waiting to be copied together (unified memory).
+    inline: Vec<(usize, InlineOp<'a>)>,
+    group_bytes: usize,
+    /// This execution's staged-or-direct choice for batches: (stage, adaptive choice made and
+    /// whether it was measured), decided at the first batch.
+    batch_mode: Option<(bool, Option<bool>)>,
+    batch_lane: Option<BatchLane>,
+}
+
+/// Members per batch at most: with `max_concurrency` batches in flight, each holding a fresh
+/// device target per member until it completes, larger batches would outgrow the device pool's
+/// per-class front cache (256 regions) and pay its slower arena path per member.
+const MAX_BATCH_MEMBERS: usize = 64;
+
+impl<'a> Planner<'a, '_> {
+    fn queue(&mut self) -> usize {
+        let q = self.next_queue % self.queues;
+        self.next_queue += 1;
+        q
+    }
+
+    fn add(&mut self, index: usize, spec: Spec<'a>) {
+        let limit = self.options.chunk_size.max(self.threshold);
+        if self.mm.unified {
+            // One memory: every transfer is a host copy, made inline when the work is advanced
+            // (no device ever holds a pointer to the caller's memory), small uploads together.
+            let op = match spec {
+                Spec::Upload(src, dst) | Spec::UploadPinned(src, dst) if src.len() < self.threshold => {
+                    if self.group_bytes + src.len() > limit {
+                        self.flush();
+                    }
+                    self.group_bytes += src.len();
+                    self.inline.push((index, InlineOp::Upload(src, dst)));
+                    return;
+                }
+                Spec::Upload(src, dst) | Spec::UploadPinned(src, dst) => InlineOp::Upload(src, dst),
+                Spec::Download(src, dst) => InlineOp::Download(src, dst),
+                Spec::Copy(src, dst) => InlineOp::Copy(src, dst),
+            };
+            self.runs.push_back(Work::Inline(InlineRun::new(vec![(index, op)], false)));
+            return;
+        }
+        let opts = self.options;
+        let chunk = if opts.pipelining { opts.chunk_size } else { usize::MAX };
+        let (op, lane) = match spec {
+            Spec::Upload(src, dst) if src.len() < self.threshold => {
+                if self.group_bytes + src.len() > limit || self.group.len() >= MAX_BATCH_MEMBERS {
+                    self.flush();
+                }
+                self.group_bytes += src.len();
+                self.group.push((index, src, dst));
+                return;
+            }
+            // Page-locked memory is read in place in synchronous execution; asynchronous
+            // execution stages it like any other host memory (leak safety).
+            Spec::UploadPinned(src, dst) if !self.owned => {
+                let queue = self.queue();
+                let plan = Plan {
+                    queue,
+                    chunk_size: chunk,
+                    ring: opts.staging_buffers,
+                    staging: false,
+                    pinned: false,
+                    lane: None,
+                    measured: false,
+                };
+                let run = Run::new(index, Op::Upload { src: Source::Borrowed(src), dst }, self.mm, plan, false);
+                self.runs.push_back(Work::One(Box::new(run)));
+                return;
+            }
+            Spec::Upload(src, dst) | Spec::UploadPinned(src, dst) => {
+                (Op::Upload { src: Source::Borrowed(src), dst }, Some(Lane::Upload))
+            }
+            Spec::Download(src, dst) => {
+                // Data already on the host is one memcpy, with no device access to stage.
+                let lane = (!src.data_on_host()).then_some(Lane::Download);
+                (Op::Download { src, dst }, lane)
+            }
+            Spec::Copy(src, dst) => {
+                // Device-to-device moves no host memory; a host-current source is an upload.
+                let lane = src.current_device().is_none().then_some(Lane::Upload);
+                (Op::Copy { src, dst }, lane)
+            }
+        };
+        let bytes = match &op {
+            Op::Upload { dst, .. } | Op::Copy { dst, .. } => dst.bytes(),
+            Op::Download { src, .. } => src.bytes(),
+        };
+        let chunks = bytes.div_ceil(chunk.clamp(1, bytes.max(1)));
+        // Staged or direct (see `StagingPolicy`); `feed`: an adaptive choice, whose outcome
+        // feeds the measurements.
+        let (stage, feed, measured) = match lane {
+            None => (false, None, false),
+            // Asynchronous: the device only ever touches staging blocks (leak safety).
+            Some(_) if self.owned => (true, None, false),
+            Some(lane) => match opts.staging {
+                StagingPolicy::Always => (true, None, false),
+                StagingPolicy::Never => (false, None, false),
+                // One chunk: staging would overlap nothing, only add a copy.
+                StagingPolicy::Adaptive if chunks <= 1 => (false, None, false),
+                StagingPolicy::Adaptive => {
+                    let (stage, measured) = self.mm.transfer_tuning.lane(lane, bytes).choose();
+                    (stage, Some(lane), measured)
+                }
+            },
+        };
+        // A direct host transfer goes in one piece: with nothing staged there is no host copy
+        // to overlap, and chunks only add submissions (~20 µs each on PoCL); drivers pipeline
+        // their own pageable copies.
+        let chunk = if lane.is_some() && !stage { usize::MAX } else { chunk };
+        let queue = self.queue();
+        let plan = Plan {
+            queue,
+            chunk_size: chunk,
+            ring: opts.staging_buffers,
+            staging: stage,
+            pinned: opts.use_pinned,
+            lane: feed,
+            measured,
+        };
+        self.runs.push_back(Work::One(Box::new(Run::new(index, op, self.mm, plan, false))));
+    }
+
+    /// Turns the waiting small uploads into one piece of work.
+    fn flush(&mut self) {
+        self.group_bytes = 0;
+        if !self.inline.is_empty() {
+            self.batched += self.inline.len();
+            let ops = std::mem::take(&mut self.inline);
+            self.runs.push_back(Work::Inline(InlineRun::new(ops, true)));
+        }
+        if self.group.is_empty() {
+            return;
+        }
+        let (mm, opts) = (self.mm, self.options);
+        let queue = self.queue();
+        let n = self.group.len();
+        self.batched += n;
+        let started = Instant::now();
+        let (stage, choice) = match self.batch_mode {
+            Some(mode) => mode,
+            None => {
+                let mode = if self.owned {
+                    (true, None)
+                } else {
+                    match opts.staging {
+                        StagingPolicy::Always => (true, None),
+                        StagingPolicy::Never => (false, None),
+                        StagingPolicy::Adaptive => {
+                            let (stage, measured) = mm.transfer_tuning.lane(Lane::Batch, 0).choose();
+                            self.batch_lane =
+                                Some(BatchLane { staged: stage, started, bytes: 0, remaining: 0, clean: true });
+                            (stage, Some(measured))
+                        }
+                    }
+                };
+                self.batch_mode = Some(mode);
+                mode
+            }
+        };
+        let group = std::mem::take(&mut self.group);
+        if let Some(lane) = self.batch_lane.as_mut() {
+            lane.bytes += group.iter().map(|(_, s, _)| s.len()).sum::<usize>();
+            lane.remaining += 1;
+        }
+        if !stage {
+            let members = group.into_iter().map(|(index, s, dst)| Member::direct(index, dst, s)).collect();
+            self.runs.push_back(Work::Batch(BatchRun::new(members, None, choice, mm, queue, started)));
+            return;
+        }
+        let total: usize = group.iter().map(|(_, s, _)| s.len()).sum();
+        match mm.acquire_staging(total, opts.use_pinned) {
+            Ok(mut block) => {
+                // One staging fill for the whole group.
+                let mut off = 0;
+                for (_, s, _) in &group {
+                    crate::ops::copy_into(&mut block.bytes_mut()[off..off + s.len()], s);
+                    off += s.len();
+                }
+                let shared = Arc::new(SharedStaging { block: Some(block), mm: mm.clone() });
+                let mut off = 0;
+                let members = group
+                    .into_iter()
+                    .map(|(index, s, dst)| {
+                        let m = Member::staged(index, dst, &shared, off, s.len());
+                        off += s.len();
+                        m
+                    })
+                    .collect();
+                self.runs.push_back(Work::Batch(BatchRun::new(members, Some(&shared), choice, mm, queue, started)));
+            }
+            // No staging memory, synchronous: the device reads the callers' slices (and the
+            // batch counts in the measurement as the direct batch it is not: discard it).
+            Err(_) if !self.owned => {
+                if let Some(lane) = self.batch_lane.as_mut() {
+                    lane.clean = false;
+                }
+                let members = group.into_iter().map(|(index, s, dst)| Member::direct(index, dst, s)).collect();
+                self.runs.push_back(Work::Batch(BatchRun::new(members, None, choice, mm, queue, started)));
+            }
+            // No staging memory, asynchronous: each member from a copy of its own.
+            Err(_) => {
+                for (index, s, dst) in group {
+                    let plan = Plan {
+                        queue,
+                        chunk_size: usize::MAX,
+                        ring: 1,
+                        staging: false,
+                        pinned: false,
+                        lane: None,
+                        measured: false,
+                    };
+                    let op = Op::Upload { src: Source::Owned(s.to_vec()), dst };
+                    let mut run = Run::new(index, op, mm, plan, true);
+                    run.staged = true;
+                    self.runs.push_back(Work::One(Box::new(run)));
+                }
+            }
+        }
+    }
+}
+
+/// One transfer on unified memory: a host copy made inline.
+enum InlineOp<'a> {
+    Upload(&'a [u8], &'a mut RawBuffer),
+    Download(&'a RawBuffer, &'a mut [u8]),
+    Copy(&'a RawBuffer, &'a mut RawBuffer),
+}
+
+/// Transfers on unified memory, copied one after the other when first advanced. Small uploads
+/// are grouped (reported as batched, with the group's duration); the rest come one per run.
+struct InlineRun<'a> {
+    ops: Vec<(usize, InlineOp<'a>)>,
+    batched: bool,
+    start_order: usize,
+    finished: Option<Vec<Finished>>,
+}
+
+impl<'a> InlineRun<'a> {
+    fn new(ops: Vec<(usize, InlineOp<'a>)>, batched: bool) -> Self {
+        InlineRun { ops, batched, start_order: 0, finished: None }
+    }
+
+    fn advance(&mut self) -> bool {
+        if self.finished.is_some() {
+            return false;
+        }
+        // One clock read pair for the group, not two per transfer.
+        let t = Instant::now();
+        let (batched, start_order) = (self.batched, self.start_order);
+        let mut finished: Vec<Finished> = self
+            .ops
+            .drain(..)
+            .map(|(index, op)| {
+                let (direction, bytes, r) = match op {
+                    InlineOp::Upload(src, dst) => (Direction::HostToDevice, src.len(), dst.upload(src)),
+                    InlineOp::Download(src, dst) => (Direction::DeviceToHost, dst.len(), src.read_current(0, dst)),
+                    InlineOp::Copy(src, dst) => {
+                        let len = dst.bytes();
+                        (Direction::DeviceToDevice, len, dst.device_write_from(0, src, 0, len))
+                    }
+                };
+                Finished {
+                    index,
+                    direction,
+                    bytes,
+                    attempts: 1,
+                    chunks: 1,
+                    batched,
+                    duration: Duration::ZERO,
+                    error: r.err().map(|e| e.to_string()),
+                    start_order,
+                    retries: 0,
+                    pinned: false,
+                    staged: false,
+                    measured: false,
+                }
+            })
+            .collect();
+        let duration = t.elapsed();
+        for f in &mut finished {
+            f.duration = duration;
+        }
+        self.finished = Some(finished);
+        true
+    }
+}
+
+/// A single transfer, a batch of small uploads, or host copies on unified memory.
 enum Work<'a> {
     One(Box<Run<'a>>),
     Batch(BatchRun<'a>),
+    Inline(InlineRun<'a>),
 }
 
 impl Work<'_> {
@@ -512,6 +798,7 @@ impl Work<'_> {
         match self {
             Work::One(r) => r.advance(retry),
             Work::Batch(b) => b.advance(retry),
+            Work::Inline(i) => i.advance(),
         }
     }
 
@@ -519,13 +806,15 @@ impl Work<'_> {
         match self {
             Work::One(r) => r.is_finished(),
             Work::Batch(b) => b.is_finished(),
+            Work::Inline(i) => i.finished.is_some(),
         }
     }
 
     fn set_start_order(&mut self, n: usize) {
         match self {
-            Work::One(r) => r.start_order = n,
+            Work::One(r) => r.start(n),
             Work::Batch(b) => b.start_order = n,
+            Work::Inline(i) => i.start_order = n,
         }
     }
 
@@ -533,6 +822,7 @@ impl Work<'_> {
         match self {
             Work::One(r) => r.wait_next(),
             Work::Batch(b) => b.wait_next(),
+            Work::Inline(_) => {}
         }
     }
 
@@ -540,6 +830,7 @@ impl Work<'_> {
         match self {
             Work::One(r) => r.register(waker),
             Work::Batch(b) => b.register(waker),
+            Work::Inline(_) => waker.wake_by_ref(),
         }
     }
 }
@@ -574,12 +865,34 @@ impl<'a> Execution<'a> {
                     Work::One(run) => {
                         let f = run.finished();
                         if f.error.is_none() {
-                            self.mm.transfer_tuning.observe(f.bytes, f.duration);
+                            let tuning = &self.mm.transfer_tuning;
+                            // Batch members split off a failed batch say nothing about the
+                            // cost of one unbatched transfer.
+                            if !f.batched {
+                                tuning.observe(f.bytes, f.duration);
+                            }
+                            if let (Some(lane), 0) = (run.lane, f.retries) {
+                                tuning.lane(lane, f.bytes).observe(f.staged, f.bytes, f.duration);
+                            }
                         }
-                        self.done.push(f);
+                        self.finish(f);
+                    }
+                    Work::Inline(mut inline) => {
+                        for f in inline.finished.take().unwrap_or_default() {
+                            self.finish(f);
+                        }
                     }
                     Work::Batch(mut batch) => {
                         self.batch_retries += batch.retries;
+                        if let (Some(lane), true) = (self.batch_lane.as_mut(), batch.feeds_choice()) {
+                            lane.remaining = lane.remaining.saturating_sub(1);
+                            lane.clean &= batch.retries == 0 && !batch.needs_split();
+                            if lane.remaining == 0 && lane.clean {
+                                let tuning = &self.mm.transfer_tuning;
+                                let choice = tuning.lane(Lane::Batch, 0);
+                                choice.observe(lane.staged, lane.bytes, lane.started.elapsed());
+                            }
+                        }
                         if batch.needs_split() {
                             // Each member on its own, with its own retries, ahead of the rest.
                             for run in batch.split().into_iter().rev() {
@@ -587,8 +900,7 @@ impl<'a> Execution<'a> {
                             }
                         } else {
                             for f in batch.finished() {
-                                self.mm.transfer_tuning.observe(f.bytes, f.duration);
-                                self.done.push(f);
+                                self.finish(f);
                             }
                         }
                     }
@@ -609,42 +921,58 @@ impl<'a> Execution<'a> {
         }
     }
 
+    /// Records a finished transfer's report line (straight into the report's list: no second
+    /// list of 10,000 lines to build and convert).
+    fn finish(&mut self, f: Finished) {
+        self.done_retries += f.retries;
+        self.done.push(TransferOutcome {
+            index: f.index,
+            direction: f.direction,
+            bytes: f.bytes as u64,
+            attempts: f.attempts,
+            chunks: f.chunks as u32,
+            batched: f.batched,
+            start_order: f.start_order,
+            pinned_staging: f.pinned,
+            staged: f.staged,
+            staging_measured: f.measured,
+            duration: f.duration,
+            error: f.error,
+        });
+    }
+
     fn report(&mut self) -> TransferReport {
         let duration = self.started.elapsed();
         let secs = duration.as_secs_f64().max(1e-9);
-        let mut transfers: Vec<TransferOutcome> = self
-            .done
-            .iter()
-            .map(|f| TransferOutcome {
-                index: f.index,
-                direction: f.direction,
-                bytes: f.bytes as u64,
-                attempts: f.attempts,
-                chunks: f.chunks as u32,
-                batched: f.batched,
-                start_order: f.start_order,
-                pinned_staging: f.pinned,
-                duration: f.duration,
-                error: f.error.clone(),
-            })
-            .collect();
-        transfers.sort_by_key(|t| t.index);
-        let ok = |d: Option<Direction>| -> u64 {
-            transfers.iter().filter(|t| t.error.is_none() && d.is_none_or(|d| t.direction == d)).map(|t| t.bytes).sum()
-        };
-        let total_bytes = ok(None);
+        let retries = self.batch_retries + self.done_retries;
+        let mut transfers = std::mem::take(&mut self.done);
+        if transfers.windows(2).any(|w| w[0].index > w[1].index) {
+            transfers.sort_by_key(|t| t.index);
+        }
+        // One pass for every total: bytes per direction (successes), failures, staged.
+        let (mut by_direction, mut failed, mut staged) = ([0u64; 3], 0, 0);
+        for t in &transfers {
+            match t.error {
+                None => by_direction[t.direction as usize] += t.bytes,
+                Some(_) => failed += 1,
+            }
+            staged += usize::from(t.staged);
+        }
+        let total_bytes = by_direction.iter().sum::<u64>();
+        let per_second = |d: Direction| by_direction[d as usize] as f64 / secs;
         TransferReport {
             total_bytes,
             average_bandwidth: total_bytes as f64 / secs,
-            failed: transfers.iter().filter(|t| t.error.is_some()).count(),
-            retries: self.done.iter().map(|f| f.retries).sum::<u32>() + self.batch_retries,
+            failed,
+            retries,
             duration,
-            host_to_device_bandwidth: ok(Some(Direction::HostToDevice)) as f64 / secs,
-            device_to_host_bandwidth: ok(Some(Direction::DeviceToHost)) as f64 / secs,
-            device_to_device_bandwidth: ok(Some(Direction::DeviceToDevice)) as f64 / secs,
+            host_to_device_bandwidth: per_second(Direction::HostToDevice),
+            device_to_host_bandwidth: per_second(Direction::DeviceToHost),
+            device_to_device_bandwidth: per_second(Direction::DeviceToDevice),
             batch_threshold: self.threshold.0,
             batch_threshold_measured: self.threshold.1,
             batched: self.batched,
+            staged,
             queues_used: self.queues_used,
             transfers,
         }

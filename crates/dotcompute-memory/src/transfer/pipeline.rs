@@ -6,14 +6,15 @@
 //! chunk completed, and never while a retry is pending, so a failed chunk can be re-sent from
 //! its slot. Uploads and device copies write into a fresh device block that replaces the
 //! destination's device part only when every chunk has arrived: a failed transfer leaves its
-//! destination exactly as it was.
+//! destination exactly as it was. Without staging (synchronous execution only) the chunks are
+//! read from, or written to, the caller's memory directly; the engine then sends one chunk.
 
 use crate::backend::region::DeviceRegion;
-use crate::backend::Event;
+use crate::backend::{Event, ReadyEvent};
 use crate::buffer::raw::RawBuffer;
 use crate::error::{Direction, Error, Result};
 use crate::manager::ManagerShared;
-use crate::transfer::schedule::RetryPolicy;
+use crate::transfer::schedule::{Lane, RetryPolicy};
 use crate::transfer::staging::StagingSlot;
 use std::collections::VecDeque;
 use std::io::Read;
@@ -47,7 +48,7 @@ pub(crate) enum Source<'a> {
 }
 
 impl Source<'_> {
-    fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             Source::Borrowed(b) => b,
             Source::Owned(v) => v,
@@ -82,6 +83,10 @@ pub(crate) struct Finished {
     pub(crate) start_order: usize,
     pub(crate) retries: u32,
     pub(crate) pinned: bool,
+    /// Its host bytes went through staging blocks.
+    pub(crate) staged: bool,
+    /// The staged-or-direct choice came from measurements.
+    pub(crate) measured: bool,
 }
 
 /// Progress callback of a streaming upload: (bytes done, bytes total).
@@ -97,6 +102,12 @@ pub(crate) struct Run<'a> {
     pub(crate) chunks: usize,
     /// Staged through the backend's pinned memory.
     pub(crate) pinned: bool,
+    /// Staged at all (false: direct, or no host memory involved).
+    pub(crate) staged: bool,
+    /// The lane whose staged-or-direct measurements this run feeds, and whether its choice
+    /// came from measurements.
+    pub(crate) lane: Option<Lane>,
+    pub(crate) measured: bool,
     pub(crate) outcome: Option<Result<()>>,
     pub(crate) started: Instant,
     pub(crate) finished_at: Option<Instant>,
@@ -124,6 +135,10 @@ pub(crate) struct Plan {
     pub(crate) staging: bool,
     /// Stage through the backend's pinned memory where it has it.
     pub(crate) pinned: bool,
+    /// The measurement lane of an adaptive staged-or-direct choice, if this run made one.
+    pub(crate) lane: Option<Lane>,
+    /// That choice came from measurements.
+    pub(crate) measured: bool,
 }
 
 impl<'a> Run<'a> {
@@ -145,6 +160,9 @@ impl<'a> Run<'a> {
             batched,
             start_order: 0,
             pinned: false,
+            staged: false,
+            lane: plan.lane,
+            measured: plan.measured,
             retries: 0,
             chunks,
             outcome: None,
@@ -195,6 +213,7 @@ impl<'a> Run<'a> {
             run.fail(e);
         }
         run.pinned = run.staging.first().is_some_and(StagingSlot::is_pinned);
+        run.staged = !run.staging.is_empty();
         run
     }
 
@@ -205,6 +224,14 @@ impl<'a> Run<'a> {
 
     pub(crate) fn is_finished(&self) -> bool {
         self.outcome.is_some()
+    }
+
+    /// Marks the run started (its duration counts from here, not from its setup in the queue).
+    pub(crate) fn start(&mut self, order: usize) {
+        self.start_order = order;
+        if !self.is_finished() {
+            self.started = Instant::now();
+        }
     }
 
     /// The report line of a finished run.
@@ -224,6 +251,8 @@ impl<'a> Run<'a> {
             start_order: self.start_order,
             retries: self.retries,
             pinned: self.pinned,
+            staged: self.staged,
+            measured: self.measured,
         }
     }
 
@@ -354,7 +383,21 @@ impl<'a> Run<'a> {
         let (off, len) = self.chunk_range(c);
         let backend = self.mm.backend.clone();
         let slot = if self.staging.is_empty() { None } else { Some(c % self.staging.len()) };
-        let event = match &mut self.op {
+        // A transfer sent directly in one piece is made as a blocking call, as a caller would
+        // make it: nothing could overlap it, and it saves an event's round trip (~10 µs on
+        // PoCL under load).
+        let blocking = slot.is_none() && self.chunks == 1;
+        let event: Event = match &mut self.op {
+            Op::Upload { src, .. } if blocking => {
+                let target = self.target.as_ref().ok_or_else(|| missing("upload target"))?;
+                target.write(&*backend, off, &src.bytes()[off..off + len])?;
+                Box::new(ReadyEvent)
+            }
+            Op::Download { src, dst } if blocking => {
+                let from = src.current_device().ok_or_else(|| missing("download source on the device"))?;
+                from.read(&*backend, off, &mut dst[off..off + len])?;
+                Box::new(ReadyEvent)
+            }
             Op::Upload { src, .. } => {
                 let target = self.target.as_ref().ok_or_else(|| missing("upload target"))?;
                 let ptr = match slot {

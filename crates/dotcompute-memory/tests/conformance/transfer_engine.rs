@@ -62,7 +62,8 @@ pub fn engine_stages_through_pinned_memory_when_the_backend_has_it(ctx: &Ctx) {
     let mut a = ctx.mm.allocate::<u8>(data.len()).unwrap();
     let mut batch = TransferBatch::new();
     batch.upload(&data, &mut a).unwrap();
-    let report = ctx.mm.transfer_engine().execute(batch, chunked()).unwrap();
+    let always = TransferOptions { staging: StagingPolicy::Always, ..chunked() };
+    let report = ctx.mm.transfer_engine().execute(batch, always.clone()).unwrap();
     assert!(report.is_success(), "{}: {report:?}", ctx.at());
     // Unified memory never stages; a discrete device stages through pinned memory if it has any.
     assert_eq!(report.transfers[0].pinned_staging, has_pinned && !ctx.unified(), "{}", ctx.at());
@@ -70,6 +71,6 @@ pub fn engine_stages_through_pinned_memory_when_the_backend_has_it(ctx: &Ctx) {
     // Without use_pinned, pageable staging is used.
     let mut batch = TransferBatch::new();
     batch.upload(&data, &mut a).unwrap();
-    let report = ctx.mm.transfer_engine().execute(batch, TransferOptions { use_pinned: false, ..chunked() }).unwrap();
+    let report = ctx.mm.transfer_engine().execute(batch, TransferOptions { use_pinned: false, ..always }).unwrap();
     assert!(!report.transfers[0].pinned_staging, "{}", ctx.at());
 }
