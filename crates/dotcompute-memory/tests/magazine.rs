@@ -169,3 +169,31 @@ fn buffers_moved_across_threads_keep_statistics_exact() {
     assert_eq!((s.active_allocations, s.active_bytes, s.peak_bytes), (0, 0, total), "{s:#?}");
     assert_eq!(s.total_bytes_freed, total);
 }
+
+#[test]
+fn device_only_buffers_are_parked_with_their_device_part() {
+    let sim = Arc::new(SimBackend::new(SimOptions::default()));
+    let mm = MemoryManager::with_shared_backend(sim.clone(), quiet()).unwrap();
+    let mut a = mm.allocate_device::<u32>(1000).unwrap();
+    assert_eq!(a.state(), BufferState::DeviceOnly);
+    a.copy_from(&[9; 1000]).unwrap();
+    drop(a);
+    let (used, hits) = (sim.used(), mm.statistics().pool_hits);
+    let mut b = mm.allocate_device::<u32>(900).unwrap();
+    assert_eq!(b.state(), BufferState::DeviceOnly, "a reused node starts as a new device-only buffer");
+    assert_eq!(sim.used(), used, "the parked device part is reused, nothing new on the device");
+    assert_eq!(mm.statistics().pool_hits, hits + 1);
+    b.copy_from(&(0..900).collect::<Vec<u32>>()).unwrap();
+    b.ensure_on_device().unwrap();
+    b.mark_device_dirty().unwrap();
+    assert_eq!(b.to_vec().unwrap(), (0..900).collect::<Vec<u32>>());
+    // It now has a host part: that is what is parked; the device part goes back to the pool.
+    drop(b);
+    let c = mm.allocate::<u32>(900).unwrap();
+    assert_eq!(c.state(), BufferState::HostOnly);
+    drop(c);
+    mm.trim_excess().unwrap();
+    assert_eq!(sim.used(), 0);
+    let s = mm.statistics();
+    assert_eq!((s.active_allocations, s.cached_bytes, s.reserved_bytes), (0, 0, 0), "{s:#?}");
+}

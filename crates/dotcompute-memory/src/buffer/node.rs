@@ -10,7 +10,7 @@
 use super::raw::RawBuffer;
 use crate::error::Result;
 use crate::manager::ManagerShared;
-use crate::pool::magazine;
+use crate::pool::magazine::{self, Kind};
 use crate::pool::size_class::class_of;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
@@ -26,15 +26,23 @@ impl Node {
     // (and the drop below) out of line in callers, which cost ~40 % on a small allocate + drop.
     #[inline(always)]
     pub(crate) fn new(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Node> {
-        if bytes != 0 && bytes <= magazine::MAX_BLOCK {
-            if let Some((class, _)) = class_of(bytes) {
-                if let Some(mut node) = magazine::take(mm, class, bytes) {
-                    node.reuse(bytes, registry_id);
-                    return Ok(Node(ManuallyDrop::new(node)));
-                }
-            }
+        let kind = if mm.unified { Kind::Unified } else { Kind::Host };
+        if let Some(node) = Self::parked(mm, kind, bytes, registry_id) {
+            return Ok(node);
         }
         Self::fresh(RawBuffer::new(mm, bytes, registry_id))
+    }
+
+    /// A node of `kind` from this thread's magazine, reset for a buffer of `bytes` bytes.
+    #[inline(always)]
+    fn parked(mm: &ManagerShared, kind: Kind, bytes: usize, registry_id: u64) -> Option<Node> {
+        if bytes == 0 || bytes > magazine::MAX_BLOCK {
+            return None;
+        }
+        let (class, _) = class_of(bytes)?;
+        let mut node = magazine::take(mm, kind, class, bytes)?;
+        node.reuse(bytes, registry_id);
+        Some(Node(ManuallyDrop::new(node)))
     }
 
     /// A buffer with only a device part (`DeviceOnly`); see `RawBuffer::new_device_only`.
@@ -42,6 +50,9 @@ impl Node {
         if bytes == 0 || mm.unified {
             let mut node = Node::new(mm, bytes, registry_id)?;
             node.detach_host_unified();
+            return Ok(node);
+        }
+        if let Some(node) = Self::parked(mm, Kind::Device, bytes, registry_id) {
             return Ok(node);
         }
         Self::fresh(RawBuffer::new_device_only(mm, bytes, registry_id))

@@ -21,7 +21,7 @@ use crate::backend::Event;
 use crate::error::{Direction, Error, Result};
 use crate::host::HostBlock;
 use crate::manager::{timed, ManagerShared};
-use crate::pool::magazine;
+use crate::pool::magazine::{self, Kind};
 use std::cell::{Cell, OnceCell};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -178,9 +178,13 @@ impl RawBuffer {
     #[inline]
     fn park_slot(&self) -> Option<(usize, usize)> {
         match &self.parts {
-            Parts::Unified { memory: Some(region), .. } => magazine::slot_of_region(region),
-            Parts::Discrete { host, .. } => magazine::slot_of_host(host.get()?),
+            Parts::Unified { memory: Some(region), .. } => magazine::slot_of_region(Kind::Unified, region),
             Parts::Unified { memory: None, .. } => None,
+            Parts::Discrete { host, device } => match (host.get(), device) {
+                (Some(host), _) => magazine::slot_of_host(host),
+                (None, Some(region)) => magazine::slot_of_region(Kind::Device, region),
+                (None, None) => None,
+            },
         }
     }
 
@@ -197,10 +201,13 @@ impl RawBuffer {
         }
         let bytes = self.bytes;
         if let Some((slot, size)) = self.park_slot() {
-            // A parked node keeps only the block made at allocation.
-            if let Parts::Discrete { device, .. } = &mut self.parts {
-                if let Some(d) = device.take() {
-                    self.mm.release_device(d);
+            // A parked node keeps only the block made at allocation (the host part, or the
+            // device part of a device-only buffer).
+            if let Parts::Discrete { host, device } = &mut self.parts {
+                if host.get().is_some() {
+                    if let Some(d) = device.take() {
+                        self.mm.release_device(d);
+                    }
                 }
             }
             match magazine::park(self, slot, size, bytes) {

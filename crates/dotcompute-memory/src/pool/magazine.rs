@@ -51,11 +51,31 @@ pub(crate) const MAX_THREAD_BYTES: usize = 2 << 20;
 /// A closed epoch: the manager has no handle left, so nothing more is parked for it.
 pub(crate) const CLOSED: u64 = u64::MAX;
 
-/// The magazine slot of a buffer whose block is the unified-memory `region`:
-/// `(slot, block size)`, `None` if it may not be parked.
+/// The kinds of node a magazine keeps apart, by the block made at allocation.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    /// Unified memory: one region is both parts.
+    Unified = 0,
+    /// Discrete backend, a buffer allocated with its host part.
+    Host = 1,
+    /// Discrete backend, a device-only buffer (`allocate_device`).
+    Device = 2,
+}
+
+const KINDS: usize = 3;
+
+/// The magazine slot of a buffer of `kind` whose block is `size` bytes of size class `class`:
+/// `(slot, size)`, `None` if it may not be parked.
 #[inline]
-pub(crate) fn slot_of_region(region: &DeviceRegion) -> Option<(usize, usize)> {
-    (region.class < CLASSES && region.size() <= MAX_BLOCK).then_some((region.class, region.size()))
+pub(crate) fn slot_of(kind: Kind, class: usize, size: usize) -> Option<(usize, usize)> {
+    (class < CLASSES && size <= MAX_BLOCK).then_some((kind as usize * CLASSES + class, size))
+}
+
+/// The magazine slot of a buffer whose block is `region` (unified memory, or the device part
+/// of a device-only buffer).
+#[inline]
+pub(crate) fn slot_of_region(kind: Kind, region: &DeviceRegion) -> Option<(usize, usize)> {
+    slot_of(kind, region.class, region.size())
 }
 
 /// As [`slot_of_region`], for a buffer whose block is the host block `host` (exactly a class
@@ -64,17 +84,7 @@ pub(crate) fn slot_of_region(region: &DeviceRegion) -> Option<(usize, usize)> {
 pub(crate) fn slot_of_host(host: &HostBlock) -> Option<(usize, usize)> {
     let size = host.size();
     let class = class_of(size).filter(|&(_, c)| c == size)?.0;
-    (class < CLASSES && size <= MAX_BLOCK).then_some((CLASSES + class, size))
-}
-
-/// The slot a new buffer of size class `class` takes a node from.
-#[inline]
-fn slot_for(mm: &ManagerShared, class: usize) -> usize {
-    if mm.unified {
-        class
-    } else {
-        CLASSES + class
-    }
+    slot_of(Kind::Host, class, size)
 }
 
 /// One thread's magazine. Empty (and allocation-free) until the thread first drops a buffer.
@@ -84,7 +94,7 @@ struct Magazine {
     bytes: usize,
     /// The owner's statistics shard of this thread (looked up once, not per allocation).
     shard: Option<Arc<CachePadded<Shard>>>,
-    /// Retired nodes with their block sizes, by slot (unified classes, then host classes).
+    /// Retired nodes with their block sizes, by slot (`Kind` × size class).
     slots: Vec<Vec<(Box<RawBuffer>, usize)>>,
 }
 
@@ -107,18 +117,18 @@ thread_local! {
     static MAGAZINE: RefCell<Magazine> = const { RefCell::new(Magazine::EMPTY) };
 }
 
-/// A retired node of `mm` for a new buffer of `bytes` bytes in size class `class`, from this
-/// thread's magazine; `None` when it has none. Counts the buffer as created (the caller resets
-/// the node with `RawBuffer::reuse`).
+/// A retired node of `mm` of `kind` for a new buffer of `bytes` bytes in size class `class`,
+/// from this thread's magazine; `None` when it has none. Counts the buffer as created (the
+/// caller resets the node with `RawBuffer::reuse`).
 #[inline]
-pub(crate) fn take(mm: &ManagerShared, class: usize, bytes: usize) -> Option<Box<RawBuffer>> {
+pub(crate) fn take(mm: &ManagerShared, kind: Kind, class: usize, bytes: usize) -> Option<Box<RawBuffer>> {
     if class >= CLASSES {
         return None;
     }
     if !mm.stats.thread_ready() {
         return None;
     }
-    let slot = slot_for(mm, class);
+    let slot = kind as usize * CLASSES + class;
     let epoch = mm.recycle_epoch.load(Relaxed);
     MAGAZINE
         .try_with(|m| {
@@ -187,7 +197,7 @@ fn restock(node: &mut Option<Box<RawBuffer>>, epoch: u64, slot: usize, size: usi
         }
         let shard = mm.stats.thread_shard()?;
         mm.stats.buffer_dropped_into_magazine(&shard, bytes, size);
-        let mut slots: Vec<Vec<(Box<RawBuffer>, usize)>> = (0..2 * CLASSES).map(|_| Vec::new()).collect();
+        let mut slots: Vec<Vec<(Box<RawBuffer>, usize)>> = (0..KINDS * CLASSES).map(|_| Vec::new()).collect();
         slots[slot].extend(node.take().map(|n| (n, size)));
         *m = Magazine { owner: mm.id, epoch, bytes: size, shard: Some(shard), slots };
         Some(())
