@@ -171,7 +171,9 @@ pub(crate) fn park(node: Box<RawBuffer>, slot: usize, size: usize, bytes: usize)
                 mm.stats.buffer_dropped_into_magazine(shard, bytes, held);
             }
             m.bytes = held;
-            m.slots[slot].extend(node.take().map(|n| (n, size)));
+            if let Some(n) = node.take() {
+                m.slots[slot].push((n, size));
+            }
         }
         Some(true)
     });
