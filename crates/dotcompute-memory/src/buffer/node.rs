@@ -30,6 +30,12 @@ impl Node {
         if let Some(node) = Self::parked(mm, kind, bytes, registry_id) {
             return Ok(node);
         }
+        Self::from_pool(mm, bytes, registry_id)
+    }
+
+    /// A new node with memory from the pools (out of line: keeps `new`'s frame small).
+    #[inline(never)]
+    fn from_pool(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Node> {
         Self::fresh(RawBuffer::new(mm, bytes, registry_id))
     }
 

@@ -191,32 +191,50 @@ impl RawBuffer {
     /// The end of a buffer: pending work settled, registry and statistics updated, then the
     /// node parked in this thread's magazine (small buffers) or dropped, which releases its
     /// memory to the pools.
+    ///
+    /// The common case (nothing pending, not tracked, parked) stays inline and everything else
+    /// is out of line, so that a caller that does not inline this keeps a small frame.
     #[inline]
-    pub(crate) fn retire(mut self: Box<Self>) {
+    pub(crate) fn retire(self: Box<Self>) {
+        if self.has_pending.get() || self.extra.get().is_some() {
+            return self.retire_slow();
+        }
+        self.park_or_release();
+    }
+
+    #[inline(never)]
+    fn retire_slow(self: Box<Self>) {
         if self.has_pending.get() {
             let _ = self.settle_slow();
         }
         if let Some(extra) = self.extra.get() {
             self.mm.diagnostics.unregister(extra.registry_id);
         }
+        self.park_or_release();
+    }
+
+    #[inline]
+    fn park_or_release(mut self: Box<Self>) {
         let bytes = self.bytes;
-        if let Some((slot, size)) = self.park_slot() {
-            // A parked node keeps only the block made at allocation (the host part, or the
-            // device part of a device-only buffer).
-            if let Parts::Discrete { host, device } = &mut self.parts {
-                if host.get().is_some() {
-                    if let Some(d) = device.take() {
-                        self.mm.release_device(d);
-                    }
+        let Some((slot, size)) = self.park_slot() else { return self.release(bytes) };
+        // A parked node keeps only the block made at allocation (the host part, or the device
+        // part of a device-only buffer).
+        if let Parts::Discrete { host, device } = &mut self.parts {
+            if host.get().is_some() {
+                if let Some(d) = device.take() {
+                    self.mm.release_device(d);
                 }
             }
-            match magazine::park(self, slot, size, bytes) {
-                None => return,
-                Some(back) => self = back,
-            }
-        } else {
-            magazine::flush_if_owner_closed();
         }
+        if let Some(back) = magazine::park(self, slot, size, bytes) {
+            back.release(bytes);
+        }
+    }
+
+    /// A retired buffer that is not parked: counted as dropped, its memory released.
+    #[inline(never)]
+    fn release(self: Box<Self>, bytes: usize) {
+        magazine::flush_if_owner_closed();
         self.mm.stats.buffer_dropped(bytes);
     }
 
