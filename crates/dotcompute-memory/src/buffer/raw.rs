@@ -231,8 +231,10 @@ impl RawBuffer {
         }
     }
 
-    /// A retired buffer that is not parked: counted as dropped, its memory released.
+    /// A retired buffer that is not parked: counted as dropped, its memory released (and its
+    /// node freed: the box is the point, hence the allow).
     #[inline(never)]
+    #[allow(clippy::boxed_local)]
     fn release(self: Box<Self>, bytes: usize) {
         magazine::flush_if_owner_closed();
         self.mm.stats.buffer_dropped(bytes);
