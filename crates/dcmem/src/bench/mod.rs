@@ -112,7 +112,7 @@ impl Sizes {
         } else {
             Sizes {
                 fresh: vec![4 << 10, 1 << 20, 16 << 20, 64 << 20],
-                malloc: vec![4 << 10, 1 << 20],
+                malloc: vec![4 << 10, 64 << 10, 1 << 20],
                 copy: 10_000_000,
                 pool_hit: 256,
                 access_elems: 1024,
