@@ -95,7 +95,7 @@ impl Drop for ExitGuard {
 }
 
 /// Net bytes a thread allocates (or frees) before folding them into the shared active count.
-pub(crate) const ACTIVE_BATCH: i64 = 16 << 20;
+const ACTIVE_BATCH: i64 = 16 << 20;
 
 #[inline]
 fn bump(c: &AtomicU64, n: u64) {
@@ -212,7 +212,8 @@ impl StatCounters {
             shard.unflushed_active.store(local as u64, Relaxed);
             self.active_bytes.get().wrapping_add(local as u64)
         };
-        // Compared as signed: a thread that frees what others allocated runs negative.
+        // Compared as signed: the shared count runs below zero while a thread that freed what
+        // others allocated has folded its share in and they have not yet folded theirs.
         if active as i64 > self.peak_bytes.get() as i64 {
             self.peak_bytes.0.fetch_max(active, Relaxed);
         }

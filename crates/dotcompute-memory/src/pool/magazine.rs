@@ -109,7 +109,6 @@ impl Drop for Magazine {
         if let Some(shard) = &self.shard {
             shard.magazine_bytes.store(0, Relaxed);
         }
-        self.slots.clear();
     }
 }
 
@@ -122,10 +121,7 @@ thread_local! {
 /// caller resets the node with `RawBuffer::reuse`).
 #[inline]
 pub(crate) fn take(mm: &ManagerShared, kind: Kind, class: usize, bytes: usize) -> Option<Box<RawBuffer>> {
-    if class >= CLASSES {
-        return None;
-    }
-    if !mm.stats.thread_ready() {
+    if class >= CLASSES || !mm.stats.thread_ready() {
         return None;
     }
     let slot = kind as usize * CLASSES + class;
@@ -189,8 +185,7 @@ pub(crate) fn park(node: Box<RawBuffer>, slot: usize, size: usize, bytes: usize)
 fn restock(node: &mut Option<Box<RawBuffer>>, epoch: u64, slot: usize, size: usize, bytes: usize) {
     // First the stale magazine goes, outside the borrow (dropping nodes calls into the pools)
     // and before the fresh one counts its bytes (both may share a statistics shard).
-    let stale = MAGAZINE.try_with(|m| m.try_borrow_mut().ok().map(|mut m| std::mem::replace(&mut *m, Magazine::EMPTY)));
-    drop(stale);
+    drop(take_out_if(|_| true));
     let _ = MAGAZINE.try_with(|m| {
         let mut m = m.try_borrow_mut().ok()?;
         let mm = node.as_ref()?.manager().clone();
@@ -212,36 +207,35 @@ fn restock(node: &mut Option<Box<RawBuffer>>, epoch: u64, slot: usize, size: usi
 /// miss the magazine), where a look at one parked node costs little.
 #[inline(never)]
 pub(crate) fn flush_if_owner_closed() {
-    // Before a thread is ready its magazine is empty; touching it would register its
-    // destructor too early (see `stats::THREAD_STATE`).
-    if !crate::stats::thread_is_ready() {
-        return;
-    }
-    let old = MAGAZINE
-        .try_with(|m| {
-            let mut m = m.try_borrow_mut().ok()?;
-            let (node, _) = m.slots.iter().find_map(|s| s.first())?;
-            let closed = node.manager().recycle_epoch.load(Relaxed) == CLOSED;
-            closed.then(|| std::mem::replace(&mut *m, Magazine::EMPTY))
-        })
-        .ok()
-        .flatten();
-    drop(old);
+    drop(take_out_if(|m| {
+        m.bytes > 0
+            && m.slots
+                .iter()
+                .find_map(|s| s.first())
+                .is_some_and(|(node, _)| node.manager().recycle_epoch.load(Relaxed) == CLOSED)
+    }));
 }
 
 /// Empties this thread's magazine if it holds nodes of `mm`; true if it held any.
 pub(crate) fn flush_current(mm: &ManagerShared) -> bool {
+    take_out_if(|m| m.owner == mm.id && m.bytes > 0).is_some()
+}
+
+/// This thread's magazine, taken out (an empty one left in its place) when `stale` says so.
+/// Dropping it hands its nodes back to the pools, which callers do after the borrow has ended.
+fn take_out_if(stale: impl FnOnce(&Magazine) -> bool) -> Option<Magazine> {
+    // Before a thread is ready its magazine is empty; touching it would register its
+    // destructor too early (see `stats::THREAD_STATE`).
     if !crate::stats::thread_is_ready() {
-        return false;
+        return None;
     }
-    let old = MAGAZINE
+    MAGAZINE
         .try_with(|m| {
             let mut m = m.try_borrow_mut().ok()?;
-            (m.owner == mm.id && m.bytes > 0).then(|| std::mem::replace(&mut *m, Magazine::EMPTY))
+            stale(&m).then(|| std::mem::replace(&mut *m, Magazine::EMPTY))
         })
         .ok()
-        .flatten();
-    old.is_some()
+        .flatten()
 }
 
 #[cfg(test)]
