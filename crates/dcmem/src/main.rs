@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// Also write a PNG bar chart of the results to this file.
     #[arg(long, value_name = "FILE.png")]
     pub plot: Option<PathBuf>,
+    /// Measure only the steps whose name contains this text (case-insensitive), e.g.
+    /// `--only "pool hit"`; the step names are those the progress bar shows.
+    #[arg(long, value_name = "TEXT")]
+    pub only: Option<String>,
     /// Tiny sizes and three repetitions, for tests of the command itself (numbers meaningless).
     #[arg(long, hide = true)]
     pub smoke: bool,

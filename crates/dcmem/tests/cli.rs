@@ -366,6 +366,20 @@ fn bench_table_and_plot() {
 }
 
 #[test]
+fn only_measures_the_matching_steps() {
+    let o = dcmem(&["bench", "--smoke", "--json", "--only", "POOL HIT"]);
+    assert!(o.status.success(), "exit {:?}, stderr: {}", o.status, stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("stdout is one JSON object");
+    let ops: Vec<&str> = v["rows"].as_array().unwrap().iter().map(|r| text(r, "operation")).collect();
+    assert_eq!(ops, ["Buffer pool hit"], "{v}");
+
+    let o = dcmem(&["bench", "--smoke", "--only", "no such step"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("\"no such step\" matches no step") && err.contains("buffer pool hit"), "{err}");
+}
+
+#[test]
 fn bad_plot_path_fails_before_measuring() {
     let o = dcmem(&["bench", "--smoke", "--plot", "chart.svg"]);
     assert!(!o.status.success());

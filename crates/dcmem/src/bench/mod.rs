@@ -444,7 +444,14 @@ pub fn measure(args: &BenchArgs) -> CliResult<Report> {
     let host_steps = host_sizes.as_ref().map_or(0, host::HostSizes::step_count);
     let pb = progress(sizes.step_count(discrete, ctx.backend.name() == "sim") + host_steps, args.json);
     let mut rows = Vec::new();
+    let only = args.only.as_deref().map(str::to_lowercase);
+    let mut skipped = Vec::new();
     let mut step = |name: String, f: &dyn Fn() -> CliResult<Vec<Row>>| -> CliResult {
+        if only.as_ref().is_some_and(|only| !name.to_lowercase().contains(only.as_str())) {
+            skipped.push(name);
+            pb.inc(1);
+            return Ok(());
+        }
         pb.set_message(name);
         rows.extend(f()?);
         // Each row warms its own pool; what one row cached would otherwise hold device memory
@@ -494,6 +501,14 @@ pub fn measure(args: &BenchArgs) -> CliResult<Report> {
         host::measure(&ctx.plan, host_sizes, &mut step)?;
     }
     pb.finish_and_clear();
+    if rows.is_empty() {
+        if let Some(only) = &args.only {
+            return Err(CliError::Other(format!(
+                "--only {only:?} matches no step of this backend; the steps are: {}",
+                skipped.join(", ")
+            )));
+        }
+    }
     let s = ctx.pooled.statistics();
     Ok(Report {
         backend: ctx.backend.name().to_string(),
