@@ -395,8 +395,10 @@ impl MemoryManager {
     /// Allocates a buffer of `len` elements. Its contents are unspecified (zero when the memory
     /// is fresh, earlier data when it comes from the pool; use [`MemoryManager::allocate_zeroed`]
     /// or [`UnifiedBuffer::fill`]). Length 0 is a valid empty buffer.
+    // Always inlined: a program calls it from many places, and left to the compiler it then
+    // stays out of line, which made a small pooled allocate + drop ~0.5 ns (4 %) slower here.
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     pub fn allocate<T: Element>(&self, len: usize) -> Result<UnifiedBuffer<T>> {
         let location = std::panic::Location::caller();
         let bytes = byte_len::<T>(len)?;

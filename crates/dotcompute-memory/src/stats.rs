@@ -67,8 +67,8 @@ pub(crate) struct Shard {
 // destructors run in reverse order of registration, so the first shard access of a thread
 // takes the thread id and then registers [`EXIT_GUARD`]: the guard is destroyed before the id
 // is given back and marks the thread as exiting, and from then on its statistics go to shared
-// counters and nothing is parked. The magazine is first used after this (see
-// `StatCounters::thread_ready`), so it is destroyed while the id is still valid.
+// counters and nothing is parked. The magazine registers its exit flush after this (see
+// `pool::magazine::restock`), so it is flushed while the id is still valid.
 const FRESH: u8 = 0;
 const READY: u8 = 1;
 const EXITING: u8 = 2;
@@ -76,13 +76,6 @@ const EXITING: u8 = 2;
 thread_local! {
     static THREAD_STATE: std::cell::Cell<u8> = const { std::cell::Cell::new(FRESH) };
     static EXIT_GUARD: ExitGuard = const { ExitGuard };
-}
-
-/// True once this thread has taken its thread id and registered its exit guard, and is not
-/// exiting; only then can its magazine hold anything.
-#[inline]
-pub(crate) fn thread_is_ready() -> bool {
-    THREAD_STATE.get() == READY
 }
 
 /// Marks the thread as exiting when thread-local destructors reach it.
@@ -166,13 +159,6 @@ impl StatCounters {
         }
         THREAD_STATE.set(READY);
         Some(shard)
-    }
-
-    /// Makes this thread ready for per-thread state (shards, magazine) and says whether it
-    /// is: false once it is exiting.
-    #[inline]
-    pub(crate) fn thread_ready(&self) -> bool {
-        THREAD_STATE.get() == READY || self.shard().is_some()
     }
 
     /// This thread's shard, to keep (see `pool::magazine`); `None` once the thread is exiting.

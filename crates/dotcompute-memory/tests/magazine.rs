@@ -197,3 +197,33 @@ fn device_only_buffers_are_parked_with_their_device_part() {
     let s = mm.statistics();
     assert_eq!((s.active_allocations, s.cached_bytes, s.reserved_bytes), (0, 0, 0), "{s:#?}");
 }
+
+/// A thread-local destroyed before the magazine's exit flush (it was first used after the
+/// thread parked something) drops its buffer into the still-live magazine; the flush then hands
+/// it back with the rest.
+#[test]
+fn a_thread_local_dropped_before_the_exit_flush_parks_and_is_handed_back() {
+    thread_local! {
+        static LATE: std::cell::RefCell<Option<UnifiedBuffer<u32>>> = const { std::cell::RefCell::new(None) };
+    }
+    let sim = Arc::new(SimBackend::new(SimOptions::default()));
+    let mm = MemoryManager::with_shared_backend(sim.clone(), quiet()).unwrap();
+    let worker = {
+        let mm = mm.clone();
+        std::thread::spawn(move || {
+            drop(mm.allocate::<u32>(64).unwrap());
+            assert!(mm.statistics().cached_bytes > 0, "the first drop parks");
+            let mut late = mm.allocate::<u32>(1000).unwrap();
+            late.fill(7).unwrap();
+            LATE.with(|l| *l.borrow_mut() = Some(late));
+        })
+    };
+    worker.join().unwrap();
+    let s = mm.statistics();
+    assert_eq!((s.active_allocations, s.active_bytes), (0, 0), "{s:#?}");
+    mm.trim_excess().unwrap();
+    let s = mm.statistics();
+    assert_eq!((s.cached_bytes, s.reserved_bytes), (0, 0), "{s:#?}");
+    drop(mm);
+    assert_eq!(sim.used(), 0);
+}

@@ -199,7 +199,23 @@ impl RawBuffer {
         if self.has_pending.get() || self.extra.get().is_some() {
             return self.retire_slow();
         }
+        // The common case, parked into the current magazine, calls nothing; every other case
+        // is one (tail) call, so the caller needs no stack frame for this path.
+        if let (Some((slot, size)), false) = (self.park_slot(), self.holds_second_part()) {
+            let bytes = self.bytes;
+            if let Err((node, _)) = magazine::try_park(self, slot, size, bytes) {
+                node.park_or_release();
+            }
+            return;
+        }
         self.park_or_release();
+    }
+
+    /// True for a discrete buffer that has both a host and a device part (a parked node keeps
+    /// only the part made at allocation, so the other one is released first).
+    #[inline]
+    fn holds_second_part(&self) -> bool {
+        matches!(&self.parts, Parts::Discrete { host, device: Some(_) } if host.get().is_some())
     }
 
     #[inline(never)]
@@ -213,7 +229,7 @@ impl RawBuffer {
         self.park_or_release();
     }
 
-    #[inline]
+    #[inline(never)]
     fn park_or_release(mut self: Box<Self>) {
         let bytes = self.bytes;
         let Some((slot, size)) = self.park_slot() else { return self.release(bytes) };

@@ -51,7 +51,7 @@ fn size<T>() -> usize {
 }
 
 impl<T: Element> UnifiedBuffer<T> {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(
         mm: &Arc<ManagerShared>,
         len: usize,

@@ -37,6 +37,7 @@ use crate::pool::size_class::class_of;
 use crate::stats::Shard;
 use crossbeam_utils::CachePadded;
 use std::cell::RefCell;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -88,32 +89,87 @@ pub(crate) fn slot_of_host(host: &HostBlock) -> Option<(usize, usize)> {
 }
 
 /// One thread's magazine. Empty (and allocation-free) until the thread first drops a buffer.
+///
+/// It has no drop glue (its owning fields are `ManuallyDrop`), so the thread-local that holds
+/// it needs no destructor registration and no liveness check on access: the hot paths are
+/// a plain thread-local load. Its contents are handed back by [`Retired`] whenever it is
+/// replaced, and at thread exit by [`ExitFlush`], which [`restock`] registers before anything
+/// is parked.
 struct Magazine {
     owner: u64,
     epoch: u64,
     bytes: usize,
     /// The owner's statistics shard of this thread (looked up once, not per allocation).
-    shard: Option<Arc<CachePadded<Shard>>>,
-    /// Retired nodes with their block sizes, by slot (`Kind` × size class).
-    slots: Vec<Vec<(Box<RawBuffer>, usize)>>,
+    shard: ManuallyDrop<Option<Arc<CachePadded<Shard>>>>,
+    /// Retired nodes by slot (`Kind` × size class).
+    slots: ManuallyDrop<Vec<Stack>>,
 }
 
 impl Magazine {
-    const EMPTY: Magazine = Magazine { owner: 0, epoch: 0, bytes: 0, shard: None, slots: Vec::new() };
+    const EMPTY: Magazine =
+        Magazine { owner: 0, epoch: 0, bytes: 0, shard: ManuallyDrop::new(None), slots: ManuallyDrop::new(Vec::new()) };
 }
 
-/// Hands every parked block back to its manager's shared caches (dropping a node releases its
-/// memory): when a stale magazine is replaced, when it is flushed, and when its thread exits.
-impl Drop for Magazine {
+/// The retired nodes of one slot: a fixed array, so a push or pop touches no other memory
+/// and never grows (a `Vec` of nodes per slot made every pop two dependent loads deep and
+/// every push a call).
+#[derive(Default)]
+struct Stack {
+    /// Block size of every node here (one size class of one kind).
+    size: usize,
+    len: usize,
+    nodes: [Option<Box<RawBuffer>>; PER_CLASS],
+}
+
+impl Stack {
+    #[inline(always)]
+    fn pop(&mut self) -> Option<Box<RawBuffer>> {
+        let top = self.len.checked_sub(1)?;
+        let node = self.nodes.get_mut(top)?.take();
+        self.len = top;
+        node
+    }
+
+    /// Pushes `node` if there is room; gives it back otherwise.
+    #[inline(always)]
+    fn push(&mut self, node: Box<RawBuffer>, size: usize) -> Option<Box<RawBuffer>> {
+        let Some(free) = self.nodes.get_mut(self.len) else { return Some(node) };
+        *free = Some(node);
+        self.len += 1;
+        self.size = size;
+        None
+    }
+}
+
+/// A magazine taken out of its thread-local: dropping it hands every parked block back to its
+/// manager's shared caches (dropping a node releases its memory). Callers drop it after the
+/// thread-local's borrow has ended, since releasing calls into the pools.
+struct Retired(Magazine);
+
+impl Drop for Retired {
     fn drop(&mut self) {
-        if let Some(shard) = &self.shard {
+        if let Some(shard) = &*self.0.shard {
             shard.magazine_bytes.store(0, Relaxed);
         }
+        drop(std::mem::take(&mut *self.0.slots));
+        drop(self.0.shard.take());
+    }
+}
+
+/// Empties the thread's magazine when thread-local destructors reach it. Registered by
+/// [`restock`] after the thread's statistics state (see `stats::THREAD_STATE`), so it runs
+/// while the thread's statistics shard can still be found.
+struct ExitFlush;
+
+impl Drop for ExitFlush {
+    fn drop(&mut self) {
+        drop(take_out_if(|_| true));
     }
 }
 
 thread_local! {
     static MAGAZINE: RefCell<Magazine> = const { RefCell::new(Magazine::EMPTY) };
+    static EXIT_FLUSH: ExitFlush = const { ExitFlush };
 }
 
 /// A retired node of `mm` of `kind` for a new buffer of `bytes` bytes in size class `class`,
@@ -121,7 +177,7 @@ thread_local! {
 /// caller resets the node with `RawBuffer::reuse`).
 #[inline]
 pub(crate) fn take(mm: &ManagerShared, kind: Kind, class: usize, bytes: usize) -> Option<Box<RawBuffer>> {
-    if class >= CLASSES || !mm.stats.thread_ready() {
+    if class >= CLASSES {
         return None;
     }
     let slot = kind as usize * CLASSES + class;
@@ -129,12 +185,16 @@ pub(crate) fn take(mm: &ManagerShared, kind: Kind, class: usize, bytes: usize) -
     MAGAZINE
         .try_with(|m| {
             let mut m = m.try_borrow_mut().ok()?;
+            let m = &mut *m;
+            // Only a ready thread's magazine has an owner (`restock`), so this also keeps an
+            // exiting thread from taking anything.
             if m.owner != mm.id || m.epoch != epoch {
                 return None;
             }
-            let (node, size) = m.slots.get_mut(slot)?.pop()?;
-            m.bytes -= size;
-            if let Some(shard) = &m.shard {
+            let stack = m.slots.get_mut(slot)?;
+            let node = stack.pop()?;
+            m.bytes -= stack.size;
+            if let Some(shard) = &*m.shard {
                 mm.stats.buffer_created_from_magazine(shard, bytes, m.bytes);
             }
             Some(node)
@@ -143,40 +203,78 @@ pub(crate) fn take(mm: &ManagerShared, kind: Kind, class: usize, bytes: usize) -
         .flatten()
 }
 
+/// Why [`try_park`] did not park a node.
+#[derive(Clone, Copy)]
+pub(crate) enum Miss {
+    /// The manager keeps no magazines (no pooling, or no handle left).
+    Off,
+    /// This thread's magazine is another manager's, of an older epoch, or not made yet.
+    Stale,
+    /// No room (slot or byte bound), or the magazine is busy.
+    Full,
+}
+
 /// Parks the retired `node` (of a buffer of `bytes` bytes, whose block of `size` bytes goes to
-/// `slot`) in this thread's magazine and counts the buffer as dropped; gives it back when it
-/// does not fit (full, busy, or the thread is exiting).
-#[inline]
-pub(crate) fn park(node: Box<RawBuffer>, slot: usize, size: usize, bytes: usize) -> Option<Box<RawBuffer>> {
+/// `slot`) in this thread's magazine and counts the buffer as dropped, if that takes nothing
+/// but the current magazine; gives it back with the reason otherwise ([`park`] handles those).
+/// It calls nothing, so a caller that inlines it needs no stack frame on this path.
+#[inline(always)]
+pub(crate) fn try_park(
+    node: Box<RawBuffer>,
+    slot: usize,
+    size: usize,
+    bytes: usize,
+) -> Result<(), (Box<RawBuffer>, Miss)> {
     let mm = node.manager();
     let epoch = mm.recycle_epoch.load(Relaxed);
-    if mm.magazine_cap == 0 || epoch == CLOSED || !mm.stats.thread_ready() {
-        flush_if_owner_closed();
-        return Some(node);
+    if mm.magazine_cap == 0 || epoch == CLOSED {
+        return Err((node, Miss::Off));
     }
     let mut node = Some(node);
-    let current = MAGAZINE.try_with(|m| {
-        let mut m = m.try_borrow_mut().ok()?;
-        let mm = node.as_ref()?.manager();
+    let outcome = MAGAZINE.try_with(|m| {
+        let mut m = m.try_borrow_mut().map_err(|_| Miss::Full)?;
+        let m = &mut *m;
+        let mm = node.as_ref().ok_or(Miss::Full)?.manager();
         if m.owner != mm.id || m.epoch != epoch {
-            return Some(false);
+            return Err(Miss::Stale);
         }
         let held = m.bytes + size;
-        if held <= mm.magazine_cap && m.slots.get(slot).is_some_and(|s| s.len() < PER_CLASS) {
-            if let Some(shard) = &m.shard {
-                mm.stats.buffer_dropped_into_magazine(shard, bytes, held);
-            }
-            m.bytes = held;
-            if let Some(n) = node.take() {
-                m.slots[slot].push((n, size));
-            }
+        let stack = m.slots.get_mut(slot).ok_or(Miss::Full)?;
+        if held > mm.magazine_cap || stack.len >= PER_CLASS {
+            return Err(Miss::Full);
         }
-        Some(true)
+        if let Some(shard) = &*m.shard {
+            mm.stats.buffer_dropped_into_magazine(shard, bytes, held);
+        }
+        m.bytes = held;
+        node = stack.push(node.take().ok_or(Miss::Full)?, size);
+        Ok(())
     });
-    if let Ok(Some(false)) = current {
-        restock(&mut node, epoch, slot, size, bytes);
+    match (node, outcome) {
+        (None, _) => Ok(()),
+        (Some(node), Ok(Err(miss))) => Err((node, miss)),
+        (Some(node), _) => Err((node, Miss::Full)),
     }
-    node
+}
+
+/// As [`try_park`], and on a miss: starts a magazine for `node`'s manager when this thread's
+/// is stale, or empties it when its manager is closed. Gives `node` back when it was not
+/// parked.
+pub(crate) fn park(node: Box<RawBuffer>, slot: usize, size: usize, bytes: usize) -> Option<Box<RawBuffer>> {
+    match try_park(node, slot, size, bytes) {
+        Ok(()) => None,
+        Err((node, Miss::Off)) => {
+            flush_if_owner_closed();
+            Some(node)
+        }
+        Err((node, Miss::Stale)) => {
+            let epoch = node.manager().recycle_epoch.load(Relaxed);
+            let mut node = Some(node);
+            restock(&mut node, epoch, slot, size, bytes);
+            node
+        }
+        Err((node, Miss::Full)) => Some(node),
+    }
 }
 
 /// The magazine belongs to another manager or an older epoch: hand its nodes back and start a
@@ -186,17 +284,33 @@ fn restock(node: &mut Option<Box<RawBuffer>>, epoch: u64, slot: usize, size: usi
     // First the stale magazine goes, outside the borrow (dropping nodes calls into the pools)
     // and before the fresh one counts its bytes (both may share a statistics shard).
     drop(take_out_if(|_| true));
+    let Some(mm) = node.as_ref().map(|n| n.manager().clone()) else { return };
+    if size > mm.magazine_cap {
+        return;
+    }
+    // The shard first: it makes the thread ready (see `stats::THREAD_STATE`), and only then
+    // is the exit flush registered, so that it runs before the thread's statistics go. It
+    // cannot be registered once thread-local destructors have started: nothing is parked then.
+    let Some(shard) = mm.stats.thread_shard() else { return };
+    if EXIT_FLUSH.try_with(|_| ()).is_err() {
+        return;
+    }
     let _ = MAGAZINE.try_with(|m| {
         let mut m = m.try_borrow_mut().ok()?;
-        let mm = node.as_ref()?.manager().clone();
-        if m.owner != 0 || size > mm.magazine_cap {
+        if m.owner != 0 {
             return None;
         }
-        let shard = mm.stats.thread_shard()?;
         mm.stats.buffer_dropped_into_magazine(&shard, bytes, size);
-        let mut slots: Vec<Vec<(Box<RawBuffer>, usize)>> = (0..KINDS * CLASSES).map(|_| Vec::new()).collect();
-        slots[slot].extend(node.take().map(|n| (n, size)));
-        *m = Magazine { owner: mm.id, epoch, bytes: size, shard: Some(shard), slots };
+        let mut slots: Vec<Stack> = (0..KINDS * CLASSES).map(|_| Stack::default()).collect();
+        let stack = slots.get_mut(slot)?;
+        *node = stack.push(node.take()?, size);
+        *m = Magazine {
+            owner: mm.id,
+            epoch,
+            bytes: size,
+            shard: ManuallyDrop::new(Some(shard)),
+            slots: ManuallyDrop::new(slots),
+        };
         Some(())
     });
 }
@@ -211,8 +325,8 @@ pub(crate) fn flush_if_owner_closed() {
         m.bytes > 0
             && m.slots
                 .iter()
-                .find_map(|s| s.first())
-                .is_some_and(|(node, _)| node.manager().recycle_epoch.load(Relaxed) == CLOSED)
+                .find_map(|s| s.nodes.first().and_then(Option::as_ref))
+                .is_some_and(|node| node.manager().recycle_epoch.load(Relaxed) == CLOSED)
     }));
 }
 
@@ -222,17 +336,12 @@ pub(crate) fn flush_current(mm: &ManagerShared) -> bool {
 }
 
 /// This thread's magazine, taken out (an empty one left in its place) when `stale` says so.
-/// Dropping it hands its nodes back to the pools, which callers do after the borrow has ended.
-fn take_out_if(stale: impl FnOnce(&Magazine) -> bool) -> Option<Magazine> {
-    // Before a thread is ready its magazine is empty; touching it would register its
-    // destructor too early (see `stats::THREAD_STATE`).
-    if !crate::stats::thread_is_ready() {
-        return None;
-    }
+/// Dropping the result hands its nodes back to the pools.
+fn take_out_if(stale: impl FnOnce(&Magazine) -> bool) -> Option<Retired> {
     MAGAZINE
         .try_with(|m| {
             let mut m = m.try_borrow_mut().ok()?;
-            stale(&m).then(|| std::mem::replace(&mut *m, Magazine::EMPTY))
+            stale(&m).then(|| Retired(std::mem::replace(&mut *m, Magazine::EMPTY)))
         })
         .ok()
         .flatten()
