@@ -91,6 +91,22 @@ pub enum Error {
         largest_free_block: u64,
     },
 
+    /// The manager's own device-memory cap ([`crate::ManagerOptions::device_memory_limit`]) has
+    /// no room for the allocation, even after the cache was released.
+    #[error("device memory limit reached on {backend}: requested {requested} bytes, this manager holds {held} of its {limit}-byte limit ({cached} of them cached but not releasable: parts of segments still in use) after releasing what could be released and retrying; free buffers, allocate less, or raise ManagerOptions::device_memory_limit")]
+    MemoryLimitExceeded {
+        /// Backend name.
+        backend: &'static str,
+        /// Bytes requested from the backend (a pool segment, or the rounded request).
+        requested: u64,
+        /// The limit, in bytes.
+        limit: u64,
+        /// Device bytes this manager held from the backend when the request failed.
+        held: u64,
+        /// Of those, bytes cached (free within partly used segments).
+        cached: u64,
+    },
+
     /// A backend is compiled out, has no driver, or has no device.
     #[error("backend `{backend}` is unavailable: {reason}")]
     BackendUnavailable {
@@ -343,7 +359,10 @@ fn fmt_limit(limit: Option<u64>) -> String {
 impl Error {
     /// True when retrying the same call may succeed (a transient device condition).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::OutOfMemory { .. } | Error::Backend { transient: true, .. })
+        matches!(
+            self,
+            Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. } | Error::Backend { transient: true, .. }
+        )
     }
 }
 

@@ -37,6 +37,13 @@ pub struct ManagerOptions {
     /// Record where each live buffer was allocated, for leak reports (default false: it costs a
     /// lock per allocation).
     pub track_allocations: bool,
+    /// At most this many bytes of device memory held from the backend, cached blocks included
+    /// (default `None`: as much as the backend gives). An allocation that would go beyond it
+    /// first releases cached memory and retries, then fails with
+    /// [`Error::MemoryLimitExceeded`]. What RMM's `limiting_resource_adaptor` and PyTorch's
+    /// `set_per_process_memory_fraction` do: one manager cannot starve others sharing a
+    /// device. On unified backends (cpu) device memory is the buffers' memory.
+    pub device_memory_limit: Option<u64>,
 }
 
 impl Default for ManagerOptions {
@@ -48,6 +55,7 @@ impl Default for ManagerOptions {
             maintenance_interval: Some(Duration::from_secs(60)),
             enable_statistics: true,
             track_allocations: false,
+            device_memory_limit: None,
         }
     }
 }
@@ -59,6 +67,13 @@ impl ManagerOptions {
                 option: "ManagerOptions::min_pool_bytes",
                 value: format!("{} (max_pool_bytes is {})", self.min_pool_bytes, self.max_pool_bytes),
                 reason: "min_pool_bytes must not exceed max_pool_bytes",
+            });
+        }
+        if self.device_memory_limit == Some(0) {
+            return Err(Error::InvalidArgument {
+                option: "ManagerOptions::device_memory_limit",
+                value: "Some(0)".into(),
+                reason: "a limit of 0 bytes allows no buffer with data; use None for no limit",
             });
         }
         if self.maintenance_interval == Some(Duration::ZERO) {
@@ -117,7 +132,7 @@ impl ManagerShared {
     pub(crate) fn acquire_device(&self, bytes: usize) -> Result<DeviceRegion> {
         match self.device_pool.acquire(bytes, self.tick.load(Ordering::Relaxed)) {
             // Blocks parked in this thread's magazine may be what the pool needs.
-            Err(Error::OutOfMemory { .. }) if magazine::flush_current(self) => {
+            Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) if magazine::flush_current(self) => {
                 self.device_pool.acquire(bytes, self.tick.load(Ordering::Relaxed))
             }
             other => other,
@@ -337,7 +352,13 @@ impl MemoryManager {
         let shared = Arc::new(ManagerShared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             unified: backend.is_unified(),
-            device_pool: DevicePool::new(backend.clone(), stats.clone(), options.enable_pooling, max),
+            device_pool: DevicePool::new(
+                backend.clone(),
+                stats.clone(),
+                options.enable_pooling,
+                max,
+                options.device_memory_limit,
+            ),
             backend,
             host_cache: BlockCache::new(max),
             diagnostics: Diagnostics::new(options.track_allocations, Box::new(move || live_stats.active())),
@@ -452,6 +473,13 @@ impl MemoryManager {
             self.shared.cached_bytes() as u64,
             self.shared.device_pool.segment_count() as u64,
         )
+    }
+
+    /// Starts a new peak: `peak_bytes` becomes the bytes of the buffers alive now. Returns the
+    /// peak it replaces. (PyTorch's `reset_peak_memory_stats`, for measuring one phase of a
+    /// program.)
+    pub fn reset_peak_bytes(&self) -> u64 {
+        self.shared.stats.reset_peak()
     }
 
     /// Releases cached blocks down to `min_pool_bytes`; returns the bytes released.

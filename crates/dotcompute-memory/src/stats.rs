@@ -230,6 +230,11 @@ impl StatCounters {
         }
     }
 
+    /// Sets the peak to the bytes of live buffers now; returns the previous peak.
+    pub(crate) fn reset_peak(&self) -> u64 {
+        self.peak_bytes.0.swap(self.active_bytes(), Relaxed)
+    }
+
     /// Bytes of live buffers: the shared count plus what threads have not folded in yet.
     fn active_bytes(&self) -> u64 {
         let total = self.active_bytes.get().wrapping_add(self.total(|s| &s.unflushed_active));

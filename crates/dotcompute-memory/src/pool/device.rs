@@ -39,6 +39,8 @@ struct ArenaState {
     arena: Arena,
     segments: std::collections::HashMap<u64, Arc<Segment>>,
     next_id: u64,
+    /// Bytes of all segments (what this pool holds from the backend).
+    held: u64,
 }
 
 /// The caching allocator of one manager. See the module docs.
@@ -49,6 +51,8 @@ pub(crate) struct DevicePool {
     max_cached: usize,
     front: BlockCache<DeviceRegion>,
     state: Mutex<ArenaState>,
+    /// `ManagerOptions::device_memory_limit`.
+    limit: Option<u64>,
 }
 
 fn round_up(n: usize, to: usize) -> Option<usize> {
@@ -56,15 +60,44 @@ fn round_up(n: usize, to: usize) -> Option<usize> {
 }
 
 impl DevicePool {
-    pub(crate) fn new(backend: Arc<dyn Backend>, stats: Arc<StatCounters>, pooling: bool, max_cached: usize) -> Self {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        stats: Arc<StatCounters>,
+        pooling: bool,
+        max_cached: usize,
+        limit: Option<u64>,
+    ) -> Self {
         DevicePool {
             backend,
             stats,
             pooling,
             max_cached,
             front: BlockCache::new(max_cached),
-            state: Mutex::new(ArenaState { arena: Arena::default(), segments: Default::default(), next_id: 1 }),
+            state: Mutex::new(ArenaState {
+                arena: Arena::default(),
+                segments: Default::default(),
+                next_id: 1,
+                held: 0,
+            }),
+            limit,
         }
+    }
+
+    /// A new segment of `size` bytes from the backend, within the manager's limit (checked
+    /// under the arena lock, which every segment allocation and release holds).
+    fn allocate_segment(&self, st: &ArenaState, size: usize) -> Result<DeviceMemory> {
+        if let Some(limit) = self.limit {
+            if st.held.saturating_add(size as u64) > limit {
+                return Err(Error::MemoryLimitExceeded {
+                    backend: self.backend.name(),
+                    requested: size as u64,
+                    limit,
+                    held: st.held,
+                    cached: (self.front.cached_bytes() + st.arena.free_bytes()) as u64,
+                });
+            }
+        }
+        self.backend.allocate(size, 4096)
     }
 
     fn lock(&self) -> MutexGuard<'_, ArenaState> {
@@ -109,9 +142,9 @@ impl DevicePool {
         } else {
             (round_up(size, SMALL_SEGMENT).ok_or_else(overflow)?, false)
         };
-        let memory = match self.backend.allocate(segment_size, 4096) {
+        let memory = match self.allocate_segment(&st, segment_size) {
             Ok(m) => m,
-            Err(Error::OutOfMemory { .. }) => {
+            Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) => {
                 drop(st);
                 self.release_cached(0, u64::MAX);
                 st = self.lock();
@@ -123,10 +156,10 @@ impl DevicePool {
                     }
                 }
                 // A device too small for a whole segment may still fit the request itself.
-                let retry = match self.backend.allocate(segment_size, 4096) {
-                    Err(Error::OutOfMemory { .. }) if segment_size > size => {
+                let retry = match self.allocate_segment(&st, segment_size) {
+                    Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) if segment_size > size => {
                         splittable = false;
-                        self.backend.allocate(size, 4096)
+                        self.allocate_segment(&st, size)
                     }
                     other => other,
                 };
@@ -150,6 +183,7 @@ impl DevicePool {
         let id = st.next_id;
         st.next_id += 1;
         let seg_size = memory.size();
+        st.held += seg_size as u64;
         st.segments.insert(id, Arc::new(Segment { memory, id }));
         st.arena.add_segment(id, seg_size, splittable, tick);
         let (seg, off) = st.arena.alloc(size, min_split).ok_or_else(|| Error::InvalidHandle {
@@ -205,6 +239,7 @@ impl DevicePool {
                     st.arena.remove_segment(id);
                     let memory: DeviceMemory = segment.memory;
                     released += memory.size();
+                    st.held -= memory.size() as u64;
                     self.stats.backend_freed(memory.size());
                     if self.pooling {
                         self.stats.evicted();
