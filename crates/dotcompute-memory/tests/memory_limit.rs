@@ -130,3 +130,28 @@ fn reset_peak_starts_a_new_peak_at_what_is_alive() {
     assert_eq!(mm.reset_peak_bytes(), 3 * MIB as u64);
     assert_eq!(mm.statistics().peak_bytes, 0);
 }
+
+#[test]
+fn on_a_discrete_device_a_refused_upload_leaves_the_buffer_as_it_was() {
+    let mm = MemoryManager::with_backend(
+        SimBackend::new(SimOptions::default()),
+        ManagerOptions { maintenance_interval: None, device_memory_limit: Some(4 * MIB as u64), ..Default::default() },
+    )
+    .unwrap();
+    let mut on_device = mm.allocate::<u8>(3 * MIB).unwrap();
+    on_device.fill(5).unwrap();
+    on_device.ensure_on_device().unwrap();
+    // Host memory is not limited: the host part of a second buffer is made, its device part
+    // is refused.
+    let mut host_only = mm.allocate::<u8>(3 * MIB).unwrap();
+    host_only.fill(6).unwrap();
+    let state = host_only.state();
+    let err = host_only.ensure_on_device().unwrap_err();
+    assert!(matches!(err, Error::MemoryLimitExceeded { limit, .. } if limit == 4 * MIB as u64), "{err}");
+    assert_eq!(host_only.state(), state);
+    assert!(host_only.as_slice().unwrap().iter().all(|&x| x == 6));
+    // Once the first buffer is gone (and its memory released from the cache), it fits.
+    drop(on_device);
+    host_only.ensure_on_device().unwrap();
+    assert_eq!(host_only.state(), BufferState::Synchronized);
+}
