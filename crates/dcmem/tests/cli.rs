@@ -448,6 +448,20 @@ fn demo_walks_through_the_states() {
 }
 
 #[test]
+fn stats_text_ends_with_the_device_pool_snapshot() {
+    let o = dcmem(&["stats", "--backend", "sim"]);
+    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let text = stdout(&o);
+    let summary = text.lines().find(|l| l.starts_with("Device pool now: ")).unwrap_or_else(|| panic!("{text}"));
+    // The workload keeps one buffer alive, so at least one segment with something handed out.
+    let segments = number_before(summary, " segment(s)");
+    assert!(segments >= 1.0, "{summary}");
+    let lines = text.lines().filter(|l| l.trim_start().starts_with("segment ")).count();
+    assert_eq!(lines as f64, segments, "one line per segment:\n{text}");
+    assert!(summary.contains("fragmentation") && summary.contains("magazines hold"), "{summary}");
+}
+
+#[test]
 fn stats_json_reflects_the_workload() {
     let o = dcmem(&["stats", "--backend", "sim", "--json"]);
     assert!(o.status.success(), "stderr: {}", stderr(&o));

@@ -88,6 +88,7 @@ pub use pool::array::{ArrayHandle, ArrayPool, ArrayPoolOptions, ArrayPoolStatist
 pub use pool::object::{
     EvictionPolicy, MaintenanceReport, ObjectPool, ObjectPoolBuilder, ObjectPoolStatistics, Pooled,
 };
+pub use pool::snapshot::{BlockSnapshot, MemorySnapshot, SegmentSnapshot};
 pub use stats::{MemoryStatistics, TransferStatistics};
 pub use transfer::{
     Priority, RetryPolicy, StagingPolicy, TransferBatch, TransferEngine, TransferOptions, TransferOutcome,

@@ -475,6 +475,13 @@ impl MemoryManager {
         )
     }
 
+    /// The device pool's segments and blocks now, with totals and a fragmentation measure
+    /// (PyTorch's `memory_snapshot`): where device memory goes, and why a request may need a
+    /// new segment although `cached_bytes` looks large.
+    pub fn memory_snapshot(&self) -> crate::MemorySnapshot {
+        self.shared.device_pool.snapshot(self.shared.stats.magazine_bytes())
+    }
+
     /// Starts a new peak: `peak_bytes` becomes the bytes of the buffers alive now. Returns the
     /// peak it replaces. (PyTorch's `reset_peak_memory_stats`, for measuring one phase of a
     /// program.)

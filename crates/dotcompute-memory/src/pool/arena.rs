@@ -7,6 +7,7 @@
 //! never split and serve only requests within 25 % of their size. Pure bookkeeping over segment
 //! ids and offsets: no memory is touched, which is what makes it property-testable.
 
+use super::snapshot::{BlockSnapshot, SegmentSnapshot};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +182,26 @@ impl Arena {
     /// Number of segments.
     pub(crate) fn segment_count(&self) -> usize {
         self.segments.len()
+    }
+
+    /// Every segment with its blocks, largest segment first (ties by id).
+    pub(crate) fn snapshot(&self) -> Vec<SegmentSnapshot> {
+        let mut segments: Vec<SegmentSnapshot> = self
+            .segments
+            .iter()
+            .map(|(&id, seg)| SegmentSnapshot {
+                id,
+                size: seg.size as u64,
+                splittable: seg.splittable,
+                blocks: seg
+                    .blocks
+                    .iter()
+                    .map(|(&offset, b)| BlockSnapshot { offset: offset as u64, size: b.size as u64, free: b.free })
+                    .collect(),
+            })
+            .collect();
+        segments.sort_by_key(|s| (std::cmp::Reverse(s.size), s.id));
+        segments
     }
 }
 

@@ -15,6 +15,7 @@
 use super::arena::Arena;
 use super::cache::BlockCache;
 use super::size_class::class_of;
+use super::snapshot::MemorySnapshot;
 use crate::backend::region::{DeviceRegion, Segment};
 use crate::backend::{Backend, DeviceMemory};
 use crate::error::{Error, Result};
@@ -265,6 +266,24 @@ impl DevicePool {
             self.free_into_arena(&mut st, r, idle_before.saturating_sub(1));
         }
         self.release_empty_segments(&mut st, keep, idle_before)
+    }
+
+    /// The segments and their blocks, with the totals of [`MemorySnapshot`] (`magazine_bytes`:
+    /// what the manager's magazines hold).
+    pub(crate) fn snapshot(&self, magazine_bytes: u64) -> MemorySnapshot {
+        let st = self.lock();
+        let segments = st.arena.snapshot();
+        let free = st.arena.free_bytes() as u64;
+        MemorySnapshot {
+            backend: self.backend.name().to_string(),
+            reserved_bytes: st.held,
+            in_use_bytes: st.held - free,
+            free_bytes: free,
+            front_cached_bytes: self.front.cached_bytes() as u64,
+            magazine_bytes,
+            largest_free_block: st.arena.largest_free() as u64,
+            segments,
+        }
     }
 
     /// Segments currently held (for diagnostics).

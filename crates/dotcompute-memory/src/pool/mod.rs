@@ -11,3 +11,4 @@ pub(crate) mod device;
 pub(crate) mod magazine;
 pub mod object;
 pub mod size_class;
+pub mod snapshot;
