@@ -72,9 +72,11 @@ pub(crate) struct Shard {
 //
 // Only allocations make a thread ready; a drop on a thread that is not ready counts in the
 // shared counters and parks nothing. A drop may run in a thread-local destructor after the id's
-// destructor (a buffer kept in a thread-local first used before anything took the thread id,
-// e.g. an `ObjectPool` or another library using the `thread_local` crate): taking a new id then
-// touches the destroyed id guard and aborts, and nothing tells whether that has happened.
+// destructor (a buffer kept in a thread-local first used before anything else took the thread
+// id, e.g. an `ObjectPool` or another library using the `thread_local` crate): taking a new id
+// then touches the destroyed id guard and aborts, and nothing tells whether that has happened.
+// (An allocation in such a late destructor, on a thread that never allocated before, still
+// takes an id and aborts that way.)
 const FRESH: u8 = 0;
 const READY: u8 = 1;
 const EXITING: u8 = 2;

@@ -16,6 +16,9 @@
 //!   pooling).
 //! - A magazine serves one manager at a time; using another manager on the thread hands the
 //!   blocks back to the first one's shared caches.
+//! - A thread parks nothing until it has allocated a buffer itself (of any manager; see
+//!   `stats::THREAD_STATE`): a thread that only drops buffers made elsewhere hands them straight
+//!   to the shared caches.
 //! - `trim_excess`, each maintenance pass and an out-of-memory retry bump the manager's
 //!   *recycle epoch*: every thread hands its magazine back the next time it drops a buffer of
 //!   that manager. `trim_excess` and the out-of-memory retry also empty the calling thread's
