@@ -227,9 +227,10 @@ fn switching_away_from_a_closed_manager_releases_it_at_once() {
     assert_eq!(used, 0, "the closed manager still held {used} device bytes after the restock");
 }
 
-/// A thread spawned from inside `trim_excess` of another thread: lets a test release the shared
-/// caches without touching the calling thread's magazine (`trim_excess` empties only the
-/// calling thread's), so what stays cached is exactly what the calling thread has parked.
+/// Runs `trim_excess` on another thread: the shared caches are released but not this thread's
+/// magazine (`trim_excess` empties only its caller's), so what stays cached afterwards is
+/// exactly what this thread has parked. (It also recalls this thread's magazine: its next
+/// allocations do not take from it, its next drop hands it back.)
 fn trim_elsewhere(mm: &MemoryManager) {
     let mm = mm.clone();
     std::thread::spawn(move || {
