@@ -69,6 +69,14 @@ pub(crate) struct Shard {
 // is given back and marks the thread as exiting, and from then on its statistics go to shared
 // counters and nothing is parked. The magazine registers its exit flush after this (see
 // `pool::magazine::restock`), so it is flushed while the id is still valid.
+//
+// Only allocations make a thread ready; a drop on a thread that is not ready counts in the
+// shared counters and parks nothing. A drop may run in a thread-local destructor after the id's
+// destructor (a buffer kept in a thread-local first used before anything else took the thread
+// id, e.g. an `ObjectPool` or another library using the `thread_local` crate): taking a new id
+// then touches the destroyed id guard and aborts, and nothing tells whether that has happened.
+// (An allocation in such a late destructor, on a thread that never allocated before, still
+// takes an id and aborts that way.)
 const FRESH: u8 = 0;
 const READY: u8 = 1;
 const EXITING: u8 = 2;
@@ -111,8 +119,8 @@ const PEAK_MIN_BYTES: usize = 64 << 10;
 pub(crate) struct StatCounters {
     started: Instant,
     shards: ThreadLocal<Arc<CachePadded<Shard>>>,
-    /// The hot counters of threads that are exiting (see `THREAD_STATE`), updated with
-    /// read-modify-writes since several threads may exit at once.
+    /// The hot counters of threads that are exiting, or drop before they ever allocated (see
+    /// `THREAD_STATE`), updated with read-modify-writes since several threads may use them.
     exiting: CachePadded<Shard>,
     active_bytes: Counter,
     peak_bytes: Counter,
@@ -161,9 +169,19 @@ impl StatCounters {
         Some(shard)
     }
 
-    /// This thread's shard, to keep (see `pool::magazine`); `None` once the thread is exiting.
+    /// This thread's shard if the thread is ready (see `THREAD_STATE`: drops never make it so).
+    #[inline]
+    fn ready_shard(&self) -> Option<&Shard> {
+        match THREAD_STATE.get() {
+            READY => Some(self.shards.get_or_default()),
+            _ => None,
+        }
+    }
+
+    /// This thread's shard, to keep (see `pool::magazine`); `None` unless the thread is ready
+    /// (a drop asks for it, see `THREAD_STATE`).
     pub(crate) fn thread_shard(&self) -> Option<Arc<CachePadded<Shard>>> {
-        self.shard()?;
+        self.ready_shard()?;
         self.shards.get().cloned()
     }
 
@@ -207,7 +225,7 @@ impl StatCounters {
 
     #[inline]
     pub(crate) fn buffer_dropped(&self, bytes: usize) {
-        match self.shard() {
+        match self.ready_shard() {
             Some(shard) => self.dropped(shard, bytes),
             None => {
                 self.exiting.buffers_freed.fetch_add(1, Relaxed);

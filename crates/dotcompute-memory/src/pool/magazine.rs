@@ -16,6 +16,9 @@
 //!   pooling).
 //! - A magazine serves one manager at a time; using another manager on the thread hands the
 //!   blocks back to the first one's shared caches.
+//! - A thread parks nothing until it has allocated a buffer itself (of any manager; see
+//!   `stats::THREAD_STATE`): a thread that only drops buffers made elsewhere hands them straight
+//!   to the shared caches.
 //! - `trim_excess`, each maintenance pass and an out-of-memory retry bump the manager's
 //!   *recycle epoch*: every thread hands its magazine back the next time it drops a buffer of
 //!   that manager. `trim_excess` and the out-of-memory retry also empty the calling thread's
@@ -115,28 +118,33 @@ impl Magazine {
 /// every push a call).
 #[derive(Default)]
 struct Stack {
-    /// Block size of every node here (one size class of one kind).
-    size: usize,
     len: usize,
+    /// Block size of each node. Blocks of one size class may differ in size: the device pool's
+    /// arena hands out a whole free block when the rest would be too small to split off.
+    sizes: [usize; PER_CLASS],
     nodes: [Option<Box<RawBuffer>>; PER_CLASS],
 }
 
 impl Stack {
+    /// The top node and its block size.
     #[inline(always)]
-    fn pop(&mut self) -> Option<Box<RawBuffer>> {
+    fn pop(&mut self) -> Option<(Box<RawBuffer>, usize)> {
         let top = self.len.checked_sub(1)?;
-        let node = self.nodes.get_mut(top)?.take();
+        let size = *self.sizes.get(top)?;
+        let node = self.nodes.get_mut(top)?.take()?;
         self.len = top;
-        node
+        Some((node, size))
     }
 
-    /// Pushes `node` if there is room; gives it back otherwise.
+    /// Pushes `node`, whose block is `size` bytes, if there is room; gives it back otherwise.
     #[inline(always)]
     fn push(&mut self, node: Box<RawBuffer>, size: usize) -> Option<Box<RawBuffer>> {
-        let Some(free) = self.nodes.get_mut(self.len) else { return Some(node) };
+        let (Some(free), Some(slot_size)) = (self.nodes.get_mut(self.len), self.sizes.get_mut(self.len)) else {
+            return Some(node);
+        };
         *free = Some(node);
+        *slot_size = size;
         self.len += 1;
-        self.size = size;
         None
     }
 }
@@ -191,9 +199,8 @@ pub(crate) fn take(mm: &ManagerShared, kind: Kind, class: usize, bytes: usize) -
             if m.owner != mm.id || m.epoch != epoch {
                 return None;
             }
-            let stack = m.slots.get_mut(slot)?;
-            let node = stack.pop()?;
-            m.bytes -= stack.size;
+            let (node, size) = m.slots.get_mut(slot)?.pop()?;
+            m.bytes -= size;
             if let Some(shard) = &*m.shard {
                 mm.stats.buffer_created_from_magazine(shard, bytes, m.bytes);
             }
