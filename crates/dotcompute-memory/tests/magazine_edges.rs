@@ -115,9 +115,10 @@ fn switching_managers_on_one_thread_keeps_both_statistics_exact() {
 }
 
 /// A buffer allocated from one thread's magazine, moved to another thread and dropped there,
-/// parks in that thread's magazine with the manager reference it took over: the reference and
-/// the block travel together, statistics stay exact, and everything is released once both
-/// threads are done. Includes zero-length, DeviceOnly and odd-sized element buffers.
+/// goes back with the manager reference it took over (that thread never allocated, so it parks
+/// nothing: its drops go to the shared caches, see `stats::THREAD_STATE`): statistics stay
+/// exact, and everything is released once both threads are done. Includes zero-length,
+/// DeviceOnly and odd-sized element buffers.
 /// (Checked: passes.)
 #[test]
 fn buffers_crossing_threads_with_odd_shapes_release_everything() {

@@ -24,7 +24,9 @@
 //!   that manager. `trim_excess` and the out-of-memory retry also empty the calling thread's
 //!   magazine at once; other threads' magazines cannot be reached without making every
 //!   allocation pay for synchronisation, so up to `magazine_cap` bytes per thread stay there
-//!   until that thread uses the manager again or exits (thread exit hands them back).
+//!   until that thread uses the manager again or exits (thread exit hands them back, in the
+//!   thread's thread-local destructors: `JoinHandle::join` waits for those, while
+//!   `std::thread::scope` may return before they have run).
 //! - When the last `MemoryManager` handle is dropped the epoch is closed: buffers dropped later
 //!   go straight back to the shared caches, so the manager (and its backend memory) is released
 //!   once its buffers are gone, except for blocks parked in magazines of other threads that are
