@@ -75,8 +75,8 @@ pub(crate) struct Shard {
 // destructor (a buffer kept in a thread-local first used before anything else took the thread
 // id, e.g. an `ObjectPool` or another library using the `thread_local` crate): taking a new id
 // then touches the destroyed id guard and aborts, and nothing tells whether that has happened.
-// (An allocation in such a late destructor, on a thread that never allocated before, still
-// takes an id and aborts that way.)
+// (An allocation in such a late destructor, on a thread that never allocated before, must take
+// an id: `first_shard` catches the crate's panic and counts the thread as exiting.)
 const FRESH: u8 = 0;
 const READY: u8 = 1;
 const EXITING: u8 = 2;
@@ -159,9 +159,19 @@ impl StatCounters {
 
     /// The first shard access of a thread: takes the thread id, then registers the exit
     /// guard (see `THREAD_STATE` for why in this order).
+    ///
+    /// In a thread-local destructor that runs after the `thread_local` crate gave this thread's
+    /// id back (another user of that crate took it first), taking an id panics inside the
+    /// crate; unwinding out of a thread-local destructor would abort the process, so the panic
+    /// is caught here (its message is still printed) and the thread is treated as exiting:
+    /// its statistics go to the shared counters.
     #[cold]
     fn first_shard(&self) -> Option<&Shard> {
-        let shard = self.shards.get_or_default();
+        let shard = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shards.get_or_default()));
+        let Ok(shard) = shard else {
+            THREAD_STATE.set(EXITING);
+            return None;
+        };
         if EXIT_GUARD.try_with(|_| ()).is_err() {
             return None;
         }

@@ -69,6 +69,46 @@ fn a_buffer_dropped_after_the_thread_id_was_given_back_does_not_abort() {
     });
 }
 
+/// As above, but the late thread-local destructor allocates: a thread that never allocated
+/// must take a `thread_local`-crate id then, after that crate gave its id back. The crate
+/// panics doing so; the panic must not escape the destructor (that aborts the process): the
+/// allocation succeeds, counted on the shared counters, and everything is released.
+#[test]
+fn an_allocation_after_the_thread_id_was_given_back_does_not_abort() {
+    in_child("an_allocation_after_the_thread_id_was_given_back_does_not_abort", || {
+        struct AllocatesOnDrop(MemoryManager);
+        impl Drop for AllocatesOnDrop {
+            fn drop(&mut self) {
+                let mut b = self.0.allocate::<u32>(1000).expect("allocation in a late destructor");
+                b.fill(9).unwrap();
+                assert!(b.as_slice().unwrap().iter().all(|&x| x == 9));
+            }
+        }
+        thread_local! {
+            static LATE: RefCell<Option<AllocatesOnDrop>> = const { RefCell::new(None) };
+        }
+        let sim = Arc::new(SimBackend::new(SimOptions::default()));
+        let mm = MemoryManager::with_shared_backend(sim.clone(), quiet()).unwrap();
+        let pool = Arc::new(ObjectPool::builder(|| vec![0u8; 16]).build().unwrap());
+        let worker = {
+            let (pool, mm) = (pool.clone(), mm.clone());
+            std::thread::spawn(move || {
+                LATE.with(|l| *l.borrow_mut() = Some(AllocatesOnDrop(mm))); // destroyed last
+                drop(pool.get()); // takes the thread id: its guard is destroyed before LATE
+            })
+        };
+        worker.join().unwrap();
+        let s = mm.statistics();
+        assert_eq!((s.buffers_allocated, s.buffers_freed), (1, 1), "{s:#?}");
+        assert_eq!((s.active_allocations, s.active_bytes), (0, 0), "{s:#?}");
+        mm.trim_excess().unwrap();
+        let s = mm.statistics();
+        assert_eq!((s.cached_bytes, s.reserved_bytes), (0, 0), "{s:#?}");
+        drop(mm);
+        assert_eq!(sim.used(), 0);
+    });
+}
+
 /// A thread that allocated (its statistics are ready) but never dropped a buffer keeps buffers
 /// in a thread-local registered after that: the thread-local is destroyed first, its drops
 /// start a magazine (and register the exit flush) while thread-local destructors are running.
