@@ -65,6 +65,7 @@ pub mod manager;
 pub mod ops;
 pub mod pool;
 pub mod stats;
+mod thread_exit;
 pub mod transfer;
 
 pub use backend::cpu::CpuBackend;

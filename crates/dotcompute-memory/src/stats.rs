@@ -59,41 +59,13 @@ pub(crate) struct Shard {
     unflushed_active: AtomicU64,
 }
 
-// Thread exit and per-thread state.
-//
-// Shards are found through the `thread_local` crate, whose thread id is given back by a
-// thread-local destructor; a shard looked up after that (a buffer dropped by a thread-local
-// destroyed later) would panic inside a destructor and abort the process. Thread-local
-// destructors run in reverse order of registration, so the first shard access of a thread
-// takes the thread id and then registers [`EXIT_GUARD`]: the guard is destroyed before the id
-// is given back and marks the thread as exiting, and from then on its statistics go to shared
-// counters and nothing is parked. The magazine registers its exit flush after this (see
-// `pool::magazine::restock`), so it is flushed while the id is still valid.
-//
-// Only allocations make a thread ready; a drop on a thread that is not ready counts in the
-// shared counters and parks nothing. A drop may run in a thread-local destructor after the id's
-// destructor (a buffer kept in a thread-local first used before anything else took the thread
-// id, e.g. an `ObjectPool` or another library using the `thread_local` crate): taking a new id
-// then touches the destroyed id guard and aborts, and nothing tells whether that has happened.
-// (An allocation in such a late destructor, on a thread that never allocated before, must take
-// an id: `first_shard` catches the crate's panic and counts the thread as exiting.)
-const FRESH: u8 = 0;
-const READY: u8 = 1;
-const EXITING: u8 = 2;
-
-thread_local! {
-    static THREAD_STATE: std::cell::Cell<u8> = const { std::cell::Cell::new(FRESH) };
-    static EXIT_GUARD: ExitGuard = const { ExitGuard };
-}
-
-/// Marks the thread as exiting when thread-local destructors reach it.
-struct ExitGuard;
-
-impl Drop for ExitGuard {
-    fn drop(&mut self) {
-        let _ = THREAD_STATE.try_with(|s| s.set(EXITING));
-    }
-}
+// Thread exit: see `crate::thread_exit`. Only allocations make a thread ready; a drop on a
+// thread that is not ready counts in the shared counters and parks nothing (a drop that made
+// the thread ready in a late thread-local destructor would print the `thread_local` crate's
+// panic, which `thread_exit::become_ready` catches). The magazine registers its exit flush
+// after the thread is ready (see `pool::magazine::restock`), so it is flushed while the
+// thread's id is still valid.
+use crate::thread_exit::{self, FRESH, READY};
 
 /// Net bytes a thread allocates (or frees) before folding them into the shared active count.
 const ACTIVE_BATCH: i64 = 16 << 20;
@@ -120,7 +92,7 @@ pub(crate) struct StatCounters {
     started: Instant,
     shards: ThreadLocal<Arc<CachePadded<Shard>>>,
     /// The hot counters of threads that are exiting, or drop before they ever allocated (see
-    /// `THREAD_STATE`), updated with read-modify-writes since several threads may use them.
+    /// `crate::thread_exit`), updated with read-modify-writes since several threads may use them.
     exiting: CachePadded<Shard>,
     active_bytes: Counter,
     peak_bytes: Counter,
@@ -147,49 +119,33 @@ impl StatCounters {
         }
     }
 
-    /// This thread's shard; `None` once the thread is exiting (see `THREAD_STATE`).
+    /// This thread's shard; `None` once the thread is exiting (see `crate::thread_exit`).
     #[inline]
     fn shard(&self) -> Option<&Shard> {
-        match THREAD_STATE.get() {
+        match thread_exit::state() {
             READY => Some(self.shards.get_or_default()),
             FRESH => self.first_shard(),
             _ => None,
         }
     }
 
-    /// The first shard access of a thread: takes the thread id, then registers the exit
-    /// guard (see `THREAD_STATE` for why in this order).
-    ///
-    /// In a thread-local destructor that runs after the `thread_local` crate gave this thread's
-    /// id back (another user of that crate took it first), taking an id panics inside the
-    /// crate; unwinding out of a thread-local destructor would abort the process, so the panic
-    /// is caught here (its message is still printed) and the thread is treated as exiting:
-    /// its statistics go to the shared counters.
+    /// The first shard access of a thread: makes it ready (see `crate::thread_exit`).
     #[cold]
     fn first_shard(&self) -> Option<&Shard> {
-        let shard = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shards.get_or_default()));
-        let Ok(shard) = shard else {
-            THREAD_STATE.set(EXITING);
-            return None;
-        };
-        if EXIT_GUARD.try_with(|_| ()).is_err() {
-            return None;
-        }
-        THREAD_STATE.set(READY);
-        Some(shard)
+        thread_exit::become_ready(|| &***self.shards.get_or_default())
     }
 
-    /// This thread's shard if the thread is ready (see `THREAD_STATE`: drops never make it so).
+    /// This thread's shard if the thread is ready (see `crate::thread_exit`: drops never make it so).
     #[inline]
     fn ready_shard(&self) -> Option<&Shard> {
-        match THREAD_STATE.get() {
+        match thread_exit::state() {
             READY => Some(self.shards.get_or_default()),
             _ => None,
         }
     }
 
     /// This thread's shard, to keep (see `pool::magazine`); `None` unless the thread is ready
-    /// (a drop asks for it, see `THREAD_STATE`).
+    /// (a drop asks for it, see `crate::thread_exit`).
     pub(crate) fn thread_shard(&self) -> Option<Arc<CachePadded<Shard>>> {
         self.ready_shard()?;
         self.shards.get().cloned()

@@ -116,7 +116,7 @@ fn switching_managers_on_one_thread_keeps_both_statistics_exact() {
 
 /// A buffer allocated from one thread's magazine, moved to another thread and dropped there,
 /// goes back with the manager reference it took over (that thread never allocated, so it parks
-/// nothing: its drops go to the shared caches, see `stats::THREAD_STATE`): statistics stay
+/// nothing: its drops go to the shared caches, see `crate::thread_exit`): statistics stay
 /// exact, and everything is released once both threads are done. Includes zero-length,
 /// DeviceOnly and odd-sized element buffers.
 /// (Checked: passes.)

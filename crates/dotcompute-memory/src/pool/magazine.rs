@@ -17,7 +17,7 @@
 //! - A magazine serves one manager at a time; using another manager on the thread hands the
 //!   blocks back to the first one's shared caches.
 //! - A thread parks nothing until it has allocated a buffer itself (of any manager; see
-//!   `stats::THREAD_STATE`): a thread that only drops buffers made elsewhere hands them straight
+//!   `crate::thread_exit`): a thread that only drops buffers made elsewhere hands them straight
 //!   to the shared caches.
 //! - `trim_excess`, each maintenance pass and an out-of-memory retry bump the manager's
 //!   *recycle epoch*: every thread hands its magazine back the next time it drops a buffer of
@@ -167,7 +167,7 @@ impl Drop for Retired {
 }
 
 /// Empties the thread's magazine when thread-local destructors reach it. Registered by
-/// [`restock`] after the thread's statistics state (see `stats::THREAD_STATE`), so it runs
+/// [`restock`] after the thread's statistics state (see `crate::thread_exit`), so it runs
 /// while the thread's statistics shard can still be found.
 struct ExitFlush;
 
@@ -297,7 +297,7 @@ fn restock(node: &mut Option<Box<RawBuffer>>, epoch: u64, slot: usize, size: usi
     if size > mm.magazine_cap {
         return;
     }
-    // The shard first: it makes the thread ready (see `stats::THREAD_STATE`), and only then
+    // The shard first: it makes the thread ready (see `crate::thread_exit`), and only then
     // is the exit flush registered, so that it runs before the thread's statistics go. It
     // cannot be registered once thread-local destructors have started: nothing is parked then.
     let Some(shard) = mm.stats.thread_shard() else { return };

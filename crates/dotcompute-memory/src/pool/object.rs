@@ -64,6 +64,7 @@
 
 use self::sync::{AtomicU64, AtomicUsize, Ordering, Queue};
 use crate::error::{Error, Result};
+use crate::thread_exit;
 use crossbeam_utils::CachePadded;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -227,6 +228,9 @@ struct Shared<T> {
     idle_time: Option<Duration>,
     history: Mutex<History>,
     registry: Mutex<Vec<Arc<CachePadded<Counters>>>>,
+    /// Counters of threads that cannot have a slot (exiting: see `crate::thread_exit`),
+    /// updated with read-modify-writes since several threads may use them. In `registry`.
+    unslotted: Arc<CachePadded<Counters>>,
     prewarmed: u64,
     evicted: CachePadded<CounterCell>,
 }
@@ -250,6 +254,7 @@ impl<T> Shared<T> {
             }
         }
         global.push(next);
+        let unslotted = Arc::new(CachePadded::new(Counters::default()));
         Shared {
             global,
             budget: CachePadded::new(AtomicUsize::new(max_size - min_size)),
@@ -265,7 +270,8 @@ impl<T> Shared<T> {
             min_size,
             idle_time,
             history: Mutex::new(History { last: 0, starts: VecDeque::from([(0, Instant::now())]) }),
-            registry: Mutex::new(Vec::new()),
+            registry: Mutex::new(vec![unslotted.clone()]),
+            unslotted,
             prewarmed: min_size as u64,
             evicted: CachePadded::new(CounterCell::new(0)),
         }
@@ -546,6 +552,11 @@ struct Counters {
 fn bump(c: &CounterCell, n: u64) {
     use std::sync::atomic::Ordering::Relaxed;
     c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// A counter several threads may update (the unslotted counters).
+fn add(c: &CounterCell, n: u64) {
+    c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
 }
 
 #[inline]
@@ -854,9 +865,28 @@ impl<T: Send + 'static> ObjectPool<T> {
         }
     }
 
+    /// This thread's slot; `None` while the thread is exiting (a guard kept in a thread-local
+    /// is returned in a thread-local destructor, when the slots' thread id may be gone: see
+    /// `crate::thread_exit`), and then the shared tier serves alone.
     #[inline]
-    fn slot(&self) -> &Slot<T> {
-        self.slots.get_or(|| self.new_slot())
+    fn slot(&self) -> Option<&Slot<T>> {
+        // `get` never takes an id (so it cannot panic): once the id is gone it finds nothing.
+        match self.slots.get() {
+            Some(slot) => Some(slot),
+            None => self.first_slot(),
+        }
+    }
+
+    /// This thread's first use of the pool (or a use after its id was given back).
+    #[cold]
+    #[inline(never)]
+    fn first_slot(&self) -> Option<&Slot<T>> {
+        match thread_exit::state() {
+            // Ready: the id's guard is still alive (see `crate::thread_exit`).
+            thread_exit::READY => Some(self.slots.get_or(|| self.new_slot())),
+            thread_exit::FRESH => thread_exit::become_ready(|| &**self.slots.get_or(|| self.new_slot())),
+            _ => None,
+        }
     }
 
     #[cold]
@@ -870,7 +900,7 @@ impl<T: Send + 'static> ObjectPool<T> {
     /// dropped. Never fails; `create` runs on the calling thread.
     #[inline]
     pub fn get(&self) -> Pooled<'_, T> {
-        let slot = self.slot();
+        let Some(slot) = self.slot() else { return self.get_unslotted() };
         if let Ok(mut local) = slot.local.try_borrow_mut() {
             if let Some(obj) = self.shared.take_fast(&mut local) {
                 set(&slot.counters.cached, local.items.len());
@@ -915,6 +945,54 @@ impl<T: Send + 'static> ObjectPool<T> {
         Pooled { obj: Some(obj), pool: self }
     }
 
+    /// `get` on a thread without a slot: the shared tier, else a new object.
+    #[cold]
+    #[inline(never)]
+    fn get_unslotted(&self) -> Pooled<'_, T> {
+        let c = &self.shared.unslotted;
+        let obj = match self.shared.take_direct() {
+            Some(obj) => obj,
+            None => {
+                if self.metrics {
+                    add(&c.misses, 1);
+                }
+                (self.create)()
+            }
+        };
+        if self.metrics {
+            add(&c.gets, 1);
+        }
+        Pooled { obj: Some(obj), pool: self }
+    }
+
+    /// The return path on a thread without a slot: validate, reset, then the shared tier.
+    #[cold]
+    #[inline(never)]
+    fn give_back_unslotted(&self, mut obj: T) {
+        let c = &self.shared.unslotted;
+        if self.metrics {
+            add(&c.returned, 1);
+        }
+        if let Some(validate) = &self.validate {
+            if !validate(&obj) {
+                if self.metrics {
+                    add(&c.dropped_invalid, 1);
+                }
+                return;
+            }
+        }
+        if let Some(reset) = &self.reset {
+            reset(&mut obj);
+        }
+        let stamp = self.shared.clock.tick.load(Ordering::Relaxed);
+        if let Err(obj) = self.shared.put_direct(obj, stamp) {
+            if self.metrics {
+                add(&c.dropped_full, 1);
+            }
+            drop(obj);
+        }
+    }
+
     fn evicted_by_owner(&self, slot: &Slot<T>, victims: Vec<T>) {
         if !victims.is_empty() {
             bump(&slot.counters.evicted, victims.len() as u64);
@@ -928,7 +1006,7 @@ impl<T: Send + 'static> ObjectPool<T> {
     /// itself stayed out of line).
     #[inline(never)]
     fn give_back(&self, mut obj: T) {
-        let slot = self.slot();
+        let Some(slot) = self.slot() else { return self.give_back_unslotted(obj) };
         let c = &slot.counters;
         if self.metrics {
             bump(&c.returned, 1);
@@ -989,24 +1067,25 @@ impl<T: Send + 'static> ObjectPool<T> {
         let mut evicted = victims.len() as u64;
         self.shared.evicted.fetch_add(evicted, std::sync::atomic::Ordering::Relaxed);
         drop(victims);
-        let slot = self.slot();
-        let mut own = Vec::new();
-        if let Ok(mut local) = slot.local.try_borrow_mut() {
-            let tick = self.shared.clock.tick.load(Ordering::Acquire);
-            if tick != local.seen_tick {
-                self.shared.sync_tick(&mut local, tick, &mut own);
+        if let Some(slot) = self.slot() {
+            let mut own = Vec::new();
+            if let Ok(mut local) = slot.local.try_borrow_mut() {
+                let tick = self.shared.clock.tick.load(Ordering::Acquire);
+                if tick != local.seen_tick {
+                    self.shared.sync_tick(&mut local, tick, &mut own);
+                }
+                set(&slot.counters.cached, local.items.len());
             }
-            set(&slot.counters.cached, local.items.len());
+            evicted += own.len() as u64;
+            self.evicted_by_owner(slot, own);
         }
-        evicted += own.len() as u64;
-        self.evicted_by_owner(slot, own);
         MaintenanceReport { evicted, current_size: self.current_size() }
     }
 
     /// Moves this thread's cached objects to the shared tier, where every thread (and
     /// maintenance) can reach them. Worth calling before a worker thread exits.
     pub fn flush_thread_cache(&self) {
-        let slot = self.slot();
+        let Some(slot) = self.slot() else { return };
         if let Ok(mut local) = slot.local.try_borrow_mut() {
             self.shared.flush(&mut local);
             set(&slot.counters.cached, 0);
@@ -1072,7 +1151,10 @@ impl<T: Send + 'static> Pooled<'_, T> {
     pub fn detach(mut this: Self) -> T {
         let obj = this.obj.take();
         if this.pool.metrics {
-            bump(&this.pool.slot().counters.detached, 1);
+            match this.pool.slot() {
+                Some(slot) => bump(&slot.counters.detached, 1),
+                None => add(&this.pool.shared.unslotted.detached, 1),
+            }
         }
         match obj {
             Some(obj) => obj,

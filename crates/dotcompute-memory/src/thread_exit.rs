@@ -1,0 +1,63 @@
+//! Per-thread state around the `thread_local` crate's thread ids, shared by the statistics
+//! shards and the object pool's per-thread slots.
+//!
+//! That crate gives a thread's id back in a thread-local destructor; a `ThreadLocal` looked up
+//! after that takes a new id and touches the destroyed guard, which panics, and a panic
+//! unwinding out of a thread-local destructor aborts the process. A buffer or pooled object
+//! kept in a thread-local is dropped in such a destructor, possibly after the id's.
+//!
+//! Thread-local destructors run in reverse order of registration, so a thread becomes *ready*
+//! by first taking the id (any `ThreadLocal` access) and then registering [`EXIT_GUARD`]: the
+//! guard is destroyed before the id is given back and marks the thread as *exiting*; from then
+//! on callers use their shared, thread-independent paths. Per-thread state registered after
+//! the guard (the buffer magazine's exit flush) is destroyed while the id is still valid.
+//!
+//! A thread that was never ready may first need an id inside such a late destructor: taking it
+//! then panics inside the crate, which [`become_ready`] catches (the panic message is still
+//! printed), leaving the thread exiting.
+
+use std::cell::Cell;
+
+/// Not ready yet: no per-thread state of ours exists for this thread.
+pub(crate) const FRESH: u8 = 0;
+/// The thread has its id and the exit guard; per-thread state may be used.
+pub(crate) const READY: u8 = 1;
+/// Thread-local destructors have reached the exit guard: use shared paths only.
+pub(crate) const EXITING: u8 = 2;
+
+thread_local! {
+    static THREAD_STATE: Cell<u8> = const { Cell::new(FRESH) };
+    static EXIT_GUARD: ExitGuard = const { ExitGuard };
+}
+
+/// Marks the thread as exiting when thread-local destructors reach it.
+struct ExitGuard;
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let _ = THREAD_STATE.try_with(|s| s.set(EXITING));
+    }
+}
+
+/// This thread's state: [`FRESH`], [`READY`] or [`EXITING`].
+#[inline]
+pub(crate) fn state() -> u8 {
+    THREAD_STATE.get()
+}
+
+/// Makes a fresh thread ready: runs `take_id` (a `ThreadLocal` access, which takes the id),
+/// then registers the exit guard. `None` (and the thread counts as exiting) when that is no
+/// longer possible because thread-local destructors are running.
+#[cold]
+pub(crate) fn become_ready<R>(take_id: impl FnOnce() -> R) -> Option<R> {
+    let Ok(value) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(take_id)) else {
+        THREAD_STATE.set(EXITING);
+        return None;
+    };
+    if EXIT_GUARD.try_with(|_| ()).is_err() {
+        THREAD_STATE.set(EXITING);
+        return None;
+    }
+    THREAD_STATE.set(READY);
+    Some(value)
+}
