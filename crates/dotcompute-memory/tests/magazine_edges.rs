@@ -7,6 +7,9 @@ use dotcompute_memory::*;
 use std::sync::mpsc::channel;
 use std::sync::Arc;
 
+mod child;
+use child::in_child;
+
 fn quiet() -> ManagerOptions {
     ManagerOptions { maintenance_interval: None, ..Default::default() }
 }
@@ -183,9 +186,7 @@ fn a_tiny_pool_bound_parks_nothing_it_cannot_hold() {
 /// abort is observed instead of killing this test binary.
 #[test]
 fn a_buffer_in_a_thread_local_can_be_dropped_at_thread_exit() {
-    const CHILD: &str = "DCMEM_MAGAZINE_TLS_CHILD";
-    // Miri cannot spawn processes; it runs the scenario in place and reports an abort itself.
-    if cfg!(miri) || std::env::var_os(CHILD).is_some() {
+    in_child("a_buffer_in_a_thread_local_can_be_dropped_at_thread_exit", || {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Option<UnifiedBuffer<f32>>> = const { std::cell::RefCell::new(None) };
         }
@@ -199,18 +200,5 @@ fn a_buffer_in_a_thread_local_can_be_dropped_at_thread_exit() {
         })
         .join()
         .unwrap();
-        return;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_buffer_in_a_thread_local_can_be_dropped_at_thread_exit",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed ({:?}):\n{stderr}", out.status);
+    });
 }

@@ -9,28 +9,11 @@ use std::cell::RefCell;
 use std::sync::mpsc::channel;
 use std::sync::Arc;
 
+mod child;
+use child::in_child;
+
 fn quiet() -> ManagerOptions {
     ManagerOptions { maintenance_interval: None, ..Default::default() }
-}
-
-/// Runs `scenario` in a child process (this test binary, filtered to `name`) so that an abort
-/// at thread exit is observed instead of killing the test binary; under Miri (which cannot
-/// spawn processes) it runs in place and Miri reports an abort itself.
-fn in_child(name: &str, scenario: impl FnOnce()) {
-    const CHILD: &str = "DCMEM_MAGAZINE_REVIEW_CHILD";
-    if cfg!(miri) || std::env::var_os(CHILD).is_some() {
-        scenario();
-        return;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed ({:?}):\n{stdout}\n{stderr}", out.status);
-    assert!(stdout.contains("1 passed"), "the child did not run the scenario:\n{stdout}\n{stderr}");
 }
 
 /// A thread that never used the crate itself keeps a buffer (made by another thread) in a

@@ -8,22 +8,8 @@ use dotcompute_memory::*;
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
-fn in_child(name: &str, scenario: impl FnOnce()) {
-    const CHILD: &str = "DCMEM_THREAD_EXIT_CHILD";
-    if cfg!(miri) || std::env::var_os(CHILD).is_some() {
-        scenario();
-        return;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed ({:?}):\n{stdout}\n{stderr}", out.status);
-    assert!(stdout.contains("1 passed"), "the child did not run the scenario:\n{stdout}\n{stderr}");
-}
+mod child;
+use child::in_child;
 
 fn static_pool() -> &'static ObjectPool<Vec<u8>> {
     static POOL: OnceLock<ObjectPool<Vec<u8>>> = OnceLock::new();
