@@ -16,6 +16,16 @@ fn quiet() -> ManagerOptions {
     ManagerOptions { maintenance_interval: None, ..Default::default() }
 }
 
+/// After `trim_excess` nothing stays cached or reserved, and once the manager is gone the
+/// device holds nothing: no block was left in a magazine or lost.
+fn trim_and_check_all_released(mm: MemoryManager, sim: &SimBackend) {
+    mm.trim_excess().unwrap();
+    let s = mm.statistics();
+    assert_eq!((s.cached_bytes, s.reserved_bytes), (0, 0), "{s:#?}");
+    drop(mm);
+    assert_eq!(sim.used(), 0);
+}
+
 /// A thread that never used the crate itself keeps a buffer (made by another thread) in a
 /// thread-local, and takes its `thread_local`-crate thread id later, through an `ObjectPool`.
 /// At exit the id's guard (registered after the thread-local) is destroyed first, so the
@@ -44,11 +54,7 @@ fn a_buffer_dropped_after_the_thread_id_was_given_back_does_not_abort() {
         let s = mm.statistics();
         assert_eq!((s.active_allocations, s.active_bytes), (0, 0), "{s:#?}");
         assert_eq!(s.buffers_freed, 1, "{s:#?}");
-        mm.trim_excess().unwrap();
-        let s = mm.statistics();
-        assert_eq!((s.cached_bytes, s.reserved_bytes), (0, 0), "{s:#?}");
-        drop(mm);
-        assert_eq!(sim.used(), 0);
+        trim_and_check_all_released(mm, &sim);
     });
 }
 
@@ -84,11 +90,7 @@ fn an_allocation_after_the_thread_id_was_given_back_does_not_abort() {
         let s = mm.statistics();
         assert_eq!((s.buffers_allocated, s.buffers_freed), (1, 1), "{s:#?}");
         assert_eq!((s.active_allocations, s.active_bytes), (0, 0), "{s:#?}");
-        mm.trim_excess().unwrap();
-        let s = mm.statistics();
-        assert_eq!((s.cached_bytes, s.reserved_bytes), (0, 0), "{s:#?}");
-        drop(mm);
-        assert_eq!(sim.used(), 0);
+        trim_and_check_all_released(mm, &sim);
     });
 }
 
@@ -117,11 +119,7 @@ fn a_magazine_started_by_a_thread_local_destructor_is_handed_back() {
         let s = mm.statistics();
         assert_eq!((s.active_allocations, s.active_bytes, s.buffers_freed), (0, 0, 4), "{s:#?}");
         assert_eq!(s.cached_bytes, s.reserved_bytes, "{s:#?}");
-        mm.trim_excess().unwrap();
-        let s = mm.statistics();
-        assert_eq!((s.cached_bytes, s.reserved_bytes), (0, 0), "the exit flush handed the blocks back: {s:#?}");
-        drop(mm);
-        assert_eq!(sim.used(), 0);
+        trim_and_check_all_released(mm, &sim);
     });
 }
 
@@ -152,11 +150,7 @@ fn a_thread_local_dropped_after_the_exit_flush_is_not_parked() {
         assert_eq!((s.active_allocations, s.active_bytes, s.buffers_freed), (0, 0, 4), "{s:#?}");
         assert_eq!(s.total_bytes_freed, 512 + 3 * 2048, "{s:#?}");
         assert_eq!(s.cached_bytes, s.reserved_bytes, "{s:#?}");
-        mm.trim_excess().unwrap();
-        let s = mm.statistics();
-        assert_eq!((s.cached_bytes, s.reserved_bytes), (0, 0), "{s:#?}");
-        drop(mm);
-        assert_eq!(sim.used(), 0);
+        trim_and_check_all_released(mm, &sim);
     });
 }
 
@@ -299,11 +293,7 @@ fn a_full_slot_hands_the_rest_to_the_shared_cache() {
         "8 host blocks stay parked, the other 2 and the device parts were in the shared caches: {s:#?}"
     );
     assert_eq!(s.reserved_bytes, s.cached_bytes, "{s:#?}");
-    mm.trim_excess().unwrap();
-    let s = mm.statistics();
-    assert_eq!((s.cached_bytes, s.reserved_bytes), (0, 0), "{s:#?}");
-    drop(mm);
-    assert_eq!(sim.used(), 0);
+    trim_and_check_all_released(mm, &sim);
 }
 
 /// The per-thread byte bound (`max_pool_bytes / 16`, here 16 KiB) is reached exactly and never
@@ -369,11 +359,7 @@ fn a_device_only_buffer_dropped_mid_download_parks_its_new_host_part() {
     trim_elsewhere(&mm);
     let s = mm.statistics();
     assert_eq!((s.cached_bytes, s.reserved_bytes), (4096, 4096), "{s:#?}");
-    mm.trim_excess().unwrap();
-    let s = mm.statistics();
-    assert_eq!((s.cached_bytes, s.reserved_bytes), (0, 0), "{s:#?}");
-    drop(mm);
-    assert_eq!(sim.used(), 0);
+    trim_and_check_all_released(mm, &sim);
 }
 
 /// A thread that panics with blocks parked still hands them back (thread-local destructors
@@ -395,11 +381,7 @@ fn a_panicking_thread_hands_its_magazine_back() {
     assert!(worker.join().is_err());
     let s = mm.statistics();
     assert_eq!((s.active_allocations, s.active_bytes), (0, 0), "{s:#?}");
-    mm.trim_excess().unwrap();
-    let s = mm.statistics();
-    assert_eq!((s.cached_bytes, s.reserved_bytes), (0, 0), "{s:#?}");
-    drop(mm);
-    assert_eq!(sim.used(), 0);
+    trim_and_check_all_released(mm, &sim);
 }
 
 /// Many short-lived threads, several at a time, each parking blocks of two managers in turn:
