@@ -112,6 +112,23 @@ pub(crate) struct ManagerShared {
     pub(crate) magazine_cap: usize,
 }
 
+/// A byte count with an optional binary unit (`K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB`, also
+/// with a plain `B`), case-insensitive, spaces allowed; `None` if malformed or over `u64`.
+fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let shift = match unit.trim() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
 /// Alignment of host and device blocks: a cache line for small blocks, a page from 64 KiB.
 fn block_align(size: usize) -> usize {
     if size >= 64 << 10 {
@@ -401,11 +418,21 @@ impl MemoryManager {
     }
 
     /// A manager on the backend named by the `DCMEM_BACKEND` environment variable
-    /// (`cpu`, `sim`, `opencl`, `cuda`, `metal`; unset or empty means `cpu`).
+    /// (`cpu`, `sim`, `opencl`, `cuda`, `metal`; unset or empty means `cpu`), with
+    /// [`ManagerOptions::device_memory_limit`] from `DCMEM_DEVICE_MEMORY_LIMIT` when it is set
+    /// (a byte count: `1073741824`, `512MiB`, `2GiB`, `64K`; binary units).
     pub fn from_env() -> Result<Self> {
         let name = std::env::var("DCMEM_BACKEND").unwrap_or_default();
         let name = if name.trim().is_empty() { "cpu".to_string() } else { name };
-        Self::with_backend_name(&name, ManagerOptions::default())
+        let limit = match std::env::var("DCMEM_DEVICE_MEMORY_LIMIT") {
+            Ok(v) if !v.trim().is_empty() => Some(parse_bytes(&v).ok_or_else(|| Error::InvalidArgument {
+                option: "DCMEM_DEVICE_MEMORY_LIMIT",
+                value: v.clone(),
+                reason: "expected a byte count such as 1073741824, 512MiB, 2GiB or 64K (binary units), or unset it",
+            })?),
+            _ => None,
+        };
+        Self::with_backend_name(&name, ManagerOptions { device_memory_limit: limit, ..ManagerOptions::default() })
     }
 
     /// A manager on the backend called `name` (as in `DCMEM_BACKEND`).
@@ -587,5 +614,23 @@ impl MemoryManager {
         len: usize,
     ) -> Result<crate::host::HostBuffer<T>> {
         Ok(alloc.allocate::<T>(len)?.with_stats(self.shared.stats.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts_parse_with_binary_units_and_reject_the_rest() {
+        assert_eq!(parse_bytes("1073741824"), Some(1 << 30));
+        assert_eq!(parse_bytes(" 512MiB "), Some(512 << 20));
+        assert_eq!(parse_bytes("2 GiB"), Some(2 << 30));
+        assert_eq!(parse_bytes("64k"), Some(64 << 10));
+        assert_eq!(parse_bytes("3tb"), Some(3 << 40));
+        assert_eq!(parse_bytes("7B"), Some(7));
+        for bad in ["", "GiB", "1.5GiB", "-1", "12 parsecs", "99999999999999999999", "20000000T"] {
+            assert_eq!(parse_bytes(bad), None, "{bad:?}");
+        }
     }
 }

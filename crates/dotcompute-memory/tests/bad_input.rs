@@ -244,6 +244,31 @@ fn from_env_with(value: Option<&str>) -> Result<MemoryManager> {
 }
 
 #[test]
+fn from_env_reads_the_device_memory_limit_and_names_a_bad_one() {
+    let _guard = ENV.lock().unwrap_or_else(|p| p.into_inner());
+    let old = std::env::var_os("DCMEM_DEVICE_MEMORY_LIMIT");
+    let with = |v: &str| {
+        std::env::set_var("DCMEM_DEVICE_MEMORY_LIMIT", v);
+        MemoryManager::from_env()
+    };
+    let ok = with("6MiB").map(|mm| mm.options().device_memory_limit);
+    let bad = with("6 megabytes").err();
+    let empty = with(" ").map(|mm| mm.options().device_memory_limit);
+    match old {
+        Some(v) => std::env::set_var("DCMEM_DEVICE_MEMORY_LIMIT", v),
+        None => std::env::remove_var("DCMEM_DEVICE_MEMORY_LIMIT"),
+    }
+    assert_eq!(ok.unwrap(), Some(6 << 20));
+    assert_eq!(empty.unwrap(), None, "empty means unset");
+    let err = bad.expect("a malformed limit is an error");
+    assert!(
+        matches!(&err, Error::InvalidArgument { option: "DCMEM_DEVICE_MEMORY_LIMIT", value, .. } if value == "6 megabytes"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("512MiB"), "says what is accepted: {err}");
+}
+
+#[test]
 fn from_env_unknown_backend_lists_the_valid_names() {
     for bad in ["vulkan", "cpux", "s i m", "opencl3"] {
         let err = from_env_with(Some(bad)).unwrap_err();
