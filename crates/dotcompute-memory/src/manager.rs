@@ -424,12 +424,15 @@ impl MemoryManager {
     pub fn from_env() -> Result<Self> {
         let name = std::env::var("DCMEM_BACKEND").unwrap_or_default();
         let name = if name.trim().is_empty() { "cpu".to_string() } else { name };
-        let limit = match std::env::var("DCMEM_DEVICE_MEMORY_LIMIT") {
-            Ok(v) if !v.trim().is_empty() => Some(parse_bytes(&v).ok_or_else(|| Error::InvalidArgument {
-                option: "DCMEM_DEVICE_MEMORY_LIMIT",
-                value: v.clone(),
-                reason: "expected a byte count such as 1073741824, 512MiB, 2GiB or 64K (binary units), or unset it",
-            })?),
+        // A value that is not UTF-8 is malformed too, not "unset" (`env::var` would say so).
+        let limit = match std::env::var_os("DCMEM_DEVICE_MEMORY_LIMIT") {
+            Some(raw) if !raw.to_string_lossy().trim().is_empty() => {
+                Some(raw.to_str().and_then(parse_bytes).ok_or_else(|| Error::InvalidArgument {
+                    option: "DCMEM_DEVICE_MEMORY_LIMIT",
+                    value: raw.to_string_lossy().into_owned(),
+                    reason: "expected a byte count such as 1073741824, 512MiB, 2GiB or 64K (binary units), or unset it",
+                })?)
+            }
             _ => None,
         };
         Self::with_backend_name(&name, ManagerOptions { device_memory_limit: limit, ..ManagerOptions::default() })
