@@ -619,3 +619,32 @@ fn gets_detaches_and_returns_in_a_late_destructor_keep_the_identities() {
         assert_eq!(drops.load(Ordering::Relaxed), made.load(Ordering::Relaxed), "every object dropped exactly once");
     });
 }
+
+/// Small buffers dropped on another thread that then stays idle (a worker waiting for work):
+/// their memory must still be releasable under the limit. Before the fix it sat in that
+/// thread's magazine, counted against the limit and unreachable (no buffer alive, 2 MiB
+/// "cached", and a 3 MiB request under a 4 MiB limit refused even after `trim_excess`).
+#[test]
+fn memory_dropped_on_an_idle_thread_is_releasable_under_the_limit() {
+    let limit = 4 * MIB;
+    let mm = cpu(Some(limit), true);
+    let (resume, wait) = std::sync::mpsc::channel::<()>();
+    let (parked, done) = std::sync::mpsc::channel::<()>();
+    let worker = {
+        let mm = mm.clone();
+        std::thread::spawn(move || {
+            let bufs: Vec<_> = (0..8).map(|_| mm.allocate::<u8>(200 * KIB).unwrap()).collect();
+            drop(bufs);
+            parked.send(()).unwrap();
+            wait.recv().unwrap();
+        })
+    };
+    done.recv().unwrap();
+    assert_eq!(mm.statistics().active_allocations, 0);
+    let big = mm.allocate::<u8>(3 * MIB);
+    resume.send(()).unwrap();
+    worker.join().unwrap();
+    let mut big = big.unwrap_or_else(|e| panic!("no buffer is alive, yet: {e}"));
+    big.fill(1).unwrap();
+    assert!(check_snapshot(&mm).reserved_bytes <= limit as u64);
+}
