@@ -648,3 +648,20 @@ fn memory_dropped_on_an_idle_thread_is_releasable_under_the_limit() {
     big.fill(1).unwrap();
     assert!(check_snapshot(&mm).reserved_bytes <= limit as u64);
 }
+
+/// `ObjectPool` looks up its slot with `ThreadLocal::get`, which must not take a thread id (at
+/// thread exit taking one panics inside a thread-local destructor: an abort). The `thread_local`
+/// crate's `get` stopped taking one in 1.1.10; with the manifest's former `"1.1"` a downstream
+/// lockfile could resolve 1.1.8 or 1.1.9, where the tests above pass only because this
+/// workspace's lockfile has 1.1.10. The manifest must ask for at least 1.1.10.
+#[test]
+fn the_manifest_requires_a_thread_local_whose_get_takes_no_id() {
+    let manifest = include_str!("../Cargo.toml");
+    let line =
+        manifest.lines().find(|l| l.trim_start().starts_with("thread_local")).expect("a thread_local dependency");
+    let req = line.split('"').nth(1).unwrap_or_else(|| panic!("no version in {line:?}"));
+    let req = req.trim_start_matches(['^', '=', '~', ' ']);
+    let parts: Vec<u64> = req.split('.').map(|p| p.parse().unwrap_or_else(|_| panic!("{line:?}"))).collect();
+    let version = (parts[0], parts.get(1).copied().unwrap_or(0), parts.get(2).copied().unwrap_or(0));
+    assert!(version >= (1, 1, 10), "thread_local requirement {req:?} admits versions whose get() takes an id");
+}
