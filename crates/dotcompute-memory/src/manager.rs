@@ -42,7 +42,10 @@ pub struct ManagerOptions {
     /// first releases cached memory and retries, then fails with
     /// [`Error::MemoryLimitExceeded`]. What RMM's `limiting_resource_adaptor` and PyTorch's
     /// `set_per_process_memory_fraction` do: one manager cannot starve others sharing a
-    /// device. On unified backends (cpu) device memory is the buffers' memory.
+    /// device. On unified backends (cpu) device memory is the buffers' memory. A limited
+    /// manager keeps no per-thread magazines (see `max_pool_bytes`): what a thread parks there
+    /// cannot be released for another thread's allocation, so dropped memory would count
+    /// against the limit for as long as that thread stays idle.
     pub device_memory_limit: Option<u64>,
 }
 
@@ -385,7 +388,13 @@ impl MemoryManager {
             pinned_cache: BlockCache::new(max),
             pinned_unavailable: Default::default(),
             recycle_epoch: AtomicU64::new(0),
-            magazine_cap: if options.enable_pooling { magazine::MAX_THREAD_BYTES.min(max / 16) } else { 0 },
+            // Under a device memory limit, no magazines: blocks parked in another thread's
+            // magazine count against the limit but cannot be released to make room.
+            magazine_cap: if options.enable_pooling && options.device_memory_limit.is_none() {
+                magazine::MAX_THREAD_BYTES.min(max / 16)
+            } else {
+                0
+            },
             options,
         });
         let maintenance = shared.options.maintenance_interval.map(|interval| {
@@ -424,12 +433,15 @@ impl MemoryManager {
     pub fn from_env() -> Result<Self> {
         let name = std::env::var("DCMEM_BACKEND").unwrap_or_default();
         let name = if name.trim().is_empty() { "cpu".to_string() } else { name };
-        let limit = match std::env::var("DCMEM_DEVICE_MEMORY_LIMIT") {
-            Ok(v) if !v.trim().is_empty() => Some(parse_bytes(&v).ok_or_else(|| Error::InvalidArgument {
-                option: "DCMEM_DEVICE_MEMORY_LIMIT",
-                value: v.clone(),
-                reason: "expected a byte count such as 1073741824, 512MiB, 2GiB or 64K (binary units), or unset it",
-            })?),
+        // A value that is not UTF-8 is malformed too, not "unset" (`env::var` would say so).
+        let limit = match std::env::var_os("DCMEM_DEVICE_MEMORY_LIMIT") {
+            Some(raw) if !raw.to_string_lossy().trim().is_empty() => {
+                Some(raw.to_str().and_then(parse_bytes).ok_or_else(|| Error::InvalidArgument {
+                    option: "DCMEM_DEVICE_MEMORY_LIMIT",
+                    value: raw.to_string_lossy().into_owned(),
+                    reason: "expected a byte count such as 1073741824, 512MiB, 2GiB or 64K (binary units), or unset it",
+                })?)
+            }
             _ => None,
         };
         Self::with_backend_name(&name, ManagerOptions { device_memory_limit: limit, ..ManagerOptions::default() })

@@ -13,7 +13,7 @@
 //!
 //! - Only blocks up to [`MAX_BLOCK`] are kept, at most [`PER_CLASS`] per size class, and at most
 //!   the manager's `magazine_cap` bytes per thread (`min(2 MiB, max_pool_bytes / 16)`, 0 without
-//!   pooling).
+//!   pooling or with a `device_memory_limit`).
 //! - A magazine serves one manager at a time; using another manager on the thread hands the
 //!   blocks back to the first one's shared caches.
 //! - A thread parks nothing until it has allocated a buffer itself (of any manager; see
