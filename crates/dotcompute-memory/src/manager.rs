@@ -151,8 +151,9 @@ impl ManagerShared {
     /// the cache is released and the allocation retried once.
     pub(crate) fn acquire_device(&self, bytes: usize) -> Result<DeviceRegion> {
         match self.device_pool.acquire(bytes, self.tick.load(Ordering::Relaxed)) {
-            // Blocks parked in this thread's magazine may be what the pool needs.
-            Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) if magazine::flush_current(self) => {
+            // Blocks parked in this thread's magazine may be what the pool needs; other
+            // threads hand theirs back on their next drop.
+            Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) if self.recall_magazines() => {
                 self.device_pool.acquire(bytes, self.tick.load(Ordering::Relaxed))
             }
             other => other,
@@ -160,12 +161,12 @@ impl ManagerShared {
     }
 
     /// Makes every thread hand its magazine back when it next drops a buffer of this manager,
-    /// and empties the calling thread's magazine now.
-    fn recall_magazines(&self) {
+    /// and empties the calling thread's magazine now; true if that held blocks of this manager.
+    fn recall_magazines(&self) -> bool {
         let _ = self.recycle_epoch.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| {
             (e != magazine::CLOSED).then_some(e.wrapping_add(1) % magazine::CLOSED)
         });
-        magazine::flush_current(self);
+        magazine::flush_current(self)
     }
 
     pub(crate) fn release_device(&self, region: DeviceRegion) {

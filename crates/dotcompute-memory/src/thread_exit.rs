@@ -14,7 +14,8 @@
 //!
 //! A thread that was never ready may first need an id inside such a late destructor: taking it
 //! then panics inside the crate, which [`become_ready`] catches (the panic message is still
-//! printed), leaving the thread exiting.
+//! printed), leaving the thread exiting. (Built with `panic = "abort"`, that panic aborts: the
+//! one case left is a thread whose first use of this crate is in such a late destructor.)
 
 use std::cell::Cell;
 
