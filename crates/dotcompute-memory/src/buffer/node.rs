@@ -65,8 +65,8 @@ impl Node {
     }
 
     #[inline(never)]
-    fn fresh(raw: Result<RawBuffer>) -> Result<Node> {
-        Ok(Node(ManuallyDrop::new(Box::new(raw?))))
+    fn fresh(raw: Result<Box<RawBuffer>>) -> Result<Node> {
+        Ok(Node(ManuallyDrop::new(raw?)))
     }
 }
 

@@ -138,7 +138,7 @@ unsafe impl Send for RawBuffer {}
 impl RawBuffer {
     /// A buffer of `bytes` bytes with memory from the manager's shared caches or the backend
     /// (a buffer parked in this thread's magazine is reused by `Node::new` before this).
-    pub(crate) fn new(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Self> {
+    pub(crate) fn new(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Box<Self>> {
         magazine::flush_if_owner_closed();
         let parts = if bytes == 0 {
             // A dangling pointer aligned like real host memory (`[u8; N]` is only 1-aligned),
@@ -155,7 +155,9 @@ impl RawBuffer {
             Parts::Discrete { host: OnceCell::from(mm.acquire_host(bytes)?), device: None }
         };
         mm.stats.buffer_created(bytes);
-        Ok(Self::with_parts(mm.clone(), bytes, parts, registry_id))
+        // Boxed here, where the fields are written: returning the 128-byte struct by value
+        // and boxing it in the caller copied it through the stack.
+        Ok(Box::new(Self::with_parts(mm.clone(), bytes, parts, registry_id)))
     }
 
     /// Makes a retired buffer (parked in a magazine) a new buffer of `bytes` bytes in the
@@ -290,10 +292,10 @@ impl RawBuffer {
     /// A buffer with only a device part (`DeviceOnly`) on a discrete backend; the host part is
     /// made when first needed. (On unified memory, `Node::new_device_only` makes a buffer and
     /// [`RawBuffer::detach_host_unified`] flips its flags.)
-    pub(crate) fn new_device_only(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Self> {
+    pub(crate) fn new_device_only(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Box<Self>> {
         let device = mm.acquire_device(bytes)?;
         mm.stats.buffer_created(bytes);
-        Ok(RawBuffer {
+        Ok(Box::new(RawBuffer {
             mm: mm.clone(),
             bytes,
             epochs: Cell::new(Epochs::default()),
@@ -302,7 +304,7 @@ impl RawBuffer {
             hits: Cell::new(0),
             misses: Cell::new(0),
             extra: Self::extra_for(registry_id),
-        })
+        }))
     }
 
     /// On unified memory (or a zero-length buffer): marks the one allocation as holding only
