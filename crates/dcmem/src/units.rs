@@ -76,35 +76,11 @@ pub fn rate(bytes_per_sec: f64) -> String {
     format!("{value:.digits$} {unit}")
 }
 
-/// Parses a byte count for the command line: a whole number with an optional unit (`B`; `K`,
-/// `KiB`, `M`, `MiB`, `G`, `GiB` binary; `kB`, `MB`, `GB` decimal; case-insensitive except
-/// that `k`/`K` and `kB`/`KB` mean the same). Zero and overflow are errors.
+/// Parses a byte count for the command line, as the library reads one
+/// ([`dotcompute_memory::units::parse_byte_count`]), into a `usize`.
 pub fn parse_bytes(text: &str) -> Result<usize, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    if digits.is_empty() {
-        return Err(format!("`{text}` is not a byte count: expected a number such as 65536, 64K or 4MiB"));
-    }
-    let number: u64 = digits.parse().map_err(|_| format!("`{text}` is too large"))?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        other => {
-            return Err(format!("unknown unit `{other}` in `{text}`: use B, K, KiB, kB, M, MiB, MB, G, GiB or GB"))
-        }
-    };
-    let bytes = number.checked_mul(scale).and_then(|b| usize::try_from(b).ok());
-    match bytes {
-        None => Err(format!("`{text}` is too large")),
-        Some(0) => Err(format!("`{text}` is zero: it must be at least 1 byte")),
-        Some(b) => Ok(b),
-    }
+    let bytes = dotcompute_memory::units::parse_byte_count(text)?;
+    usize::try_from(bytes).map_err(|_| format!("`{text}` is too large"))
 }
 
 #[cfg(test)]

@@ -67,6 +67,7 @@ pub mod pool;
 pub mod stats;
 mod thread_exit;
 pub mod transfer;
+pub mod units;
 
 pub use backend::cpu::CpuBackend;
 pub use backend::sim::{FaultPlan, SimBackend, SimOptions};

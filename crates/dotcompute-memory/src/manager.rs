@@ -115,23 +115,6 @@ pub(crate) struct ManagerShared {
     pub(crate) magazine_cap: usize,
 }
 
-/// A byte count with an optional binary unit (`K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB`, also
-/// with a plain `B`), case-insensitive, spaces allowed; `None` if malformed or over `u64`.
-fn parse_bytes(text: &str) -> Option<u64> {
-    let t = text.trim().to_ascii_lowercase();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits);
-    let shift = match unit.trim() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return None,
-    };
-    number.parse::<u64>().ok()?.checked_mul(1 << shift)
-}
-
 /// Alignment of host and device blocks: a cache line for small blocks, a page from 64 KiB.
 fn block_align(size: usize) -> usize {
     if size >= 64 << 10 {
@@ -152,8 +135,9 @@ impl ManagerShared {
     pub(crate) fn acquire_device(&self, bytes: usize) -> Result<DeviceRegion> {
         match self.device_pool.acquire(bytes, self.tick.load(Ordering::Relaxed)) {
             // Blocks parked in this thread's magazine may be what the pool needs; other
-            // threads hand theirs back on their next drop.
-            Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) if self.recall_magazines() => {
+            // threads hand theirs back on their next drop. (A limited manager keeps no
+            // magazines, so `MemoryLimitExceeded` has nothing to recall.)
+            Err(Error::OutOfMemory { .. }) if self.recall_magazines() => {
                 self.device_pool.acquire(bytes, self.tick.load(Ordering::Relaxed))
             }
             other => other,
@@ -430,17 +414,21 @@ impl MemoryManager {
     /// A manager on the backend named by the `DCMEM_BACKEND` environment variable
     /// (`cpu`, `sim`, `opencl`, `cuda`, `metal`; unset or empty means `cpu`), with
     /// [`ManagerOptions::device_memory_limit`] from `DCMEM_DEVICE_MEMORY_LIMIT` when it is set
-    /// (a byte count: `1073741824`, `512MiB`, `2GiB`, `64K`; binary units).
+    /// (a byte count as [`crate::units::parse_byte_count`] reads it: `1073741824`, `512MiB`,
+    /// `2GiB`, `64K`).
     pub fn from_env() -> Result<Self> {
         let name = std::env::var("DCMEM_BACKEND").unwrap_or_default();
         let name = if name.trim().is_empty() { "cpu".to_string() } else { name };
         // A value that is not UTF-8 is malformed too, not "unset" (`env::var` would say so).
         let limit = match std::env::var_os("DCMEM_DEVICE_MEMORY_LIMIT") {
             Some(raw) if !raw.to_string_lossy().trim().is_empty() => {
-                Some(raw.to_str().and_then(parse_bytes).ok_or_else(|| Error::InvalidArgument {
-                    option: "DCMEM_DEVICE_MEMORY_LIMIT",
-                    value: raw.to_string_lossy().into_owned(),
-                    reason: "expected a byte count such as 1073741824, 512MiB, 2GiB or 64K (binary units), or unset it",
+                Some(raw.to_str().and_then(|t| crate::units::parse_byte_count(t).ok()).ok_or_else(|| {
+                    Error::InvalidArgument {
+                        option: "DCMEM_DEVICE_MEMORY_LIMIT",
+                        value: raw.to_string_lossy().into_owned(),
+                        reason: "expected a byte count of at least 1 such as 1073741824, 512MiB, 2GiB or 64K \
+                                 (K/KiB, M/MiB, G/GiB, T/TiB binary; kB, MB, GB, TB decimal), or unset it",
+                    }
                 })?)
             }
             _ => None,
@@ -627,23 +615,5 @@ impl MemoryManager {
         len: usize,
     ) -> Result<crate::host::HostBuffer<T>> {
         Ok(alloc.allocate::<T>(len)?.with_stats(self.shared.stats.clone()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_bytes;
-
-    #[test]
-    fn byte_counts_parse_with_binary_units_and_reject_the_rest() {
-        assert_eq!(parse_bytes("1073741824"), Some(1 << 30));
-        assert_eq!(parse_bytes(" 512MiB "), Some(512 << 20));
-        assert_eq!(parse_bytes("2 GiB"), Some(2 << 30));
-        assert_eq!(parse_bytes("64k"), Some(64 << 10));
-        assert_eq!(parse_bytes("3tb"), Some(3 << 40));
-        assert_eq!(parse_bytes("7B"), Some(7));
-        for bad in ["", "GiB", "1.5GiB", "-1", "12 parsecs", "99999999999999999999", "20000000T"] {
-            assert_eq!(parse_bytes(bad), None, "{bad:?}");
-        }
     }
 }
