@@ -18,6 +18,7 @@
 //! have not folded in yet, at most `ACTIVE_BATCH` each.
 
 use crate::error::Direction;
+use crate::thread_exit::{self, READY};
 use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -69,7 +70,6 @@ pub(crate) struct Shard {
 // panic, which `thread_exit::become_ready` catches). The magazine registers its exit flush
 // after the thread is ready (see `pool::magazine::restock`), so it is flushed while the
 // thread's id is still valid.
-use crate::thread_exit::{self, FRESH, READY};
 
 /// Net bytes a thread allocates (or frees) before folding them into the shared active count.
 const ACTIVE_BATCH: i64 = 16 << 20;
@@ -126,17 +126,7 @@ impl StatCounters {
     /// This thread's shard; `None` once the thread is exiting (see `crate::thread_exit`).
     #[inline]
     fn shard(&self) -> Option<&Shard> {
-        match thread_exit::state() {
-            READY => Some(self.shards.get_or_default()),
-            FRESH => self.first_shard(),
-            _ => None,
-        }
-    }
-
-    /// The first shard access of a thread: makes it ready (see `crate::thread_exit`).
-    #[cold]
-    fn first_shard(&self) -> Option<&Shard> {
-        thread_exit::become_ready(|| &***self.shards.get_or_default())
+        thread_exit::when_ready(|| &***self.shards.get_or_default())
     }
 
     /// This thread's shard if the thread is ready (see `crate::thread_exit`: drops never make it so).

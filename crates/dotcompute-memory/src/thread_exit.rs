@@ -20,11 +20,11 @@
 use std::cell::Cell;
 
 /// Not ready yet: no per-thread state of ours exists for this thread.
-pub(crate) const FRESH: u8 = 0;
+const FRESH: u8 = 0;
 /// The thread has its id and the exit guard; per-thread state may be used.
 pub(crate) const READY: u8 = 1;
 /// Thread-local destructors have reached the exit guard: use shared paths only.
-pub(crate) const EXITING: u8 = 2;
+const EXITING: u8 = 2;
 
 thread_local! {
     static THREAD_STATE: Cell<u8> = const { Cell::new(FRESH) };
@@ -46,11 +46,22 @@ pub(crate) fn state() -> u8 {
     THREAD_STATE.get()
 }
 
+/// `use_id()` (a `ThreadLocal` lookup) when the thread is ready, or after making a fresh
+/// thread ready with it; `None` once the thread is exiting.
+#[inline]
+pub(crate) fn when_ready<R>(use_id: impl FnOnce() -> R) -> Option<R> {
+    match state() {
+        READY => Some(use_id()),
+        FRESH => become_ready(use_id),
+        _ => None,
+    }
+}
+
 /// Makes a fresh thread ready: runs `take_id` (a `ThreadLocal` access, which takes the id),
 /// then registers the exit guard. `None` (and the thread counts as exiting) when that is no
 /// longer possible because thread-local destructors are running.
 #[cold]
-pub(crate) fn become_ready<R>(take_id: impl FnOnce() -> R) -> Option<R> {
+fn become_ready<R>(take_id: impl FnOnce() -> R) -> Option<R> {
     let Ok(value) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(take_id)) else {
         THREAD_STATE.set(EXITING);
         return None;

@@ -36,7 +36,7 @@ impl Node {
     /// A new node with memory from the pools (out of line: keeps `new`'s frame small).
     #[inline(never)]
     fn from_pool(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Node> {
-        Self::fresh(RawBuffer::new(mm, bytes, registry_id))
+        RawBuffer::new(mm, bytes, registry_id).map(Self::from_box)
     }
 
     /// A node of `kind` from this thread's magazine, reset for a buffer of `bytes` bytes.
@@ -48,7 +48,7 @@ impl Node {
         let (class, _) = class_of(bytes)?;
         let mut node = magazine::take(mm, kind, class, bytes)?;
         node.reuse(bytes, registry_id);
-        Some(Node(ManuallyDrop::new(node)))
+        Some(Self::from_box(node))
     }
 
     /// A buffer with only a device part (`DeviceOnly`); see `RawBuffer::new_device_only`.
@@ -61,12 +61,12 @@ impl Node {
         if let Some(node) = Self::parked(mm, Kind::Device, bytes, registry_id) {
             return Ok(node);
         }
-        Self::fresh(RawBuffer::new_device_only(mm, bytes, registry_id))
+        RawBuffer::new_device_only(mm, bytes, registry_id).map(Self::from_box)
     }
 
-    #[inline(never)]
-    fn fresh(raw: Result<Box<RawBuffer>>) -> Result<Node> {
-        Ok(Node(ManuallyDrop::new(raw?)))
+    #[inline(always)]
+    fn from_box(raw: Box<RawBuffer>) -> Node {
+        Node(ManuallyDrop::new(raw))
     }
 }
 

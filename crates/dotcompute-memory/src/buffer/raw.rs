@@ -295,16 +295,8 @@ impl RawBuffer {
     pub(crate) fn new_device_only(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Box<Self>> {
         let device = mm.acquire_device(bytes)?;
         mm.stats.buffer_created(bytes);
-        Ok(Box::new(RawBuffer {
-            mm: mm.clone(),
-            bytes,
-            epochs: Cell::new(Epochs::default()),
-            parts: Parts::Discrete { host: OnceCell::new(), device: Some(device) },
-            has_pending: Cell::new(false),
-            hits: Cell::new(0),
-            misses: Cell::new(0),
-            extra: Self::extra_for(registry_id),
-        }))
+        let parts = Parts::Discrete { host: OnceCell::new(), device: Some(device) };
+        Ok(Box::new(Self::with_parts(mm.clone(), bytes, parts, registry_id)))
     }
 
     /// On unified memory (or a zero-length buffer): marks the one allocation as holding only

@@ -881,12 +881,8 @@ impl<T: Send + 'static> ObjectPool<T> {
     #[cold]
     #[inline(never)]
     fn first_slot(&self) -> Option<&Slot<T>> {
-        match thread_exit::state() {
-            // Ready: the id's guard is still alive (see `crate::thread_exit`).
-            thread_exit::READY => Some(self.slots.get_or(|| self.new_slot())),
-            thread_exit::FRESH => thread_exit::become_ready(|| &**self.slots.get_or(|| self.new_slot())),
-            _ => None,
-        }
+        // While the thread is ready the id's guard is alive (see `crate::thread_exit`).
+        thread_exit::when_ready(|| &**self.slots.get_or(|| self.new_slot()))
     }
 
     #[cold]
