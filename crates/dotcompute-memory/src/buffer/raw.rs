@@ -14,6 +14,16 @@
 //! `&self`, and a `&mut self` call happened since), and writing it cannot alias a live reference.
 //! Asynchronous transfers keep the memory they use alive and untouched by recording a pending
 //! event; every method that reads, writes or frees memory settles that event first (`Drop` too).
+//!
+//! # Failed transfers
+//!
+//! A transfer, blocking or asynchronous, writes only into a part that is stale (and stays
+//! stale if the transfer fails) or into a fresh block that becomes a part only once the
+//! transfer has succeeded. So no failure, at enqueue or at completion, leaves a part marked
+//! current that does not hold the data. The one exception is a ranged device write into a
+//! current device part (a slice's `copy_from_buffer`): it is written in place, which is exact
+//! on backends whose failed copies write nothing (sim, cpu) and leaves the range undefined on
+//! a driver that fails part-way.
 
 use super::state::{BufferState, Epochs};
 use crate::backend::region::DeviceRegion;
@@ -42,17 +52,54 @@ enum Parts {
     /// `DeviceOnly`) match a discrete device's; no copy is ever needed between them.
     Unified { memory: Option<DeviceRegion>, ptr: NonNull<u8>, device_attached: bool, host_attached: Cell<bool> },
     /// Discrete backend: a host block and a device allocation, each made when first needed.
-    Discrete { host: OnceCell<HostBlock>, device: Option<DeviceRegion> },
+    Discrete { host: OnceCell<HostBlock>, device: OnceCell<DeviceRegion> },
 }
 
+/// An asynchronous transfer in flight and everything needed to finish it either way.
+///
+/// A transfer writes only into a part that is stale (and stays stale if the transfer fails) or
+/// into a fresh block held here. Nothing about the buffer's coherence changes before the event
+/// completes: on success the fresh blocks become the buffer's parts and the epochs move to
+/// `epochs_after`; on failure the fresh blocks go back to the pools, the parts taken aside are
+/// put back, and the buffer is exactly as it was before the call.
 struct Pending {
     event: Event,
-    /// Which part the transfer brings up to date.
-    refreshes: Direction,
+    /// The direction counted in the statistics on success.
+    direction: Direction,
     bytes: usize,
     started: Instant,
-    /// A host block the download fills, installed as the host part only on success.
-    fresh_host: Option<HostBlock>,
+    host: Replacement<HostBlock>,
+    device: Replacement<DeviceRegion>,
+    epochs_after: Epochs,
+}
+
+/// A part being replaced by an asynchronous transfer. While `fresh` is `Some`, the part's cell
+/// is empty: it holds `fresh` once the transfer succeeds, `previous` if it fails.
+struct Replacement<B> {
+    previous: Option<B>,
+    fresh: Option<B>,
+}
+
+impl<B> Replacement<B> {
+    /// The part is written in place (or not at all) and stays in its cell.
+    fn none() -> Self {
+        Replacement { previous: None, fresh: None }
+    }
+
+    /// Puts the winning block in `cell` (empty while the transfer was in flight) and hands the
+    /// other one to `release`.
+    fn complete(self, cell: &OnceCell<B>, succeeded: bool, release: impl Fn(B)) {
+        let Some(fresh) = self.fresh else { return };
+        let (keep, discard) = if succeeded { (Some(fresh), self.previous) } else { (self.previous, Some(fresh)) };
+        if let Some(block) = discard {
+            release(block);
+        }
+        if let Some(block) = keep {
+            if let Err(block) = cell.set(block) {
+                release(block);
+            }
+        }
+    }
 }
 
 /// What a buffer needs only once it transfers or is tracked: boxed and made on first use, so a
@@ -152,7 +199,7 @@ impl RawBuffer {
         } else if mm.unified {
             Self::unified_parts(mm, mm.acquire_device(bytes)?)?
         } else {
-            Parts::Discrete { host: OnceCell::from(mm.acquire_host(bytes)?), device: None }
+            Parts::Discrete { host: OnceCell::from(mm.acquire_host(bytes)?), device: OnceCell::new() }
         };
         mm.stats.buffer_created(bytes);
         // Boxed here, where the fields are written: returning the 128-byte struct by value
@@ -182,7 +229,7 @@ impl RawBuffer {
         match &self.parts {
             Parts::Unified { memory: Some(region), .. } => magazine::slot_of_region(Kind::Unified, region),
             Parts::Unified { memory: None, .. } => None,
-            Parts::Discrete { host, device } => match (host.get(), device) {
+            Parts::Discrete { host, device } => match (host.get(), device.get()) {
                 (Some(host), _) => magazine::slot_of_host(host),
                 (None, Some(region)) => magazine::slot_of_region(Kind::Device, region),
                 (None, None) => None,
@@ -217,7 +264,7 @@ impl RawBuffer {
     /// only the part made at allocation, so the other one is released first).
     #[inline]
     fn holds_second_part(&self) -> bool {
-        matches!(&self.parts, Parts::Discrete { host, device: Some(_) } if host.get().is_some())
+        matches!(&self.parts, Parts::Discrete { host, device } if host.get().is_some() && device.get().is_some())
     }
 
     #[inline(never)]
@@ -295,7 +342,7 @@ impl RawBuffer {
     pub(crate) fn new_device_only(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Box<Self>> {
         let device = mm.acquire_device(bytes)?;
         mm.stats.buffer_created(bytes);
-        let parts = Parts::Discrete { host: OnceCell::new(), device: Some(device) };
+        let parts = Parts::Discrete { host: OnceCell::new(), device: OnceCell::from(device) };
         Ok(Box::new(Self::with_parts(mm.clone(), bytes, parts, registry_id)))
     }
 
@@ -336,16 +383,20 @@ impl RawBuffer {
     fn parts(&self) -> (bool, bool) {
         match &self.parts {
             Parts::Unified { device_attached, host_attached, .. } => (host_attached.get(), *device_attached),
-            Parts::Discrete { host, device } => (host.get().is_some(), device.is_some()),
+            Parts::Discrete { host, device } => (host.get().is_some(), device.get().is_some()),
         }
     }
 
+    /// The coherence state, once any asynchronous transfer still in flight has ended (a
+    /// failed one leaves the state as it was before that transfer).
     pub(crate) fn state(&self) -> BufferState {
+        let _ = self.settle();
         let (h, d) = self.parts();
         self.epochs.get().state(h, d)
     }
 
     pub(crate) fn epochs(&self) -> (u64, u64) {
+        let _ = self.settle();
         let e = self.epochs.get();
         (e.host, e.device)
     }
@@ -397,9 +448,10 @@ impl RawBuffer {
                 *device_attached = true;
             }
             Parts::Discrete { device, .. } => {
-                if let Some(old) = device.replace(block) {
+                if let Some(old) = device.take() {
                     self.mm.release_device(old);
                 }
+                let _ = device.set(block);
             }
         }
         self.device_written();
@@ -408,7 +460,7 @@ impl RawBuffer {
 
     fn device(&self) -> Option<&DeviceRegion> {
         match &self.parts {
-            Parts::Discrete { device, .. } => device.as_ref(),
+            Parts::Discrete { device, .. } => device.get(),
             Parts::Unified { .. } => None,
         }
     }
@@ -513,31 +565,22 @@ impl RawBuffer {
             return Ok(());
         };
         self.has_pending.set(false);
-        if let Err(e) = p.event.wait() {
-            self.abandon(p);
-            return Err(e);
-        }
-        self.finish(p);
-        Ok(())
+        let r = p.event.wait();
+        self.complete(p, r.is_ok());
+        r
     }
 
-    /// A pending transfer failed: the buffer stays as it was (a fresh host block goes back).
-    fn abandon(&self, p: Pending) {
-        if let Some(block) = p.fresh_host {
-            self.mm.release_host(block);
+    /// Ends a pending transfer: on success its blocks become the parts and the epochs move on;
+    /// on failure the buffer is put back as it was before the transfer started.
+    fn complete(&self, p: Pending, succeeded: bool) {
+        if let Parts::Discrete { host, device } = &self.parts {
+            p.host.complete(host, succeeded, |b| self.mm.release_host(b));
+            p.device.complete(device, succeeded, |d| self.mm.release_device(d));
         }
-    }
-
-    fn finish(&self, mut p: Pending) {
-        if let (Some(block), Parts::Discrete { host, .. }) = (p.fresh_host.take(), &self.parts) {
-            // The host part was absent (checked when the download started); it is now filled.
-            if let Err(block) = host.set(block) {
-                self.mm.release_host(block);
-            }
+        if succeeded {
+            self.epochs.set(p.epochs_after);
+            self.record(p.direction, p.bytes, p.started.elapsed());
         }
-        let e = self.epochs.get();
-        self.epochs.set(if p.refreshes == Direction::DeviceToHost { e.host_caught_up() } else { e.device_caught_up() });
-        self.record(p.refreshes, p.bytes, p.started.elapsed());
     }
 
     /// Polls a pending transfer without blocking.
@@ -552,7 +595,7 @@ impl RawBuffer {
         match p.event.is_complete() {
             Ok(true) => {
                 self.has_pending.set(false);
-                self.finish(p);
+                self.complete(p, true);
                 Poll::Ready(Ok(()))
             }
             Ok(false) => {
@@ -562,14 +605,14 @@ impl RawBuffer {
             }
             Err(e) => {
                 self.has_pending.set(false);
-                self.abandon(p);
+                self.complete(p, false);
                 Poll::Ready(Err(e))
             }
         }
     }
 
-    fn set_pending(&self, event: Event, refreshes: Direction, started: Instant) {
-        self.extra().pending.set(Some(Pending { event, refreshes, bytes: self.bytes, started, fresh_host: None }));
+    fn set_pending(&self, pending: Pending) {
+        self.extra().pending.set(Some(pending));
         self.has_pending.set(true);
     }
 
@@ -601,7 +644,7 @@ impl RawBuffer {
                 return Ok(());
             }
         };
-        let device = device.as_ref().ok_or_else(|| internal("pull: neither part is current"))?;
+        let device = device.get().ok_or_else(|| internal("pull: neither part is current"))?;
         let backend = self.mm.backend();
         match host.get() {
             None => {
@@ -636,7 +679,8 @@ impl RawBuffer {
         }
         let bytes = self.bytes;
         let fresh = self.ensure_device_part()?;
-        if let Parts::Discrete { host, device: Some(device) } = &self.parts {
+        if let Parts::Discrete { host, device } = &self.parts {
+            let device = device.get().ok_or_else(|| internal("push: no device part"))?;
             let src = host.get().map(|b| &b.bytes()[..bytes]).ok_or_else(|| internal("push: no host part"))?;
             let backend = self.mm.backend();
             let r = self.transfer(Direction::HostToDevice, bytes, || device.write(backend, 0, src));
@@ -676,10 +720,10 @@ impl RawBuffer {
                 Ok(fresh)
             }
             Parts::Discrete { device, .. } => {
-                if device.is_some() {
+                if device.get().is_some() {
                     return Ok(false);
                 }
-                *device = Some(self.mm.acquire_device(self.bytes)?);
+                let _ = device.set(self.mm.acquire_device(self.bytes)?);
                 Ok(true)
             }
         }
@@ -769,8 +813,29 @@ impl RawBuffer {
             return Ok(());
         }
         let covers_all = dst_offset == 0 && len == self.bytes;
+        if covers_all && (self.device().is_none() || self.device_current()) {
+            // The current device data must survive a failed copy: fill a fresh block and
+            // install it only on success.
+            let block = self.mm.acquire_device(self.bytes)?;
+            let backend = self.mm.backend();
+            let r = if src.device_current() {
+                let from = src.device().ok_or_else(|| internal("copy: source has no device part"));
+                from.and_then(|from| {
+                    self.transfer(Direction::DeviceToDevice, len, || block.copy_from(backend, 0, from, src_offset, len))
+                })
+            } else {
+                let data = &src.host()[src_offset..src_offset + len];
+                self.transfer(Direction::HostToDevice, len, || block.write(backend, 0, data))
+            };
+            if let Err(e) = r {
+                self.mm.release_device(block);
+                return Err(e);
+            }
+            return self.install_device_block(block);
+        }
         // A failed copy must leave the buffer as it was, including a device part or epochs
-        // that the preparatory upload of a partial copy changed.
+        // that the preparatory upload of a partial copy changed. (A stale device part is
+        // written in place: it stays stale if the copy fails.)
         let saved = self.epochs.get();
         let had_device = self.device().is_some();
         if covers_all {
@@ -836,8 +901,18 @@ impl RawBuffer {
 
     // ---- asynchronous transfers ----
 
+    /// Takes the host part, and the device part if `device`, out of a discrete buffer's
+    /// cells, to be held by a pending transfer that replaces them.
+    fn take_parts(&mut self, device: bool) -> (Option<HostBlock>, Option<DeviceRegion>) {
+        match &mut self.parts {
+            Parts::Discrete { host, device: d } => (host.take(), if device { d.take() } else { None }),
+            Parts::Unified { .. } => (None, None),
+        }
+    }
+
     /// Starts bringing the device part up to date; completion is awaited through `settle` or
-    /// `poll_settle`.
+    /// `poll_settle`. A stale device part is written in place; without one, the upload fills
+    /// a fresh block that becomes the device part only on success.
     pub(crate) fn start_upload(&mut self, queue: usize) -> Result<()> {
         self.settle()?;
         if self.device_current() {
@@ -846,27 +921,35 @@ impl RawBuffer {
         if matches!(self.parts, Parts::Unified { .. }) {
             return self.push();
         }
-        let fresh = self.ensure_device_part()?;
-        let bytes = self.bytes;
-        let started = Instant::now();
-        let r = match &self.parts {
-            Parts::Discrete { host, device: Some(device) } => match host.get() {
-                // SAFETY: the host block is owned by self and is neither written nor freed until
-                // the event is settled: every method that writes or frees host memory settles
-                // pending work first, and Drop does too. It holds at least `bytes` bytes.
-                Some(block) => unsafe { device.write_async(self.mm.backend(), queue, 0, block.as_ptr(), bytes) },
-                None => Err(internal("upload: no host part")),
-            },
-            _ => Err(internal("upload: no device part")),
+        let Parts::Discrete { host, device } = &self.parts else {
+            return Err(internal("upload: unified parts on the discrete path"));
         };
-        match r {
+        let src = host.get().ok_or_else(|| internal("upload: no host part"))?.as_ptr();
+        let fresh = match device.get() {
+            Some(_) => None,
+            None => Some(self.mm.acquire_device(self.bytes)?),
+        };
+        let target = fresh.as_ref().or(device.get()).ok_or_else(|| internal("upload: no device part"))?;
+        let started = Instant::now();
+        // SAFETY: the host block is owned by self and is neither written nor freed until the
+        // event is settled: every method that writes or frees host memory settles pending work
+        // first, and Drop does too. It holds at least `bytes` bytes.
+        match unsafe { target.write_async(self.mm.backend(), queue, 0, src, self.bytes) } {
             Ok(event) => {
-                self.set_pending(event, Direction::HostToDevice, started);
+                self.set_pending(Pending {
+                    event,
+                    direction: Direction::HostToDevice,
+                    bytes: self.bytes,
+                    started,
+                    host: Replacement::none(),
+                    device: Replacement { previous: None, fresh },
+                    epochs_after: self.epochs.get().device_caught_up(),
+                });
                 Ok(())
             }
             Err(e) => {
-                if fresh {
-                    self.drop_device_part();
+                if let Some(block) = fresh {
+                    self.mm.release_device(block);
                 }
                 Err(e)
             }
@@ -875,8 +958,9 @@ impl RawBuffer {
 
     /// Replaces the whole contents with `data` (exactly `bytes` long) and starts uploading
     /// them, for `copy_from_async`. On a discrete device `data` goes into a staging block that
-    /// becomes the host part only once the upload has been enqueued, so a failure to allocate
-    /// or enqueue leaves the buffer exactly as it was.
+    /// becomes the host part only once the upload has completed; the upload goes into the
+    /// device part only if that part is stale, else into a fresh block. So a failure at any
+    /// point, enqueue or completion, leaves contents, state and epochs as they were.
     pub(crate) fn start_replace(&mut self, queue: usize, data: &[u8]) -> Result<()> {
         self.settle()?;
         let bytes = self.bytes;
@@ -891,48 +975,60 @@ impl RawBuffer {
         }
         let mut staging = self.mm.acquire_host(bytes)?;
         crate::ops::copy_into(&mut staging.bytes_mut()[..bytes], data);
-        let fresh = match self.ensure_device_part() {
-            Ok(fresh) => fresh,
-            Err(e) => {
-                self.mm.release_host(staging);
-                return Err(e);
+        let in_place = self.device().is_some() && !self.device_current();
+        let fresh_device = if in_place {
+            None
+        } else {
+            match self.mm.acquire_device(bytes) {
+                Ok(block) => Some(block),
+                Err(e) => {
+                    self.mm.release_host(staging);
+                    return Err(e);
+                }
             }
         };
-        let started = Instant::now();
-        let r = match &self.parts {
-            // SAFETY: `staging` holds at least `bytes` bytes; on success it becomes the host
-            // part below (moving the HostBlock does not move its heap memory), which is neither
-            // written nor freed until the event is settled: every method that writes or frees
-            // host memory settles pending work first, and Drop does too. On failure nothing was
-            // enqueued.
-            Parts::Discrete { device: Some(device), .. } => unsafe {
-                device.write_async(self.mm.backend(), queue, 0, staging.as_ptr(), bytes)
-            },
-            _ => Err(internal("replace: no device part")),
+        let Some(target) = fresh_device.as_ref().or(self.device()) else {
+            return Err(internal("replace: no device part"));
         };
+        let started = Instant::now();
+        // SAFETY: `staging` holds at least `bytes` bytes and is kept in the pending record
+        // (moving a HostBlock does not move its heap memory), unwritten and alive until the
+        // event is settled: only `complete` takes it out of the record. On failure nothing
+        // was enqueued.
+        let r = unsafe { target.write_async(self.mm.backend(), queue, 0, staging.as_ptr(), bytes) };
         match r {
             Ok(event) => {
-                if let Parts::Discrete { host, .. } = &mut self.parts {
-                    if let Some(old) = host.take() {
-                        self.mm.release_host(old);
-                    }
-                    let _ = host.set(staging);
-                }
-                self.host_written();
-                self.set_pending(event, Direction::HostToDevice, started);
+                let epochs_after = self.epochs.get().host_written().device_caught_up();
+                let (previous_host, previous_device) = self.take_parts(fresh_device.is_some());
+                let host = Replacement { previous: previous_host, fresh: Some(staging) };
+                let device = match fresh_device {
+                    Some(fresh) => Replacement { previous: previous_device, fresh: Some(fresh) },
+                    None => Replacement::none(),
+                };
+                self.set_pending(Pending {
+                    event,
+                    direction: Direction::HostToDevice,
+                    bytes,
+                    started,
+                    host,
+                    device,
+                    epochs_after,
+                });
                 Ok(())
             }
             Err(e) => {
                 self.mm.release_host(staging);
-                if fresh {
-                    self.drop_device_part();
+                if let Some(block) = fresh_device {
+                    self.mm.release_device(block);
                 }
                 Err(e)
             }
         }
     }
 
-    /// Starts bringing the host part up to date.
+    /// Starts bringing the host part up to date. A stale host part is written in place;
+    /// without one, the download fills a fresh block that becomes the host part only on
+    /// success.
     pub(crate) fn start_download(&mut self, queue: usize) -> Result<()> {
         self.settle()?;
         if self.host_current() {
@@ -941,20 +1037,18 @@ impl RawBuffer {
         if matches!(self.parts, Parts::Unified { .. }) {
             return self.pull();
         }
-        let Parts::Discrete { host, device: Some(device) } = &self.parts else {
-            return Err(internal("download: no device part"));
+        let Parts::Discrete { host, device } = &self.parts else {
+            return Err(internal("download: unified parts on the discrete path"));
         };
+        let device = device.get().ok_or_else(|| internal("download: no device part"))?;
         let bytes = self.bytes;
         let started = Instant::now();
-        // Without a host part, the download fills a fresh block that becomes the host part
-        // only when it completes, so a failure leaves the buffer as it was.
-        let mut fresh = match host.get() {
+        let fresh = match host.get() {
             Some(_) => None,
             None => Some(self.mm.acquire_host(bytes)?),
         };
-        let dst = match (&mut fresh, host.get()) {
-            (Some(block), _) => block.as_ptr(),
-            (None, Some(block)) => block.as_ptr(),
+        let dst = match (&fresh, host.get()) {
+            (Some(block), _) | (None, Some(block)) => block.as_ptr(),
             (None, None) => return Err(internal("download: no host part")),
         };
         // SAFETY: `dst` is either a fresh block owned by the pending record, or the stale host
@@ -963,14 +1057,15 @@ impl RawBuffer {
         // first, and Drop does too. Both hold at least `bytes` bytes.
         match unsafe { device.read_async(self.mm.backend(), queue, 0, dst, bytes) } {
             Ok(event) => {
-                self.extra().pending.set(Some(Pending {
+                self.set_pending(Pending {
                     event,
-                    refreshes: Direction::DeviceToHost,
+                    direction: Direction::DeviceToHost,
                     bytes,
                     started,
-                    fresh_host: fresh,
-                }));
-                self.has_pending.set(true);
+                    host: Replacement { previous: None, fresh },
+                    device: Replacement::none(),
+                    epochs_after: self.epochs.get().host_caught_up(),
+                });
                 Ok(())
             }
             Err(e) => {

@@ -119,7 +119,9 @@ impl<T: Element> UnifiedBuffer<T> {
         self.raw.bytes()
     }
 
-    /// Where the current data lives.
+    /// Where the current data lives. If an asynchronous transfer is still in flight (its
+    /// future was dropped before it resolved), waits for it first; a failed one leaves the state
+    /// as it was before that transfer.
     pub fn state(&self) -> BufferState {
         self.raw.state()
     }
@@ -290,23 +292,31 @@ impl<T: Element> UnifiedBuffer<T> {
     }
 
     // ---- asynchronous forms ----
+    //
+    // Every asynchronous method is all-or-nothing: if it fails, whether when the transfer is
+    // enqueued or when it completes, the buffer's contents, `state()` and `epochs()` are as
+    // they were before the call. Until the transfer completes, the buffer keeps its old parts;
+    // the new ones are installed only on success.
 
     /// Copies `data` into the buffer's own staging memory now (so `data` need not outlive the
     /// call), then uploads it; the future resolves when both parts hold it (`Synchronized`).
-    /// If the upload cannot be started, the buffer is left unchanged.
+    /// If the upload fails, when it is started or when it completes, the buffer keeps its old
+    /// contents, state and epochs.
     pub fn copy_from_async(&mut self, data: &[T]) -> TransferFuture<'_, T> {
         let r = check_len("copy_from_async", self.len(), data.len())
             .and_then(|()| self.raw.start_replace(0, bytemuck::cast_slice(data)));
         TransferFuture::new(self, None, r.err())
     }
 
-    /// Brings the host part up to date without blocking, then copies it into `out`.
+    /// Brings the host part up to date without blocking, then copies it into `out`. On failure
+    /// the buffer is unchanged (`out` may hold part of the data).
     pub fn copy_to_async<'a>(&'a mut self, out: &'a mut [T]) -> TransferFuture<'a, T> {
         let r = check_len("copy_to_async", self.len(), out.len()).and_then(|()| self.raw.start_download(0));
         TransferFuture::new(self, Some(out), r.err())
     }
 
-    /// `synchronize` without blocking.
+    /// `synchronize` without blocking. On failure the buffer is unchanged: a part is marked
+    /// current only once the transfer that fills it has completed.
     pub fn synchronize_async(&mut self) -> TransferFuture<'_, T> {
         let r = self.raw.settle().and_then(|()| match self.state() {
             BufferState::Synchronized => Ok(()),
