@@ -289,7 +289,7 @@ fn bench_json_on_sim_uses_the_raw_backend_as_baseline() {
 
 #[cfg(feature = "opencl")]
 fn opencl_required() -> bool {
-    std::env::var("DCMEM_REQUIRE_OPENCL").is_ok_and(|v| v.trim() == "1")
+    dotcompute_memory::backend::required("opencl").expect("DCMEM_REQUIRE_OPENCL")
 }
 
 /// With the opencl feature: the copy and device-allocation rows are set against raw opencl3
@@ -422,12 +422,17 @@ fn info_lists_every_backend() {
     let line = |name: &str| {
         out.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("no {name}:\n{out}"))
     };
-    assert!(line("cpu").contains("available"), "{out}");
-    assert!(!line("cpu").contains("unavailable"), "{out}");
-    assert!(!line("sim").contains("unavailable"), "{out}");
-    assert!(line("metal").contains("unavailable"), "{out}");
-    assert!(line("opencl").contains("available"), "{out}");
-    assert!(line("cuda").contains("available"), "{out}");
+    // Each line is `NAME  STATUS  description or reason`.
+    let status = |name: &str| line(name).split_whitespace().nth(1).unwrap_or_default().to_string();
+    assert_eq!(status("cpu"), "available", "{out}");
+    assert_eq!(status("sim"), "available", "{out}");
+    assert_eq!(status("metal"), "unavailable", "{out}");
+    for name in ["opencl", "cuda"] {
+        let s = status(name);
+        assert!(s == "available" || s == "unavailable", "{name} has status {s:?}:\n{out}");
+        // An unavailable backend says why, beyond its status word.
+        assert!(s == "available" || line(name).split_whitespace().count() > 3, "{name} gives no reason:\n{out}");
+    }
     assert!(out.contains("memory: total"), "{out}");
 }
 

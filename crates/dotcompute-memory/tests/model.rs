@@ -9,14 +9,15 @@
 //! - on the simulated discrete device, the number of host-to-device, device-to-host and
 //!   device-to-device transfers the operation made equals the copies the table lists for that
 //!   transition (on the CPU backend: no host/device copies at all);
-//! - an operation the model says must fail fails with the specific error and changes nothing.
+//! - an operation the model says must fail fails with the specific error, makes no transfer
+//!   and changes nothing.
 //!
 //! The fault-injection variant runs the same sequences on a simulated device that fails each
 //! backend call with some probability: every call that returns `Err` must leave the contents,
 //! the state and the modification epochs of both buffers exactly as they were.
 //!
-//! `DeviceOnly` is not reachable through the public API (a buffer's host part is made when the
-//! buffer is), so the model never enters it.
+//! `DeviceOnly` is reached through `allocate_device` + `upload`, which replace a buffer with one
+//! that has only a device part.
 
 use dotcompute_memory::*;
 use proptest::prelude::*;
@@ -126,6 +127,16 @@ enum Op {
     SynchronizeAsync {
         buf: usize,
     },
+    /// `upload`: the data goes straight to the device part.
+    Upload {
+        buf: usize,
+        seed: u32,
+    },
+    /// Replaces the buffer with `allocate_device(len)` filled by `upload` (`DeviceOnly`).
+    AllocateDevice {
+        buf: usize,
+        seed: u32,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -157,7 +168,9 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => buf.clone().prop_map(|buf| Op::Compact { buf }),
         1 => (buf.clone(), any::<u32>()).prop_map(|(buf, seed)| Op::CopyFromAsync { buf, seed }),
         1 => buf.clone().prop_map(|buf| Op::CopyToAsync { buf }),
-        1 => buf.prop_map(|buf| Op::SynchronizeAsync { buf }),
+        1 => buf.clone().prop_map(|buf| Op::SynchronizeAsync { buf }),
+        1 => (buf.clone(), any::<u32>()).prop_map(|(buf, seed)| Op::Upload { buf, seed }),
+        1 => (buf, any::<u32>()).prop_map(|(buf, seed)| Op::AllocateDevice { buf, seed }),
     ]
 }
 
@@ -219,6 +232,14 @@ fn push(s: BufferState, c: &mut Copies) -> BufferState {
             Synchronized
         }
         other => other,
+    }
+}
+
+/// A device write: the device part becomes the newest (`DeviceOnly` stays: no host part).
+fn device_written(s: BufferState) -> BufferState {
+    match s {
+        DeviceOnly => DeviceOnly,
+        _ => DeviceDirty,
     }
 }
 
@@ -329,6 +350,8 @@ impl Model {
             }
             Op::MarkDeviceDirty { buf } => match self.state[buf] {
                 HostDirty => Expected::Conflict,
+                // Without a host part the device part stays the only one.
+                DeviceOnly => Expected::Ok(None),
                 s => {
                     push(s, &mut copies[buf]);
                     self.state[buf] = DeviceDirty;
@@ -381,6 +404,19 @@ impl Model {
                 self.state[buf] = pull(self.state[buf], &mut copies[buf]);
                 Expected::Ok(Some(self.data[buf].clone()))
             }
+            Op::Upload { buf, seed } => {
+                copies[buf].h2d += 1;
+                self.state[buf] = device_written(self.state[buf]);
+                self.data[buf] = pattern(seed, lens[buf]);
+                Expected::Ok(None)
+            }
+            Op::AllocateDevice { buf, seed } => {
+                // Counted on the new buffer, whose metrics start at zero.
+                copies[buf].h2d += 1;
+                self.state[buf] = DeviceOnly;
+                self.data[buf] = pattern(seed, lens[buf]);
+                Expected::Ok(None)
+            }
         };
         if self.unified {
             for c in &mut copies {
@@ -405,7 +441,7 @@ impl Model {
         } else {
             c.h2d += 1;
         }
-        self.state[dst] = DeviceDirty;
+        self.state[dst] = device_written(self.state[dst]);
         let chunk = self.data[src][src_start..src_start + len].to_vec();
         self.data[dst][dst_start..dst_start + len].copy_from_slice(&chunk);
     }
@@ -421,8 +457,18 @@ fn pair(bufs: &mut [UnifiedBuffer<u32>; 2], dst: usize) -> (&mut UnifiedBuffer<u
 }
 
 /// Runs `op` on the real buffers; returns the data read by reading operations.
-fn apply(bufs: &mut [UnifiedBuffer<u32>; 2], op: &Op) -> Result<Option<Vec<u32>>> {
+fn apply(mm: &MemoryManager, bufs: &mut [UnifiedBuffer<u32>; 2], op: &Op) -> Result<Option<Vec<u32>>> {
     match *op {
+        Op::Upload { buf, seed } => {
+            let data = pattern(seed, bufs[buf].len());
+            bufs[buf].upload(&data).map(|()| None)
+        }
+        Op::AllocateDevice { buf, seed } => {
+            let mut fresh = mm.allocate_device::<u32>(bufs[buf].len())?;
+            fresh.upload(&pattern(seed, fresh.len()))?;
+            bufs[buf] = fresh;
+            Ok(None)
+        }
         Op::CopyFrom { buf, seed } => {
             let data = pattern(seed, bufs[buf].len());
             bufs[buf].copy_from(&data).map(|()| None)
@@ -553,7 +599,11 @@ fn run(mm: &MemoryManager, lens: (usize, usize), ops: &[Op], faults: bool) -> st
         let epochs_before = [bufs[0].epochs(), bufs[1].epochs()];
         let mut next = model.clone();
         let (expected, copies) = next.step(op);
-        let actual = apply(&mut bufs, op);
+        let actual = apply(mm, &mut bufs, op);
+        let mut before = before;
+        if let (Op::AllocateDevice { buf, .. }, Ok(_)) = (op, &actual) {
+            before[*buf] = BufferMetrics::default();
+        }
         let after = [bufs[0].metrics(), bufs[1].metrics()];
         let from = model.state;
         let ctx = || format!("step {step}: {op:?} from states {from:?}");
@@ -581,6 +631,14 @@ fn run(mm: &MemoryManager, lens: (usize, usize), ops: &[Op], faults: bool) -> st
                     err
                 );
                 prop_assert_eq!([bufs[0].epochs(), bufs[1].epochs()], epochs_before, "{}: epochs", ctx());
+                for i in 0..2 {
+                    prop_assert_eq!(
+                        copies_between(&before[i], &after[i]),
+                        Copies::default(),
+                        "{}: refused, yet transferred",
+                        ctx()
+                    );
+                }
             }
             (Expected::Conflict, Err(err)) => {
                 prop_assert!(
@@ -590,6 +648,14 @@ fn run(mm: &MemoryManager, lens: (usize, usize), ops: &[Op], faults: bool) -> st
                     err
                 );
                 prop_assert_eq!([bufs[0].epochs(), bufs[1].epochs()], epochs_before, "{}: epochs", ctx());
+                for i in 0..2 {
+                    prop_assert_eq!(
+                        copies_between(&before[i], &after[i]),
+                        Copies::default(),
+                        "{}: refused, yet transferred",
+                        ctx()
+                    );
+                }
             }
             (_, Err(err)) if faults && is_injected(&err) => {
                 // The model stays where it was; the buffers must too, exactly.

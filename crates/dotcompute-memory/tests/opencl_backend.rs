@@ -14,6 +14,8 @@ use std::task::{Wake, Waker};
 use std::time::Duration;
 use BufferState::*;
 
+mod skip;
+
 static ENV: Mutex<()> = Mutex::new(());
 
 fn env_lock() -> MutexGuard<'static, ()> {
@@ -21,7 +23,7 @@ fn env_lock() -> MutexGuard<'static, ()> {
 }
 
 fn required() -> bool {
-    std::env::var("DCMEM_REQUIRE_OPENCL").is_ok_and(|v| v.trim() == "1")
+    dotcompute_memory::backend::required("opencl").expect("DCMEM_REQUIRE_OPENCL")
 }
 
 /// The backend with explicit default options (no environment), or `None` after printing why
@@ -30,8 +32,7 @@ fn backend_with(options: OpenClOptions) -> Option<OpenClBackend> {
     match OpenClBackend::with_options(options) {
         Ok(b) => Some(b),
         Err(e @ Error::BackendUnavailable { .. }) => {
-            assert!(!required(), "DCMEM_REQUIRE_OPENCL=1 but the OpenCL backend is unavailable: {e}");
-            eprintln!("skipping: {e}");
+            skip::unavailable("opencl", "this OpenCL case", &e);
             None
         }
         Err(e) => panic!("opening the OpenCL backend failed: {e}"),

@@ -69,6 +69,9 @@ fn worker(mm: MemoryManager, seed: u64, iterations: usize) -> Tally {
                     assert_eq!(b.state(), DeviceDirty);
                     let t = *src_tag;
                     b.synchronize().unwrap();
+                    // Tags are per buffer, so the copy's result differs from what `fill` wrote.
+                    assert_ne!(t, tag);
+                    assert!(b.as_slice().unwrap().iter().all(|&x| x == t), "device copy of thread {seed}");
                     b.fill(tag).unwrap();
                     assert!(b.as_slice().unwrap().iter().all(|&x| x == tag), "copy then fill");
                     assert!(src.as_slice().unwrap().iter().all(|&x| x == t), "source changed");

@@ -28,7 +28,10 @@ pub mod cuda;
 #[cfg(feature = "opencl")]
 pub mod opencl;
 pub mod region;
+mod required;
 pub mod sim;
+
+pub use required::{required, variable as required_variable};
 
 use crate::error::{Error, Result};
 use std::ptr::NonNull;

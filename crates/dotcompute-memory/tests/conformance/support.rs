@@ -47,11 +47,7 @@ pub fn options() -> ManagerOptions {
 
 /// True when `DCMEM_REQUIRE_<NAME>` asks for the backend to be present.
 pub fn required(name: &str) -> bool {
-    let var = format!("DCMEM_REQUIRE_{}", name.to_ascii_uppercase());
-    match std::env::var(&var) {
-        Ok(v) => !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false" | "no"),
-        Err(_) => false,
-    }
+    dotcompute_memory::backend::required(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Opens `name` and runs `case` on it; skips (with the reason printed) when the backend is
