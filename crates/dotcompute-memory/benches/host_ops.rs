@@ -274,7 +274,7 @@ unsafe fn touch_raw(p: *mut u8, len: usize) {
 
 #[cfg(unix)]
 mod shared {
-    use dotcompute_memory::MemoryManager;
+    use dotcompute_memory::{MemoryManager, SharedBuffer};
     use std::fs::File;
     use std::io::{Read, Write};
     use std::os::fd::FromRawFd;
@@ -311,7 +311,9 @@ mod shared {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let mut seg = mm.allocate_shared::<u8>(&name, data.len()).unwrap();
         seg.copy_from_slice(&data);
+        seg.persist(); // this process opens it below, which needs the creator's handle closed
         assert_eq!(checksum(&mm.open_shared::<u8>(&name).unwrap()), checksum(&data));
+        SharedBuffer::remove(&name).unwrap();
         let (mut r, mut w) = pipe();
         let writer = std::thread::spawn({
             let data = data.clone();
@@ -330,6 +332,7 @@ mod shared {
         let expected = checksum(&data);
         let mut seg = mm.allocate_shared::<u8>(&name, n).unwrap();
         seg.copy_from_slice(&data);
+        seg.persist(); // this process opens it below, which needs the creator's handle closed
         let (mut reader, mut writer) = pipe();
         let (go, requests) = mpsc::channel::<()>();
         std::thread::scope(|scope| {
@@ -358,5 +361,6 @@ mod shared {
             );
             drop(go);
         });
+        SharedBuffer::remove(&name).unwrap();
     }
 }

@@ -318,6 +318,14 @@ pub enum Error {
         name: String,
     },
 
+    /// `open_shared` of a segment this process already has a handle to: a second handle would
+    /// alias the first one's (possibly mutable) access to the memory.
+    #[error("shared buffer {name:?} is already open in this process; use the existing handle (a second one would alias its memory)")]
+    SharedAlreadyOpen {
+        /// The name given.
+        name: String,
+    },
+
     /// `open_shared` as a different element type than the buffer was created with.
     #[error("shared buffer {name:?} holds {found_size}-byte elements with type tag {found_id}, but it was opened as {expected_type} (tag {expected_id}, {expected_size} bytes)")]
     SharedTypeMismatch {

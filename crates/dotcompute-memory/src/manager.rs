@@ -557,8 +557,9 @@ pub(crate) fn timed<R>(enabled: bool, f: impl FnOnce() -> R) -> (R, Duration) {
 impl MemoryManager {
     /// Creates a named buffer of `len` zeroed elements in POSIX shared memory (mode 0600,
     /// created exclusively), which other processes open with [`MemoryManager::open_shared`].
-    /// The name is removed when this process's last handle to it drops. Counted in this
-    /// manager's statistics while it lives.
+    /// The name is removed when the returned handle drops (unless it is
+    /// [`persist`](crate::host::SharedBuffer::persist)ed). Counted in this manager's
+    /// statistics while it lives.
     ///
     /// ```
     /// # use dotcompute_memory::*;
@@ -568,9 +569,15 @@ impl MemoryManager {
     /// let name = format!("dcmem-doc-{}", std::process::id());
     /// let mut shared = mm.allocate_shared::<f32>(&name, 4)?;
     /// shared[0] = 1.5;
-    /// let other = mm.open_shared::<f32>(&name)?;     // in this or another process
-    /// assert_eq!(other[0], 1.5);
+    /// // Another process opens it with `mm.open_shared::<f32>(&name)?`. This one has it open
+    /// // already, and a second handle would alias `shared`'s `&mut` access:
+    /// assert!(matches!(mm.open_shared::<f32>(&name), Err(Error::SharedAlreadyOpen { .. })));
     /// assert!(matches!(mm.open_shared::<u32>(&name), Err(Error::SharedTypeMismatch { .. })));
+    /// shared.persist(); // closes the handle, keeps the name
+    /// let other = mm.open_shared::<f32>(&name)?;
+    /// assert_eq!(other[0], 1.5);
+    /// # drop(other);
+    /// # SharedBuffer::remove(&name)?;
     /// # Ok(())
     /// # }
     /// ```
@@ -582,11 +589,13 @@ impl MemoryManager {
     }
 
     /// Opens the named buffer `name` created by [`MemoryManager::allocate_shared`] (in any
-    /// process), after validating its header.
+    /// process), after validating its header. A process holds at most one handle to a segment.
     ///
     /// Errors: [`Error::SharedName`], [`Error::SharedNotFound`],
     /// [`Error::SharedTypeMismatch`] (element type or size differ), [`Error::SharedCorrupt`]
-    /// (not our header, damaged, or truncated), [`Error::Os`], [`Error::Unsupported`].
+    /// (not our header, damaged, or truncated), [`Error::SharedAlreadyOpen`] (this process
+    /// has a handle to it: the creator's or an earlier open's), [`Error::Os`],
+    /// [`Error::Unsupported`].
     pub fn open_shared<T: Element>(&self, name: &str) -> Result<crate::host::SharedBuffer<T>> {
         Ok(crate::host::SharedBuffer::<T>::open(name)?.with_stats(self.shared.stats.clone()))
     }

@@ -14,8 +14,28 @@
 //!
 //! A thread that was never ready may first need an id inside such a late destructor: taking it
 //! then panics inside the crate, which [`become_ready`] catches (the panic message is still
-//! printed), leaving the thread exiting. (Built with `panic = "abort"`, that panic aborts: the
-//! one case left is a thread whose first use of this crate is in such a late destructor.)
+//! printed), leaving the thread exiting.
+//!
+//! # Why `catch_unwind`, and why it is sound
+//!
+//! A thread that is not ready cannot tell, short of trying, whether the crate's id guard for
+//! it is still to come or already destroyed: the crate has no lookup that takes an id without
+//! panicking and keeps its per-thread state private, and std cannot say whether thread-local
+//! destruction has begun. An exit guard of ours only helps once registered, i.e. once ready.
+//!
+//! The caught panic leaves nothing half-done (as of `thread_local` 1.1.10): it is raised by
+//! `LocalKey::with` on the crate's destroyed guard in `thread_id::get_slow`, after the id
+//! manager's lock was released (nothing is poisoned) and the new id stored in the thread's id
+//! cell, and before the `ThreadLocal` itself is touched. That id is never given back (its
+//! guard could not be registered), so no other thread can get it, and later lookups on this
+//! thread by other users of the crate take it without panicking. The panic is caught inside
+//! the destructor, so nothing unwinds out of one.
+//!
+//! Built with `panic = "abort"`, that panic aborts the process instead: a thread whose first
+//! use of a manager's statistics or an object pool is in a thread-local destructor that runs
+//! after the crate's id guard for that thread (registered by any other user of the crate on
+//! that thread, after the destructor's own thread-local) takes the process down. Threads that
+//! became ready before their exit began are not affected.
 
 use std::cell::Cell;
 
@@ -62,6 +82,7 @@ pub(crate) fn when_ready<R>(use_id: impl FnOnce() -> R) -> Option<R> {
 /// longer possible because thread-local destructors are running.
 #[cold]
 fn become_ready<R>(take_id: impl FnOnce() -> R) -> Option<R> {
+    // Unwind-safe: the one expected panic leaves every structure whole (see the module docs).
     let Ok(value) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(take_id)) else {
         THREAD_STATE.set(EXITING);
         return None;

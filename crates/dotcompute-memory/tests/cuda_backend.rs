@@ -86,3 +86,77 @@ fn transfer_engine_pipelines_on_the_gpu() {
     assert_eq!(report.transfers[0].chunks, 32);
     assert_eq!(a.to_vec().unwrap(), data);
 }
+
+/// The backend itself (not a manager), or `None` where CUDA is unavailable.
+fn cuda_backend() -> Option<std::sync::Arc<dyn Backend>> {
+    cuda_manager()?;
+    Some(backend::open("cuda").unwrap())
+}
+
+/// Every call makes the backend's context current only for its duration: a thread with no
+/// current context has none afterwards.
+#[test]
+fn the_calling_threads_current_context_is_restored() {
+    use cudarc::driver::result::ctx;
+    std::thread::spawn(|| {
+        let Some(b) = cuda_backend() else { return };
+        assert_eq!(ctx::get_current().unwrap(), None, "a fresh thread has no current context");
+        let mem = b.allocate(1 << 20, 256).unwrap();
+        b.write(&mem, 0, &[1u8; 4096]).unwrap();
+        assert_eq!(ctx::get_current().unwrap(), None, "allocate and write leave no context current");
+        b.free(mem).unwrap();
+        drop(b);
+        assert_eq!(ctx::get_current().unwrap(), None);
+    })
+    .join()
+    .unwrap();
+}
+
+/// An event and a pinned buffer keep the context and streams alive after their backend drops:
+/// the copy finishes, the event waits, and `on_complete` wakes.
+#[test]
+fn events_and_pinned_buffers_outlive_their_backend() {
+    use std::sync::mpsc;
+    use std::task::{Wake, Waker};
+    struct Notify(std::sync::Mutex<mpsc::Sender<()>>);
+    impl Wake for Notify {
+        fn wake(self: std::sync::Arc<Self>) {
+            let _ = self.0.lock().unwrap().send(());
+        }
+    }
+    let Some(b) = cuda_backend() else { return };
+    let len = 64 << 20;
+    let mem = b.allocate(len, 256).unwrap();
+    let mut pinned = b.allocate_pinned(len).unwrap();
+    pinned.bytes_mut().fill(0x5a);
+    // SAFETY: `pinned` is neither written nor dropped until the event has completed below.
+    let event = unsafe { b.write_async(0, &mem, 0, pinned.bytes().as_ptr(), len) }.unwrap();
+    let second = b.copy_async(0, &mem, 0, &mem, len / 2, len / 2).unwrap();
+    drop(b); // `mem` is never freed: it goes with the context, after the last event
+    let (tx, rx) = mpsc::channel();
+    second.on_complete(Waker::from(std::sync::Arc::new(Notify(std::sync::Mutex::new(tx)))));
+    event.wait().unwrap();
+    assert!(event.is_complete().unwrap());
+    rx.recv_timeout(std::time::Duration::from_secs(30)).expect("on_complete wakes after the backend dropped");
+    second.wait().unwrap();
+    drop(event);
+    drop(second);
+    assert!(pinned.bytes().iter().all(|&x| x == 0x5a));
+}
+
+/// `free` is stream-ordered: freeing memory that a queued copy still uses waits for the copy.
+#[test]
+fn free_waits_for_queued_copies() {
+    let Some(b) = cuda_backend() else { return };
+    let len = 64 << 20;
+    let src = b.allocate(len, 256).unwrap();
+    let dst = b.allocate(len, 256).unwrap();
+    b.fill(&src, 0, len, 7).unwrap();
+    let event = b.copy_async(0, &src, 0, &dst, 0, len).unwrap();
+    b.free(src).unwrap();
+    assert!(event.is_complete().unwrap(), "free returned only after the copy that reads it");
+    let mut out = vec![0u8; 4096];
+    b.read(&dst, len - 4096, &mut out).unwrap();
+    assert!(out.iter().all(|&x| x == 7));
+    b.free(dst).unwrap();
+}

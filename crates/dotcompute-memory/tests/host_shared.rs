@@ -26,6 +26,8 @@ fn a_child_process_writes_and_the_parent_sees_it() {
     if let Ok(name) = std::env::var(CHILD_ENV) {
         let mut buf = mm.open_shared::<u32>(&name).expect("child opens the parent's buffer");
         assert!(!buf.is_creator());
+        // One handle per process: the child's second open is refused, the parent's was not.
+        assert!(matches!(mm.open_shared::<u32>(&name), Err(Error::SharedAlreadyOpen { .. })));
         assert_eq!(buf[0], 0xC0FFEE, "the child sees what the parent wrote");
         for (i, x) in buf.iter_mut().enumerate().skip(1) {
             *x = i as u32 * 3;
@@ -77,25 +79,69 @@ fn created_with_mode_0600_and_exclusively() {
 }
 
 #[test]
-fn same_process_handles_share_memory_and_keep_the_name_until_the_last_drops() {
+fn a_segment_open_in_this_process_cannot_be_opened_again() {
     let mm = MemoryManager::cpu();
-    let name = unique("last");
+    let name = unique("twice");
     let before = mm.statistics().active_allocations;
     let mut creator = mm.allocate_shared::<i64>(&name, 16).unwrap();
-    let opened = mm.open_shared::<i64>(&name).unwrap();
-    assert_eq!(mm.statistics().active_allocations, before + 2);
+    match mm.open_shared::<i64>(&name).unwrap_err() {
+        Error::SharedAlreadyOpen { name: n } => assert_eq!(n, name),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(mm.statistics().active_allocations, before + 1, "the refused open counts nothing");
     creator[5] = -5;
-    assert_eq!(opened[5], -5);
-    assert_eq!(opened.len(), 16);
+    assert_eq!(creator[5], -5);
     drop(creator);
-    assert!(shm_path(&name).exists(), "an opened handle in the creating process keeps the name");
-    let third = mm.open_shared::<i64>(&name).unwrap();
-    assert_eq!(third[5], -5);
-    drop(opened);
-    drop(third);
-    assert!(!shm_path(&name).exists());
+    assert!(!shm_path(&name).exists(), "the creator's drop removes the name");
     assert!(matches!(mm.open_shared::<i64>(&name), Err(Error::SharedNotFound { .. })));
     assert_eq!(mm.statistics().active_allocations, before);
+}
+
+#[test]
+fn a_persisted_segment_is_opened_once_at_a_time_until_removed() {
+    let mm = MemoryManager::cpu();
+    let name = unique("persist");
+    let mut creator = mm.allocate_shared::<i64>(&name, 16).unwrap();
+    creator[5] = -5;
+    creator.persist();
+    assert!(shm_path(&name).exists(), "persist keeps the name");
+    let opened = mm.open_shared::<i64>(&name).unwrap();
+    assert!(!opened.is_creator());
+    assert_eq!((opened.len(), opened[5]), (16, -5));
+    assert!(matches!(mm.open_shared::<i64>(&name), Err(Error::SharedAlreadyOpen { .. })));
+    drop(opened);
+    assert!(shm_path(&name).exists(), "an opened handle's drop keeps the name");
+    let mut again = mm.open_shared::<i64>(&name).unwrap();
+    again[5] = 6;
+    drop(again);
+    SharedBuffer::remove(&name).unwrap();
+    assert!(matches!(mm.open_shared::<i64>(&name), Err(Error::SharedNotFound { .. })));
+}
+
+/// Opens racing on one segment from several threads: exactly one gets a handle.
+#[test]
+fn concurrent_opens_give_one_handle() {
+    let name = unique("race");
+    MemoryManager::cpu().allocate_shared::<u8>(&name, 64).unwrap().persist();
+    let threads = 8;
+    let (opened, held) = (std::sync::Barrier::new(threads), std::sync::Barrier::new(threads));
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mm = MemoryManager::cpu();
+                    opened.wait();
+                    let handle = mm.open_shared::<u8>(&name);
+                    held.wait(); // every open has been tried before any handle drops
+                    handle.map(drop)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    SharedBuffer::remove(&name).unwrap();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    assert!(results.iter().all(|r| matches!(r, Ok(()) | Err(Error::SharedAlreadyOpen { .. }))), "{results:?}");
 }
 
 #[test]
@@ -129,6 +175,8 @@ fn wrong_type_or_size_is_a_type_mismatch() {
     let err = mm.open_shared::<f64>(&name).unwrap_err();
     assert!(matches!(err, Error::SharedTypeMismatch { expected_size: 8, found_size: 4, .. }), "{err:?}");
     assert!(err.to_string().contains(&name));
+    // The type is checked first; as `f32` the segment is simply open already.
+    assert!(matches!(mm.open_shared::<f32>(&name), Err(Error::SharedAlreadyOpen { .. })));
 }
 
 #[test]
@@ -240,7 +288,11 @@ fn empty_shared_buffers_work() {
     let mm = MemoryManager::cpu();
     let name = unique("empty");
     let a = mm.allocate_shared::<u128>(&name, 0).unwrap();
+    assert!(a.is_empty());
+    a.persist();
     let b = mm.open_shared::<u128>(&name).unwrap();
-    assert!(a.is_empty() && b.is_empty());
+    assert!(b.is_empty());
     assert_eq!(b.header().data_offset, 64);
+    drop(b);
+    SharedBuffer::remove(&name).unwrap();
 }

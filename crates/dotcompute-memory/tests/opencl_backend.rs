@@ -232,6 +232,34 @@ fn async_events_complete_and_wake() {
     b.free(c).unwrap();
 }
 
+/// `free` is stream-ordered: a buffer freed (and the events of the copies that read it
+/// dropped) while those copies are still queued is deleted by the driver only after them.
+#[test]
+fn a_buffer_freed_under_queued_copies_lives_until_they_finished() {
+    let Some(b) = backend() else { return };
+    // Grow the copies until the last one is seen still queued when the buffer is freed.
+    let mut n = 8 << 20;
+    loop {
+        let src = b.allocate(n, 4096).unwrap();
+        let dst = b.allocate(n, 4096).unwrap();
+        b.fill(&src, 0, n, 0x3c).unwrap();
+        let events: Vec<_> = (0..8).map(|_| b.copy_async(0, &src, 0, &dst, 0, n).unwrap()).collect();
+        let queued = !events[7].is_complete().unwrap();
+        b.free(src).unwrap();
+        drop(events);
+        b.synchronize().unwrap();
+        let mut out = vec![0u8; n];
+        b.read(&dst, 0, &mut out).unwrap();
+        b.free(dst).unwrap();
+        assert!(out.iter().all(|&x| x == 0x3c), "the copies read the freed buffer's bytes");
+        if queued {
+            break;
+        }
+        assert!(n < 256 << 20, "even copies of {n} bytes finished before free was called");
+        n *= 2;
+    }
+}
+
 #[test]
 fn buffer_coherence_walk_on_opencl() {
     let Some(mm) = manager() else { return };

@@ -112,3 +112,40 @@ fn an_allocation_in_a_late_thread_local_destructor_is_counted_on_shared_counters
         assert_eq!((s.buffers_allocated, s.buffers_freed, s.active_allocations), (1, 1, 0), "{s:#?}");
     });
 }
+
+/// After the caught panic the thread counts as exiting: a second late destructor takes the
+/// shared paths at once, and another user of the `thread_local` crate still works there (the
+/// id taken during the caught panic stays with the thread).
+#[test]
+fn several_late_destructors_on_one_thread_use_the_shared_tier() {
+    in_child("several_late_destructors_on_one_thread_use_the_shared_tier", || {
+        struct Late(Arc<ObjectPool<Vec<u8>>>, Arc<thread_local::ThreadLocal<u32>>);
+        impl Drop for Late {
+            fn drop(&mut self) {
+                let mut obj = self.0.get();
+                obj.push(1);
+                assert_eq!(obj.len(), 17);
+                assert!(matches!(*self.1.get_or(|| 9), 5 | 9));
+            }
+        }
+        thread_local! {
+            static FIRST: RefCell<Option<Late>> = const { RefCell::new(None) };
+            static SECOND: RefCell<Option<Late>> = const { RefCell::new(None) };
+        }
+        let pool = Arc::new(ObjectPool::builder(|| vec![0u8; 16]).reset(|v| v.truncate(16)).build().unwrap());
+        let other = Arc::new(thread_local::ThreadLocal::<u32>::new());
+        let worker = {
+            let (pool, other) = (pool.clone(), other.clone());
+            std::thread::spawn(move || {
+                FIRST.with(|l| *l.borrow_mut() = Some(Late(pool.clone(), other.clone())));
+                SECOND.with(|l| *l.borrow_mut() = Some(Late(pool, other.clone())));
+                // Takes the thread's id: its guard is destroyed before SECOND, then FIRST.
+                assert_eq!(*other.get_or(|| 5), 5);
+            })
+        };
+        worker.join().unwrap();
+        let s = pool.statistics();
+        assert_eq!((s.gets, s.misses, s.returned, s.in_use), (2, 1, 2, 0), "{s:#?}");
+        assert_eq!(s.current_size, 1, "both went back to the shared tier: {s:#?}");
+    });
+}

@@ -400,6 +400,9 @@ mod shared {
         let expected = checksum(&data);
         let mut segment = mm.allocate_shared::<u8>(&name, n)?;
         segment.copy_from_slice(&data);
+        // The measured opens are in this process, which holds one handle per segment: close the
+        // creator's and keep the name (removed below).
+        segment.persist();
 
         let (rx, tx) = rustix::pipe::pipe().map_err(|e| io("pipe()")(e.into()))?;
         #[cfg(target_os = "linux")]
@@ -465,8 +468,10 @@ mod shared {
                 pair,
             ))
         });
-        drop(segment);
-        result
+        let removed = SharedBuffer::<()>::remove(&name);
+        let row = result?;
+        removed?;
+        Ok(row)
     }
 
     #[cfg(test)]

@@ -9,6 +9,12 @@
 //! each queue is a non-blocking stream; asynchronous copies record an event on their stream,
 //! and wakers are woken by a host function enqueued on the same stream, so nothing polls.
 //!
+//! The primary context and the streams live in one [`Arc`]'d `Context` shared by the backend
+//! and every event and pinned buffer it made, so those may outlive the backend: the last of
+//! them to drop waits for the streams, destroys them and releases the context. Every driver
+//! call makes the context current on the calling thread for its duration only, and then makes
+//! the thread's previous context current again.
+//!
 //! Device selection: `DCMEM_CUDA_DEVICE` (ordinal, default 0).
 
 use super::{Backend, BackendId, DeviceEvent, DeviceMemory, Event, MemoryInfo};
@@ -18,31 +24,86 @@ use cudarc::driver::sys;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::ptr::NonNull;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
 /// Streams per device.
 const STREAMS: usize = 2;
 
+/// The retained primary context of a device and the backend's streams on it, shared by the
+/// backend and everything it made that uses them; the last owner to drop tears them down.
+struct Context {
+    device: sys::CUdevice,
+    ctx: sys::CUcontext,
+    streams: Vec<sys::CUstream>,
+}
+
+// SAFETY: CUDA driver handles may be used from any thread (the driver API is thread-safe);
+// every call makes the context current on the calling thread first (`bind`).
+unsafe impl Send for Context {}
+// SAFETY: as above; the handles are never changed after construction, only passed to the driver.
+unsafe impl Sync for Context {}
+
+impl Context {
+    /// Makes this context current on the calling thread until the returned guard drops.
+    fn bind(&self) -> Result<Bound> {
+        let current = cu::ctx::get_current().map_err(|e| driver("cuCtxGetCurrent", e))?;
+        if current == Some(self.ctx) {
+            return Ok(Bound { previous: None });
+        }
+        // SAFETY: `ctx` is the primary context retained in `CudaBackend::new` and released only
+        // when this `Context` drops, so it is live here.
+        unsafe { cu::ctx::set_current(self.ctx) }.map_err(|e| driver("cuCtxSetCurrent", e))?;
+        Ok(Bound { previous: Some(current.unwrap_or(std::ptr::null_mut())) })
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        if let Ok(_bound) = self.bind() {
+            for &s in &self.streams {
+                // SAFETY: our streams, destroyed only here. Waiting first means no copy or host
+                // function enqueued on a stream is left when it is destroyed.
+                unsafe {
+                    let _ = cu::stream::synchronize(s);
+                    let _ = cu::stream::destroy(s);
+                }
+            }
+        }
+        // SAFETY: balanced with the retain in `CudaBackend::new`; this was the context's last
+        // owner, so nothing uses it any more.
+        let _ = unsafe { cu::primary_ctx::release(self.device) };
+    }
+}
+
+/// Keeps a context current on the calling thread; on drop the thread's previous context (or
+/// none) is current again. Not `Send`: it restores the state of the thread that made it.
+struct Bound {
+    /// What to make current again (null: no context), or `None` when nothing was changed.
+    previous: Option<sys::CUcontext>,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous {
+            // SAFETY: `previous` was current on this thread when the guard was made (null
+            // unbinds); only this module's driver calls on its own context ran since.
+            let _ = unsafe { cu::ctx::set_current(previous) };
+        }
+    }
+}
+
 /// A CUDA device's memory and streams.
 pub struct CudaBackend {
     id: BackendId,
     ordinal: usize,
-    device: sys::CUdevice,
-    ctx: sys::CUcontext,
-    streams: Vec<sys::CUstream>,
+    context: Arc<Context>,
     name: String,
     total: usize,
     driver_version: i32,
     /// Live allocations (device pointer -> size), to reject handles we did not make.
     live: Mutex<HashMap<u64, usize>>,
 }
-
-// SAFETY: CUDA driver handles (context, streams) may be used from any thread; every call binds
-// the context to the calling thread first (`bind`). The allocation table is behind a Mutex.
-unsafe impl Send for CudaBackend {}
-// SAFETY: as above; no method relies on thread-local state other than the bound context.
-unsafe impl Sync for CudaBackend {}
 
 impl std::fmt::Debug for CudaBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,21 +161,15 @@ impl CudaBackend {
         let device = cu::device::get(ordinal as i32).map_err(|e| driver("cuDeviceGet", e))?;
         // SAFETY: `device` came from cuDeviceGet.
         let ctx = unsafe { cu::primary_ctx::retain(device) }.map_err(|e| driver("cuDevicePrimaryCtxRetain", e))?;
-        // SAFETY: `ctx` is the live primary context just retained.
-        unsafe { cu::ctx::set_current(ctx) }.map_err(|e| driver("cuCtxSetCurrent", e))?;
-        let mut streams = Vec::with_capacity(STREAMS);
-        for _ in 0..STREAMS {
-            match cu::stream::create(cu::stream::StreamKind::NonBlocking) {
-                Ok(s) => streams.push(s),
-                Err(e) => {
-                    for s in streams {
-                        // SAFETY: streams created above on the current context.
-                        let _ = unsafe { cu::stream::destroy(s) };
-                    }
-                    // SAFETY: retained above.
-                    let _ = unsafe { cu::primary_ctx::release(device) };
-                    return Err(driver("cuStreamCreate", e));
-                }
+        // From here on an early return drops `context`, which destroys the streams made so far
+        // and releases the context.
+        let mut context = Context { device, ctx, streams: Vec::with_capacity(STREAMS) };
+        {
+            let _bound = context.bind()?;
+            for _ in 0..STREAMS {
+                let stream =
+                    cu::stream::create(cu::stream::StreamKind::NonBlocking).map_err(|e| driver("cuStreamCreate", e))?;
+                context.streams.push(stream);
             }
         }
         let name = cu::device::get_name(device).unwrap_or_else(|_| "unknown CUDA device".into());
@@ -126,20 +181,12 @@ impl CudaBackend {
         Ok(CudaBackend {
             id: BackendId::next(),
             ordinal,
-            device,
-            ctx,
-            streams,
+            context: Arc::new(context),
             name,
             total,
             driver_version,
             live: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// Binds this device's context to the calling thread.
-    fn bind(&self) -> Result<()> {
-        // SAFETY: `ctx` is the primary context retained in `new` and released only in Drop.
-        unsafe { cu::ctx::set_current(self.ctx) }.map_err(|e| driver("cuCtxSetCurrent", e))
     }
 
     fn ptr(&self, memory: &DeviceMemory, offset: usize, len: usize) -> Result<sys::CUdeviceptr> {
@@ -148,10 +195,13 @@ impl CudaBackend {
     }
 
     fn stream(&self, queue: usize) -> sys::CUstream {
-        self.streams[queue % self.streams.len()]
+        let streams = &self.context.streams;
+        streams[queue % streams.len()]
     }
 
-    fn record(&self, queue: usize) -> Result<Event> {
+    /// Records an event on `queue`'s stream after the work enqueued there so far; `_bound`
+    /// shows that the context is current.
+    fn record(&self, queue: usize, _bound: &Bound) -> Result<Event> {
         let stream = self.stream(queue);
         let event =
             cu::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING).map_err(|e| driver("cuEventCreate", e))?;
@@ -161,24 +211,12 @@ impl CudaBackend {
             let _ = unsafe { cu::event::destroy(event) };
             return Err(driver("cuEventRecord", e));
         }
-        Ok(Box::new(CudaEvent { event, stream, ctx: self.ctx }))
+        Ok(Box::new(CudaEvent { event, stream, context: self.context.clone() }))
     }
 
     /// Driver version as reported by `cuDriverGetVersion` (e.g. 12080).
     pub fn driver_version(&self) -> i32 {
         self.driver_version
-    }
-}
-
-impl Drop for CudaBackend {
-    fn drop(&mut self) {
-        let _ = self.bind();
-        for &s in &self.streams {
-            // SAFETY: our streams; all work on them is complete once destroy returns.
-            let _ = unsafe { cu::stream::destroy(s) };
-        }
-        // SAFETY: balanced with the retain in `new`.
-        let _ = unsafe { cu::primary_ctx::release(self.device) };
     }
 }
 
@@ -209,12 +247,16 @@ unsafe impl Backend for CudaBackend {
     }
 
     fn memory_info(&self) -> MemoryInfo {
-        let (free, total) = self.bind().ok().and_then(|()| cu::mem_get_info().ok()).unwrap_or((0, self.total));
+        let info = match self.context.bind() {
+            Ok(_bound) => cu::mem_get_info().ok(),
+            Err(_) => None,
+        };
+        let (free, total) = info.unwrap_or((0, self.total));
         MemoryInfo { total: total as u64, free: free as u64, max_allocation: total as u64 }
     }
 
     fn allocate(&self, size: usize, _align: usize) -> Result<DeviceMemory> {
-        self.bind()?;
+        let _bound = self.context.bind()?;
         // cuMemAlloc aligns to at least 256 bytes, which covers every alignment we ask for.
         // SAFETY: plain allocation; the pointer is owned by the returned handle.
         let ptr = match unsafe { cu::malloc_sync(size.max(1)) } {
@@ -245,14 +287,20 @@ unsafe impl Backend for CudaBackend {
                 reason: format!("no live allocation at {:#x}", memory.handle()),
             });
         }
-        self.bind()?;
+        let _bound = self.context.bind()?;
+        // Stream-ordered: copies still queued on our streams may use the allocation, so wait for
+        // them. If waiting fails the allocation is leaked rather than freed under a copy.
+        for &s in &self.context.streams {
+            // SAFETY: one of our streams, live as long as `self.context`.
+            unsafe { cu::stream::synchronize(s) }.map_err(|e| driver("cuStreamSynchronize", e))?;
+        }
         // SAFETY: the pointer came from cuMemAlloc and was live (removed from the table just now,
-        // so it cannot be freed twice); callers wait for work on it before freeing.
+        // so it cannot be freed twice), and nothing queued by this backend uses it any more.
         unsafe { cu::free_sync(memory.handle()) }.map_err(|e| driver("cuMemFree", e))
     }
 
     fn allocate_pinned(&self, size: usize) -> Result<Box<dyn super::PinnedHost>> {
-        self.bind()?;
+        let _bound = self.context.bind()?;
         // Flag 0 (not CU_MEMHOSTALLOC_WRITECOMBINED, which makes host reads slow).
         // SAFETY: a plain page-locked allocation; freed in CudaPinned::drop.
         let ptr = unsafe { cu::malloc_host(size.max(1), 0) }.map_err(|e| match e.0 {
@@ -270,7 +318,7 @@ unsafe impl Backend for CudaBackend {
         // SAFETY: cuMemHostAlloc returns uninitialised memory; zero it once so every byte is
         // initialised before it is exposed as &[u8].
         unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, size) };
-        Ok(Box::new(CudaPinned { ptr, len: size, ctx: self.ctx }))
+        Ok(Box::new(CudaPinned { ptr, len: size, context: self.context.clone() }))
     }
 
     fn host_ptr(&self, _memory: &DeviceMemory) -> Option<NonNull<u8>> {
@@ -279,14 +327,14 @@ unsafe impl Backend for CudaBackend {
 
     fn write(&self, dst: &DeviceMemory, dst_offset: usize, src: &[u8]) -> Result<()> {
         let p = self.ptr(dst, dst_offset, src.len())?;
-        self.bind()?;
+        let _bound = self.context.bind()?;
         // SAFETY: the range lies inside a live allocation (checked); synchronous copy.
         unsafe { cu::memcpy_htod_sync(p, src) }.map_err(|e| driver("cuMemcpyHtoD", e))
     }
 
     fn read(&self, src: &DeviceMemory, src_offset: usize, dst: &mut [u8]) -> Result<()> {
         let p = self.ptr(src, src_offset, dst.len())?;
-        self.bind()?;
+        let _bound = self.context.bind()?;
         // SAFETY: the range lies inside a live allocation (checked); synchronous copy.
         unsafe { cu::memcpy_dtoh_sync(dst, p) }.map_err(|e| driver("cuMemcpyDtoH", e))
     }
@@ -301,20 +349,20 @@ unsafe impl Backend for CudaBackend {
     ) -> Result<()> {
         let s = self.ptr(src, src_offset, len)?;
         let d = self.ptr(dst, dst_offset, len)?;
-        self.bind()?;
+        let _bound = self.context.bind()?;
         // SAFETY: both ranges lie inside live allocations (checked); synchronous copy.
         unsafe { cu::memcpy_dtod_sync(d, s, len) }.map_err(|e| driver("cuMemcpyDtoD", e))
     }
 
     fn fill(&self, dst: &DeviceMemory, offset: usize, len: usize, value: u8) -> Result<()> {
         let d = self.ptr(dst, offset, len)?;
-        self.bind()?;
+        let _bound = self.context.bind()?;
         // SAFETY: the range lies inside a live allocation (checked); synchronous memset.
         unsafe { cu::memset_d8_sync(d, value, len) }.map_err(|e| driver("cuMemsetD8", e))
     }
 
     fn queue_count(&self) -> usize {
-        self.streams.len()
+        self.context.streams.len()
     }
 
     unsafe fn write_async(
@@ -326,13 +374,13 @@ unsafe impl Backend for CudaBackend {
         len: usize,
     ) -> Result<Event> {
         let p = self.ptr(dst, dst_offset, len)?;
-        self.bind()?;
+        let bound = self.context.bind()?;
         // SAFETY: the caller keeps `src` valid and unwritten for `len` bytes until the event
         // completes; the device range was checked.
         unsafe { sys::cuMemcpyHtoDAsync_v2(p, src as *const c_void, len, self.stream(queue)) }
             .result()
             .map_err(|e| driver("cuMemcpyHtoDAsync", e))?;
-        self.record(queue)
+        self.record(queue, &bound)
     }
 
     unsafe fn read_async(
@@ -344,13 +392,13 @@ unsafe impl Backend for CudaBackend {
         len: usize,
     ) -> Result<Event> {
         let p = self.ptr(src, src_offset, len)?;
-        self.bind()?;
+        let bound = self.context.bind()?;
         // SAFETY: the caller keeps `dst` valid and exclusively ours for `len` bytes until the
         // event completes; the device range was checked.
         unsafe { sys::cuMemcpyDtoHAsync_v2(dst as *mut c_void, p, len, self.stream(queue)) }
             .result()
             .map_err(|e| driver("cuMemcpyDtoHAsync", e))?;
-        self.record(queue)
+        self.record(queue, &bound)
     }
 
     fn copy_async(
@@ -364,27 +412,27 @@ unsafe impl Backend for CudaBackend {
     ) -> Result<Event> {
         let s = self.ptr(src, src_offset, len)?;
         let d = self.ptr(dst, dst_offset, len)?;
-        self.bind()?;
+        let bound = self.context.bind()?;
         // SAFETY: both ranges lie inside live allocations (checked); callers wait for the event
         // before freeing either.
         unsafe { cu::memcpy_dtod_async(d, s, len, self.stream(queue)) }.map_err(|e| driver("cuMemcpyDtoDAsync", e))?;
-        self.record(queue)
+        self.record(queue, &bound)
     }
 
     fn synchronize(&self) -> Result<()> {
-        self.bind()?;
+        let _bound = self.context.bind()?;
         cu::ctx::synchronize().map_err(|e| driver("cuCtxSynchronize", e))
     }
 }
 
-/// Page-locked host memory from `cuMemHostAlloc`.
+/// Page-locked host memory from `cuMemHostAlloc`; keeps the context it was allocated in.
 struct CudaPinned {
     ptr: NonNull<u8>,
     len: usize,
-    ctx: sys::CUcontext,
+    context: Arc<Context>,
 }
 
-// SAFETY: owned host memory; the CUDA context handle may be used from any thread.
+// SAFETY: owned host memory, like a Box<[u8]>; the context is thread-safe (see `Context`).
 unsafe impl Send for CudaPinned {}
 // SAFETY: shared access only reads; mutation needs &mut self.
 unsafe impl Sync for CudaPinned {}
@@ -403,33 +451,25 @@ impl super::PinnedHost for CudaPinned {
 
 impl Drop for CudaPinned {
     fn drop(&mut self) {
-        // SAFETY: binding our context; then freeing the allocation made in allocate_pinned once.
-        unsafe {
-            let _ = cu::ctx::set_current(self.ctx);
-            let _ = cu::free_host(self.ptr.as_ptr().cast());
-        }
+        let _bound = self.context.bind();
+        // SAFETY: the allocation made in allocate_pinned, freed once, in its own context (kept
+        // alive by `self.context`).
+        let _ = unsafe { cu::free_host(self.ptr.as_ptr().cast()) };
     }
 }
 
-/// A recorded CUDA event and the stream it was recorded on.
+/// A recorded CUDA event, the stream it was recorded on, and the context both belong to.
 struct CudaEvent {
     event: sys::CUevent,
     stream: sys::CUstream,
-    ctx: sys::CUcontext,
+    context: Arc<Context>,
 }
 
-// SAFETY: CUDA events and streams may be queried, synchronised and destroyed from any thread.
+// SAFETY: CUDA events and streams may be queried, synchronised and destroyed from any thread;
+// the stream and context stay alive while `context` is held.
 unsafe impl Send for CudaEvent {}
 // SAFETY: as above; all methods take &self and the driver serialises internally.
 unsafe impl Sync for CudaEvent {}
-
-impl CudaEvent {
-    fn bind(&self) {
-        // SAFETY: the context outlives its backend's events only if the backend is alive; a
-        // failed bind makes the next call report an error rather than misbehave.
-        let _ = unsafe { cu::ctx::set_current(self.ctx) };
-    }
-}
 
 /// Host function run by the stream after the copy: wakes the boxed waker.
 unsafe extern "C" fn wake_boxed(arg: *mut c_void) {
@@ -440,7 +480,7 @@ unsafe extern "C" fn wake_boxed(arg: *mut c_void) {
 
 impl DeviceEvent for CudaEvent {
     fn is_complete(&self) -> Result<bool> {
-        self.bind();
+        let _bound = self.context.bind()?;
         // SAFETY: our live event.
         match unsafe { cu::event::query(self.event) } {
             Ok(()) => Ok(true),
@@ -450,7 +490,7 @@ impl DeviceEvent for CudaEvent {
     }
 
     fn wait(&self) -> Result<()> {
-        self.bind();
+        let _bound = self.context.bind()?;
         // SAFETY: our live event.
         unsafe { cu::event::synchronize(self.event) }.map_err(|e| driver("cuEventSynchronize", e))
     }
@@ -460,9 +500,16 @@ impl DeviceEvent for CudaEvent {
             waker.wake();
             return;
         }
+        // Without the context, wake now: the poller's `is_complete` then reports the error.
+        let Ok(_bound) = self.context.bind() else {
+            waker.wake();
+            return;
+        };
         let arg = Box::into_raw(Box::new(waker)) as *mut c_void;
-        // SAFETY: the host function runs once, after all work enqueued so far on the stream
-        // (including this event's copy), and takes ownership of `arg`.
+        // SAFETY: the stream is alive while `self.context` is (its last owner waits for the
+        // stream before destroying it, so the host function runs); the host function runs once,
+        // after all work enqueued so far on the stream (including this event's copy), and takes
+        // ownership of `arg`.
         if unsafe { cu::stream::launch_host_function(self.stream, wake_boxed, arg) }.is_err() {
             // SAFETY: the launch failed, so the box was not handed over; take it back.
             let waker = unsafe { Box::from_raw(arg as *mut Waker) };
@@ -473,8 +520,9 @@ impl DeviceEvent for CudaEvent {
 
 impl Drop for CudaEvent {
     fn drop(&mut self) {
-        self.bind();
-        // SAFETY: our event; destroying an incomplete event releases it once it completes.
+        let _bound = self.context.bind();
+        // SAFETY: our event, destroyed once; destroying an incomplete event releases it once it
+        // completes. The context outlives this call (`self.context` drops afterwards).
         let _ = unsafe { cu::event::destroy(self.event) };
     }
 }

@@ -181,6 +181,54 @@ impl DeviceEvent for ReadyEvent {
     }
 }
 
+/// Waits for every event, returning the first error among them.
+fn wait_all(events: &[Event]) -> Result<()> {
+    let mut first = Ok(());
+    for event in events {
+        if let Err(e) = event.wait() {
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    first
+}
+
+/// The events of several copies on one queue, as one: complete when all are, failed with the
+/// first failure (reported only once every event has finished, so a caller that sees the error
+/// may reuse the memory).
+struct EventSet(Vec<Event>);
+
+impl DeviceEvent for EventSet {
+    fn is_complete(&self) -> Result<bool> {
+        let mut first = Ok(true);
+        for event in &self.0 {
+            match event.is_complete() {
+                Ok(true) => {}
+                Ok(false) => return Ok(false),
+                Err(e) => {
+                    if first.is_ok() {
+                        first = Err(e);
+                    }
+                }
+            }
+        }
+        first
+    }
+
+    fn wait(&self) -> Result<()> {
+        wait_all(&self.0)
+    }
+
+    fn on_complete(&self, waker: Waker) {
+        // The events are of one in-order queue, so the last finishes after all the others.
+        match self.0.last() {
+            Some(event) => event.on_complete(waker),
+            None => waker.wake(),
+        }
+    }
+}
+
 /// A compute device's memory system.
 ///
 /// Implementations must be thread-safe: the manager calls them from any thread.
@@ -189,7 +237,8 @@ impl DeviceEvent for ReadyEvent {
 ///
 /// Buffers build safe references on what a backend reports, so an implementation promises:
 /// - `allocate` returns handles (made with [`DeviceMemory::from_raw`]) to live allocations of
-///   at least the requested size, and `free` releases only what it allocated;
+///   at least the requested size, and `free` releases only what it allocated, no earlier than
+///   the work this backend queued on it has finished;
 /// - when `is_unified()` is true, `host_ptr` returns, for each live allocation of this backend,
 ///   a pointer valid for reads and writes of the allocation's whole size, initialised, not
 ///   aliased by any other allocation, and valid until that allocation is freed; when it is
@@ -220,8 +269,16 @@ pub unsafe trait Backend: Send + Sync + 'static {
     /// the memory is fresh from the system. Out of memory is [`Error::OutOfMemory`].
     fn allocate(&self, size: usize, align: usize) -> Result<DeviceMemory>;
 
-    /// Releases an allocation. Work still queued on it must have completed (callers hold the
-    /// events and wait for them first).
+    /// Releases an allocation, ordered after the work this backend queued on it: copies that
+    /// use it may still be in flight (their events incomplete or dropped), and the memory is
+    /// not reused before they have finished. What each backend does:
+    /// - cpu and sim: every copy is done before the call that enqueued it returns (sim events
+    ///   only model the time), so nothing can still use the memory;
+    /// - OpenCL: each event holds a reference to the buffers its command uses, and the driver
+    ///   deletes a released buffer only once the commands queued on it have finished (OpenCL
+    ///   specification, `clReleaseMemObject`);
+    /// - CUDA: waits for every stream of the backend (`cuStreamSynchronize`), then `cuMemFree`;
+    ///   if waiting fails, the allocation is leaked and the error returned.
     fn free(&self, memory: DeviceMemory) -> Result<()>;
 
     /// Host address of a unified allocation, valid until it is freed; `None` on discrete
@@ -309,19 +366,30 @@ pub unsafe trait Backend: Send + Sync + 'static {
     }
 
     /// Enqueues several host-to-device copies on `queue` as one submission where the backend
-    /// can (the default submits them one by one); the returned event completes when all have.
+    /// can (the default submits them one by one); the returned event completes when all have,
+    /// and reports the first failure among them.
+    ///
+    /// When this returns an error, none of the copies is still running: the default waits for
+    /// the copies it already enqueued before it returns the first error in submission order
+    /// (an earlier copy's failure, else the failed enqueue).
     ///
     /// # Safety
     ///
     /// As [`Backend::write_async`], for every entry of `writes`.
     unsafe fn write_batch_async(&self, queue: usize, writes: &[BatchWrite<'_>]) -> Result<Event> {
-        let mut last: Event = Box::new(ReadyEvent);
+        let mut events = Vec::with_capacity(writes.len());
         for w in writes {
-            // SAFETY: forwarded from this function's contract. Queues are in order, so the
-            // last event completes after all earlier ones.
-            last = unsafe { self.write_async(queue, w.dst, w.dst_offset, w.src, w.len)? };
+            // SAFETY: forwarded from this function's contract.
+            match unsafe { self.write_async(queue, w.dst, w.dst_offset, w.src, w.len) } {
+                Ok(event) => events.push(event),
+                Err(e) => return Err(wait_all(&events).err().unwrap_or(e)),
+            }
         }
-        Ok(last)
+        Ok(match events.len() {
+            0 => Box::new(ReadyEvent),
+            1 => events.pop().unwrap_or_else(|| Box::new(ReadyEvent)),
+            _ => Box::new(EventSet(events)),
+        })
     }
 
     /// Enqueues a device-to-device copy on `queue`. Safe: both sides are handles the backend
@@ -391,4 +459,128 @@ pub fn open(name: &str) -> Result<std::sync::Arc<dyn Backend>> {
 /// One line per known backend: its name and either its description or why it is unavailable.
 pub fn probe_all() -> Vec<(&'static str, Result<String>)> {
     BACKEND_NAMES.iter().map(|&n| (n, open(n).map(|b| b.description()))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sim::{FaultPlan, SimBackend, SimOptions};
+    use super::*;
+    use std::time::Duration;
+
+    /// The simulator with the trait's default `write_batch_async` (as OpenCL and CUDA use),
+    /// and optionally its own enqueue failure at the `fail_write`-th `write_async` (1-based).
+    struct OneByOne {
+        sim: SimBackend,
+        fail_write: Option<u64>,
+        writes: AtomicU64,
+    }
+
+    // SAFETY: every method forwards to the simulator, which keeps the trait's promises.
+    unsafe impl Backend for OneByOne {
+        fn name(&self) -> &'static str {
+            self.sim.name()
+        }
+        fn id(&self) -> BackendId {
+            self.sim.id()
+        }
+        fn is_unified(&self) -> bool {
+            self.sim.is_unified()
+        }
+        fn memory_info(&self) -> MemoryInfo {
+            self.sim.memory_info()
+        }
+        fn allocate(&self, size: usize, align: usize) -> Result<DeviceMemory> {
+            self.sim.allocate(size, align)
+        }
+        fn free(&self, memory: DeviceMemory) -> Result<()> {
+            self.sim.free(memory)
+        }
+        fn host_ptr(&self, memory: &DeviceMemory) -> Option<NonNull<u8>> {
+            self.sim.host_ptr(memory)
+        }
+        fn write(&self, dst: &DeviceMemory, dst_offset: usize, src: &[u8]) -> Result<()> {
+            self.sim.write(dst, dst_offset, src)
+        }
+        fn read(&self, src: &DeviceMemory, src_offset: usize, dst: &mut [u8]) -> Result<()> {
+            self.sim.read(src, src_offset, dst)
+        }
+        fn copy(&self, src: &DeviceMemory, so: usize, dst: &DeviceMemory, d: usize, len: usize) -> Result<()> {
+            self.sim.copy(src, so, dst, d, len)
+        }
+        fn fill(&self, dst: &DeviceMemory, offset: usize, len: usize, value: u8) -> Result<()> {
+            self.sim.fill(dst, offset, len, value)
+        }
+        unsafe fn write_async(
+            &self,
+            queue: usize,
+            dst: &DeviceMemory,
+            dst_offset: usize,
+            src: *const u8,
+            len: usize,
+        ) -> Result<Event> {
+            let n = self.writes.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.fail_write == Some(n) {
+                return Err(Error::Unsupported { operation: "write_async", reason: "injected by the test" });
+            }
+            // SAFETY: forwarded from this function's contract.
+            unsafe { self.sim.write_async(queue, dst, dst_offset, src, len) }
+        }
+    }
+
+    /// A simulator whose copies take 30 ms each.
+    fn one_by_one(faults: FaultPlan, fail_write: Option<u64>) -> OneByOne {
+        let options = SimOptions { latency: Duration::from_millis(30), faults, ..Default::default() };
+        OneByOne { sim: SimBackend::new(options), fail_write, writes: AtomicU64::new(0) }
+    }
+
+    /// Four 8-byte writes to `mem` (at 0, 8, 16, 24) from `src`.
+    fn batch<'a>(mem: &'a DeviceMemory, src: &[u8; 32]) -> Vec<BatchWrite<'a>> {
+        (0..4).map(|i| BatchWrite { dst: mem, dst_offset: i * 8, src: src[i * 8..].as_ptr(), len: 8 }).collect()
+    }
+
+    #[test]
+    fn a_failed_enqueue_in_a_default_batch_returns_after_the_earlier_copies_finished() {
+        // Operation 1 is the allocation; the third write of the batch (operation 4) fails.
+        let b = one_by_one(FaultPlan { fail_nth: Some(4), transient: false, ..Default::default() }, None);
+        let mem = b.allocate(32, 8).unwrap();
+        let src = [7u8; 32];
+        // SAFETY: `src` outlives the call, which returns with nothing in flight.
+        let err = unsafe { b.write_batch_async(0, &batch(&mem, &src)) }.err().expect("the batch fails");
+        assert!(matches!(err, Error::Backend { backend: "sim", operation: "write_async", code: -2, .. }), "{err:?}");
+        assert!(b.sim.is_idle(), "the two enqueued copies must be complete when the error returns");
+        b.free(mem).unwrap();
+    }
+
+    #[test]
+    fn a_copy_failing_at_completion_fails_the_default_batch_event() {
+        // The second write (operation 3) fails when it completes; the last one succeeds.
+        let b = one_by_one(
+            FaultPlan { fail_nth: Some(3), on_completion: true, transient: false, ..Default::default() },
+            None,
+        );
+        let mem = b.allocate(32, 8).unwrap();
+        let src = [7u8; 32];
+        // SAFETY: `src` outlives the event, which is waited for below.
+        let event = unsafe { b.write_batch_async(0, &batch(&mem, &src)) }.unwrap();
+        assert!(!event.is_complete().unwrap(), "four copies of 30 ms each are still running");
+        let err = event.wait().unwrap_err();
+        assert!(matches!(err, Error::Backend { operation: "write_async", code: -2, .. }), "{err:?}");
+        assert!(b.sim.is_idle(), "the error is reported once the last copy finished");
+        assert!(matches!(event.is_complete(), Err(Error::Backend { code: -2, .. })));
+        b.free(mem).unwrap();
+    }
+
+    #[test]
+    fn a_failed_enqueue_after_a_failed_copy_returns_the_copy_error() {
+        // The second write fails at completion (sim operation 3), the fourth at enqueue.
+        let faults = FaultPlan { fail_nth: Some(3), on_completion: true, transient: false, ..Default::default() };
+        let b = one_by_one(faults, Some(4));
+        let mem = b.allocate(32, 8).unwrap();
+        let src = [7u8; 32];
+        // SAFETY: `src` outlives the call, which returns with nothing in flight.
+        let err = unsafe { b.write_batch_async(0, &batch(&mem, &src)) }.err().expect("the batch fails");
+        assert!(matches!(err, Error::Backend { operation: "write_async", code: -2, .. }), "{err:?}");
+        assert!(b.sim.is_idle());
+        b.free(mem).unwrap();
+    }
 }

@@ -812,7 +812,8 @@ unsafe impl Backend for OpenClBackend {
                 table.used -= mem.bytes as u64;
                 drop(table);
                 // clReleaseMemObject happens when the last Arc goes (here, or when an event
-                // that still uses the buffer is dropped).
+                // that still uses the buffer is dropped); the driver deletes the buffer only once
+                // the commands queued on it have finished, so this is stream-ordered.
                 drop(mem);
                 Ok(())
             }

@@ -126,6 +126,13 @@ impl SimBackend {
         self.submissions.load(Ordering::Relaxed)
     }
 
+    /// True when every transfer enqueued so far has completed (its simulated time has passed),
+    /// as a driver's queues would be empty: for tests of code that must wait for its copies.
+    pub fn is_idle(&self) -> bool {
+        let now = Instant::now();
+        self.busy_until.lock().unwrap_or_else(|p| p.into_inner()).iter().all(|&t| t <= now)
+    }
+
     /// Bytes currently allocated on the simulated device.
     pub fn used(&self) -> usize {
         self.lock().used
@@ -634,6 +641,20 @@ mod tests {
         assert!(!second.is_complete().unwrap());
         second.wait().unwrap();
         sim.free(a).unwrap();
+    }
+
+    #[test]
+    fn free_with_a_copy_in_flight_leaves_its_event_to_complete() {
+        let sim = SimBackend::new(SimOptions { latency: Duration::from_millis(30), ..Default::default() });
+        let a = sim.allocate(8, 8).unwrap();
+        let src = [5u8; 8];
+        // SAFETY: src outlives the wait below.
+        let ev = unsafe { sim.write_async(0, &a, 0, src.as_ptr(), 8) }.unwrap();
+        sim.free(a).unwrap();
+        assert_eq!(sim.used(), 0);
+        assert!(!ev.is_complete().unwrap() && !sim.is_idle());
+        ev.wait().unwrap();
+        assert!(sim.is_idle());
     }
 
     #[test]

@@ -18,18 +18,27 @@
 //! maps anything, so a foreign, damaged or truncated segment is an error that names the field,
 //! never a crash.
 //!
+//! # One handle per process
+//!
+//! A process holds at most one handle to a segment: opening a segment that this process
+//! already has open (as its creator or by an earlier `open_shared`) is
+//! [`Error::SharedAlreadyOpen`], until that handle drops. So the `&mut [T]` a handle gives out
+//! is exclusive within the process, as `&mut` must be.
+//!
 //! # Lifetime of the name
 //!
-//! The creating process removes the name when its last handle to the segment drops (the
-//! creator's buffer and any buffers it opened on the same segment). Other processes' handles
-//! stay valid after that (POSIX keeps the memory until the last mapping goes), but the name
-//! can no longer be opened. [`SharedBuffer::unlink`] removes the name earlier.
+//! The creator's handle removes the name when it drops. Other processes' handles stay valid
+//! after that (POSIX keeps the memory until the last mapping goes), but the name can no longer
+//! be opened. [`SharedBuffer::unlink`] removes the name earlier; [`SharedBuffer::persist`]
+//! closes the creator's handle and keeps the name, so the segment can be opened later (by this
+//! process too) until [`SharedBuffer::remove`] removes it.
 //!
 //! If the creator crashes (or is killed, or leaks its buffer with `mem::forget`), nothing
 //! removes the name: the segment stays in `/dev/shm` until reboot, and creating the same name
 //! again fails with [`Error::SharedExists`] naming the dead creator's pid. Remove it with
 //! [`SharedBuffer::remove`] or, only when the recorded creator is no longer running,
-//! [`SharedBuffer::remove_stale`].
+//! [`SharedBuffer::remove_stale`]. (A leaked handle also keeps its segment open in its
+//! process, which cannot open it again.)
 //!
 //! # Concurrency
 //!
@@ -45,6 +54,7 @@ use crate::stats::StatCounters;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Size of the header at the start of every segment.
@@ -285,8 +295,9 @@ pub fn validate_name(name: &str) -> Result<()> {
 ///
 /// Dereferences to `[T]`. Made by
 /// [`MemoryManager::allocate_shared`](crate::MemoryManager::allocate_shared) (the creator) and
-/// [`MemoryManager::open_shared`](crate::MemoryManager::open_shared); see the
-/// [module docs](self) for the header, the name's lifetime and the crash case.
+/// [`MemoryManager::open_shared`](crate::MemoryManager::open_shared); a process has at most one
+/// handle to a segment. See the [module docs](self) for the header, the name's lifetime and the
+/// crash case.
 pub struct SharedBuffer<T> {
     name: String,
     map: NonNull<u8>,
@@ -295,13 +306,15 @@ pub struct SharedBuffer<T> {
     len: usize,
     header: SharedHeader,
     creator: bool,
+    /// Dropping this handle removes the name (the creator's, until `unlink` or `persist`).
+    removes_name: AtomicBool,
     #[cfg_attr(not(all(unix, not(miri))), allow(dead_code))]
     key: (u64, u64),
     stats: Option<Arc<StatCounters>>,
 }
 
 // SAFETY: the mapping is owned by the handle like a Box<[T]> (other processes aside, see
-// the module docs); moving it moves that ownership.
+// the module docs; no other handle in this process maps it); moving it moves that ownership.
 unsafe impl<T: Send> Send for SharedBuffer<T> {}
 // SAFETY: `&SharedBuffer` only gives out `&[T]`; mutation needs `&mut`.
 unsafe impl<T: Sync> Sync for SharedBuffer<T> {}
@@ -323,7 +336,8 @@ impl<T: Element> SharedBuffer<T> {
     /// [`MemoryManager::open_shared`](crate::MemoryManager::open_shared)).
     ///
     /// Errors: [`Error::SharedName`], [`Error::SharedNotFound`], [`Error::SharedCorrupt`],
-    /// [`Error::SharedTypeMismatch`], [`Error::Os`], [`Error::Unsupported`].
+    /// [`Error::SharedTypeMismatch`], [`Error::SharedAlreadyOpen`] (this process has a handle
+    /// to the segment), [`Error::Os`], [`Error::Unsupported`].
     pub fn open(name: &str) -> Result<Self> {
         validate_name(name)?;
         sys::open::<T>(name)
@@ -374,7 +388,14 @@ impl<T> SharedBuffer<T> {
     /// Removes the name now (if it still names this segment); mappings stay valid, and the
     /// name can be created afresh. Dropping the creator afterwards removes nothing.
     pub fn unlink(&self) -> Result<()> {
-        sys::unlink_if_ours(&self.name, self.key, true)
+        self.removes_name.store(false, Ordering::Relaxed);
+        sys::unlink_if_ours(&self.name, self.key)
+    }
+
+    /// Closes this handle without removing the name: the segment stays, and this or any
+    /// process can open it, until [`SharedBuffer::remove`] (or a reboot) removes it.
+    pub fn persist(self) {
+        self.removes_name.store(false, Ordering::Relaxed);
     }
 
     pub(crate) fn with_stats(mut self, stats: Arc<StatCounters>) -> Self {
@@ -415,7 +436,8 @@ impl<T> Deref for SharedBuffer<T> {
 
 impl<T> DerefMut for SharedBuffer<T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        // SAFETY: as in deref; &mut self makes the access exclusive within this process.
+        // SAFETY: as in deref; &mut self makes the access exclusive within this process, where
+        // no other handle maps the segment (`open` refuses a second one).
         unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr(), self.len) }
     }
 }
@@ -437,7 +459,7 @@ impl<T> Drop for SharedBuffer<T> {
         if let Some(stats) = &self.stats {
             stats.buffer_dropped(std::mem::size_of::<T>() * self.len);
         }
-        sys::release(&self.name, self.map, self.map_len, self.key);
+        sys::release(&self.name, self.map, self.map_len, self.key, *self.removes_name.get_mut());
     }
 }
 
@@ -449,18 +471,17 @@ mod sys {
     use rustix::io::Errno;
     use rustix::mm::{MapFlags, ProtFlags};
     use rustix::shm::OFlags;
-    use std::collections::HashMap;
+    use std::collections::BTreeSet;
     use std::fs::File;
     use std::os::unix::fs::{FileExt, MetadataExt};
     use std::sync::Mutex;
 
-    /// Segments created by this process, by (device, inode): live handles in this process.
-    /// The name is removed when the count drops to zero.
-    static CREATED: Mutex<Option<HashMap<(u64, u64), usize>>> = Mutex::new(None);
+    /// Segments a live handle in this process maps, by (device, inode): at most one handle
+    /// per segment. An entry is made before the handle's mapping and removed after its unmap.
+    static OPEN: Mutex<BTreeSet<(u64, u64)>> = Mutex::new(BTreeSet::new());
 
-    fn registry<R>(f: impl FnOnce(&mut HashMap<(u64, u64), usize>) -> R) -> R {
-        let mut guard = CREATED.lock().unwrap_or_else(|p| p.into_inner());
-        f(guard.get_or_insert_with(HashMap::new))
+    fn registry<R>(f: impl FnOnce(&mut BTreeSet<(u64, u64)>) -> R) -> R {
+        f(&mut OPEN.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn path(name: &str) -> String {
@@ -515,8 +536,16 @@ mod sys {
         };
         file.set_len(size).map_err(|e| cleanup(os::io_error("ftruncate", format!("shared buffer {name:?}"), &e)))?;
         let (dev, ino, _) = key_of(&file, name).map_err(cleanup)?;
+        // Registered before the header is written, so an `open` in this process that sees the
+        // header also sees the entry. A fresh inode has none (a mapped one is never reused).
+        if !registry(|r| r.insert((dev, ino))) {
+            return Err(cleanup(Error::SharedAlreadyOpen { name: name.into() }));
+        }
         let map_len = size as usize;
-        let base = map(&file, map_len, name).map_err(cleanup)?;
+        let base = map(&file, map_len, name).map_err(|e| {
+            registry(|r| r.remove(&(dev, ino)));
+            cleanup(e)
+        })?;
         let bytes = header.encode();
         // SAFETY: the mapping is map_len >= HEADER_SIZE bytes, freshly created by us; we write
         // the header body first, then (after a release fence) the magic, so a reader that sees
@@ -526,7 +555,6 @@ mod sys {
             std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.as_ptr(), 8);
         }
-        registry(|r| r.insert((dev, ino), 1));
         // SAFETY: data_offset < map_len, inside the mapping.
         let data = unsafe { base.as_ptr().add(header.data_offset as usize) }.cast::<T>();
         Ok(SharedBuffer {
@@ -537,6 +565,7 @@ mod sys {
             len,
             header,
             creator: true,
+            removes_name: AtomicBool::new(true),
             key: (dev, ino),
             stats: None,
         })
@@ -567,12 +596,13 @@ mod sys {
             found: format!("{} bytes", header.segment_size()),
         })?;
         let len = usize::try_from(header.len).expect("segment size fits usize, so len does");
-        let base = map(&file, map_len, name)?;
-        registry(|r| {
-            if let Some(count) = r.get_mut(&(dev, ino)) {
-                *count += 1;
-            }
-        });
+        // Checked and registered in one step, so of concurrent opens only one gets a handle.
+        if !registry(|r| r.insert((dev, ino))) {
+            return Err(Error::SharedAlreadyOpen { name: name.into() });
+        }
+        let base = map(&file, map_len, name).inspect_err(|_| {
+            registry(|r| r.remove(&(dev, ino)));
+        })?;
         // SAFETY: data_offset <= map_len (validated), inside or one past the mapping.
         let data = unsafe { base.as_ptr().add(header.data_offset as usize) }.cast::<T>();
         Ok(SharedBuffer {
@@ -583,17 +613,14 @@ mod sys {
             len,
             header,
             creator: false,
+            removes_name: AtomicBool::new(false),
             key: (dev, ino),
             stats: None,
         })
     }
 
-    /// Unlinks `name` if it still names segment `key`. With `forget`, also stops the
-    /// registry from unlinking it again later.
-    pub(super) fn unlink_if_ours(name: &str, key: (u64, u64), forget: bool) -> Result<()> {
-        if forget {
-            registry(|r| r.remove(&key));
-        }
+    /// Unlinks `name` if it still names segment `key`.
+    pub(super) fn unlink_if_ours(name: &str, key: (u64, u64)) -> Result<()> {
         let fd = match rustix::shm::open(path(name), OFlags::RDONLY, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(()),
@@ -609,24 +636,15 @@ mod sys {
         }
     }
 
-    pub(super) fn release(name: &str, map: NonNull<u8>, map_len: usize, key: (u64, u64)) {
+    /// Unmaps a handle's mapping, removes the name if `remove_name`, then lets this process
+    /// open the segment again.
+    pub(super) fn release(name: &str, map: NonNull<u8>, map_len: usize, key: (u64, u64), remove_name: bool) {
         // SAFETY: the mapping is this handle's own and nothing borrows from it any more.
         let _ = unsafe { rustix::mm::munmap(map.as_ptr().cast(), map_len) };
-        let last = registry(|r| match r.get_mut(&key) {
-            Some(count) => {
-                *count -= 1;
-                if *count == 0 {
-                    r.remove(&key);
-                    true
-                } else {
-                    false
-                }
-            }
-            None => false,
-        });
-        if last {
-            let _ = unlink_if_ours(name, key, false);
+        if remove_name {
+            let _ = unlink_if_ours(name, key);
         }
+        registry(|r| r.remove(&key));
     }
 
     pub(super) fn remove(name: &str) -> Result<()> {
@@ -679,10 +697,10 @@ mod sys {
     pub(super) fn open<T: Element>(_: &str) -> Result<SharedBuffer<T>> {
         unsupported()
     }
-    pub(super) fn unlink_if_ours(_: &str, _: (u64, u64), _: bool) -> Result<()> {
+    pub(super) fn unlink_if_ours(_: &str, _: (u64, u64)) -> Result<()> {
         unsupported()
     }
-    pub(super) fn release(_: &str, _: NonNull<u8>, _: usize, _: (u64, u64)) {}
+    pub(super) fn release(_: &str, _: NonNull<u8>, _: usize, _: (u64, u64), _: bool) {}
     pub(super) fn remove(_: &str) -> Result<()> {
         unsupported()
     }
