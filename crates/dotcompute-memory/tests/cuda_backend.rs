@@ -88,8 +88,8 @@ fn transfer_engine_pipelines_on_the_gpu() {
 }
 
 /// The backend itself (not a manager), or `None` where CUDA is unavailable.
-fn cuda_backend() -> Option<std::sync::Arc<dyn Backend>> {
-    cuda_manager()?;
+fn cuda_backend(test: &str) -> Option<std::sync::Arc<dyn Backend>> {
+    cuda_manager(test)?;
     Some(backend::open("cuda").unwrap())
 }
 
@@ -99,7 +99,7 @@ fn cuda_backend() -> Option<std::sync::Arc<dyn Backend>> {
 fn the_calling_threads_current_context_is_restored() {
     use cudarc::driver::result::ctx;
     std::thread::spawn(|| {
-        let Some(b) = cuda_backend() else { return };
+        let Some(b) = cuda_backend("the_calling_threads_current_context_is_restored") else { return };
         assert_eq!(ctx::get_current().unwrap(), None, "a fresh thread has no current context");
         let mem = b.allocate(1 << 20, 256).unwrap();
         b.write(&mem, 0, &[1u8; 4096]).unwrap();
@@ -124,7 +124,7 @@ fn events_and_pinned_buffers_outlive_their_backend() {
             let _ = self.0.lock().unwrap().send(());
         }
     }
-    let Some(b) = cuda_backend() else { return };
+    let Some(b) = cuda_backend("events_and_pinned_buffers_outlive_their_backend") else { return };
     let len = 64 << 20;
     let mem = b.allocate(len, 256).unwrap();
     let mut pinned = b.allocate_pinned(len).unwrap();
@@ -147,7 +147,7 @@ fn events_and_pinned_buffers_outlive_their_backend() {
 /// `free` is stream-ordered: freeing memory that a queued copy still uses waits for the copy.
 #[test]
 fn free_waits_for_queued_copies() {
-    let Some(b) = cuda_backend() else { return };
+    let Some(b) = cuda_backend("free_waits_for_queued_copies") else { return };
     let len = 64 << 20;
     let src = b.allocate(len, 256).unwrap();
     let dst = b.allocate(len, 256).unwrap();
