@@ -70,7 +70,7 @@ pub mod transfer;
 pub mod units;
 
 pub use backend::cpu::CpuBackend;
-pub use backend::sim::{FaultPlan, SimBackend, SimOptions};
+pub use backend::sim::{CompletionHold, FaultPlan, SimBackend, SimOptions};
 pub use backend::{
     Backend, BackendId, BatchWrite, DeviceEvent, DeviceMemory, Event, MemoryInfo, PinnedHost, ReadyEvent,
 };

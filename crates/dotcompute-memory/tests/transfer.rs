@@ -403,9 +403,14 @@ fn a_download_failing_at_completion_leaves_the_buffer_as_it_was() {
     b.upload(src.as_slice().unwrap()).unwrap();
     assert_eq!(b.state(), BufferState::DeviceOnly);
     let mut out = vec![0u32; 64];
+    let epochs = b.epochs();
     let r = pollster::block_on(b.copy_to_async(&mut out));
-    assert!(r.is_err(), "{r:?}");
+    assert!(
+        matches!(r, Err(Error::Backend { backend: "sim", transient: false, ref message, .. }) if message.contains("injected")),
+        "{r:?}"
+    );
     assert_eq!(b.state(), BufferState::DeviceOnly, "the unfilled host block was not installed");
+    assert_eq!(b.epochs(), epochs);
     assert_eq!(b.to_vec().unwrap(), vec![7u32; 64]);
     src.fill(0).unwrap();
 }
@@ -419,9 +424,10 @@ fn sim_bandwidth_can_differ_per_direction() {
     let mut out = vec![0u8; 1 << 20];
     a.copy_to(&mut out).unwrap();
     let s = mm.statistics();
-    // The device-to-host cap bounds read-back; uploads are uncapped.
+    // The device-to-host cap bounds read-back (a lower bound on its time, so exact); that
+    // uploads are uncapped is checked on the simulator's delays, not on measured times.
+    assert_eq!(s.device_to_host.count, 1, "{s:#?}");
     assert!(s.device_to_host.peak_bandwidth_bytes_per_sec <= 2e8 * 1.0001, "{s:#?}");
-    assert!(s.host_to_device.peak_bandwidth_bytes_per_sec > s.device_to_host.peak_bandwidth_bytes_per_sec, "{s:#?}");
     assert_eq!(out, vec![1u8; 1 << 20]);
 }
 

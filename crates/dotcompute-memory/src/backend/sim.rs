@@ -12,7 +12,7 @@ use crate::error::{Direction, Error, Result};
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,77 @@ pub struct SimBackend {
     /// When each queue finishes the work already enqueued on it.
     busy_until: Mutex<Vec<Instant>>,
     rng: AtomicU64,
+    gate: Arc<Gate>,
+}
+
+/// Holds back every transfer completion of one simulated device while any
+/// [`CompletionHold`] is alive, so tests can observe work in flight without timing.
+#[derive(Default)]
+struct Gate {
+    /// Live holds, and the wakers of events that became due while held.
+    state: Mutex<(usize, Vec<Waker>)>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, Vec<Waker>)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn held(&self) -> bool {
+        self.lock().0 > 0
+    }
+
+    fn wait_open(&self) {
+        let mut state = self.lock();
+        while state.0 > 0 {
+            state = self.opened.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Keeps `waker` for the release while held; hands it back otherwise.
+    fn defer(&self, waker: Waker) -> Option<Waker> {
+        let mut state = self.lock();
+        if state.0 > 0 {
+            state.1.push(waker);
+            None
+        } else {
+            Some(waker)
+        }
+    }
+}
+
+/// While alive, no transfer of the [`SimBackend`] that made it completes: events report
+/// "not complete", `wait` blocks and wake-ups are deferred. Dropping the last hold lets every
+/// transfer complete at its simulated time and wakes the tasks that waited meanwhile.
+#[must_use = "completions are held only while the hold is alive"]
+pub struct CompletionHold {
+    gate: Arc<Gate>,
+}
+
+impl std::fmt::Debug for CompletionHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompletionHold").finish_non_exhaustive()
+    }
+}
+
+impl Drop for CompletionHold {
+    fn drop(&mut self) {
+        let wakers = {
+            let mut state = self.gate.lock();
+            state.0 -= 1;
+            if state.0 > 0 {
+                return;
+            }
+            std::mem::take(&mut state.1)
+        };
+        self.gate.opened.notify_all();
+        for waker in wakers {
+            // An event may still be before its simulated time: its task re-polls and
+            // registers again.
+            waker.wake();
+        }
+    }
 }
 
 impl std::fmt::Debug for SimBackend {
@@ -107,7 +178,15 @@ impl SimBackend {
             submissions: AtomicU64::new(0),
             busy_until: Mutex::new(vec![Instant::now(); queues]),
             rng: AtomicU64::new(seed),
+            gate: Arc::default(),
         }
+    }
+
+    /// Holds back every transfer completion until the returned guard is dropped (see
+    /// [`CompletionHold`]): what a test needs to see a transfer in flight deterministically.
+    pub fn hold_completions(&self) -> CompletionHold {
+        self.gate.lock().0 += 1;
+        CompletionHold { gate: self.gate.clone() }
     }
 
     /// The options this device was made with.
@@ -186,9 +265,11 @@ impl SimBackend {
     ) -> Result<Option<Event>> {
         match self.inject(operation) {
             Ok(()) => Ok(None),
-            Err(e) if self.options.faults.on_completion => {
-                Ok(Some(Box::new(SimEvent { done_at: self.due(queue, bytes, dir), error: Some(e) })))
-            }
+            Err(e) if self.options.faults.on_completion => Ok(Some(Box::new(SimEvent {
+                done_at: self.due(queue, bytes, dir),
+                error: Some(e),
+                gate: self.gate.clone(),
+            }))),
             Err(e) => Err(e),
         }
     }
@@ -216,7 +297,7 @@ impl SimBackend {
     /// the queue's previous one has finished and takes the simulated latency and bandwidth time.
     /// The copy itself already happened; only its completion is delayed.
     fn event_for(&self, queue: usize, bytes: usize, dir: Direction) -> Event {
-        Box::new(SimEvent { done_at: self.due(queue, bytes, dir), error: None })
+        Box::new(SimEvent { done_at: self.due(queue, bytes, dir), error: None, gate: self.gate.clone() })
     }
 
     /// When work of `bytes` enqueued now on `queue` completes (queues are in order).
@@ -497,6 +578,7 @@ struct SimEvent {
     done_at: Instant,
     /// An injected failure, reported once the event is due.
     error: Option<Error>,
+    gate: Arc<Gate>,
 }
 
 impl SimEvent {
@@ -523,18 +605,20 @@ impl SimEvent {
 
 impl DeviceEvent for SimEvent {
     fn is_complete(&self) -> Result<bool> {
-        if Instant::now() < self.done_at {
+        if self.gate.held() || Instant::now() < self.done_at {
             return Ok(false);
         }
         self.outcome().map(|()| true)
     }
 
     fn wait(&self) -> Result<()> {
+        self.gate.wait_open();
         wait_until(self.done_at);
         self.outcome()
     }
 
     fn on_complete(&self, waker: Waker) {
+        let Some(waker) = self.gate.defer(waker) else { return };
         let now = Instant::now();
         if now >= self.done_at {
             waker.wake();
@@ -626,21 +710,29 @@ mod tests {
 
     #[test]
     fn queues_are_in_order() {
-        let sim = SimBackend::new(SimOptions { latency: Duration::from_millis(40), ..Default::default() });
-        let a = sim.allocate(8, 8).unwrap();
-        let src = [5u8; 8];
-        // SAFETY: src outlives the waits below.
-        let first = unsafe { sim.write_async(0, &a, 0, src.as_ptr(), 8) }.unwrap();
-        // SAFETY: as above.
-        let second = unsafe { sim.write_async(0, &a, 0, src.as_ptr(), 8) }.unwrap();
-        // SAFETY: as above.
-        let other_queue = unsafe { sim.write_async(1, &a, 0, src.as_ptr(), 8) }.unwrap();
-        first.wait().unwrap();
-        other_queue.wait().unwrap();
-        // The second transfer on queue 0 starts only when the first has finished.
-        assert!(!second.is_complete().unwrap());
-        second.wait().unwrap();
-        sim.free(a).unwrap();
+        // Only completion times are compared, never waited for: an hour per transfer keeps
+        // them apart whatever the machine does meanwhile.
+        let hour = Duration::from_secs(3600);
+        let sim = SimBackend::new(SimOptions { latency: hour, ..Default::default() });
+        let first = sim.due(0, 8, Direction::HostToDevice);
+        let second = sim.due(0, 8, Direction::HostToDevice);
+        let other_queue = sim.due(1, 8, Direction::HostToDevice);
+        // The second transfer on queue 0 starts only when the first has finished; another
+        // queue's transfer does not wait for either.
+        assert!(second >= first + hour);
+        assert!(other_queue < second);
+    }
+
+    #[test]
+    fn bandwidth_caps_each_direction_on_its_own() {
+        let sim = SimBackend::new(SimOptions {
+            bandwidth: None,
+            bandwidth_device_to_host: Some(1e6),
+            latency: Duration::from_millis(1),
+            ..Default::default()
+        });
+        assert_eq!(sim.transfer_delay(1_000_000, Direction::HostToDevice), Duration::from_millis(1));
+        assert_eq!(sim.transfer_delay(1_000_000, Direction::DeviceToHost), Duration::from_millis(1001));
     }
 
     #[test]
@@ -648,25 +740,58 @@ mod tests {
         let sim = SimBackend::new(SimOptions { latency: Duration::from_millis(30), ..Default::default() });
         let a = sim.allocate(8, 8).unwrap();
         let src = [5u8; 8];
+        let hold = sim.hold_completions();
         // SAFETY: src outlives the wait below.
         let ev = unsafe { sim.write_async(0, &a, 0, src.as_ptr(), 8) }.unwrap();
         sim.free(a).unwrap();
         assert_eq!(sim.used(), 0);
-        assert!(!ev.is_complete().unwrap() && !sim.is_idle());
+        assert!(!ev.is_complete().unwrap());
+        drop(hold);
         ev.wait().unwrap();
         assert!(sim.is_idle());
     }
 
     #[test]
     fn latency_delays_events() {
-        let sim = SimBackend::new(SimOptions { latency: Duration::from_millis(30), ..Default::default() });
+        let latency = Duration::from_millis(30);
+        let sim = SimBackend::new(SimOptions { latency, ..Default::default() });
         let a = sim.allocate(8, 8).unwrap();
         let src = [5u8; 8];
+        let enqueued = Instant::now();
         // SAFETY: src outlives the wait below.
         let ev = unsafe { sim.write_async(0, &a, 0, src.as_ptr(), 8) }.unwrap();
-        assert!(!ev.is_complete().unwrap());
         ev.wait().unwrap();
+        assert!(enqueued.elapsed() >= latency, "completed {:?} after enqueue", enqueued.elapsed());
         assert!(ev.is_complete().unwrap());
+        sim.free(a).unwrap();
+    }
+
+    #[test]
+    fn held_completions_are_released_with_their_wake_ups() {
+        use std::sync::atomic::AtomicUsize;
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let sim = SimBackend::new(SimOptions::default());
+        let a = sim.allocate(8, 8).unwrap();
+        let src = [5u8; 8];
+        let hold = sim.hold_completions();
+        // SAFETY: src outlives the wait below.
+        let ev = unsafe { sim.write_async(0, &a, 0, src.as_ptr(), 8) }.unwrap();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        ev.on_complete(Waker::from(count.clone()));
+        assert!(!ev.is_complete().unwrap(), "complete while held");
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "woken while held");
+        let second = sim.hold_completions();
+        drop(hold);
+        assert!(!ev.is_complete().unwrap(), "complete while the second hold is alive");
+        drop(second);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the release did not wake the task");
+        assert!(ev.is_complete().unwrap());
+        ev.wait().unwrap();
         sim.free(a).unwrap();
     }
 }

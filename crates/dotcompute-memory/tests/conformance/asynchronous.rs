@@ -126,29 +126,39 @@ pub fn dropped_futures_still_complete(ctx: &Ctx) {
 
 pub fn futures_really_wait_on_a_slow_device(ctx: &Ctx) {
     if ctx.name == "sim" {
-        // A simulated device with latency: the first poll must find the transfer in flight.
-        let mm = MemoryManager::with_backend(
-            SimBackend::new(SimOptions { latency: Duration::from_millis(20), ..Default::default() }),
-            options(),
-        )
-        .unwrap();
+        // A simulated device whose completions are held: the future must stay pending without
+        // being woken, and be woken exactly by the release.
+        let sim = Arc::new(SimBackend::new(SimOptions::default()));
+        let mm = MemoryManager::with_shared_backend(sim.clone(), options()).unwrap();
         let data: Vec<u64> = (0..1000).collect();
         let mut b = mm.allocate::<u64>(1000).unwrap();
+        let counter = Arc::new(CountingWaker { thread: std::thread::current(), wakes: AtomicUsize::new(0) });
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let wakes = || counter.wakes.load(Ordering::SeqCst);
         {
+            let hold = sim.hold_completions();
             let mut fut = pin!(b.copy_from_async(&data));
-            let mut cx = Context::from_waker(Waker::noop());
-            assert!(fut.as_mut().poll(&mut cx).is_pending(), "{}: a 20 ms transfer completed at once", ctx.at());
-            let (r, polls, wakes) = block_on_counting(fut);
-            r.unwrap();
-            assert!(polls >= 1 && wakes + 1 >= polls, "{}: polls {polls}, wakes {wakes}", ctx.at());
+            assert!(fut.as_mut().poll(&mut cx).is_pending(), "{}: an upload completed while held", ctx.at());
+            assert!(fut.as_mut().poll(&mut cx).is_pending(), "{}: an upload completed while held", ctx.at());
+            assert_eq!(wakes(), 0, "{}: woken while the transfer was held", ctx.at());
+            drop(hold);
+            assert!(wakes() >= 1, "{}: the completion woke nobody", ctx.at());
+            assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(()))), "{}", ctx.at());
         }
         assert_eq!(b.state(), Synchronized);
         b.mark_device_dirty().unwrap();
         let mut out = vec![0u64; 1000];
-        let (r, polls, wakes) = block_on_counting(b.copy_to_async(&mut out));
-        r.unwrap();
-        assert!(polls >= 2, "{}: a 20 ms download was ready at the first poll", ctx.at());
-        assert!(wakes + 1 >= polls);
+        {
+            let hold = sim.hold_completions();
+            let before = wakes();
+            let mut fut = pin!(b.copy_to_async(&mut out));
+            assert!(fut.as_mut().poll(&mut cx).is_pending(), "{}: a download completed while held", ctx.at());
+            assert_eq!(wakes(), before, "{}: woken while the transfer was held", ctx.at());
+            drop(hold);
+            assert!(wakes() > before, "{}: the completion woke nobody", ctx.at());
+            assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(()))), "{}", ctx.at());
+        }
         assert_eq!(out, data);
         drop(b);
         assert_eq!(mm.statistics().active_allocations, 0);
