@@ -2293,7 +2293,11 @@ mod shared {
                     );
                 });
                 assert_eq!(&buf[..], &[7, 0, 0, 0]);
-                assert_eq!(cpu().open_shared::<u32>(&name).unwrap().len(), 4, "the segment was resized");
+                // Reopened after this process's handle is closed (one handle per segment).
+                buf.persist();
+                let again = cpu().open_shared::<u32>(&name).unwrap();
+                assert_eq!(&again[..], &[7, 0, 0, 0], "the segment was resized or changed");
+                SharedBuffer::remove(&name).unwrap();
             },
         },
         Case { name: "shared name: empty", run: || bad_name("", "empty") },

@@ -97,7 +97,9 @@ pub struct MappedBufferMut<T> {
 }
 
 impl<T: Element> MappedBufferMut<T> {
-    /// Creates (or truncates) the file at `path` to hold `len` zeroed elements and maps it.
+    /// Creates (or replaces) the file at `path` to hold `len` zeroed elements and maps it.
+    /// The new file is made beside `path` under a temporary name and renamed over it only once
+    /// it is sized and mapped, so a failure leaves an existing file at `path` as it was.
     ///
     /// Errors: [`Error::LengthOverflow`], [`Error::Os`].
     ///
@@ -107,16 +109,25 @@ impl<T: Element> MappedBufferMut<T> {
     pub unsafe fn create(path: impl AsRef<Path>, len: usize) -> Result<Self> {
         let path = path.as_ref();
         let bytes = byte_len::<T>(len)?;
+        let temporary = temporary_beside(path);
+        let name = || temporary.display().to_string();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(|e| os::io_error("open", path.display().to_string(), &e))?;
-        file.set_len(bytes as u64).map_err(|e| os::io_error("ftruncate", path.display().to_string(), &e))?;
-        // SAFETY: forwarded to the caller.
-        unsafe { Self::map(file, path, len, bytes as u64) }
+            .create_new(true)
+            .open(&temporary)
+            .map_err(|e| os::io_error("open", name(), &e))?;
+        let discard = |e: Error| {
+            let _ = std::fs::remove_file(&temporary);
+            e
+        };
+        file.set_len(bytes as u64).map_err(|e| discard(os::io_error("ftruncate", name(), &e)))?;
+        // SAFETY: forwarded to the caller (the file is new, and `path` names it from the rename
+        // below on).
+        let mapped = unsafe { Self::map(file, path, len, bytes as u64) }.map_err(discard)?;
+        std::fs::rename(&temporary, path)
+            .map_err(|e| discard(os::io_error("rename", format!("{} -> {}", name(), path.display()), &e)))?;
+        Ok(mapped)
     }
 
     /// Maps an existing file read-write.
@@ -179,4 +190,13 @@ impl<T: Element> DerefMut for MappedBufferMut<T> {
             _ => &mut [],
         }
     }
+}
+
+/// A fresh name in `path`'s directory for a file that becomes `path` by renaming.
+fn temporary_beside(path: &Path) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{base}.{}.{unique}.dcmem-tmp", std::process::id()))
 }

@@ -231,9 +231,10 @@ impl PinnedPool {
                 st.hits += 1;
                 return Ok(PooledPinned { buf: Some(buf), pool: self.clone() });
             }
-            st.misses += 1;
         }
+        // A miss is counted once the memory is locked: a failed rent changes no counter.
         let buf = PinnedBuffer::<u8>::new(class)?;
+        self.lock_state().misses += 1;
         Ok(PooledPinned { buf: Some(buf), pool: self.clone() })
     }
 
