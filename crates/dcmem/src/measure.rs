@@ -120,31 +120,6 @@ pub fn compare(plan: &Plan, baseline: Op<'_>, ours: Op<'_>) -> CliResult<Pair> {
     Ok(Pair { baseline_ns: median(&mut tb), ours_ns: median(&mut to), samples })
 }
 
-/// Like [`compare`], but each baseline sample comes from `baseline_sample` (one call that
-/// measures itself and returns ns per operation, e.g. a native API timed by its own harness),
-/// alternating with samples of `ours` as `compare` alternates.
-#[cfg_attr(not(feature = "opencl"), allow(dead_code))]
-pub fn compare_sampled(
-    plan: &Plan,
-    baseline_sample: &mut dyn FnMut() -> CliResult<f64>,
-    ours: Op<'_>,
-) -> CliResult<Pair> {
-    let calls_o = calibrate(ours, plan)?;
-    let samples = plan.samples.max(1);
-    let mut tb = Vec::with_capacity(samples);
-    let mut to = Vec::with_capacity(samples);
-    for s in 0..samples {
-        if s % 2 == 0 {
-            tb.push(baseline_sample()?);
-            to.push(batch(ours, calls_o)?);
-        } else {
-            to.push(batch(ours, calls_o)?);
-            tb.push(baseline_sample()?);
-        }
-    }
-    Ok(Pair { baseline_ns: median(&mut tb), ours_ns: median(&mut to), samples })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,22 +163,5 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.to_string(), "boom");
-    }
-
-    #[test]
-    fn compare_sampled_takes_the_median_of_the_given_samples() {
-        let mut given = [5.0, 1.0, 9.0].into_iter();
-        let mut ours = 0u64;
-        let pair = compare_sampled(&Plan::SMOKE, &mut || Ok(given.next().unwrap_or(f64::NAN)), &mut || {
-            ours += 1;
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(pair.baseline_ns, 5.0);
-        assert_eq!(pair.samples, 3);
-        assert!(ours >= 5, "ours={ours}");
-        let err = compare_sampled(&Plan::SMOKE, &mut || Err(crate::CliError::Other("native".into())), &mut || Ok(()))
-            .unwrap_err();
-        assert_eq!(err.to_string(), "native");
     }
 }

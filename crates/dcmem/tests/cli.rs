@@ -53,7 +53,7 @@ fn text<'a>(r: &'a Value, key: &str) -> &'a str {
 }
 
 /// What every backend's table has beyond the seed's rows, with its baselines named.
-fn check_transfer_rows(v: &Value, raw: &str) {
+fn check_transfer_rows(v: &Value, raw: &str, unified: bool) {
     let h2d = row(v, "Host-to-device copy");
     assert!(text(h2d, "ours").starts_with("upload("), "{h2d}");
     let via_host = row(v, "Host-to-device copy (copy_from + ensure_on_device)");
@@ -67,8 +67,19 @@ fn check_transfer_rows(v: &Value, raw: &str) {
         "{piped}"
     );
     assert_eq!(piped["size_bytes"], 3 << 20);
+    // Staged against staged: the ratio is the overlap alone.
     let vs_plain = row(v, "Pipelined transfer (vs pipelining: false)");
-    assert!(text(vs_plain, "baseline").contains("pipelining: false"), "{vs_plain}");
+    assert!(text(vs_plain, "baseline").contains("staging: Always, pipelining: false"), "{vs_plain}");
+    assert!(text(vs_plain, "ours").contains("staging: Always, pipelining: true"), "{vs_plain}");
+    // Adaptive against always staged: discrete backends only (unified memory never stages).
+    let adaptive = rows_starting(v, "Pipelined transfer (adaptive vs always staged)");
+    if unified {
+        assert!(adaptive.is_empty(), "{v}");
+    } else {
+        assert_eq!(adaptive.len(), 1, "{v}");
+        assert!(text(adaptive[0], "baseline").contains("staging: Always"), "{}", adaptive[0]);
+        assert!(text(adaptive[0], "ours").contains("TransferOptions::default()"), "{}", adaptive[0]);
+    }
     let batched = rows_starting(v, "Batched transfers");
     assert_eq!(batched.len(), 2, "{v}");
     assert!(text(batched[0], "baseline").contains("blocking Backend::write"), "{}", batched[0]);
@@ -165,6 +176,23 @@ fn check_pool_rows(v: &Value, discrete: bool) {
     }
 }
 
+/// The pooled-vs-fresh host allocation rows: one pair per smoke size, untouched and touched,
+/// the same treatment of pages on both sides of each.
+fn check_fresh_allocation_rows(v: &Value) {
+    for (op, both) in [
+        ("Buffer allocation (pooled vs fresh)", "no page touched"),
+        ("Buffer allocation + first touch (pooled vs fresh)", "touch pages"),
+    ] {
+        let rows: Vec<&Value> = v["rows"].as_array().unwrap().iter().filter(|r| r["operation"] == op).collect();
+        let sizes: Vec<u64> = rows.iter().map(|r| r["size_bytes"].as_u64().unwrap()).collect();
+        assert_eq!(sizes, [4 << 10, 256 << 10], "{op}");
+        for r in rows {
+            assert!(text(r, "baseline").starts_with("unpooled ") && text(r, "baseline").contains(both), "{r}");
+            assert!(text(r, "ours").starts_with("pooled allocate") && text(r, "ours").contains(both), "{r}");
+        }
+    }
+}
+
 fn check_bench_json(backend: &str) -> Value {
     let o = dcmem(&["bench", "--smoke", "--json", "--backend", backend]);
     assert!(o.status.success(), "exit {:?}, stderr: {}", o.status, stderr(&o));
@@ -202,8 +230,8 @@ fn check_host_rows(v: &Value) {
         ("First touch (huge pages vs base pages)", vec![4 << 20]),
         ("Large copy (ops::copy_bytes vs copy_from_slice)", vec![64 << 10, 1 << 20]),
         ("Large copy, cold (ops::copy_bytes vs copy_from_slice)", vec![1 << 20]),
-        ("SIMD fill (ops::fill vs index loop)", vec![64 << 10]),
-        ("SIMD convert (ops::convert vs index loop)", vec![64 << 10]),
+        ("SIMD fill (ops::fill vs slice::fill)", vec![64 << 10]),
+        ("SIMD convert (ops::convert vs iter().map().collect())", vec![64 << 10]),
     ];
     if cfg!(unix) {
         expected.push(("Shared buffer open + read (vs pipe)", vec![1 << 20]));
@@ -239,10 +267,16 @@ fn bench_json_on_cpu_has_every_row_with_consistent_ratios() {
     let rows = v["rows"].as_array().unwrap();
     let copy = rows.iter().find(|r| r["operation"] == "Host-to-device copy").unwrap();
     assert!(copy["baseline"].as_str().unwrap().contains("copy_from_slice"), "{copy}");
-    check_transfer_rows(&v, "Backend");
+    check_transfer_rows(&v, "Backend", true);
     check_pool_rows(&v, false);
     // Unified memory: there is no separate device allocation to pool.
     assert!(rows_starting(&v, "Buffer allocation (device").is_empty(), "{v}");
+    check_fresh_allocation_rows(&v);
+    // Unified memory: as_slice is a zero-copy view, so there is no as_slice copy row.
+    assert!(rows_starting(&v, "Device-to-host copy (as_slice)").is_empty(), "{v}");
+    assert_eq!(rows_starting(&v, "Device-to-host copy (copy_to)").len(), 1, "{v}");
+    let access = row(&v, "Zero-copy access");
+    assert!(text(access, "baseline").contains("sum") && text(access, "ours").contains("sum"), "{access}");
     // Unified memory: the small uploads are copied inline as one group, and the text says so.
     let batched = rows_starting(&v, "Batched transfers")[0];
     assert!(text(batched, "ours").contains("16 of 16 packed"), "{batched}");
@@ -263,7 +297,7 @@ fn bench_json_on_sim_uses_the_raw_backend_as_baseline() {
     assert!(h2d["baseline"].as_str().unwrap().contains("Backend::write"), "{h2d}");
     let d2h = rows.iter().find(|r| r["operation"].as_str().unwrap().starts_with("Device-to-host copy")).unwrap();
     assert!(d2h["baseline"].as_str().unwrap().contains("Backend::read"), "{d2h}");
-    check_transfer_rows(&v, "Backend");
+    check_transfer_rows(&v, "Backend", false);
     check_pool_rows(&v, true);
     for op in ["Host-to-device copy (engine)", "Device-to-host copy (engine)"] {
         let r = row(&v, op);
@@ -277,6 +311,8 @@ fn bench_json_on_sim_uses_the_raw_backend_as_baseline() {
     let capped = row(&v, "Pipelined transfer (sim, bandwidth cap)");
     assert!(text(capped, "baseline").contains("pipelining: false"), "{capped}");
     assert!(capped["ratio"].as_f64().unwrap() > 0.0, "{capped}");
+    check_fresh_allocation_rows(&v);
+    assert_eq!(rows_starting(&v, "Device-to-host copy (as_slice)").len(), 1, "{v}");
     let device_alloc = rows_starting(&v, "Buffer allocation (device, pooled vs fresh)");
     assert_eq!(device_alloc.len(), 2, "one per smoke size: {v}");
     for r in device_alloc {
@@ -304,7 +340,7 @@ fn bench_json_on_opencl_uses_raw_opencl3_baselines() {
         return;
     }
     let v = check_bench_json("opencl");
-    check_transfer_rows(&v, "opencl3");
+    check_transfer_rows(&v, "opencl3", false);
     for op in ["Host-to-device copy", "Host-to-device copy (copy_from + ensure_on_device)"] {
         assert!(text(row(&v, op), "baseline").starts_with("raw opencl3 clEnqueueWriteBuffer"), "{op}");
     }
@@ -317,7 +353,9 @@ fn bench_json_on_opencl_uses_raw_opencl3_baselines() {
     let device_alloc = rows_starting(&v, "Buffer allocation (device, pooled vs fresh)");
     assert_eq!(device_alloc.len(), 2, "{v}");
     for r in device_alloc {
-        assert!(text(r, "baseline").contains("clCreateBuffer + clEnqueueFillBuffer(0)"), "{r}");
+        // Plain clCreateBuffer: no fill, as ours does none.
+        let baseline = text(r, "baseline");
+        assert!(baseline.starts_with("raw opencl3 clCreateBuffer + release") && baseline.contains("no fill"), "{r}");
     }
     let o = dcmem(&["bench", "--smoke", "--backend", "opencl"]);
     assert!(o.status.success(), "stderr: {}", stderr(&o));
@@ -334,7 +372,7 @@ fn bench_on_cuda_runs_or_says_why_not() {
     assert!(!err.contains("panicked"), "{err}");
     if o.status.success() {
         let v = check_bench_json("cuda");
-        check_transfer_rows(&v, "Backend");
+        check_transfer_rows(&v, "Backend", false);
         assert_eq!(rows_starting(&v, "Buffer allocation (device, pooled vs fresh)").len(), 2, "{v}");
     } else {
         assert_ne!(o.status.code(), Some(101), "must not panic: {err}");

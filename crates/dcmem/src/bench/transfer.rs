@@ -15,9 +15,15 @@ use std::time::Duration;
 /// one small copy to a PCIe GPU takes about this long.
 const SIM_SUBMIT_LATENCY: Duration = Duration::from_micros(10);
 
-/// The unpipelined baseline: staged in one piece (a whole staging copy), then sent.
-fn unpipelined() -> TransferOptions {
+/// Always staged, not pipelined: the whole transfer copied into staging, then sent.
+fn staged_unpipelined() -> TransferOptions {
     TransferOptions { pipelining: false, staging: StagingPolicy::Always, ..TransferOptions::default() }
+}
+
+/// Always staged and pipelined (the default `pipelining: true`): chunks copied into the staging
+/// ring while earlier chunks are sent.
+fn staged_pipelined() -> TransferOptions {
+    TransferOptions { staging: StagingPolicy::Always, ..TransferOptions::default() }
 }
 
 /// How the engine sent the first transfer of `report`: staged in chunks, direct, or (unified
@@ -27,7 +33,9 @@ fn decision(report: &TransferReport, unified: bool) -> String {
         None => "nothing sent".into(),
         Some(_) if unified => "inline host copy, unified memory".into(),
         Some(t) => {
-            let how = if t.staged {
+            let how = if t.staged && t.chunks <= 1 {
+                format!("staged in one piece of {}", units::bytes(t.bytes))
+            } else if t.staged {
                 format!(
                     "staged in {} chunk(s) of {}",
                     t.chunks,
@@ -87,7 +95,7 @@ impl Ctx {
             drop(b);
             Ok(())
         };
-        let (pair, baseline) = match self.against_native(NativeOp::AllocZeroed, n, &mut ours)? {
+        let (pair, baseline) = match self.against_native(NativeOp::Alloc, n, &mut ours)? {
             Some(r) => r,
             None => {
                 let backend = &*self.backend;
@@ -101,7 +109,13 @@ impl Ctx {
                     },
                     &mut ours,
                 )?;
-                (pair, format!("raw Backend::allocate + Backend::free ({})", backend.name()))
+                (
+                    pair,
+                    format!(
+                        "raw Backend::allocate + Backend::free ({}; the trait's allocate returns zeroed memory)",
+                        backend.name()
+                    ),
+                )
             }
         };
         let b = pooled.allocate_device::<u8>(n)?;
@@ -117,47 +131,71 @@ impl Ctx {
         ))
     }
 
-    /// A large upload through the engine with default options (pipelined through the staging
-    /// ring) against a raw write of the same bytes, and against the engine with
-    /// `pipelining: false`.
+    /// A large upload through the engine: with default options against a raw write of the same
+    /// bytes; always staged and pipelined against always staged with `pipelining: false` (the
+    /// ratio is the overlap alone); and, on discrete backends, default options (adaptive
+    /// staging) against always staged and pipelined.
     pub(super) fn pipelined(&self, n: usize) -> CliResult<Vec<Row>> {
         let src = pattern(n, 241);
         let engine = self.pooled.transfer_engine();
+        let unified = self.unified();
         let mut a = self.pooled.allocate::<u8>(n)?;
-        let mut b = self.pooled.allocate::<u8>(n)?;
         let mut how = String::new();
-        let mut ours = || -> CliResult {
-            let r = engine_upload(&engine, &src, &mut a, TransferOptions::default())?;
-            how = decision(&r, self.unified());
+        let mut adaptive = || -> CliResult {
+            how = decision(&engine_upload(&engine, &src, &mut a, TransferOptions::default())?, unified);
             Ok(())
         };
-        let (first, first_baseline) = match self.against_native(NativeOp::Write, n, &mut ours)? {
+        let (first, first_baseline) = match self.against_native(NativeOp::Write, n, &mut adaptive)? {
             Some(r) => r,
-            None => self.against_raw_write(&src, &mut ours)?,
+            None => self.against_raw_write(&src, &mut adaptive)?,
         };
-        let second =
-            compare(&self.plan, &mut || engine_upload(&engine, &src, &mut b, unpipelined()).map(drop), &mut ours)?;
-        for (buf, what) in [(&a, "pipelined engine upload"), (&b, "unpipelined engine upload")] {
+        let mut b = self.pooled.allocate::<u8>(n)?;
+        let mut c = self.pooled.allocate::<u8>(n)?;
+        let (mut b_how, mut c_how) = (String::new(), String::new());
+        let mut unpipelined = || -> CliResult {
+            b_how = decision(&engine_upload(&engine, &src, &mut b, staged_unpipelined())?, unified);
+            Ok(())
+        };
+        let mut pipelined = || -> CliResult {
+            c_how = decision(&engine_upload(&engine, &src, &mut c, staged_pipelined())?, unified);
+            Ok(())
+        };
+        let overlap = compare(&self.plan, &mut unpipelined, &mut pipelined)?;
+        let adaptive_vs_staged = if unified { None } else { Some(compare(&self.plan, &mut pipelined, &mut adaptive)?) };
+        for (buf, what) in [
+            (&a, "engine upload with default options"),
+            (&b, "staged engine upload, pipelining: false"),
+            (&c, "staged engine upload, pipelined"),
+        ] {
             if buf.as_slice()? != &src[..] {
                 return Err(wrong_data(what));
             }
         }
-        let ours_text = format!("engine upload, TransferOptions::default() (last call: {how})");
-        Ok(vec![
-            row("Pipelined transfer", n, first_baseline, ours_text.clone(), first),
+        let adaptive_text = format!("engine upload, TransferOptions::default() (last call: {how})");
+        let staged_text =
+            format!("engine upload, staging: Always, pipelining: true (the default) (last call: {c_how})");
+        let mut rows = vec![
+            row("Pipelined transfer", n, first_baseline, adaptive_text.clone(), first),
             row(
                 "Pipelined transfer (vs pipelining: false)",
                 n,
-                "engine upload with pipelining: false, staging: Always (whole staging copy, then one transfer)".into(),
-                ours_text,
-                second,
+                format!(
+                    "engine upload, staging: Always, pipelining: false (whole staging copy, then one transfer) (last \
+                     call: {b_how})"
+                ),
+                staged_text.clone(),
+                overlap,
             ),
-        ])
+        ];
+        if let Some(pair) = adaptive_vs_staged {
+            rows.push(row("Pipelined transfer (adaptive vs always staged)", n, staged_text, adaptive_text, pair));
+        }
+        Ok(rows)
     }
 
     /// On the simulated device with a bandwidth cap (so transfers take device time the host can
-    /// overlap): the pipelined engine upload against the same upload with `pipelining: false`,
-    /// which stages the whole transfer first and then sends it.
+    /// overlap): an always-staged upload pipelined against the same upload with
+    /// `pipelining: false`, which stages the whole transfer first and then sends it.
     pub(super) fn pipelined_capped(&self, n: usize, bandwidth: f64) -> CliResult<Row> {
         let sim = dotcompute_memory::MemoryManager::sim(dotcompute_memory::SimOptions {
             bandwidth: Some(bandwidth),
@@ -167,12 +205,18 @@ impl Ctx {
         let engine = sim.transfer_engine();
         let mut a = sim.allocate::<u8>(n)?;
         let mut b = sim.allocate::<u8>(n)?;
-        let mut how = String::new();
-        let pair =
-            compare(&self.plan, &mut || engine_upload(&engine, &src, &mut b, unpipelined()).map(drop), &mut || {
-                how = decision(&engine_upload(&engine, &src, &mut a, TransferOptions::default())?, false);
+        let (mut a_how, mut b_how) = (String::new(), String::new());
+        let pair = compare(
+            &self.plan,
+            &mut || {
+                b_how = decision(&engine_upload(&engine, &src, &mut b, staged_unpipelined())?, false);
                 Ok(())
-            })?;
+            },
+            &mut || {
+                a_how = decision(&engine_upload(&engine, &src, &mut a, staged_pipelined())?, false);
+                Ok(())
+            },
+        )?;
         for buf in [&a, &b] {
             if buf.as_slice()? != &src[..] {
                 return Err(wrong_data("bandwidth-capped engine upload"));
@@ -182,11 +226,11 @@ impl Ctx {
             "Pipelined transfer (sim, bandwidth cap)",
             n,
             format!(
-                "engine upload with pipelining: false, staging: Always (whole staging copy, then one transfer) on \
-                 sim capped at {:.0} GB/s",
+                "engine upload, staging: Always, pipelining: false (whole staging copy, then one transfer) on sim \
+                 capped at {:.0} GB/s (last call: {b_how})",
                 bandwidth / 1e9
             ),
-            format!("engine upload, TransferOptions::default(), same sim (last call: {how})"),
+            format!("engine upload, staging: Always, pipelining: true (the default), same sim (last call: {a_how})"),
             pair,
         ))
     }
