@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 mod child;
-use child::in_child;
+use child::{in_child, in_child_with_env};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -350,7 +350,8 @@ fn allocations_racing_trims_and_maintenance_keep_held_exact() {
 
 /// `from_env`: every malformed `DCMEM_DEVICE_MEMORY_LIMIT` is an error naming it, never a
 /// panic and never silently "no limit" (a value that is not UTF-8 included); the largest value
-/// is accepted. (The only test in this file that touches the environment.)
+/// is accepted. (The only test in this file that sets a variable in this process; the others
+/// set theirs in a child process.)
 #[test]
 fn from_env_rejects_every_malformed_limit_and_accepts_the_largest() {
     const VAR: &str = "DCMEM_DEVICE_MEMORY_LIMIT";
@@ -380,6 +381,38 @@ fn from_env_rejects_every_malformed_limit_and_accepts_the_largest() {
             None => std::env::remove_var(name),
         }
     }
+}
+
+/// `from_env`: a `DCMEM_BACKEND` that is not UTF-8 is an error naming the variable and showing
+/// the bytes, never "unset" (which would select cpu). Run in a child process that alone sees
+/// the variable.
+#[cfg(unix)]
+#[test]
+fn from_env_rejects_a_backend_name_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let vars: [(&str, &std::ffi::OsStr); 2] =
+        [("DCMEM_BACKEND", std::ffi::OsStr::from_bytes(b"cp\xffu")), ("DCMEM_DEVICE_MEMORY_LIMIT", "64MiB".as_ref())];
+    in_child_with_env("from_env_rejects_a_backend_name_that_is_not_utf8", &vars, || {
+        let err = MemoryManager::from_env().map(|mm| mm.backend().name()).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument { option: "DCMEM_BACKEND", value, .. } if value.contains(r"cp\xFFu")),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("DCMEM_BACKEND") && text.contains("UTF-8") && text.contains("cpu"), "{text}");
+    });
+}
+
+/// `from_env`: with both variables well-formed in a child process, the backend and the limit
+/// are what they say (the error paths above are not taken for valid values).
+#[test]
+fn from_env_reads_both_variables_when_they_are_well_formed() {
+    let vars: [(&str, &std::ffi::OsStr); 2] =
+        [("DCMEM_BACKEND", " sim ".as_ref()), ("DCMEM_DEVICE_MEMORY_LIMIT", "64MiB".as_ref())];
+    in_child_with_env("from_env_reads_both_variables_when_they_are_well_formed", &vars, || {
+        let mm = MemoryManager::from_env().unwrap();
+        assert_eq!((mm.backend().name(), mm.options().device_memory_limit), ("sim", Some(64 << 20)));
+    });
 }
 
 // ---- memory_snapshot ----
