@@ -81,7 +81,8 @@ pub enum Error {
     OutOfMemory {
         /// Backend name.
         backend: &'static str,
-        /// Bytes requested.
+        /// Bytes the caller asked for (the pools report the request before rounding it up to
+        /// a size class).
         requested: u64,
         /// Bytes the backend reports free.
         free: u64,
@@ -93,12 +94,15 @@ pub enum Error {
 
     /// The manager's own device-memory cap ([`crate::ManagerOptions::device_memory_limit`]) has
     /// no room for the allocation, even after the cache was released.
-    #[error("device memory limit reached on {backend}: requested {requested} bytes, this manager holds {held} of its {limit}-byte limit ({cached} of them cached but not releasable: parts of segments still in use) after releasing what could be released and retrying; free buffers, allocate less, or raise ManagerOptions::device_memory_limit")]
+    #[error("device memory limit reached on {backend}: requested {requested} bytes ({rounded} bytes after rounding up to the pool's size class), this manager holds {held} of its {limit}-byte limit ({cached} of them cached but not releasable: parts of segments still in use) after releasing what could be released and retrying; free buffers, allocate less, or raise ManagerOptions::device_memory_limit")]
     MemoryLimitExceeded {
         /// Backend name.
         backend: &'static str,
-        /// Bytes requested from the backend (a pool segment, or the rounded request).
+        /// Bytes the caller asked for.
         requested: u64,
+        /// `requested` rounded up to the pool's size class: the bytes the pool needed under the
+        /// limit (`held + rounded > limit`).
+        rounded: u64,
         /// The limit, in bytes.
         limit: u64,
         /// Device bytes this manager held from the backend when the request failed.

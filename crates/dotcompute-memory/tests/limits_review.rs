@@ -61,16 +61,20 @@ impl Rng {
     }
 }
 
-/// The numbers of a `MemoryLimitExceeded` are consistent with each other and with the pool.
-fn check_limit_error(err: &Error, mm: &MemoryManager, limit: usize, at_least: usize) {
+/// The numbers of a `MemoryLimitExceeded` are consistent with each other and with the pool:
+/// `requested` is exactly the `asked` bytes, `rounded` its size class, the one that did not fit.
+fn check_limit_error(err: &Error, mm: &MemoryManager, limit: usize, asked: usize) {
     match *err {
-        Error::MemoryLimitExceeded { backend, requested, limit: l, held, cached } => {
+        Error::MemoryLimitExceeded { backend, requested, rounded, limit: l, held, cached } => {
             assert_eq!(backend, mm.backend().name());
             assert_eq!(l, limit as u64, "{err}");
-            assert!(held + requested > l, "the request would have fit: {err}");
+            assert_eq!(requested, asked as u64, "requested is not what was asked: {err}");
+            assert!(rounded >= requested, "rounded below the request: {err}");
+            assert!(held + rounded > l, "the request would have fit: {err}");
             assert!(held <= l, "held over the limit: {err}");
             assert!(cached <= held, "more cached than held: {err}");
-            assert!(requested >= at_least as u64, "requested below the request: {err}");
+            let text = err.to_string();
+            assert!(text.contains(&format!("requested {requested} bytes ({rounded} bytes")), "{text}");
             // Single-threaded here: what the error says is held is what the pool holds now.
             assert_eq!(held, mm.memory_snapshot().reserved_bytes, "{err}");
         }
@@ -320,9 +324,17 @@ fn allocations_racing_trims_and_maintenance_keep_held_exact() {
                         let len = if rng.below(2) == 0 { 1 + rng.below(32 * KIB) } else { 1 + rng.below(3 * MIB) };
                         match mm.allocate_device::<u8>(len) {
                             Ok(b) => held.push(b),
-                            Err(Error::MemoryLimitExceeded { limit: l, held: h, cached: c, requested: r, .. }) => {
+                            Err(Error::MemoryLimitExceeded {
+                                limit: l,
+                                held: h,
+                                cached: c,
+                                requested: r,
+                                rounded,
+                                ..
+                            }) => {
                                 assert_eq!(l, limit as u64);
-                                assert!(h <= l && c <= h && h + r > l, "{h} held, {c} cached, {r} requested");
+                                assert_eq!(r, len as u64, "requested is not what was asked");
+                                assert!(h <= l && c <= h && h + rounded > l, "{h} held, {c} cached, {rounded} needed");
                                 held.clear();
                             }
                             Err(e) => panic!("unexpected error: {e}"),

@@ -277,7 +277,7 @@ impl<T: Element> ArrayPool<T> {
             return Err(too_large);
         }
         let (index, class_len) = array_class(len).ok_or(too_large)?;
-        let bytes = byte_len::<T>(class_len)?;
+        byte_len::<T>(class_len)?;
         let c = self.counters();
         if let Some(array) = self.classes[index].get().and_then(ArrayQueue::pop) {
             bump(&c.rents);
@@ -286,7 +286,8 @@ impl<T: Element> ArrayPool<T> {
         }
         let array = bytemuck::allocation::try_zeroed_slice_box::<T>(class_len).map_err(|()| Error::OutOfMemory {
             backend: "host",
-            requested: bytes as u64,
+            // What the caller asked for (at most the class's bytes, which fit in `isize`).
+            requested: (len * std::mem::size_of::<T>()) as u64,
             free: 0,
             cached: self.bytes_held(),
             largest_free_block: 0,
