@@ -56,6 +56,20 @@ pub enum Error {
         actual: usize,
     },
 
+    /// A reader given to a streaming upload yielded more or fewer bytes than the buffer holds.
+    #[error("length mismatch in {operation}: the buffer holds {expected} bytes but the reader yielded {}{actual} bytes; the reader must yield exactly the buffer's size", if *at_least { "at least " } else { "" })]
+    ReaderLengthMismatch {
+        /// The call that failed, e.g. `stream_to_device`.
+        operation: &'static str,
+        /// Bytes the buffer holds (what the reader must yield).
+        expected: u64,
+        /// Bytes the reader yielded before the call stopped reading.
+        actual: u64,
+        /// True when the reader had more than `expected` bytes: it was not read to its end, so
+        /// `actual` is a lower bound.
+        at_least: bool,
+    },
+
     /// A range does not lie within `0..len`.
     #[error("range {start}..{end} is out of bounds for a buffer or view of length {len}")]
     OutOfRange {
