@@ -37,13 +37,13 @@ enum Command {
     /// Walk through allocate → copy → sync → views → statistics, printing buffer states.
     Demo {
         /// Backend to run on (cpu, sim, opencl, cuda, metal).
-        #[arg(long, env = "DCMEM_BACKEND", default_value = "sim")]
+        #[arg(long, env = "DCMEM_BACKEND", default_value = "sim", value_parser = BackendName)]
         backend: String,
     },
     /// Run a small workload and print the manager's statistics.
     Stats {
         /// Backend to run on (cpu, sim, opencl, cuda, metal).
-        #[arg(long, env = "DCMEM_BACKEND", default_value = "cpu")]
+        #[arg(long, env = "DCMEM_BACKEND", default_value = "cpu", value_parser = BackendName)]
         backend: String,
         /// Print the statistics as one JSON object instead of a table.
         #[arg(long)]
@@ -57,7 +57,7 @@ enum Command {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Backend to measure (cpu, sim, opencl, cuda, metal).
-    #[arg(long, env = "DCMEM_BACKEND", default_value = "cpu")]
+    #[arg(long, env = "DCMEM_BACKEND", default_value = "cpu", value_parser = BackendName)]
     pub backend: String,
     /// Few repetitions: a rough table in a few seconds.
     #[arg(long)]
@@ -75,6 +75,34 @@ pub struct BenchArgs {
     /// Tiny sizes and three repetitions, for tests of the command itself (numbers meaningless).
     #[arg(long, hide = true)]
     pub smoke: bool,
+}
+
+/// `--backend NAME` or `DCMEM_BACKEND`: any name that is valid UTF-8 (the library says which
+/// names it knows). A name that is not UTF-8 is an error naming both places it may come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BackendName;
+
+impl clap::builder::TypedValueParser for BackendName {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        match value.to_str() {
+            Some(name) => Ok(name.to_owned()),
+            None => Err(clap::Error::raw(
+                clap::error::ErrorKind::InvalidUtf8,
+                format!(
+                    "the backend name {value:?} (from --backend or DCMEM_BACKEND) is not valid UTF-8; \
+                     expected cpu, sim, opencl, cuda or metal\n"
+                ),
+            )
+            .with_cmd(cmd)),
+        }
+    }
 }
 
 fn main() -> ExitCode {

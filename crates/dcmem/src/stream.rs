@@ -18,7 +18,7 @@ pub struct StreamArgs {
     /// File to stream into a device buffer of its size.
     pub file: PathBuf,
     /// Backend to stream to (cpu, sim, opencl, cuda, metal).
-    #[arg(long, env = "DCMEM_BACKEND", default_value = "sim")]
+    #[arg(long, env = "DCMEM_BACKEND", default_value = "sim", value_parser = crate::BackendName)]
     pub backend: String,
     /// Bytes per chunk (staging block size): a number with an optional unit, e.g. 65536, 64K,
     /// 64KiB, 4M, 1MB (K/M/G and KiB/MiB/GiB are binary, kB/MB/GB decimal).

@@ -543,6 +543,31 @@ fn backend_defaults_to_dcmem_backend_env() {
     assert_eq!(v["backend"], "cpu");
 }
 
+/// A `DCMEM_BACKEND` that is not UTF-8 is an error naming the variable for every command that
+/// reads it, never a silent default; `--backend` on the command line still wins over it.
+#[cfg(unix)]
+#[test]
+fn a_dcmem_backend_that_is_not_utf8_is_a_named_error() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"cp\xffu");
+    let dir = TempDir::new("bad-backend-env");
+    let file = dir.file("data.bin", &[1, 2, 3]);
+    for args in [&["stats", "--json"][..], &["demo"], &["bench", "--smoke"], &["stream", &file]] {
+        let o = Command::new(env!("CARGO_BIN_EXE_dcmem")).args(args).env("DCMEM_BACKEND", bad).output().unwrap();
+        assert!(!o.status.success(), "{args:?} ran with a non-UTF-8 backend");
+        let err = stderr(&o);
+        assert!(err.contains("DCMEM_BACKEND") && err.contains("UTF-8") && err.contains(r"cp\xFFu"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(stdout(&o).is_empty(), "{args:?}");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_dcmem"))
+        .args(["stats", "--json", "--backend", "cpu"])
+        .env("DCMEM_BACKEND", bad)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "--backend should win: {}", stderr(&o));
+}
+
 /// A scratch directory for one test, removed when dropped.
 struct TempDir(std::path::PathBuf);
 

@@ -56,6 +56,20 @@ pub enum Error {
         actual: usize,
     },
 
+    /// A reader given to a streaming upload yielded more or fewer bytes than the buffer holds.
+    #[error("length mismatch in {operation}: the buffer holds {expected} bytes but the reader yielded {}{actual} bytes; the reader must yield exactly the buffer's size", if *at_least { "at least " } else { "" })]
+    ReaderLengthMismatch {
+        /// The call that failed, e.g. `stream_to_device`.
+        operation: &'static str,
+        /// Bytes the buffer holds (what the reader must yield).
+        expected: u64,
+        /// Bytes the reader yielded before the call stopped reading.
+        actual: u64,
+        /// True when the reader had more than `expected` bytes: it was not read to its end, so
+        /// `actual` is a lower bound.
+        at_least: bool,
+    },
+
     /// A range does not lie within `0..len`.
     #[error("range {start}..{end} is out of bounds for a buffer or view of length {len}")]
     OutOfRange {
@@ -81,7 +95,8 @@ pub enum Error {
     OutOfMemory {
         /// Backend name.
         backend: &'static str,
-        /// Bytes requested.
+        /// Bytes the caller asked for (the pools report the request before rounding it up to
+        /// a size class).
         requested: u64,
         /// Bytes the backend reports free.
         free: u64,
@@ -93,12 +108,15 @@ pub enum Error {
 
     /// The manager's own device-memory cap ([`crate::ManagerOptions::device_memory_limit`]) has
     /// no room for the allocation, even after the cache was released.
-    #[error("device memory limit reached on {backend}: requested {requested} bytes, this manager holds {held} of its {limit}-byte limit ({cached} of them cached but not releasable: parts of segments still in use) after releasing what could be released and retrying; free buffers, allocate less, or raise ManagerOptions::device_memory_limit")]
+    #[error("device memory limit reached on {backend}: requested {requested} bytes ({rounded} bytes after rounding up to the pool's size class), this manager holds {held} of its {limit}-byte limit ({cached} of them cached but not releasable: parts of segments still in use) after releasing what could be released and retrying; free buffers, allocate less, or raise ManagerOptions::device_memory_limit")]
     MemoryLimitExceeded {
         /// Backend name.
         backend: &'static str,
-        /// Bytes requested from the backend (a pool segment, or the rounded request).
+        /// Bytes the caller asked for.
         requested: u64,
+        /// `requested` rounded up to the pool's size class: the bytes the pool needed under the
+        /// limit (`held + rounded > limit`).
+        rounded: u64,
         /// The limit, in bytes.
         limit: u64,
         /// Device bytes this manager held from the backend when the request failed.

@@ -59,6 +59,7 @@ pub mod backend;
 pub mod buffer;
 pub mod diagnostics;
 pub mod element;
+mod environment;
 pub mod error;
 pub mod host;
 pub mod manager;

@@ -416,22 +416,28 @@ impl MemoryManager {
     /// [`ManagerOptions::device_memory_limit`] from `DCMEM_DEVICE_MEMORY_LIMIT` when it is set
     /// (a byte count as [`crate::units::parse_byte_count`] reads it: `1073741824`, `512MiB`,
     /// `2GiB`, `64K`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] naming the variable when either is not valid UTF-8 or the
+    /// limit is not a byte count; [`Error::UnknownBackend`] or [`Error::BackendUnavailable`]
+    /// for a backend name this build cannot open.
     pub fn from_env() -> Result<Self> {
-        let name = std::env::var("DCMEM_BACKEND").unwrap_or_default();
-        let name = if name.trim().is_empty() { "cpu".to_string() } else { name };
-        // A value that is not UTF-8 is malformed too, not "unset" (`env::var` would say so).
-        let limit = match std::env::var_os("DCMEM_DEVICE_MEMORY_LIMIT") {
-            Some(raw) if !raw.to_string_lossy().trim().is_empty() => {
-                Some(raw.to_str().and_then(|t| crate::units::parse_byte_count(t).ok()).ok_or_else(|| {
-                    Error::InvalidArgument {
-                        option: "DCMEM_DEVICE_MEMORY_LIMIT",
-                        value: raw.to_string_lossy().into_owned(),
-                        reason: "expected a byte count of at least 1 such as 1073741824, 512MiB, 2GiB or 64K \
-                                 (K/KiB, M/MiB, G/GiB, T/TiB binary; kB, MB, GB, TB decimal), or unset it",
-                    }
-                })?)
-            }
-            _ => None,
+        const LIMIT: &str = "DCMEM_DEVICE_MEMORY_LIMIT";
+        const LIMIT_EXPECTED: &str = "expected a byte count of at least 1 such as 1073741824, 512MiB, 2GiB or 64K \
+                                      (K/KiB, M/MiB, G/GiB, T/TiB binary; kB, MB, GB, TB decimal), or unset it";
+        let name = crate::environment::var(
+            "DCMEM_BACKEND",
+            "expected a backend name (cpu, sim, opencl, cuda or metal), or unset it for cpu",
+        )?
+        .unwrap_or_else(|| "cpu".to_string());
+        let limit = match crate::environment::var(LIMIT, LIMIT_EXPECTED)? {
+            Some(text) => Some(crate::units::parse_byte_count(&text).map_err(|_| Error::InvalidArgument {
+                option: LIMIT,
+                value: text,
+                reason: LIMIT_EXPECTED,
+            })?),
+            None => None,
         };
         Self::with_backend_name(&name, ManagerOptions { device_memory_limit: limit, ..ManagerOptions::default() })
     }

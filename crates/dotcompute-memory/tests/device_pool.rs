@@ -78,6 +78,20 @@ fn out_of_memory_releases_the_cache_retries_and_then_reports() {
     other.ensure_on_device().unwrap();
 }
 
+/// Out of memory reports the bytes the caller asked for, not their size class: 3,000,001
+/// bytes (class 3 MiB) on a device with 3,100,672 bytes free.
+#[test]
+fn out_of_memory_reports_the_bytes_asked_for() {
+    let sim = Arc::new(SimBackend::new(SimOptions { capacity: 3_100_672, ..Default::default() }));
+    let mm = MemoryManager::with_shared_backend(sim.clone(), quiet()).unwrap();
+    let mut b = mm.allocate_from(&vec![4u8; 3_000_001]).unwrap();
+    let err = b.ensure_on_device().unwrap_err();
+    assert!(matches!(err, Error::OutOfMemory { requested: 3_000_001, free: 3_100_672, .. }), "{err:?}");
+    assert!(err.to_string().contains("requested 3000001 bytes"), "{err}");
+    assert_eq!(b.state(), BufferState::HostOnly);
+    assert_eq!(sim.used(), 0);
+}
+
 #[test]
 fn oversize_buffers_get_their_own_segment_and_are_reused_whole() {
     let sim = Arc::new(SimBackend::new(SimOptions { capacity: 512 << 20, ..Default::default() }));

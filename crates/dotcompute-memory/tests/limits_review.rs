@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 mod child;
-use child::in_child;
+use child::{in_child, in_child_with_env};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -61,16 +61,20 @@ impl Rng {
     }
 }
 
-/// The numbers of a `MemoryLimitExceeded` are consistent with each other and with the pool.
-fn check_limit_error(err: &Error, mm: &MemoryManager, limit: usize, at_least: usize) {
+/// The numbers of a `MemoryLimitExceeded` are consistent with each other and with the pool:
+/// `requested` is exactly the `asked` bytes, `rounded` its size class, the one that did not fit.
+fn check_limit_error(err: &Error, mm: &MemoryManager, limit: usize, asked: usize) {
     match *err {
-        Error::MemoryLimitExceeded { backend, requested, limit: l, held, cached } => {
+        Error::MemoryLimitExceeded { backend, requested, rounded, limit: l, held, cached } => {
             assert_eq!(backend, mm.backend().name());
             assert_eq!(l, limit as u64, "{err}");
-            assert!(held + requested > l, "the request would have fit: {err}");
+            assert_eq!(requested, asked as u64, "requested is not what was asked: {err}");
+            assert!(rounded >= requested, "rounded below the request: {err}");
+            assert!(held + rounded > l, "the request would have fit: {err}");
             assert!(held <= l, "held over the limit: {err}");
             assert!(cached <= held, "more cached than held: {err}");
-            assert!(requested >= at_least as u64, "requested below the request: {err}");
+            let text = err.to_string();
+            assert!(text.contains(&format!("requested {requested} bytes ({rounded} bytes")), "{text}");
             // Single-threaded here: what the error says is held is what the pool holds now.
             assert_eq!(held, mm.memory_snapshot().reserved_bytes, "{err}");
         }
@@ -320,9 +324,17 @@ fn allocations_racing_trims_and_maintenance_keep_held_exact() {
                         let len = if rng.below(2) == 0 { 1 + rng.below(32 * KIB) } else { 1 + rng.below(3 * MIB) };
                         match mm.allocate_device::<u8>(len) {
                             Ok(b) => held.push(b),
-                            Err(Error::MemoryLimitExceeded { limit: l, held: h, cached: c, requested: r, .. }) => {
+                            Err(Error::MemoryLimitExceeded {
+                                limit: l,
+                                held: h,
+                                cached: c,
+                                requested: r,
+                                rounded,
+                                ..
+                            }) => {
                                 assert_eq!(l, limit as u64);
-                                assert!(h <= l && c <= h && h + r > l, "{h} held, {c} cached, {r} requested");
+                                assert_eq!(r, len as u64, "requested is not what was asked");
+                                assert!(h <= l && c <= h && h + rounded > l, "{h} held, {c} cached, {rounded} needed");
                                 held.clear();
                             }
                             Err(e) => panic!("unexpected error: {e}"),
@@ -350,7 +362,8 @@ fn allocations_racing_trims_and_maintenance_keep_held_exact() {
 
 /// `from_env`: every malformed `DCMEM_DEVICE_MEMORY_LIMIT` is an error naming it, never a
 /// panic and never silently "no limit" (a value that is not UTF-8 included); the largest value
-/// is accepted. (The only test in this file that touches the environment.)
+/// is accepted. (The only test in this file that sets a variable in this process; the others
+/// set theirs in a child process.)
 #[test]
 fn from_env_rejects_every_malformed_limit_and_accepts_the_largest() {
     const VAR: &str = "DCMEM_DEVICE_MEMORY_LIMIT";
@@ -380,6 +393,38 @@ fn from_env_rejects_every_malformed_limit_and_accepts_the_largest() {
             None => std::env::remove_var(name),
         }
     }
+}
+
+/// `from_env`: a `DCMEM_BACKEND` that is not UTF-8 is an error naming the variable and showing
+/// the bytes, never "unset" (which would select cpu). Run in a child process that alone sees
+/// the variable.
+#[cfg(unix)]
+#[test]
+fn from_env_rejects_a_backend_name_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let vars: [(&str, &std::ffi::OsStr); 2] =
+        [("DCMEM_BACKEND", std::ffi::OsStr::from_bytes(b"cp\xffu")), ("DCMEM_DEVICE_MEMORY_LIMIT", "64MiB".as_ref())];
+    in_child_with_env("from_env_rejects_a_backend_name_that_is_not_utf8", &vars, || {
+        let err = MemoryManager::from_env().map(|mm| mm.backend().name()).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument { option: "DCMEM_BACKEND", value, .. } if value.contains(r"cp\xFFu")),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("DCMEM_BACKEND") && text.contains("UTF-8") && text.contains("cpu"), "{text}");
+    });
+}
+
+/// `from_env`: with both variables well-formed in a child process, the backend and the limit
+/// are what they say (the error paths above are not taken for valid values).
+#[test]
+fn from_env_reads_both_variables_when_they_are_well_formed() {
+    let vars: [(&str, &std::ffi::OsStr); 2] =
+        [("DCMEM_BACKEND", " sim ".as_ref()), ("DCMEM_DEVICE_MEMORY_LIMIT", "64MiB".as_ref())];
+    in_child_with_env("from_env_reads_both_variables_when_they_are_well_formed", &vars, || {
+        let mm = MemoryManager::from_env().unwrap();
+        assert_eq!((mm.backend().name(), mm.options().device_memory_limit), ("sim", Some(64 << 20)));
+    });
 }
 
 // ---- memory_snapshot ----

@@ -43,6 +43,29 @@ fn an_allocation_beyond_the_limit_fails_with_the_numbers_and_changes_nothing() {
     assert!(after.reserved_bytes <= 8 * MIB as u64, "{after:#?}");
 }
 
+/// `requested` is what the caller asked for; `rounded` is its size class, the bytes that did not
+/// fit. 3,000,001 bytes round up to 3 MiB (3,145,728): under a 3,100,000-byte limit the request
+/// itself would fit, its class does not, and the message says both.
+#[test]
+fn a_refusal_reports_the_bytes_asked_for_and_their_size_class() {
+    let mm = limited(3_100_000);
+    let before = mm.statistics();
+    for (asked, elements) in
+        [(3_000_001u64, mm.allocate::<u8>(3_000_001).err()), (3_000_004, mm.allocate::<u32>(750_001).err())]
+    {
+        let err = elements.expect("the size class exceeds the limit");
+        assert!(
+            matches!(err, Error::MemoryLimitExceeded { requested, rounded: 3_145_728, limit: 3_100_000, held: 0, .. }
+                if requested == asked),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&format!("requested {asked} bytes")) && text.contains("3145728"), "{text}");
+    }
+    let after = mm.statistics();
+    assert_eq!((after.active_allocations, after.reserved_bytes), (before.active_allocations, before.reserved_bytes));
+}
+
 #[test]
 fn cached_memory_is_released_to_make_room_under_the_limit() {
     let mm = limited(8 * MIB);

@@ -167,13 +167,129 @@ fn streaming_fills_a_buffer_with_progress() {
     assert_eq!(buf.to_vec().unwrap(), data);
 
     // A short stream fails and leaves the buffer as it was.
-    let report = mm
+    let err = mm
         .transfer_engine()
         .stream_to_device(&mut std::io::Cursor::new(&data[..10]), &mut buf, opts, &mut |_, _| {})
-        .unwrap();
-    assert_eq!(report.failed, 1);
-    assert!(report.transfers[0].error.as_ref().unwrap().contains("exactly the buffer's size"));
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ReaderLengthMismatch { expected: 1_000_000, actual: 10, at_least: false, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("exactly the buffer's size"), "{err}");
     assert_eq!(buf.to_vec().unwrap(), data);
+}
+
+/// A reader that hands out `data` at most `step` bytes per call, then `tail` more bytes of 0xEE
+/// (`usize::MAX`: endlessly), optionally claiming one byte more than the buffer it was given.
+struct Trickle<'a> {
+    data: &'a [u8],
+    step: usize,
+    tail: usize,
+    overclaim: bool,
+}
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = if !self.data.is_empty() {
+            let n = self.step.min(self.data.len()).min(buf.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            n
+        } else {
+            let n = self.step.min(self.tail).min(buf.len());
+            buf[..n].fill(0xEE);
+            self.tail = self.tail.saturating_sub(n);
+            n
+        };
+        Ok(if self.overclaim && n > 0 { n + 1 } else { n })
+    }
+}
+
+/// `stream_to_device` takes exactly the buffer's size from the reader: a reader with bytes to
+/// spare, or too few, is a `ReaderLengthMismatch` naming both sizes, and the buffer keeps its
+/// contents, state and epochs (nothing installed, no device memory left allocated). A reader of
+/// exactly the right length succeeds however it cuts its reads.
+#[test]
+fn streaming_a_reader_of_the_wrong_length_fails_and_changes_nothing() {
+    const BYTES: usize = 1_000_000;
+    for mm in [MemoryManager::sim(SimOptions::default()), MemoryManager::cpu()] {
+        let backend = mm.backend().name();
+        let old = pattern(BYTES / 4, 7);
+        let new: Vec<u8> = (0..BYTES).map(|i| (i % 253) as u8).collect();
+        let mut buf = mm.allocate_from(&old).unwrap();
+        buf.ensure_on_device().unwrap();
+        let opts = TransferOptions { chunk_size: 300_000, ..Default::default() };
+        let trickle = |data, step, tail, overclaim| Trickle { data, step, tail, overclaim };
+        let cases: Vec<(&str, Trickle<'_>, u64, bool)> = vec![
+            ("one byte more", trickle(&new, BYTES, 1, false), BYTES as u64 + 1, true),
+            ("endless", trickle(&new, 4096, usize::MAX, false), BYTES as u64 + 1, true),
+            ("more, in 7-byte reads", trickle(&new, 7, 100, false), BYTES as u64 + 1, true),
+            ("claims more than it was given", trickle(&new, 5000, 0, true), BYTES as u64 + 1, true),
+            ("one byte short", trickle(&new[..BYTES - 1], 65536, 0, false), BYTES as u64 - 1, false),
+            ("short of the last chunk", trickle(&new[..600_000], 65536, 0, false), 600_000, false),
+            ("empty", trickle(&[], 1, 0, false), 0, false),
+        ];
+        for (case, mut reader, read, longer) in cases {
+            let before = (buf.to_vec().unwrap(), buf.state(), buf.epochs());
+            // Device bytes handed to buffers (in use, less whole regions cached for reuse).
+            let live = |mm: &MemoryManager| {
+                let s = mm.memory_snapshot();
+                s.in_use_bytes - s.front_cached_bytes
+            };
+            let live_before = live(&mm);
+            let err =
+                mm.transfer_engine().stream_to_device(&mut reader, &mut buf, opts.clone(), &mut |_, _| {}).unwrap_err();
+            assert!(
+                matches!(err, Error::ReaderLengthMismatch { operation: "stream_to_device", expected, actual, at_least }
+                    if expected == BYTES as u64 && actual == read && at_least == longer),
+                "{backend}, {case}: {err:?}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(&BYTES.to_string()) && text.contains(&read.to_string()), "{text}");
+            assert_eq!((buf.to_vec().unwrap(), buf.state(), buf.epochs()), before, "{backend}, {case}: buffer changed");
+            assert_eq!(live(&mm), live_before, "{backend}, {case}: the target was not released");
+        }
+        // Exactly the size, in uneven reads: installed.
+        let report = mm
+            .transfer_engine()
+            .stream_to_device(&mut trickle(&new, 7777, 0, false), &mut buf, opts.clone(), &mut |_, _| {})
+            .unwrap();
+        assert!(report.is_success(), "{backend}: {report:?}");
+        assert_eq!(bytemuck::cast_slice::<u32, u8>(&buf.to_vec().unwrap()), &new[..], "{backend}");
+
+        // An empty buffer takes an empty reader, and refuses one with bytes.
+        let mut empty = mm.allocate::<u32>(0).unwrap();
+        let before = (empty.state(), empty.epochs());
+        let err = mm
+            .transfer_engine()
+            .stream_to_device(&mut trickle(&[], 1, 3, false), &mut empty, opts.clone(), &mut |_, _| {})
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::ReaderLengthMismatch { expected: 0, actual: 1, at_least: true, .. }),
+            "{backend}: {err:?}"
+        );
+        assert_eq!((empty.state(), empty.epochs()), before, "{backend}");
+        let report =
+            mm.transfer_engine().stream_to_device(&mut std::io::empty(), &mut empty, opts, &mut |_, _| {}).unwrap();
+        assert!(report.is_success(), "{backend}: {report:?}");
+    }
+}
+
+/// `TransferBatch::with_capacity` treats its argument as a hint: no panic or abort for sizes
+/// that cannot be reserved, and the batch works.
+#[test]
+fn batch_capacity_hints_beyond_memory_are_ignored() {
+    let mm = MemoryManager::sim(SimOptions::default());
+    let data = pattern(64, 3);
+    let mut a = mm.allocate::<u32>(64).unwrap();
+    for hint in [usize::MAX, 1 << 50, 0] {
+        let mut batch = TransferBatch::with_capacity(hint);
+        assert!(batch.is_empty());
+        batch.upload(&data, &mut a).unwrap();
+        assert_eq!(batch.len(), 1);
+        assert!(mm.transfer_engine().execute(batch, TransferOptions::default()).unwrap().is_success());
+    }
+    assert_eq!(a.to_vec().unwrap(), data);
 }
 
 #[test]

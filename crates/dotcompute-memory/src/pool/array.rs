@@ -21,8 +21,10 @@
 //!
 //! One bounded lock-free queue (`crossbeam_queue::ArrayQueue`, Vyukov's bounded MPMC queue) per
 //! class, created on first return to that class and holding at most
-//! `min(max_arrays_per_class, max(1, max_bytes_per_class / class_bytes))` arrays; a returned
-//! array that does not fit is freed. Counters are per thread (written by their thread only, with
+//! `min(max_arrays_per_class, max(1, max_bytes_per_class / class_bytes), MAX_ARRAYS_PER_CLASS)`
+//! arrays; a returned array that does not fit is freed. The queue's slots are allocated when it
+//! is created, so [`MAX_ARRAYS_PER_CLASS`] bounds that allocation (a few tens of KiB) whatever
+//! the options say. Counters are per thread (written by their thread only, with
 //! a relaxed load and store) and summed by [`ArrayPool::statistics`]; bytes held are computed
 //! from the queue lengths when asked, so rent and return bump no shared counter.
 //!
@@ -47,6 +49,10 @@ use thread_local::ThreadLocal;
 
 /// Smallest class, in elements.
 pub const MIN_CLASS_LEN: usize = 16;
+/// Most idle arrays a class keeps, whatever [`ArrayPoolOptions::max_arrays_per_class`] and
+/// [`ArrayPoolOptions::max_bytes_per_class`] allow: a class's queue has one slot per array it
+/// may keep, allocated when the class first gets an array back.
+pub const MAX_ARRAYS_PER_CLASS: usize = 1024;
 const STEPS_LOG2: u32 = 2;
 /// Number of classes (enough for every length whose rounding fits in `usize`).
 pub const CLASS_COUNT: usize = 1 + ((usize::BITS - MIN_CLASS_LEN.trailing_zeros()) as usize) * (1 << STEPS_LOG2);
@@ -87,10 +93,11 @@ pub struct ArrayPoolOptions {
     /// Longest array (in elements) the pool rents; longer requests fail with
     /// [`Error::ArrayTooLarge`]. Default 16 Mi elements.
     pub max_array_len: usize,
-    /// Most idle arrays kept per size class (default 32); 0 keeps none.
+    /// Most idle arrays kept per size class (default 32); 0 keeps none. Values above
+    /// [`MAX_ARRAYS_PER_CLASS`] (`usize::MAX` included) keep that many.
     pub max_arrays_per_class: usize,
     /// Most idle bytes kept per size class (default 64 MiB), though always room for one array
-    /// unless `max_arrays_per_class` is 0.
+    /// unless `max_arrays_per_class` is 0. Any value is valid (`usize::MAX`: no byte bound).
     pub max_bytes_per_class: usize,
     /// Zero the used part of each array when it comes back (default off), so renters never see
     /// another renter's data.
@@ -246,13 +253,15 @@ impl<T: Element> ArrayPool<T> {
         self.counters.get_or(|| CachePadded::new(Counters::default()))
     }
 
-    /// Most idle arrays kept for a class of `class_len` elements.
+    /// Most idle arrays kept for a class of `class_len` elements: the capacity of its queue,
+    /// at most [`MAX_ARRAYS_PER_CLASS`].
     fn class_limit(&self, class_len: usize) -> usize {
         if self.options.max_arrays_per_class == 0 {
             return 0;
         }
         let class_bytes = class_len.saturating_mul(std::mem::size_of::<T>()).max(1);
-        self.options.max_arrays_per_class.min((self.options.max_bytes_per_class / class_bytes).max(1))
+        let by_bytes = (self.options.max_bytes_per_class / class_bytes).max(1);
+        self.options.max_arrays_per_class.min(by_bytes).min(MAX_ARRAYS_PER_CLASS)
     }
 
     /// An array of at least `len` elements: from the pool, or freshly zeroed.
@@ -268,7 +277,7 @@ impl<T: Element> ArrayPool<T> {
             return Err(too_large);
         }
         let (index, class_len) = array_class(len).ok_or(too_large)?;
-        let bytes = byte_len::<T>(class_len)?;
+        byte_len::<T>(class_len)?;
         let c = self.counters();
         if let Some(array) = self.classes[index].get().and_then(ArrayQueue::pop) {
             bump(&c.rents);
@@ -277,7 +286,8 @@ impl<T: Element> ArrayPool<T> {
         }
         let array = bytemuck::allocation::try_zeroed_slice_box::<T>(class_len).map_err(|()| Error::OutOfMemory {
             backend: "host",
-            requested: bytes as u64,
+            // What the caller asked for (at most the class's bytes, which fit in `isize`).
+            requested: (len * std::mem::size_of::<T>()) as u64,
             free: 0,
             cached: self.bytes_held(),
             largest_free_block: 0,

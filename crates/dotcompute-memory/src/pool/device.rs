@@ -85,13 +85,15 @@ impl DevicePool {
     }
 
     /// A new segment of `size` bytes from the backend, within the manager's limit (checked
-    /// under the arena lock, which every segment allocation and release holds).
-    fn allocate_segment(&self, st: &ArenaState, size: usize) -> Result<DeviceMemory> {
+    /// under the arena lock, which every segment allocation and release holds), for a request
+    /// of `requested` bytes (which the limit error reports beside `size`).
+    fn allocate_segment(&self, st: &ArenaState, size: usize, requested: usize) -> Result<DeviceMemory> {
         if let Some(limit) = self.limit {
             if st.held.saturating_add(size as u64) > limit {
                 return Err(Error::MemoryLimitExceeded {
                     backend: self.backend.name(),
-                    requested: size as u64,
+                    requested: requested as u64,
+                    rounded: size as u64,
                     limit,
                     held: st.held,
                     cached: (self.front.cached_bytes() + st.arena.free_bytes()) as u64,
@@ -143,7 +145,7 @@ impl DevicePool {
         } else {
             (round_up(size, SMALL_SEGMENT).ok_or_else(overflow)?, false)
         };
-        let memory = match self.allocate_segment(&st, segment_size) {
+        let memory = match self.allocate_segment(&st, segment_size, bytes) {
             Ok(m) => m,
             Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) => {
                 drop(st);
@@ -157,10 +159,10 @@ impl DevicePool {
                     }
                 }
                 // A device too small for a whole segment may still fit the request itself.
-                let retry = match self.allocate_segment(&st, segment_size) {
+                let retry = match self.allocate_segment(&st, segment_size, bytes) {
                     Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) if segment_size > size => {
                         splittable = false;
-                        self.allocate_segment(&st, size)
+                        self.allocate_segment(&st, size, bytes)
                     }
                     other => other,
                 };
@@ -169,7 +171,7 @@ impl DevicePool {
                     Err(Error::OutOfMemory { backend, free, .. }) => {
                         return Err(Error::OutOfMemory {
                             backend,
-                            requested: size as u64,
+                            requested: bytes as u64,
                             free,
                             cached: (self.front.cached_bytes() + st.arena.free_bytes()) as u64,
                             largest_free_block: st.arena.largest_free() as u64,

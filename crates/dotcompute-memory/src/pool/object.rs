@@ -132,6 +132,10 @@ mod sync {
 pub const DEFAULT_MAX_SIZE: usize = 1024;
 /// Default per-thread cache capacity.
 pub const DEFAULT_THREAD_CACHE: usize = 16;
+/// Largest per-thread cache capacity: a larger [`ObjectPoolBuilder::thread_cache`] is clamped
+/// to it. A thread's stack moves objects to and from the shared tier in batches of half its
+/// capacity, so a larger stack would only hold more reservations away from other threads.
+pub const MAX_THREAD_CACHE: usize = 1024;
 
 /// When idle objects are dropped by maintenance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -194,8 +198,10 @@ struct Local<T> {
 }
 
 impl<T> Local<T> {
-    fn new(cap: usize) -> Self {
-        Local { items: Vec::with_capacity(cap), spare: Vec::new(), quota: 0, seen_tick: 0 }
+    /// An empty stack. Its vectors grow on use (to at most the thread-cache capacity), so a
+    /// thread that caches little allocates little.
+    fn new() -> Self {
+        Local { items: Vec::new(), spare: Vec::new(), quota: 0, seen_tick: 0 }
     }
 }
 
@@ -241,16 +247,29 @@ fn lock<U>(m: &Mutex<U>) -> MutexGuard<'_, U> {
 }
 
 impl<T> Shared<T> {
-    fn new(max_size: usize, thread_cache: usize, idle_time: Option<Duration>, prewarm: Vec<T>) -> Self {
-        let cap = thread_cache.min(max_size);
-        let min_size = prewarm.len();
+    /// The shared state of a pool whose idle objects start as `prewarm` (their number is the
+    /// pool's `min_size`). Nothing is allocated in proportion to `max_size` or `thread_cache`:
+    /// the thread-cache capacity is clamped to [`MAX_THREAD_CACHE`], and the prewarmed objects
+    /// are moved into batches as they come.
+    fn new(
+        max_size: usize,
+        thread_cache: usize,
+        idle_time: Option<Duration>,
+        prewarm: impl Iterator<Item = T>,
+    ) -> Self {
+        let cap = thread_cache.min(max_size).min(MAX_THREAD_CACHE);
         let batch = (cap / 2).max(1);
         let global = Tier::new();
-        let mut next = Vec::with_capacity(batch);
+        let mut min_size = 0;
+        let mut next = Vec::new();
         for obj in prewarm {
+            if next.is_empty() {
+                next.reserve_exact(batch);
+            }
             next.push(Idle { obj, stamp: 0 });
+            min_size += 1;
             if next.len() == batch {
-                global.push(std::mem::replace(&mut next, Vec::with_capacity(batch)));
+                global.push(std::mem::take(&mut next));
             }
         }
         global.push(next);
@@ -619,13 +638,16 @@ impl<T: Send + 'static> ObjectPoolBuilder<T> {
     }
 
     /// The most idle objects the pool keeps, thread caches included (default
-    /// [`DEFAULT_MAX_SIZE`]); must be at least 1. Objects returned beyond it are dropped.
+    /// [`DEFAULT_MAX_SIZE`]); must be at least 1. Objects returned beyond it are dropped. Any
+    /// value up to `usize::MAX` is valid: it is a bound, not a size to allocate (the shared tier
+    /// grows as objects come back).
     pub fn max_size(mut self, max_size: usize) -> Self {
         self.max_size = max_size;
         self
     }
 
     /// Objects created by `build()` (pre-warmed), and the floor eviction keeps (default 0).
+    /// `build()` calls the pool's `create` this many times.
     pub fn min_size(mut self, min_size: usize) -> Self {
         self.min_size = min_size;
         self
@@ -653,9 +675,10 @@ impl<T: Send + 'static> ObjectPoolBuilder<T> {
     }
 
     /// Objects each thread caches privately (default [`DEFAULT_THREAD_CACHE`], clamped to
-    /// `max_size`). 0 sends every get and return through the shared queue, where every idle
-    /// object is visible to all threads and to maintenance, at several atomic operations and an
-    /// allocation per pair (roughly ten times the cost of a cached pair).
+    /// `max_size` and to [`MAX_THREAD_CACHE`]). 0 sends every get and return through the shared
+    /// queue, where every idle object is visible to all threads and to maintenance, at several
+    /// atomic operations and an allocation per pair (roughly ten times the cost of a cached
+    /// pair).
     pub fn thread_cache(mut self, objects: usize) -> Self {
         self.thread_cache = objects;
         self
@@ -694,7 +717,7 @@ impl<T: Send + 'static> ObjectPoolBuilder<T> {
             EvictionPolicy::None => None,
             EvictionPolicy::IdleTime(d) => Some(d),
         };
-        let prewarm: Vec<T> = (0..self.min_size).map(|_| (self.create)()).collect();
+        let prewarm = (0..self.min_size).map(|_| (self.create)());
         let shared = Arc::new(Shared::new(self.max_size, self.thread_cache, idle_time, prewarm));
         let maintainer = match self.maintenance_interval {
             Some(interval) => Some(Maintainer::start(Arc::downgrade(&shared), interval)?),
@@ -889,7 +912,7 @@ impl<T: Send + 'static> ObjectPool<T> {
     fn new_slot(&self) -> CachePadded<Slot<T>> {
         let counters = Arc::new(CachePadded::new(Counters::default()));
         lock(&self.shared.registry).push(counters.clone());
-        CachePadded::new(Slot { local: RefCell::new(Local::new(self.shared.cap)), counters })
+        CachePadded::new(Slot { local: RefCell::new(Local::new()), counters })
     }
 
     /// An object from the pool, or a new one when none is idle. The guard gives it back when
@@ -1127,6 +1150,12 @@ impl<T: Send + 'static> ObjectPool<T> {
     pub fn min_size(&self) -> usize {
         self.shared.min_size
     }
+
+    /// Objects each thread may cache: the builder's `thread_cache`, clamped to `max_size` and
+    /// to [`MAX_THREAD_CACHE`].
+    pub fn thread_cache(&self) -> usize {
+        self.shared.cap
+    }
 }
 
 /// An object on loan from an [`ObjectPool`]; it goes back (validated and reset) when the guard
@@ -1205,11 +1234,11 @@ pub mod model {
     impl<T> Core<T> {
         /// A pool with `prewarm.len()` idle objects.
         pub fn new(max_size: usize, thread_cache: usize, idle_time: Option<Duration>, prewarm: Vec<T>) -> Self {
-            Core(super::Shared::new(max_size, thread_cache, idle_time, prewarm))
+            Core(super::Shared::new(max_size, thread_cache, idle_time, prewarm.into_iter()))
         }
         /// An empty stack for one thread.
         pub fn local(&self) -> Local<T> {
-            Local(super::Local::new(self.0.cap))
+            Local(super::Local::new())
         }
         /// The owner's get (without creating).
         pub fn take(&self, local: &mut Local<T>, victims: &mut Vec<T>) -> Option<T> {
@@ -1287,8 +1316,8 @@ mod tests {
     /// budget + quota + shared == max_size, after any single-threaded sequence.
     #[test]
     fn reservations_balance() {
-        let shared = Shared::<u32>::new(10, 4, Some(Duration::ZERO), vec![1, 2, 3]);
-        let mut local = Local::new(shared.cap);
+        let shared = Shared::<u32>::new(10, 4, Some(Duration::ZERO), [1, 2, 3].into_iter());
+        let mut local = Local::new();
         let mut victims = Vec::new();
         let check = |s: &Shared<u32>, l: &Local<u32>| {
             assert_eq!(s.budget.load(Ordering::Relaxed) + l.quota + s.global.len(), 10);

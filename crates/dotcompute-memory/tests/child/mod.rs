@@ -6,7 +6,20 @@
 /// Runs `scenario` in a child process that runs only the test named `name` (the test calling
 /// this); fails unless the child succeeds and ran exactly that test.
 pub fn in_child(name: &str, scenario: impl FnOnce()) {
+    in_child_with_env(name, &[], scenario)
+}
+
+/// As [`in_child`], with the environment variables `vars` set in the child (and nowhere else,
+/// so tests that run in parallel in this process never see them). Under Miri they are set in
+/// this process before the scenario runs.
+#[allow(dead_code)] // Called by some of the test binaries that include this module.
+pub fn in_child_with_env(name: &str, vars: &[(&str, &std::ffi::OsStr)], scenario: impl FnOnce()) {
     const CHILD: &str = "DCMEM_TEST_CHILD";
+    if cfg!(miri) {
+        for (var, value) in vars {
+            std::env::set_var(var, value);
+        }
+    }
     if cfg!(miri) || std::env::var_os(CHILD).is_some() {
         scenario();
         return;
@@ -14,6 +27,7 @@ pub fn in_child(name: &str, scenario: impl FnOnce()) {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env(CHILD, "1")
+        .envs(vars.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
