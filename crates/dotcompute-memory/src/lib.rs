@@ -76,7 +76,8 @@ pub use backend::{
     Backend, BackendId, BatchWrite, DeviceEvent, DeviceMemory, Event, MemoryInfo, PinnedHost, ReadyEvent,
 };
 pub use buffer::{
-    AsBufferView, BufferMetrics, BufferSlice, BufferSliceMut, BufferState, TransferFuture, UnifiedBuffer,
+    Access, AsBufferView, BufferMetrics, BufferSlice, BufferSliceMut, BufferState, DeviceView, DeviceViewMut,
+    TransferFuture, UnifiedBuffer,
 };
 pub use diagnostics::{Diagnostics, LiveBuffer};
 pub use element::{Element, TypeTag};

@@ -285,6 +285,26 @@ pub unsafe trait Backend: Send + Sync + 'static {
     /// devices.
     fn host_ptr(&self, memory: &DeviceMemory) -> Option<NonNull<u8>>;
 
+    /// Where the host can read and write a device allocation directly: the allocation itself on
+    /// a unified backend, or the simulator's stand-in for device memory; `None` on a real
+    /// discrete device. Kernels written as host closures run on this memory.
+    ///
+    /// Implementations promise (as part of the trait's safety contract) that the pointer is
+    /// valid for reads and writes of the allocation's whole size until it is freed, and that
+    /// the backend itself touches a range of it only inside calls made with that allocation's
+    /// handle.
+    fn device_ptr_on_host(&self, memory: &DeviceMemory) -> Option<NonNull<u8>> {
+        self.host_ptr(memory)
+    }
+
+    /// An event that completes once all work enqueued on `queue` so far (by us or by the
+    /// user's kernels) has completed: a buffer waits for it after a kernel used its memory.
+    /// `Ok(None)` where nothing can still be running when a call returns (cpu, sim).
+    fn enqueue_marker(&self, queue: usize) -> Result<Option<Event>> {
+        let _ = queue;
+        Ok(None)
+    }
+
     /// Page-locked host memory of `size` bytes for staging transfers, or
     /// [`Error::Unsupported`] where the backend has none (the transfer engine then stages
     /// through pageable memory).

@@ -9,6 +9,7 @@
 
 use super::{Backend, BackendId, BatchWrite, DeviceEvent, DeviceMemory, Event, MemoryInfo};
 use crate::error::{Direction, Error, Result};
+use crate::host::HostBlock;
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,8 +71,13 @@ impl Default for SimOptions {
     }
 }
 
+/// Alignment of every simulated allocation (as a real device's base alignment).
+const ALIGN: usize = 256;
+
 struct Device {
-    allocations: HashMap<u64, Vec<u8>>,
+    /// Simulated device memory: raw blocks, addressed only by range, so a view of one
+    /// range handed to a kernel never aliases a reference the simulator makes to another.
+    allocations: HashMap<u64, HostBlock>,
     used: usize,
     next: u64,
 }
@@ -323,18 +329,14 @@ impl SimBackend {
         src.check(self, src_offset, len)?;
         dst.check(self, dst_offset, len)?;
         self.inject("copy")?;
-        let mut dev = self.lock();
+        let dev = self.lock();
         let missing =
             |h: u64| Error::InvalidHandle { backend: "sim", reason: format!("no live allocation with id {h}") };
-        if src.handle() == dst.handle() {
-            let data = dev.allocations.get_mut(&src.handle()).ok_or_else(|| missing(src.handle()))?;
-            data.copy_within(src_offset..src_offset + len, dst_offset);
-        } else {
-            let [s, d] = dev.allocations.get_disjoint_mut([&src.handle(), &dst.handle()]);
-            let s = s.ok_or_else(|| missing(src.handle()))?;
-            let d = d.ok_or_else(|| missing(dst.handle()))?;
-            d[dst_offset..dst_offset + len].copy_from_slice(&s[src_offset..src_offset + len]);
-        }
+        let from = dev.allocations.get(&src.handle()).ok_or_else(|| missing(src.handle()))?.as_ptr();
+        let to = dev.allocations.get(&dst.handle()).ok_or_else(|| missing(dst.handle()))?.as_ptr();
+        // SAFETY: both ranges were checked against their allocations, which stay alive while
+        // the lock is held; `ptr::copy` allows the overlap of a copy within one allocation.
+        unsafe { std::ptr::copy(from.add(src_offset), to.add(dst_offset), len) };
         Ok(())
     }
 
@@ -346,12 +348,15 @@ impl SimBackend {
         f: impl FnOnce(&mut [u8]) -> R,
     ) -> Result<R> {
         memory.check(self, offset, len)?;
-        let mut dev = self.lock();
-        let data = dev.allocations.get_mut(&memory.handle()).ok_or_else(|| Error::InvalidHandle {
+        let dev = self.lock();
+        let block = dev.allocations.get(&memory.handle()).ok_or_else(|| Error::InvalidHandle {
             backend: "sim",
             reason: format!("no live allocation with id {}", memory.handle()),
         })?;
-        Ok(f(&mut data[offset..offset + len]))
+        // SAFETY: the range was checked against the allocation, which stays alive while the
+        // lock is held; only this range is referenced, and its owner (the handle's holder)
+        // makes no other access to it during this call.
+        Ok(f(unsafe { std::slice::from_raw_parts_mut(block.as_ptr().add(offset), len) }))
     }
 }
 
@@ -411,7 +416,8 @@ unsafe impl Backend for SimBackend {
         let handle = dev.next;
         dev.next += 1;
         dev.used += size;
-        dev.allocations.insert(handle, vec![0; size]);
+        let block = HostBlock::allocate_zeroed(size, ALIGN)?;
+        dev.allocations.insert(handle, block);
         // SAFETY: `handle` names the allocation just inserted, of exactly `size` bytes, and is
         // never reused (ids only grow), so this DeviceMemory is its only owner.
         Ok(unsafe { DeviceMemory::from_raw(self.id, handle, size) })
@@ -421,8 +427,8 @@ unsafe impl Backend for SimBackend {
         memory.check(self, 0, 0)?;
         let mut dev = self.lock();
         match dev.allocations.remove(&memory.handle()) {
-            Some(v) => {
-                dev.used -= v.len();
+            Some(block) => {
+                dev.used -= block.size();
                 Ok(())
             }
             None => Err(Error::InvalidHandle {
@@ -439,6 +445,14 @@ unsafe impl Backend for SimBackend {
 
     fn host_ptr(&self, _memory: &DeviceMemory) -> Option<NonNull<u8>> {
         None
+    }
+
+    /// The simulated device memory itself: kernels written as closures run on it.
+    fn device_ptr_on_host(&self, memory: &DeviceMemory) -> Option<NonNull<u8>> {
+        if memory.owner() != self.id {
+            return None;
+        }
+        NonNull::new(self.lock().allocations.get(&memory.handle())?.as_ptr())
     }
 
     fn write(&self, dst: &DeviceMemory, dst_offset: usize, src: &[u8]) -> Result<()> {

@@ -13,8 +13,10 @@ pub(crate) mod raw;
 pub mod slice;
 pub mod state;
 pub mod unified;
+pub mod view;
 
 pub use future::TransferFuture;
 pub use slice::{AsBufferView, BufferSlice, BufferSliceMut};
 pub use state::BufferState;
 pub use unified::{BufferMetrics, UnifiedBuffer};
+pub use view::{Access, DeviceView, DeviceViewMut};

@@ -50,7 +50,7 @@ enum Parts {
     /// Unified backend, or zero bytes: one allocation serves both parts.
     /// The two flags say which parts are logically present, so the states (including
     /// `DeviceOnly`) match a discrete device's; no copy is ever needed between them.
-    Unified { memory: Option<DeviceRegion>, ptr: NonNull<u8>, device_attached: bool, host_attached: Cell<bool> },
+    Unified { memory: Option<DeviceRegion>, ptr: NonNull<u8>, device_attached: Cell<bool>, host_attached: Cell<bool> },
     /// Discrete backend: a host block and a device allocation, each made when first needed.
     Discrete { host: OnceCell<HostBlock>, device: OnceCell<DeviceRegion> },
 }
@@ -64,8 +64,9 @@ enum Parts {
 /// put back, and the buffer is exactly as it was before the call.
 struct Pending {
     event: Event,
-    /// The direction counted in the statistics on success.
-    direction: Direction,
+    /// The direction counted in the statistics on success (`None`: a marker after a kernel,
+    /// which moves no data).
+    direction: Option<Direction>,
     bytes: usize,
     started: Instant,
     host: Replacement<HostBlock>,
@@ -193,7 +194,7 @@ impl RawBuffer {
             Parts::Unified {
                 memory: None,
                 ptr: NonNull::<AlignedEmpty>::dangling().cast(),
-                device_attached: false,
+                device_attached: Cell::new(false),
                 host_attached: Cell::new(true),
             }
         } else if mm.unified {
@@ -217,7 +218,7 @@ impl RawBuffer {
         self.misses.set(0);
         self.extra = Self::extra_for(registry_id);
         if let Parts::Unified { device_attached, host_attached, .. } = &mut self.parts {
-            *device_attached = false;
+            device_attached.set(false);
             host_attached.set(true);
         }
     }
@@ -323,9 +324,12 @@ impl RawBuffer {
     #[inline]
     fn unified_parts(mm: &ManagerShared, memory: DeviceRegion) -> Result<Parts> {
         match memory.host_ptr(mm.backend()) {
-            Some(ptr) if ptr.as_ptr() as usize % HOST_ALIGN == 0 => {
-                Ok(Parts::Unified { memory: Some(memory), ptr, device_attached: false, host_attached: Cell::new(true) })
-            }
+            Some(ptr) if ptr.as_ptr() as usize % HOST_ALIGN == 0 => Ok(Parts::Unified {
+                memory: Some(memory),
+                ptr,
+                device_attached: Cell::new(false),
+                host_attached: Cell::new(true),
+            }),
             other => {
                 mm.release_device(memory);
                 Err(Error::InvalidHandle {
@@ -351,7 +355,7 @@ impl RawBuffer {
     pub(crate) fn detach_host_unified(&mut self) {
         if let Parts::Unified { device_attached, host_attached, .. } = &mut self.parts {
             if self.bytes != 0 {
-                *device_attached = true;
+                device_attached.set(true);
                 host_attached.set(false);
             }
         }
@@ -382,7 +386,7 @@ impl RawBuffer {
     #[inline]
     fn parts(&self) -> (bool, bool) {
         match &self.parts {
-            Parts::Unified { device_attached, host_attached, .. } => (host_attached.get(), *device_attached),
+            Parts::Unified { device_attached, host_attached, .. } => (host_attached.get(), device_attached.get()),
             Parts::Discrete { host, device } => (host.get().is_some(), device.get().is_some()),
         }
     }
@@ -445,7 +449,7 @@ impl RawBuffer {
                     self.mm.release_device(old);
                 }
                 *ptr = new_ptr;
-                *device_attached = true;
+                device_attached.set(true);
             }
             Parts::Discrete { device, .. } => {
                 if let Some(old) = device.take() {
@@ -579,7 +583,9 @@ impl RawBuffer {
         }
         if succeeded {
             self.epochs.set(p.epochs_after);
-            self.record(p.direction, p.bytes, p.started.elapsed());
+            if let Some(direction) = p.direction {
+                self.record(direction, p.bytes, p.started.elapsed());
+            }
         }
     }
 
@@ -671,27 +677,35 @@ impl RawBuffer {
         Ok(())
     }
 
-    /// Makes the device part current (allocating it, then H2D, when the host part is newer).
-    pub(crate) fn push(&mut self) -> Result<()> {
+    /// Makes the device part current (H2D when the host part is newer). Without a device part
+    /// the upload fills a fresh block that becomes the device part only on success. Works
+    /// through `&self`: it changes no host bytes.
+    pub(crate) fn push(&self) -> Result<()> {
         self.settle()?;
         if self.device_current() {
             return Ok(());
         }
         let bytes = self.bytes;
-        let fresh = self.ensure_device_part()?;
-        if let Parts::Discrete { host, device } = &self.parts {
-            let device = device.get().ok_or_else(|| internal("push: no device part"))?;
-            let src = host.get().map(|b| &b.bytes()[..bytes]).ok_or_else(|| internal("push: no host part"))?;
-            let backend = self.mm.backend();
-            let r = self.transfer(Direction::HostToDevice, bytes, || device.write(backend, 0, src));
-            if let Err(e) = r {
-                if fresh {
-                    self.drop_device_part();
-                }
-                return Err(e);
+        match &self.parts {
+            Parts::Unified { device_attached, .. } => {
+                device_attached.set(true);
+                self.skipped_sync();
             }
-        } else {
-            self.skipped_sync();
+            Parts::Discrete { host, device } => {
+                let src = host.get().map(|b| &b.bytes()[..bytes]).ok_or_else(|| internal("push: no host part"))?;
+                let backend = self.mm.backend();
+                match device.get() {
+                    Some(stale) => self.transfer(Direction::HostToDevice, bytes, || stale.write(backend, 0, src))?,
+                    None => {
+                        let block = self.mm.acquire_device(bytes)?;
+                        if let Err(e) = self.transfer(Direction::HostToDevice, bytes, || block.write(backend, 0, src)) {
+                            self.mm.release_device(block);
+                            return Err(e);
+                        }
+                        let _ = device.set(block);
+                    }
+                }
+            }
         }
         self.epochs.set(self.epochs.get().device_caught_up());
         Ok(())
@@ -712,13 +726,9 @@ impl RawBuffer {
 
     /// Allocates (or, on unified memory, attaches) the device part without filling it.
     /// Returns true when it was just made.
-    pub(crate) fn ensure_device_part(&mut self) -> Result<bool> {
-        match &mut self.parts {
-            Parts::Unified { device_attached, .. } => {
-                let fresh = !*device_attached;
-                *device_attached = true;
-                Ok(fresh)
-            }
+    pub(crate) fn ensure_device_part(&self) -> Result<bool> {
+        match &self.parts {
+            Parts::Unified { device_attached, .. } => Ok(!device_attached.replace(true)),
             Parts::Discrete { device, .. } => {
                 if device.get().is_some() {
                     return Ok(false);
@@ -731,7 +741,7 @@ impl RawBuffer {
 
     fn drop_device_part(&mut self) {
         match &mut self.parts {
-            Parts::Unified { device_attached, .. } => *device_attached = false,
+            Parts::Unified { device_attached, .. } => device_attached.set(false),
             Parts::Discrete { device, .. } => {
                 if let Some(d) = device.take() {
                     self.mm.release_device(d);
@@ -899,6 +909,81 @@ impl RawBuffer {
         Ok(())
     }
 
+    // ---- device views (kernels on the buffer's device memory) ----
+
+    /// Makes the device part hold the data a kernel will see: uploads when the host part is
+    /// newer, except for a kernel that overwrites the whole buffer (`upload` false), which only
+    /// needs the device part to exist.
+    pub(crate) fn prepare_device(&self, upload: bool) -> Result<()> {
+        if upload {
+            return self.push();
+        }
+        self.settle()?;
+        self.ensure_device_part().map(drop)
+    }
+
+    /// Host address of the device part's first byte, where the host can address device memory
+    /// (unified memory, the simulator); `None` on a real discrete device or without a device
+    /// part. Valid while the device part is not replaced or freed.
+    pub(crate) fn device_ptr_on_host(&self) -> Option<NonNull<u8>> {
+        match &self.parts {
+            Parts::Unified { ptr, .. } => Some(*ptr),
+            Parts::Discrete { device, .. } => {
+                let region = device.get()?;
+                let base = self.mm.backend().device_ptr_on_host(region.memory())?;
+                NonNull::new(base.as_ptr().wrapping_add(region.offset()))
+            }
+        }
+    }
+
+    /// The device allocation holding the device part and the part's offset in it (`None`
+    /// without a device part, or for a zero-byte buffer).
+    pub(crate) fn device_location(&self) -> Option<(&crate::backend::DeviceMemory, usize)> {
+        let region = match &self.parts {
+            Parts::Unified { memory, .. } => memory.as_ref(),
+            Parts::Discrete { device, .. } => device.get(),
+        }?;
+        Some((region.memory(), region.offset()))
+    }
+
+    /// A kernel on `queue` wrote the device part: the device part becomes the newest, and the
+    /// buffer waits for the queue's work before its next use of this memory.
+    pub(crate) fn end_device_write(&mut self, queue: usize) {
+        self.device_written();
+        self.order_after_kernel(queue);
+    }
+
+    /// A kernel on `queue` read the device part: no state changes, but the buffer waits for
+    /// the queue's work before its memory is written or reused.
+    pub(crate) fn end_device_read(&self, queue: usize) {
+        self.order_after_kernel(queue);
+    }
+
+    fn order_after_kernel(&self, queue: usize) {
+        let backend = self.mm.backend();
+        match backend.enqueue_marker(queue) {
+            Ok(None) => {}
+            Ok(Some(event)) => {
+                // An earlier marker is on an in-order queue ahead of this one; settle it so its
+                // outcome is not lost.
+                let _ = self.settle();
+                self.set_pending(Pending {
+                    event,
+                    direction: None,
+                    bytes: 0,
+                    started: Instant::now(),
+                    host: Replacement::none(),
+                    device: Replacement::none(),
+                    epochs_after: self.epochs.get(),
+                });
+            }
+            // Without a marker, wait for everything the device has queued.
+            Err(_) => {
+                let _ = backend.synchronize();
+            }
+        }
+    }
+
     // ---- asynchronous transfers ----
 
     /// Takes the host part, and the device part if `device`, out of a discrete buffer's
@@ -938,7 +1023,7 @@ impl RawBuffer {
             Ok(event) => {
                 self.set_pending(Pending {
                     event,
-                    direction: Direction::HostToDevice,
+                    direction: Some(Direction::HostToDevice),
                     bytes: self.bytes,
                     started,
                     host: Replacement::none(),
@@ -1007,7 +1092,7 @@ impl RawBuffer {
                 };
                 self.set_pending(Pending {
                     event,
-                    direction: Direction::HostToDevice,
+                    direction: Some(Direction::HostToDevice),
                     bytes,
                     started,
                     host,
@@ -1059,7 +1144,7 @@ impl RawBuffer {
             Ok(event) => {
                 self.set_pending(Pending {
                     event,
-                    direction: Direction::DeviceToHost,
+                    direction: Some(Direction::DeviceToHost),
                     bytes,
                     started,
                     host: Replacement { previous: None, fresh },

@@ -5,6 +5,7 @@
 //! the rest of the buffer stays correct). Bounds given to a view are the view's own.
 
 use super::unified::{check_len, UnifiedBuffer};
+use super::view::{Access, DeviceView, DeviceViewMut};
 use crate::element::Element;
 use crate::error::{check_range, Result};
 use std::ops::RangeBounds;
@@ -74,6 +75,12 @@ impl<'a, T: Element> BufferSlice<'a, T> {
         let mut v = vec![T::zeroed(); self.len];
         self.copy_to(&mut v)?;
         Ok(v)
+    }
+
+    /// Read access to the view's device memory for a kernel (see
+    /// [`UnifiedBuffer::device_view`]); its `byte_offset` includes the view's offset.
+    pub fn device_view(&self) -> Result<DeviceView<'a, T>> {
+        self.buf.device_view_range(self.start, self.len)
     }
 
     /// Zero-copy host access (pulls the buffer from the device first when needed).
@@ -157,6 +164,29 @@ impl<'a, T: Element> BufferSliceMut<'a, T> {
     /// Zero-copy host access.
     pub fn as_slice(&self) -> Result<&[T]> {
         self.buf.host_range(self.start, self.len)
+    }
+
+    /// Read access to the view's device memory for a kernel (see
+    /// [`UnifiedBuffer::device_view`]); its `byte_offset` includes the view's offset.
+    pub fn device_view(&self) -> Result<DeviceView<'_, T>> {
+        self.buf.device_view_range(self.start, self.len)
+    }
+
+    /// Access to the view's device memory for a kernel (see
+    /// [`UnifiedBuffer::device_view_mut`]). `Overwrite` of a view that does not cover the
+    /// whole buffer uploads first, as `ReadWrite` does: the rest of the buffer stays correct.
+    pub fn device_view_mut(&mut self, access: Access) -> Result<DeviceViewMut<'_, T>> {
+        self.buf.device_view_mut_range(self.start, self.len, access)
+    }
+
+    /// Runs `kernel` on [`BufferSliceMut::device_view_mut`] and ends the view when it returns.
+    pub fn with_device_mut<R>(
+        &mut self,
+        access: Access,
+        kernel: impl FnOnce(&mut DeviceViewMut<'_, T>) -> R,
+    ) -> Result<R> {
+        let mut view = self.device_view_mut(access)?;
+        Ok(kernel(&mut view))
     }
 
     /// Zero-copy mutable host access; marks the host part written.

@@ -5,6 +5,7 @@ use super::node::Node;
 use super::raw::HOST_ALIGN;
 use super::slice::{AsBufferView, BufferSlice, BufferSliceMut};
 use super::state::BufferState;
+use super::view::{Access, DeviceView, DeviceViewMut};
 use crate::element::Element;
 use crate::error::{check_range, Error, Result};
 use crate::manager::ManagerShared;
@@ -253,6 +254,67 @@ impl<T: Element> UnifiedBuffer<T> {
     pub fn slice_mut(&mut self, range: impl RangeBounds<usize>) -> Result<BufferSliceMut<'_, T>> {
         let (start, end) = check_range(range, self.len())?;
         Ok(BufferSliceMut::new(self, start, end - start))
+    }
+
+    // ---- device views ----
+
+    /// Read access to the buffer's device memory for a kernel; uploads first when the host
+    /// part is newer. The buffer's state does not change. See [`DeviceView`].
+    pub fn device_view(&self) -> Result<DeviceView<'_, T>> {
+        self.device_view_range(0, self.len())
+    }
+
+    /// Access to the buffer's device memory for a kernel. `Read` and `ReadWrite` upload first
+    /// when the host part is newer; `Overwrite` never uploads. Dropping the view makes the
+    /// device side current (`DeviceDirty`, or `DeviceOnly` without a host part) unless the
+    /// access was `Read`. See [`DeviceViewMut`].
+    pub fn device_view_mut(&mut self, access: Access) -> Result<DeviceViewMut<'_, T>> {
+        let len = self.len();
+        self.device_view_mut_range(0, len, access)
+    }
+
+    /// Runs `kernel` on a [`DeviceViewMut`] of the whole buffer and ends the view when it
+    /// returns, so the view cannot be dropped before the kernel is enqueued.
+    ///
+    /// ```
+    /// use dotcompute_memory::*;
+    /// let mm = MemoryManager::sim(SimOptions::default());
+    /// let mut buf = mm.allocate_from(&[1.0f32, 2.0, 3.0])?;
+    /// buf.with_device_mut(Access::ReadWrite, |view| {
+    ///     // On cpu and sim a kernel can be a closure over the device memory.
+    ///     for x in view.device_slice_mut().expect("sim memory is host-addressable") {
+    ///         *x *= 2.0;
+    ///     }
+    /// })?;
+    /// assert_eq!(buf.state(), BufferState::DeviceDirty);
+    /// assert_eq!(buf.to_vec()?, [2.0, 4.0, 6.0]);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn with_device_mut<R>(
+        &mut self,
+        access: Access,
+        kernel: impl FnOnce(&mut DeviceViewMut<'_, T>) -> R,
+    ) -> Result<R> {
+        let mut view = self.device_view_mut(access)?;
+        Ok(kernel(&mut view))
+    }
+
+    pub(crate) fn device_view_range(&self, start: usize, len: usize) -> Result<DeviceView<'_, T>> {
+        self.raw.prepare_device(true)?;
+        Ok(DeviceView::new(&self.raw, start, len))
+    }
+
+    pub(crate) fn device_view_mut_range(
+        &mut self,
+        start: usize,
+        len: usize,
+        access: Access,
+    ) -> Result<DeviceViewMut<'_, T>> {
+        // Only a kernel that overwrites the whole buffer can skip the upload: a partial one
+        // leaves the rest of the device part as the buffer's data.
+        let covers_all = start == 0 && len == self.len();
+        self.raw.prepare_device(!(access == Access::Overwrite && covers_all))?;
+        Ok(DeviceViewMut::new(&mut self.raw, start, len, access))
     }
 
     // ---- casts ----

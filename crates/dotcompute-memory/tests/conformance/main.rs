@@ -18,6 +18,7 @@ mod asynchronous;
 mod bad_input;
 mod coherence;
 mod device_copies;
+mod kernels;
 mod memory;
 mod round_trip;
 mod slices;
@@ -78,6 +79,12 @@ conformance! {
         transfer_engine::engine_round_trips_from_every_state,
         transfer_engine::engine_async_and_concurrent,
         transfer_engine::engine_stages_through_pinned_memory_when_the_backend_has_it,
+        kernels::closure_kernels_from_every_state,
+        kernels::read_views_change_nothing,
+        kernels::saxpy_on_slices_at_offsets,
+        kernels::slice_views_carry_their_offset,
+        kernels::overwrite_of_a_part_keeps_the_rest,
+        kernels::a_view_without_device_memory_changes_nothing,
     ]
 }
 
