@@ -91,13 +91,16 @@ pub enum Error {
     },
 
     /// The backend has no room for the allocation, even after the cache was released.
-    #[error("out of memory on {backend}: requested {requested} bytes, {free} bytes free on the device, {cached} bytes still cached by the pool (largest free block {largest_free_block} bytes) after releasing what could be released and retrying; free buffers or allocate less")]
+    #[error("out of memory on {backend}: requested {requested} bytes ({rounded} bytes after rounding up to the pool's size class), {free} bytes free on the device, {cached} bytes still cached by the pool (largest free block {largest_free_block} bytes) after releasing what could be released and retrying; free buffers or allocate less")]
     OutOfMemory {
         /// Backend name.
         backend: &'static str,
         /// Bytes the caller asked for (the pools report the request before rounding it up to
         /// a size class).
         requested: u64,
+        /// Bytes the allocation needed once rounded up to the pool's size class (equal to
+        /// `requested` where nothing rounds it).
+        rounded: u64,
         /// Bytes the backend reports free.
         free: u64,
         /// Bytes still held by this manager's pool cache when the request failed.

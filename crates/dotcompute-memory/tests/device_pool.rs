@@ -86,8 +86,11 @@ fn out_of_memory_reports_the_bytes_asked_for() {
     let mm = MemoryManager::with_shared_backend(sim.clone(), quiet()).unwrap();
     let mut b = mm.allocate_from(&vec![4u8; 3_000_001]).unwrap();
     let err = b.ensure_on_device().unwrap_err();
-    assert!(matches!(err, Error::OutOfMemory { requested: 3_000_001, free: 3_100_672, .. }), "{err:?}");
-    assert!(err.to_string().contains("requested 3000001 bytes"), "{err}");
+    assert!(
+        matches!(err, Error::OutOfMemory { requested: 3_000_001, rounded: 3_145_728, free: 3_100_672, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("requested 3000001 bytes (3145728 bytes after rounding"), "{err}");
     assert_eq!(b.state(), BufferState::HostOnly);
     assert_eq!(sim.used(), 0);
 }

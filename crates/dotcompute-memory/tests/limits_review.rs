@@ -415,6 +415,31 @@ fn from_env_rejects_a_backend_name_that_is_not_utf8() {
     });
 }
 
+/// The backends' own selectors (`DCMEM_OPENCL_DEVICE`, `DCMEM_CUDA_DEVICE`) that are not UTF-8
+/// are errors naming the variable too, never "no selector".
+#[cfg(unix)]
+#[test]
+fn backend_selectors_that_are_not_utf8_are_named_errors() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"0\xff");
+    let vars: [(&str, &std::ffi::OsStr); 3] =
+        [("DCMEM_OPENCL_DEVICE", bad), ("DCMEM_CUDA_DEVICE", bad), ("DCMEM_REQUIRE_SIM", bad)];
+    in_child_with_env("backend_selectors_that_are_not_utf8_are_named_errors", &vars, || {
+        #[cfg(feature = "opencl")]
+        {
+            let err = dotcompute_memory::backend::opencl::OpenClOptions::from_env().unwrap_err();
+            assert!(matches!(&err, Error::InvalidArgument { option: "DCMEM_OPENCL_DEVICE", .. }), "{err:?}");
+        }
+        #[cfg(feature = "cuda")]
+        {
+            let err = dotcompute_memory::backend::cuda::CudaBackend::from_env().map(drop).unwrap_err();
+            assert!(matches!(&err, Error::InvalidArgument { option: "DCMEM_CUDA_DEVICE", .. }), "{err:?}");
+        }
+        let err = dotcompute_memory::backend::required("sim").unwrap_err();
+        assert!(matches!(&err, Error::InvalidArgument { option: "DCMEM_REQUIRE_SIM", .. }), "{err:?}");
+    });
+}
+
 /// `from_env`: with both variables well-formed in a child process, the backend and the limit
 /// are what they say (the error paths above are not taken for valid values).
 #[test]

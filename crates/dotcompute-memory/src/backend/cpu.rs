@@ -86,6 +86,7 @@ unsafe impl Backend for CpuBackend {
             Error::OutOfMemory { requested, .. } => Error::OutOfMemory {
                 backend: "cpu",
                 requested,
+                rounded: requested,
                 free: available_memory(),
                 cached: 0,
                 largest_free_block: 0,

@@ -125,13 +125,14 @@ fn driver(operation: &'static str, e: DriverError) -> Error {
 impl CudaBackend {
     /// Opens the device named by `DCMEM_CUDA_DEVICE` (default 0).
     pub fn from_env() -> Result<Self> {
-        let ordinal = match std::env::var("DCMEM_CUDA_DEVICE") {
-            Ok(v) if !v.trim().is_empty() => v.trim().parse::<usize>().map_err(|_| Error::InvalidArgument {
+        const EXPECTED: &str = "must be a device ordinal such as 0";
+        let ordinal = match crate::environment::var("DCMEM_CUDA_DEVICE", EXPECTED)? {
+            Some(v) => v.trim().parse::<usize>().map_err(|_| Error::InvalidArgument {
                 option: "DCMEM_CUDA_DEVICE",
                 value: v.clone(),
-                reason: "must be a device ordinal such as 0",
+                reason: EXPECTED,
             })?,
-            _ => 0,
+            None => 0,
         };
         Self::new(ordinal)
     }
@@ -266,6 +267,7 @@ unsafe impl Backend for CudaBackend {
                 return Err(Error::OutOfMemory {
                     backend: "cuda",
                     requested: size as u64,
+                    rounded: size as u64,
                     free,
                     cached: 0,
                     largest_free_block: 0,
@@ -307,6 +309,7 @@ unsafe impl Backend for CudaBackend {
             sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => Error::OutOfMemory {
                 backend: "cuda",
                 requested: size as u64,
+                rounded: size as u64,
                 free: 0,
                 cached: 0,
                 largest_free_block: 0,

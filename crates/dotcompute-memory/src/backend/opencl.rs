@@ -127,9 +127,12 @@ impl Default for OpenClOptions {
 impl OpenClOptions {
     /// Defaults, with the selectors taken from `DCMEM_OPENCL_PLATFORM` and
     /// `DCMEM_OPENCL_DEVICE` (unset or blank means no selector).
-    pub fn from_env() -> Self {
-        let var = |name: &str| std::env::var(name).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-        OpenClOptions { platform: var(ENV_PLATFORM), device: var(ENV_DEVICE), ..Default::default() }
+    ///
+    /// Errors: [`Error::InvalidArgument`] naming the variable when its value is not UTF-8.
+    pub fn from_env() -> Result<Self> {
+        const EXPECTED: &str = "an index or a case-insensitive part of a name, as `dcmem info` lists them";
+        let var = |name| crate::environment::var(name, EXPECTED).map(|v| v.map(|s| s.trim().to_string()));
+        Ok(OpenClOptions { platform: var(ENV_PLATFORM)?, device: var(ENV_DEVICE)?, ..Default::default() })
     }
 }
 
@@ -467,7 +470,7 @@ impl OpenClBackend {
     /// Opens the device chosen by `DCMEM_OPENCL_PLATFORM` / `DCMEM_OPENCL_DEVICE` (see
     /// [`OpenClOptions::from_env`]).
     pub fn new() -> Result<Self> {
-        Self::with_options(OpenClOptions::from_env())
+        Self::with_options(OpenClOptions::from_env()?)
     }
 
     /// Opens the device chosen by `options`.
@@ -764,6 +767,7 @@ unsafe impl Backend for OpenClBackend {
                 return Err(Error::OutOfMemory {
                     backend: BACKEND,
                     requested: size as u64,
+                    rounded: size as u64,
                     free,
                     cached: 0,
                     largest_free_block: 0,
@@ -773,9 +777,14 @@ unsafe impl Backend for OpenClBackend {
             free
         };
         let oom = |e: Error| match e {
-            Error::Backend { code, .. } if is_oom(code as cl_int) => {
-                Error::OutOfMemory { backend: BACKEND, requested: size as u64, free, cached: 0, largest_free_block: 0 }
-            }
+            Error::Backend { code, .. } if is_oom(code as cl_int) => Error::OutOfMemory {
+                backend: BACKEND,
+                requested: size as u64,
+                rounded: size as u64,
+                free,
+                cached: 0,
+                largest_free_block: 0,
+            },
             other => other,
         };
         let made = self.create_mem(bytes).map_err(|code| cl_error("clCreateBuffer", code)).and_then(|raw| {
@@ -1184,7 +1193,7 @@ pub struct RawCopyTimes {
 /// The raw `opencl3` baseline on the device chosen by [`OpenClOptions::from_env`]; see
 /// [`raw_copy_baseline_with`].
 pub fn raw_copy_baseline(bytes: usize, repetitions: usize) -> Result<RawCopyTimes> {
-    raw_copy_baseline_with(&OpenClOptions::from_env(), bytes, repetitions)
+    raw_copy_baseline_with(&OpenClOptions::from_env()?, bytes, repetitions)
 }
 
 /// Times plain `opencl3` calls (its `Context`, `CommandQueue` and `Buffer<u8>` types, no code

@@ -408,6 +408,7 @@ unsafe impl Backend for SimBackend {
             return Err(Error::OutOfMemory {
                 backend: "sim",
                 requested: size as u64,
+                rounded: size as u64,
                 free: free as u64,
                 cached: 0,
                 largest_free_block: 0,

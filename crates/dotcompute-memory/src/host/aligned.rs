@@ -237,6 +237,7 @@ impl HostAlloc {
         let ptr = NonNull::new(raw.cast::<T>()).ok_or(Error::OutOfMemory {
             backend: "host",
             requested: bytes as u64,
+            rounded: bytes as u64,
             free: 0,
             cached: 0,
             largest_free_block: 0,
@@ -634,7 +635,14 @@ mod map {
 
     fn mmap_error(bytes: usize, e: rustix::io::Errno) -> Error {
         if e == rustix::io::Errno::NOMEM {
-            Error::OutOfMemory { backend: "host", requested: bytes as u64, free: 0, cached: 0, largest_free_block: 0 }
+            Error::OutOfMemory {
+                backend: "host",
+                requested: bytes as u64,
+                rounded: bytes as u64,
+                free: 0,
+                cached: 0,
+                largest_free_block: 0,
+            }
         } else {
             os::os_error("mmap", format!("{bytes} bytes"), e)
         }
@@ -648,6 +656,7 @@ mod map {
             let total = len.checked_add(align - page).ok_or(Error::OutOfMemory {
                 backend: "host",
                 requested: len as u64,
+                rounded: len as u64,
                 free: 0,
                 cached: 0,
                 largest_free_block: 0,

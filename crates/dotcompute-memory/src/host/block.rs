@@ -88,6 +88,7 @@ impl HostBlock {
         let ptr = NonNull::new(raw).ok_or(Error::OutOfMemory {
             backend: "host",
             requested: size as u64,
+            rounded: size as u64,
             free: 0,
             cached: 0,
             largest_free_block: 0,

@@ -288,6 +288,7 @@ impl<T: Element> ArrayPool<T> {
             backend: "host",
             // What the caller asked for (at most the class's bytes, which fit in `isize`).
             requested: (len * std::mem::size_of::<T>()) as u64,
+            rounded: (class_len as u64).saturating_mul(std::mem::size_of::<T>() as u64),
             free: 0,
             cached: self.bytes_held(),
             largest_free_block: 0,

@@ -172,6 +172,7 @@ impl DevicePool {
                         return Err(Error::OutOfMemory {
                             backend,
                             requested: bytes as u64,
+                            rounded: size as u64,
                             free,
                             cached: (self.front.cached_bytes() + st.arena.free_bytes()) as u64,
                             largest_free_block: st.arena.largest_free() as u64,
