@@ -430,7 +430,7 @@ fn sweep(scenario: fn(&mut World)) -> usize {
 
 #[test]
 fn every_fault_position_leaves_the_data_and_state_consistent() {
-    let mut total = 0;
+    let (mut total, mut scenarios) = (0, 0);
     for (name, scenario) in SCENARIOS {
         if cfg!(miri) && !MIRI_SCENARIOS.contains(name) {
             continue;
@@ -439,6 +439,7 @@ fn every_fault_position_leaves_the_data_and_state_consistent() {
         eprintln!("fault sweep: {name}: {runs} runs");
         assert!(runs >= 4, "{name}: the scenario made no backend operation");
         total += runs;
+        scenarios += 1;
     }
-    eprintln!("fault sweep: {total} runs in {} scenarios", SCENARIOS.len());
+    eprintln!("fault sweep: {total} runs in {scenarios} scenarios");
 }
