@@ -9,7 +9,7 @@ macro_rules! say {
     ($out:expr, $($arg:tt)*) => { { let _ = writeln!($out, $($arg)*); } };
 }
 use dotcompute_memory::backend::{open, probe_all};
-use dotcompute_memory::{Error, ManagerOptions, MemoryManager, MemoryStatistics, UnifiedBuffer};
+use dotcompute_memory::{Access, Error, ManagerOptions, MemoryManager, MemoryStatistics, UnifiedBuffer};
 
 fn limit(bytes: u64) -> String {
     if bytes >= 1 << 62 {
@@ -159,12 +159,25 @@ pub fn demo(backend: &str) -> CliResult<String> {
     expect_error(&mut out, "buf.mark_device_dirty()          (both sides written?)", buf.mark_device_dirty())?;
     buf.synchronize()?;
     show(&mut out, "buf.synchronize()?               (pushes the host write)", &buf);
-    buf.mark_device_dirty()?;
-    show(&mut out, "buf.mark_device_dirty()?         (as after a kernel ran)", &buf);
+    say!(out, "3. Run a kernel on the device memory");
+    // On cpu and sim the device memory is host-addressable, so the kernel is a closure; on a
+    // real device a kernel gets the view's native handle (`view.opencl()`, `view.cuda()`).
+    let ran = buf.with_device_mut(Access::ReadWrite, |view| match view.device_slice_mut() {
+        Some(xs) => {
+            xs.iter_mut().for_each(|x| *x *= 2.0);
+            true
+        }
+        None => false,
+    })?;
+    if ran {
+        show(&mut out, "buf.with_device_mut(ReadWrite, |v| double every element)?", &buf);
+    } else {
+        show(&mut out, "buf.device_view_mut(ReadWrite)? + your kernel, then drop", &buf);
+    }
     let v0 = buf.as_slice()?[0];
     show(&mut out, &format!("{:<33}(pulls from the device)", format!("buf.as_slice()?[0] = {v0}")), &buf);
 
-    say!(out, "3. Views share memory");
+    say!(out, "4. Views share memory");
     {
         let view = buf.slice(100..104)?;
         say!(out, "  buf.slice(100..104)?.as_slice()? = {:?}", view.as_slice()?);
@@ -173,12 +186,12 @@ pub fn demo(backend: &str) -> CliResult<String> {
     show(&mut out, "buf.slice_mut(0..4)?.copy_from(&[-1.0, -2.0, -3.0, -4.0])?   ", &buf);
     say!(out, "  buf.as_slice()?[..6] = {:?}", &buf.as_slice()?[..6]);
 
-    say!(out, "4. Mistakes are errors, not panics, and change nothing");
+    say!(out, "5. Mistakes are errors, not panics, and change nothing");
     expect_error(&mut out, "buf.copy_from(&[1.0; 3])", buf.copy_from(&[1.0; 3]))?;
     expect_error(&mut out, "buf.slice(1000..2000)", buf.slice(1000..2000).map(|_| ()))?;
     show(&mut out, "after both errors", &buf);
 
-    say!(out, "5. Dropping returns memory to the pool");
+    say!(out, "6. Dropping returns memory to the pool");
     drop(buf);
     let again = mm.allocate::<f32>(n)?;
     show(&mut out, "drop(buf); let again = mm.allocate::<f32>(1024)?", &again);
@@ -193,7 +206,7 @@ pub fn demo(backend: &str) -> CliResult<String> {
         s.backend_allocations
     );
     say!(out);
-    say!(out, "6. Statistics (`dcmem stats` runs a larger workload)");
+    say!(out, "7. Statistics (`dcmem stats` runs a larger workload)");
     out += &stats_table(&s)?;
     Ok(out)
 }

@@ -487,6 +487,9 @@ fn demo_walks_through_the_states() {
         assert_eq!(out.matches("-> Error:").count(), 3, "{out}");
         assert!(out.contains("concurrent modification"), "{out}");
         assert!(out.contains("pool_hit_rate"), "{out}");
+        // The kernel doubled the 42.0 written on the host, on the device.
+        assert!(out.contains("double every element"), "{backend}: no kernel ran:\n{out}");
+        assert!(out.contains("buf.as_slice()?[0] = 84 "), "{backend}: the kernel's result is not read back:\n{out}");
     }
 }
 
