@@ -28,6 +28,15 @@
 //! let view = buf.slice(0..4)?;
 //! assert_eq!(view.as_slice()?, &[42.0, 1.0, 2.0, 3.0]);
 //!
+//! // Your kernel on the device memory, through a view made for one access. On cpu and sim
+//! // the device memory is a slice, so a closure is a kernel; OpenCL and CUDA views give the
+//! // native handle (`view.opencl()`, `view.cuda()`) instead.
+//! buf.with_device_mut(Access::ReadWrite, |view| {
+//!     view.device_slice_mut().expect("cpu memory is host-addressable")[1] = -1.0;
+//! })?;
+//! assert_eq!(buf.state(), BufferState::DeviceDirty);
+//! assert_eq!(buf.as_slice()?[..2], [42.0, -1.0]);
+//!
 //! // Mistakes are errors with the values involved, never panics.
 //! let err = buf.copy_from(&[1.0; 3]).unwrap_err();
 //! assert!(matches!(err, Error::LengthMismatch { expected: 1000, actual: 3, .. }));
@@ -45,6 +54,8 @@
 //! - [`MemoryManager`]: allocation, pools, statistics, maintenance.
 //! - [`UnifiedBuffer`], [`BufferSlice`], [`BufferSliceMut`], [`BufferState`]: buffers and the
 //!   coherence model (see `buffer::state`).
+//! - [`DeviceView`], [`DeviceViewMut`], [`Access`]: kernels on a buffer's device memory (see
+//!   `buffer::view`).
 //! - [`Backend`]: what a device provides; [`CpuBackend`], [`SimBackend`].
 //! - [`ObjectPool`] ([`Pooled`] guards) and [`ArrayPool`] ([`Rented`] guards, raw [`ArrayHandle`]s):
 //!   pools of reusable objects and arrays (see `pool::object`, `pool::array`).
