@@ -86,8 +86,9 @@ fn main() {
     if args.iter().any(|a| a == "--list") {
         return; // cargo test --benches probes with --list
     }
-    if !args.iter().any(|a| a == "--bench") {
-        // `cargo test --benches` (no --bench flag): check the rows once at small sizes.
+    if !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test") {
+        // `cargo test --benches` (no --bench flag) or `cargo bench -- --test`: check the rows
+        // once at small sizes.
         let src: Vec<u8> = (0..100_000).map(|i| i as u8).collect();
         let mut dst = vec![0u8; src.len()];
         ops::copy_bytes(&mut dst, &src).unwrap();
