@@ -86,6 +86,8 @@ pub use backend::sim::{CompletionHold, FaultPlan, SimBackend, SimOptions};
 pub use backend::{
     Backend, BackendId, BatchWrite, DeviceEvent, DeviceMemory, Event, MemoryInfo, PinnedHost, ReadyEvent,
 };
+#[cfg(feature = "cuda")]
+pub use buffer::CudaMemory;
 pub use buffer::{
     Access, AsBufferView, BufferMetrics, BufferSlice, BufferSliceMut, BufferState, DeviceView, DeviceViewMut,
     TransferFuture, UnifiedBuffer,

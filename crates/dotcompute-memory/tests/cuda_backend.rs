@@ -1,9 +1,15 @@
 //! CUDA backend checks. Without a GPU they verify the clean "unavailable" path (no panic, a
-//! reason that says what to do); with one they exercise real device memory, streams and events.
-//! `DCMEM_REQUIRE_CUDA=1` turns "unavailable" into a failure.
+//! reason that says what to do); with one they exercise real device memory, streams and events,
+//! and kernels on device views (the tests named `kernel_*`: a saxpy PTX kernel loaded through
+//! cudarc, launched on the views' device pointers). `DCMEM_REQUIRE_CUDA=1` turns "unavailable"
+//! into a failure.
 #![cfg(feature = "cuda")]
 
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+use dotcompute_memory::backend::cuda::CudaBackend;
 use dotcompute_memory::*;
+use std::sync::Arc;
 
 mod skip;
 
@@ -159,4 +165,308 @@ fn free_waits_for_queued_copies() {
     b.read(&dst, len - 4096, &mut out).unwrap();
     assert!(out.iter().all(|&x| x == 7));
     b.free(dst).unwrap();
+}
+
+// ---- kernels on device views ----
+
+/// `y[i] = a * x[i] + y[i]` for `i < n`; parameters (u32 n, f32 a, f32* x, f32* y).
+const SAXPY_PTX: &str = include_str!("../examples/saxpy.ptx");
+
+/// Loads the saxpy kernel into `ctx`.
+fn saxpy(ctx: &Arc<CudaContext>) -> CudaFunction {
+    ctx.load_module(Ptx::from_src(SAXPY_PTX)).unwrap().load_function("saxpy").unwrap()
+}
+
+/// The CUDA manager, a cudarc context on its device and the saxpy kernel loaded there, or
+/// `None` where CUDA is unavailable. The manager is opened first: it checks for the driver,
+/// while `CudaContext::new` panics without one.
+fn kernel_setup(test: &str) -> Option<(MemoryManager, Arc<CudaContext>, CudaFunction)> {
+    let mm = cuda_manager(test)?;
+    let cuda = mm.backend().cuda_native().expect("the cuda manager's backend is the CUDA backend");
+    let ctx = CudaContext::new(cuda.ordinal()).unwrap();
+    assert_eq!(ctx.cu_ctx(), cuda.cu_context(), "both use the device's primary context");
+    let f = saxpy(&ctx);
+    Some((mm, ctx, f))
+}
+
+/// Enqueues saxpy over `n > 0` elements at device addresses `x` and `y` on `stream`.
+fn launch_saxpy(f: &CudaFunction, stream: &CudaStream, n: usize, a: f32, x: u64, y: u64) {
+    let n = u32::try_from(n).unwrap();
+    assert!(n > 0, "a launch needs at least one block");
+    let mut launch = stream.launch_builder(f);
+    launch.arg(&n).arg(&a).arg(&x).arg(&y);
+    // SAFETY: the arguments match the kernel's parameters (u32, f32, f32*, f32*), and the
+    // callers pass `x` and `y` from live device views of at least `n` f32 each.
+    unsafe { launch.launch(LaunchConfig::for_num_elems(n)) }.unwrap();
+}
+
+/// The view's stream as a cudarc stream, to launch on.
+///
+/// # Safety
+///
+/// `stream` must be a stream of a CUDA backend in `ctx` (its primary context) that outlives
+/// the returned wrapper.
+unsafe fn view_stream(ctx: &Arc<CudaContext>, stream: sys::CUstream) -> Arc<CudaStream> {
+    // SAFETY: forwarded from this function's contract; the wrapper never destroys the stream.
+    unsafe { ctx.wrap_borrowed_stream(stream) }
+}
+
+/// saxpy on the views' device pointers, on the views' stream: whole buffers, then slices whose
+/// pointers include their offsets; contents, states and transfer counts after each.
+#[test]
+fn kernel_saxpy_on_whole_buffers_and_slices() {
+    let Some((mm, ctx, f)) = kernel_setup("kernel_saxpy_on_whole_buffers_and_slices") else { return };
+    // Whole numbers below 2^24, so every sum and product is exact in f32 on both sides.
+    let n = 100_000;
+    let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let y0: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
+    let xb = mm.allocate_from(&x).unwrap();
+    let mut yb = mm.allocate_from(&y0).unwrap();
+    let mut want = y0.clone();
+
+    let (x_ptr, y_ptr) = {
+        let xv = xb.device_view().unwrap();
+        let yv = yb.device_view_mut(Access::ReadWrite).unwrap();
+        let (xm, ym) = (xv.cuda().expect("a CUDA buffer"), yv.cuda().expect("a CUDA buffer"));
+        assert_eq!((xm.byte_len, ym.byte_len), (4 * n, 4 * n));
+        assert_ne!(xm.ptr, ym.ptr);
+        assert_eq!((xm.ptr % 4, ym.ptr % 4), (0, 0));
+        assert_eq!(xm.stream, ym.stream, "views hand out the backend's first stream");
+        // SAFETY: the backend's stream in the device's primary context; `mm` outlives `stream`.
+        let stream = unsafe { view_stream(&ctx, ym.stream) };
+        launch_saxpy(&f, &stream, n, 2.0, xm.ptr, ym.ptr);
+        (xm.ptr, ym.ptr)
+    };
+    want.iter_mut().zip(&x).for_each(|(y, x)| *y += 2.0 * x);
+    // Both views uploaded the host data once; the read view changed no state.
+    assert_eq!((xb.metrics().host_to_device, yb.metrics().host_to_device), (1, 1));
+    assert_eq!(xb.state(), BufferState::Synchronized);
+    assert_eq!(yb.state(), BufferState::DeviceDirty);
+    assert_eq!(yb.metrics().device_to_host, 0);
+    assert_eq!(yb.to_vec().unwrap(), want, "the kernel's results");
+    assert_eq!(yb.metrics().device_to_host, 1);
+    assert_eq!(xb.to_vec().unwrap(), x, "the read side is unchanged");
+
+    for (start, len) in [(1, 999), (4096, 10_000), (n - 3, 3)] {
+        let at = format!("slice [{start}, +{len})");
+        let h2d = yb.metrics().host_to_device;
+        {
+            let xs = xb.slice(start..start + len).unwrap();
+            let xv = xs.device_view().unwrap();
+            let mut ys = yb.slice_mut(start..start + len).unwrap();
+            let yv = ys.device_view_mut(Access::ReadWrite).unwrap();
+            let (xm, ym) = (xv.cuda().unwrap(), yv.cuda().unwrap());
+            let offset = 4 * start as u64;
+            assert_eq!((xm.ptr, ym.ptr), (x_ptr + offset, y_ptr + offset), "{at}: the pointers include the offset");
+            assert_eq!((xm.byte_len, ym.byte_len), (4 * len, 4 * len), "{at}");
+            // SAFETY: as above.
+            let stream = unsafe { view_stream(&ctx, ym.stream) };
+            launch_saxpy(&f, &stream, len, -1.0, xm.ptr, ym.ptr);
+        }
+        want[start..start + len].iter_mut().zip(&x[start..]).for_each(|(y, x)| *y -= x);
+        assert_eq!(yb.metrics().host_to_device, h2d, "{at}: the device side was current, nothing uploaded");
+        assert_eq!(yb.state(), BufferState::DeviceDirty, "{at}");
+        assert_eq!(yb.to_vec().unwrap(), want, "{at}: only the slice changed");
+    }
+}
+
+/// Kernels launched on the view's stream, many of them so they are still running when the
+/// view drops: `to_vec` right after the drop sees all of their results.
+#[test]
+fn kernel_a_dropped_view_orders_to_vec_after_the_kernel() {
+    let Some((mm, ctx, f)) = kernel_setup("kernel_a_dropped_view_orders_to_vec_after_the_kernel") else { return };
+    const LAUNCHES: usize = 100;
+    let n = 1 << 24;
+    let xb = mm.allocate_from(&vec![1f32; n]).unwrap();
+    let mut yb = mm.allocate_from(&vec![0f32; n]).unwrap();
+    {
+        let xv = xb.device_view().unwrap();
+        let yv = yb.device_view_mut(Access::ReadWrite).unwrap();
+        let (xm, ym) = (xv.cuda().unwrap(), yv.cuda().unwrap());
+        // SAFETY: the backend's stream in the device's primary context; `mm` outlives `stream`.
+        let stream = unsafe { view_stream(&ctx, ym.stream) };
+        for _ in 0..LAUNCHES {
+            launch_saxpy(&f, &stream, n, 1.0, xm.ptr, ym.ptr);
+        }
+    }
+    assert_eq!(yb.state(), BufferState::DeviceDirty);
+    assert!(yb.to_vec().unwrap().iter().all(|&y| y == LAUNCHES as f32), "to_vec saw a kernel still running");
+}
+
+/// The view's marker event completes only after the kernels before it on the view's stream:
+/// once it has, a read on the backend's other stream sees their results.
+#[test]
+fn kernel_the_marker_orders_other_streams_after_the_kernel() {
+    let Some((mm, ctx, f)) = kernel_setup("kernel_the_marker_orders_other_streams_after_the_kernel") else {
+        return;
+    };
+    const LAUNCHES: usize = 100;
+    let b = mm.backend();
+    let cuda = b.cuda_native().unwrap();
+    assert!(b.queue_count() >= 2);
+    let n = 1 << 24;
+    let bytes = 4 * n;
+    let (x, y) = (b.allocate(bytes, 256).unwrap(), b.allocate(bytes, 256).unwrap());
+    b.write(&x, 0, bytemuck::cast_slice(&vec![1f32; n])).unwrap();
+    b.fill(&y, 0, bytes, 0).unwrap();
+    // SAFETY: the backend's stream in the device's primary context; `mm` outlives `stream`.
+    let stream = unsafe { view_stream(&ctx, cuda.cu_stream(0)) };
+    for _ in 0..LAUNCHES {
+        launch_saxpy(
+            &f,
+            &stream,
+            n,
+            1.0,
+            cuda.device_ptr(&x, 0, bytes).unwrap(),
+            cuda.device_ptr(&y, 0, bytes).unwrap(),
+        );
+    }
+    let marker = b.enqueue_marker(0).unwrap().expect("CUDA records a marker");
+    marker.wait().unwrap();
+    assert!(marker.is_complete().unwrap());
+    let mut out = vec![0f32; n];
+    // SAFETY: `out` is neither read nor dropped until the event has completed (waited for
+    // just below).
+    let read = unsafe { b.read_async(1, &y, 0, out.as_mut_ptr().cast(), bytes) }.unwrap();
+    read.wait().unwrap();
+    assert!(out.iter().all(|&v| v == LAUNCHES as f32), "the marker completed before the kernels");
+    b.free(x).unwrap();
+    b.free(y).unwrap();
+}
+
+/// Kernels on the caller's own stream: `cuda_stream_wait` orders them after the view's memory
+/// is ready, `cuda_kernel_done` orders the buffer's next use after them.
+#[test]
+fn kernel_on_the_callers_stream_is_ordered_by_the_view() {
+    let Some((mm, ctx, f)) = kernel_setup("kernel_on_the_callers_stream_is_ordered_by_the_view") else { return };
+    const LAUNCHES: usize = 100;
+    let n = 1 << 24;
+    let stream = ctx.new_stream().unwrap();
+    let xb = mm.allocate_from(&vec![1f32; n]).unwrap();
+    let mut yb = mm.allocate_from(&vec![0f32; n]).unwrap();
+    {
+        let xv = xb.device_view().unwrap();
+        let yv = yb.device_view_mut(Access::ReadWrite).unwrap();
+        let (xm, ym) = (xv.cuda().unwrap(), yv.cuda().unwrap());
+        assert_ne!(ym.stream, stream.cu_stream());
+        xv.cuda_stream_wait(&stream).unwrap();
+        yv.cuda_stream_wait(&stream).unwrap();
+        for _ in 0..LAUNCHES {
+            launch_saxpy(&f, &stream, n, 1.0, xm.ptr, ym.ptr);
+        }
+        let done = stream.record_event(None).unwrap();
+        xv.cuda_kernel_done(&done).unwrap();
+        yv.cuda_kernel_done(&done).unwrap();
+    }
+    // No synchronisation here: the buffer waits for the caller's kernels through the view.
+    assert!(yb.to_vec().unwrap().iter().all(|&y| y == LAUNCHES as f32), "to_vec saw a kernel still running");
+
+    // Views of buffers on other backends have no CUDA memory and refuse the ordering calls.
+    let cpu = MemoryManager::cpu();
+    let other = cpu.allocate_from(&[1f32, 2.0]).unwrap();
+    let view = other.device_view().unwrap();
+    assert!(view.cuda().is_none());
+    assert!(matches!(view.cuda_stream_wait(&stream), Err(Error::Unsupported { .. })));
+    let done = stream.record_event(None).unwrap();
+    assert!(matches!(view.cuda_kernel_done(&done), Err(Error::Unsupported { .. })));
+}
+
+/// A backend on the test's own stream: views hand out that stream, the caller's kernels there
+/// need no ordering calls, no call leaves a context current on a thread that had none, and the
+/// stream and context still work after the backend is gone.
+#[test]
+fn kernel_a_backend_from_the_callers_stream() {
+    let Some(probe) = cuda_manager("kernel_a_backend_from_the_callers_stream") else { return };
+    let ordinal = probe.backend().cuda_native().unwrap().ordinal();
+    drop(probe);
+    let ctx = CudaContext::new(ordinal).unwrap();
+    let stream = ctx.new_stream().unwrap();
+    let f = saxpy(&ctx);
+    let backend = CudaBackend::from_stream(stream.clone()).unwrap();
+    assert_eq!((backend.queue_count(), backend.ordinal()), (1, ordinal));
+    assert_eq!((backend.cu_stream(0), backend.cu_stream(1)), (stream.cu_stream(), stream.cu_stream()));
+    assert_eq!(backend.cu_context(), ctx.cu_ctx());
+    let mm = MemoryManager::with_backend(backend, ManagerOptions::default()).unwrap();
+
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use cudarc::driver::result::ctx as current;
+            assert_eq!(current::get_current().unwrap(), None, "a fresh thread has no current context");
+            let mut b = mm.allocate_from(&[1f32, 2.0, 3.0]).unwrap();
+            b.device_view_mut(Access::ReadWrite).map(drop).unwrap();
+            assert_eq!(b.to_vec().unwrap(), vec![1.0, 2.0, 3.0]);
+            drop(b);
+            assert_eq!(current::get_current().unwrap(), None, "no call left a context current");
+        })
+        .join()
+        .unwrap();
+    });
+
+    let n = 10_000;
+    let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let xb = mm.allocate_from(&x).unwrap();
+    let mut yb = mm.allocate_from(&vec![5f32; n]).unwrap();
+    {
+        let xv = xb.device_view().unwrap();
+        let yv = yb.device_view_mut(Access::ReadWrite).unwrap();
+        let (xm, ym) = (xv.cuda().unwrap(), yv.cuda().unwrap());
+        assert_eq!(ym.stream, stream.cu_stream(), "the view's stream is the caller's");
+        launch_saxpy(&f, &stream, n, 3.0, xm.ptr, ym.ptr);
+    }
+    let want: Vec<f32> = x.iter().map(|x| 3.0 * x + 5.0).collect();
+    assert_eq!(yb.to_vec().unwrap(), want);
+    drop((xb, yb, mm));
+
+    // The backend destroyed neither the stream nor the context.
+    stream.synchronize().unwrap();
+    let d = stream.clone_htod(&[7f32; 4]).unwrap();
+    assert_eq!(stream.clone_dtoh(&d).unwrap(), vec![7f32; 4]);
+}
+
+/// A view dropped while its stream is being captured into a graph records nothing there (an
+/// event recorded in a capture cannot be waited for); the captured kernel runs when the graph
+/// is launched, and the buffer's copies on that same stream come after it.
+#[test]
+fn kernel_views_while_the_stream_is_captured() {
+    let Some(probe) = cuda_manager("kernel_views_while_the_stream_is_captured") else { return };
+    let ordinal = probe.backend().cuda_native().unwrap().ordinal();
+    drop(probe);
+    let ctx = CudaContext::new(ordinal).unwrap();
+    let stream = ctx.new_stream().unwrap();
+    let f = saxpy(&ctx);
+    let mm = MemoryManager::with_backend(CudaBackend::from_stream(stream.clone()).unwrap(), ManagerOptions::default())
+        .unwrap();
+    let n = 4096;
+    let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let xb = mm.allocate_from(&x).unwrap();
+    let mut yb = mm.allocate_from(&vec![1f32; n]).unwrap();
+    let graph = {
+        // Made before the capture: making a view may upload.
+        let xv = xb.device_view().unwrap();
+        let yv = yb.device_view_mut(Access::ReadWrite).unwrap();
+        let (xm, ym) = (xv.cuda().unwrap(), yv.cuda().unwrap());
+        stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED).unwrap();
+        launch_saxpy(&f, &stream, n, 2.0, xm.ptr, ym.ptr);
+        assert!(mm.backend().enqueue_marker(0).unwrap().is_none(), "no marker on a capturing stream");
+        drop((xv, yv));
+        stream.end_capture(sys::CUgraphInstantiate_flags(0)).unwrap().expect("the captured kernel")
+    };
+    assert!(mm.backend().enqueue_marker(0).unwrap().is_some(), "a marker once the capture ended");
+    graph.launch().unwrap();
+    graph.launch().unwrap();
+    let want: Vec<f32> = x.iter().map(|x| 4.0 * x + 1.0).collect();
+    assert_eq!(yb.to_vec().unwrap(), want, "both launches of the graph, before the read on the same stream");
+}
+
+/// Without CUDA buffers there is no CUDA memory: views on cpu and sim return `None`.
+#[test]
+fn views_of_other_backends_have_no_cuda_memory() {
+    for mm in [MemoryManager::cpu(), MemoryManager::sim(SimOptions::default())] {
+        let name = mm.backend().name();
+        assert!(mm.backend().cuda_native().is_none(), "{name}");
+        let mut b = mm.allocate_from(&[1f32, 2.0, 3.0]).unwrap();
+        assert!(b.device_view().unwrap().cuda().is_none(), "{name}");
+        assert!(b.device_view_mut(Access::ReadWrite).unwrap().cuda().is_none(), "{name}");
+        assert!(b.slice(1..).unwrap().device_view().unwrap().cuda().is_none(), "{name}");
+    }
 }

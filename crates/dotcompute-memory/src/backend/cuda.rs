@@ -9,11 +9,24 @@
 //! each queue is a non-blocking stream; asynchronous copies record an event on their stream,
 //! and wakers are woken by a host function enqueued on the same stream, so nothing polls.
 //!
+//! The synchronous operations (`write`, `read`, `copy`, `fill`) are enqueued on the first
+//! stream, the one device views hand to kernels, and waited for: so they run after the kernels
+//! enqueued there before them, and have finished, device side included, when they return.
+//!
 //! The primary context and the streams live in one [`Arc`]'d `Context` shared by the backend
 //! and every event and pinned buffer it made, so those may outlive the backend: the last of
-//! them to drop waits for the streams, destroys them and releases the context. Every driver
+//! them to drop waits for the streams, destroys them and releases the context. A backend made
+//! by [`CudaBackend::from_stream`] uses the caller's context and stream instead: it holds the
+//! caller's `Arc<CudaStream>` (which holds its context) and destroys neither. Every driver
 //! call makes the context current on the calling thread for its duration only, and then makes
 //! the thread's previous context current again.
+//!
+//! Kernels: a device view's [`cuda`](crate::DeviceView::cuda) gives the device pointer (offset
+//! included), its length and the stream to launch on; when the view drops,
+//! [`Backend::enqueue_marker`] records an event on that stream, and the buffer waits for it
+//! before its memory is next used. Kernels on the caller's own streams are ordered with
+//! [`DeviceView::cuda_stream_wait`](crate::DeviceView::cuda_stream_wait) and
+//! [`DeviceView::cuda_kernel_done`](crate::DeviceView::cuda_kernel_done).
 //!
 //! Device selection: `DCMEM_CUDA_DEVICE` (ordinal, default 0).
 
@@ -21,21 +34,31 @@ use super::{Backend, BackendId, DeviceEvent, DeviceMemory, Event, MemoryInfo};
 use crate::error::{Error, Result};
 use cudarc::driver::result::{self as cu, DriverError};
 use cudarc::driver::sys;
+use cudarc::driver::{CudaEvent as CallerEvent, CudaStream};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
+/// The `cudarc` crate this backend is built on, for callers' contexts, streams, events and
+/// kernel launches ([`CudaBackend::from_stream`], the views' CUDA accessors) of the same version.
+pub use cudarc;
+
 /// Streams per device.
 const STREAMS: usize = 2;
 
 /// The retained primary context of a device and the backend's streams on it, shared by the
-/// backend and everything it made that uses them; the last owner to drop tears them down.
+/// backend and everything it made that uses them; the last owner to drop tears them down,
+/// unless they are the caller's (`caller`).
 struct Context {
     device: sys::CUdevice,
     ctx: sys::CUcontext,
     streams: Vec<sys::CUstream>,
+    /// For a backend made by `CudaBackend::from_stream`: the caller's stream, whose `Arc` keeps
+    /// it and its context alive as long as this `Context` lives. Then `streams` is that one
+    /// stream, `ctx` its context, and neither is destroyed or released here.
+    caller: Option<Arc<CudaStream>>,
 }
 
 // SAFETY: CUDA driver handles may be used from any thread (the driver API is thread-safe);
@@ -52,7 +75,8 @@ impl Context {
             return Ok(Bound { previous: None });
         }
         // SAFETY: `ctx` is the primary context retained in `CudaBackend::new` and released only
-        // when this `Context` drops, so it is live here.
+        // when this `Context` drops, or the context of the caller's stream that `caller` keeps
+        // alive; either way it is live here.
         unsafe { cu::ctx::set_current(self.ctx) }.map_err(|e| driver("cuCtxSetCurrent", e))?;
         Ok(Bound { previous: Some(current.unwrap_or(std::ptr::null_mut())) })
     }
@@ -60,6 +84,11 @@ impl Context {
 
 impl Drop for Context {
     fn drop(&mut self) {
+        if self.caller.is_some() {
+            // The caller's stream and context: dropping `caller` (after this) only gives back
+            // our reference.
+            return;
+        }
         if let Ok(_bound) = self.bind() {
             for &s in &self.streams {
                 // SAFETY: our streams, destroyed only here. Waiting first means no copy or host
@@ -164,7 +193,7 @@ impl CudaBackend {
         let ctx = unsafe { cu::primary_ctx::retain(device) }.map_err(|e| driver("cuDevicePrimaryCtxRetain", e))?;
         // From here on an early return drops `context`, which destroys the streams made so far
         // and releases the context.
-        let mut context = Context { device, ctx, streams: Vec::with_capacity(STREAMS) };
+        let mut context = Context { device, ctx, streams: Vec::with_capacity(STREAMS), caller: None };
         {
             let _bound = context.bind()?;
             for _ in 0..STREAMS {
@@ -173,13 +202,34 @@ impl CudaBackend {
                 context.streams.push(stream);
             }
         }
+        Ok(Self::with_context(ordinal, context))
+    }
+
+    /// A backend on the caller's `cudarc` stream and its context (for `CudaContext::new`, the
+    /// device's primary context, which [`CudaBackend::new`] uses too): its one queue is that
+    /// stream, so kernels the caller enqueues there are ordered with this backend's copies
+    /// without further calls. The backend, and the events and pinned buffers it makes, hold
+    /// `stream` (an `Arc`, which holds the context) while they live and never destroy the
+    /// stream or the context. Like every call of this backend, this one leaves the calling
+    /// thread's current context as it found it; it fails with the driver's error if the
+    /// context cannot be made current.
+    pub fn from_stream(stream: Arc<CudaStream>) -> Result<Self> {
+        let caller = stream.context();
+        let (device, ctx, ordinal) = (caller.cu_device(), caller.cu_ctx(), caller.ordinal());
+        let context = Context { device, ctx, streams: vec![stream.cu_stream()], caller: Some(stream) };
+        drop(context.bind()?);
+        Ok(Self::with_context(ordinal, context))
+    }
+
+    fn with_context(ordinal: usize, context: Context) -> Self {
+        let device = context.device;
         let name = cu::device::get_name(device).unwrap_or_else(|_| "unknown CUDA device".into());
-        // SAFETY: `device` came from cuDeviceGet.
+        // SAFETY: `device` came from cuDeviceGet or from a live cudarc context.
         let total = unsafe { cu::device::total_mem(device) }.unwrap_or(0);
         let mut driver_version = 0i32;
         // SAFETY: writes one int.
         let _ = unsafe { sys::cuDriverGetVersion(&mut driver_version) };
-        Ok(CudaBackend {
+        CudaBackend {
             id: BackendId::next(),
             ordinal,
             context: Arc::new(context),
@@ -187,10 +237,13 @@ impl CudaBackend {
             total,
             driver_version,
             live: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
-    fn ptr(&self, memory: &DeviceMemory, offset: usize, len: usize) -> Result<sys::CUdeviceptr> {
+    /// The device address of `offset..offset + len` in `memory`, which must be an allocation
+    /// of this backend ([`Error::InvalidHandle`] otherwise) holding that range
+    /// ([`Error::OutOfRange`] otherwise).
+    pub fn device_ptr(&self, memory: &DeviceMemory, offset: usize, len: usize) -> Result<sys::CUdeviceptr> {
         memory.check(self, offset, len)?;
         Ok(memory.handle() + offset as u64)
     }
@@ -198,6 +251,40 @@ impl CudaBackend {
     fn stream(&self, queue: usize) -> sys::CUstream {
         let streams = &self.context.streams;
         streams[queue % streams.len()]
+    }
+
+    /// The stream of `queue` (taken modulo [`Backend::queue_count`]); queue 0's is the one
+    /// device views hand to kernels. It stays valid while the backend, or an event or pinned
+    /// buffer it made, lives.
+    pub fn cu_stream(&self, queue: usize) -> sys::CUstream {
+        self.stream(queue)
+    }
+
+    /// The context the backend's memory and streams belong to: the device's primary context,
+    /// or the caller's for [`CudaBackend::from_stream`].
+    pub fn cu_context(&self) -> sys::CUcontext {
+        self.context.ctx
+    }
+
+    /// The device's ordinal, as `CudaContext::new` takes it.
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+
+    /// Driver version as reported by `cuDriverGetVersion` (e.g. 12080).
+    pub fn driver_version(&self) -> i32 {
+        self.driver_version
+    }
+
+    /// Whether `queue`'s stream is being captured into a graph (or a capture on it was
+    /// invalidated): work enqueued there now is recorded, not run, so there is nothing to wait
+    /// for, and an event recorded there could not be queried.
+    fn capturing(&self, queue: usize, _bound: &Bound) -> Result<bool> {
+        // SAFETY: one of the backend's streams, live while `self.context` is; `_bound` shows
+        // that its context is current.
+        let status =
+            unsafe { cu::stream::is_capturing(self.stream(queue)) }.map_err(|e| driver("cuStreamIsCapturing", e))?;
+        Ok(status != sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)
     }
 
     /// Records an event on `queue`'s stream after the work enqueued there so far; `_bound`
@@ -215,9 +302,71 @@ impl CudaBackend {
         Ok(Box::new(CudaEvent { event, stream, context: self.context.clone() }))
     }
 
-    /// Driver version as reported by `cuDriverGetVersion` (e.g. 12080).
-    pub fn driver_version(&self) -> i32 {
-        self.driver_version
+    /// Makes work enqueued on `stream` from now on wait until the work enqueued on `queue`'s
+    /// stream so far has finished (`cuEventRecord` there, `cuStreamWaitEvent` on `stream`).
+    /// Nothing is recorded while `queue`'s stream is being captured into a graph: its work
+    /// does not run now, and waiting on it would pull `stream` into the capture.
+    pub fn stream_wait_for_queue(&self, stream: &CudaStream, queue: usize) -> Result<()> {
+        let bound = self.context.bind()?;
+        if self.capturing(queue, &bound)? {
+            return Ok(());
+        }
+        let event =
+            cu::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING).map_err(|e| driver("cuEventCreate", e))?;
+        // SAFETY: `event` was just created, the stream is one of ours, and the caller's stream
+        // is kept alive by the borrow; an event may be waited on from another context.
+        // Destroying the event right after is allowed: the driver releases it once it has
+        // completed, and the wait enqueued on it stays in effect.
+        let result = unsafe {
+            cu::event::record(event, self.stream(queue)).map_err(|e| driver("cuEventRecord", e)).and_then(|()| {
+                cu::stream::wait_event(stream.cu_stream(), event, sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT)
+                    .map_err(|e| driver("cuStreamWaitEvent", e))
+            })
+        };
+        // SAFETY: created above and destroyed once; see above for destroying it while in use.
+        let _ = unsafe { cu::event::destroy(event) };
+        result
+    }
+
+    /// Makes work enqueued on `queue`'s stream from now on wait for the work recorded in the
+    /// caller's `event` (`cuStreamWaitEvent`): for a kernel on the caller's stream, so what
+    /// this backend enqueues or records on `queue` afterwards comes after it.
+    pub fn queue_wait_for_event(&self, queue: usize, event: &CallerEvent) -> Result<()> {
+        let _bound = self.context.bind()?;
+        // SAFETY: our stream, and the caller's event kept alive by the borrow; an event may be
+        // waited on from another context.
+        unsafe {
+            cu::stream::wait_event(self.stream(queue), event.cu_event(), sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT)
+        }
+        .map_err(|e| driver("cuStreamWaitEvent", e))
+    }
+
+    /// Runs `op` on queue 0's stream (the one kernels on device views use) and waits for that
+    /// stream, so the operation runs after the work enqueued there before it and has finished,
+    /// device side included, when this returns. Refused while the stream is being captured.
+    fn on_first_stream(
+        &self,
+        operation: &'static str,
+        op: impl FnOnce(sys::CUstream) -> std::result::Result<(), DriverError>,
+    ) -> Result<()> {
+        let bound = self.context.bind()?;
+        let stream = self.copy_stream(0, operation, &bound)?;
+        op(stream).map_err(|e| driver(operation, e))?;
+        // SAFETY: one of the backend's streams, live while `self.context` is.
+        unsafe { cu::stream::synchronize(stream) }.map_err(|e| driver("cuStreamSynchronize", e))
+    }
+
+    /// `queue`'s stream, for a copy: refused ([`Error::Unsupported`]) while the stream is being
+    /// captured into a graph, where the copy would not run now but be recorded into the
+    /// caller's graph with host addresses that are not the caller's to keep.
+    fn copy_stream(&self, queue: usize, operation: &'static str, bound: &Bound) -> Result<sys::CUstream> {
+        if self.capturing(queue, bound)? {
+            return Err(Error::Unsupported {
+                operation,
+                reason: "the backend's CUDA stream is being captured into a graph; end the capture first",
+            });
+        }
+        Ok(self.stream(queue))
     }
 }
 
@@ -329,17 +478,18 @@ unsafe impl Backend for CudaBackend {
     }
 
     fn write(&self, dst: &DeviceMemory, dst_offset: usize, src: &[u8]) -> Result<()> {
-        let p = self.ptr(dst, dst_offset, src.len())?;
-        let _bound = self.context.bind()?;
-        // SAFETY: the range lies inside a live allocation (checked); synchronous copy.
-        unsafe { cu::memcpy_htod_sync(p, src) }.map_err(|e| driver("cuMemcpyHtoD", e))
+        let p = self.device_ptr(dst, dst_offset, src.len())?;
+        // SAFETY: the range lies inside a live allocation (checked), and `src` outlives the
+        // copy: `on_first_stream` returns only after waiting for the stream (an error from that
+        // wait leaves a failed context, in which nothing runs any more).
+        self.on_first_stream("cuMemcpyHtoDAsync", |s| unsafe { cu::memcpy_htod_async(p, src, s) })
     }
 
     fn read(&self, src: &DeviceMemory, src_offset: usize, dst: &mut [u8]) -> Result<()> {
-        let p = self.ptr(src, src_offset, dst.len())?;
-        let _bound = self.context.bind()?;
-        // SAFETY: the range lies inside a live allocation (checked); synchronous copy.
-        unsafe { cu::memcpy_dtoh_sync(dst, p) }.map_err(|e| driver("cuMemcpyDtoH", e))
+        let p = self.device_ptr(src, src_offset, dst.len())?;
+        // SAFETY: the range lies inside a live allocation (checked), and `dst` is borrowed
+        // exclusively until `on_first_stream` has waited for the stream (see `write`).
+        self.on_first_stream("cuMemcpyDtoHAsync", |s| unsafe { cu::memcpy_dtoh_async(dst, p, s) })
     }
 
     fn copy(
@@ -350,22 +500,40 @@ unsafe impl Backend for CudaBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
-        let s = self.ptr(src, src_offset, len)?;
-        let d = self.ptr(dst, dst_offset, len)?;
-        let _bound = self.context.bind()?;
-        // SAFETY: both ranges lie inside live allocations (checked); synchronous copy.
-        unsafe { cu::memcpy_dtod_sync(d, s, len) }.map_err(|e| driver("cuMemcpyDtoD", e))
+        let s = self.device_ptr(src, src_offset, len)?;
+        let d = self.device_ptr(dst, dst_offset, len)?;
+        // SAFETY: both ranges lie inside live allocations (checked), borrowed until
+        // `on_first_stream` has waited for the stream (see `write`).
+        self.on_first_stream("cuMemcpyDtoDAsync", |q| unsafe { cu::memcpy_dtod_async(d, s, len, q) })
     }
 
     fn fill(&self, dst: &DeviceMemory, offset: usize, len: usize, value: u8) -> Result<()> {
-        let d = self.ptr(dst, offset, len)?;
-        let _bound = self.context.bind()?;
-        // SAFETY: the range lies inside a live allocation (checked); synchronous memset.
-        unsafe { cu::memset_d8_sync(d, value, len) }.map_err(|e| driver("cuMemsetD8", e))
+        let d = self.device_ptr(dst, offset, len)?;
+        // SAFETY: the range lies inside a live allocation (checked), borrowed until
+        // `on_first_stream` has waited for the stream (see `write`).
+        self.on_first_stream("cuMemsetD8Async", |q| unsafe { cu::memset_d8_async(d, value, len, q) })
     }
 
     fn queue_count(&self) -> usize {
         self.context.streams.len()
+    }
+
+    /// Records an event on `queue`'s stream (`cuEventRecord`), which completes once the work
+    /// enqueued there so far, kernels included, has. While the stream is being captured into a
+    /// graph nothing runs now and an event recorded there could not be waited for, so this
+    /// returns `Ok(None)`: ordering the graph's launches is the caller's, e.g. through
+    /// [`DeviceView::cuda_kernel_done`](crate::DeviceView::cuda_kernel_done) or by
+    /// synchronising before the buffer's next use.
+    fn enqueue_marker(&self, queue: usize) -> Result<Option<Event>> {
+        let bound = self.context.bind()?;
+        if self.capturing(queue, &bound)? {
+            return Ok(None);
+        }
+        self.record(queue, &bound).map(Some)
+    }
+
+    fn cuda_native(&self) -> Option<&CudaBackend> {
+        Some(self)
     }
 
     unsafe fn write_async(
@@ -376,11 +544,12 @@ unsafe impl Backend for CudaBackend {
         src: *const u8,
         len: usize,
     ) -> Result<Event> {
-        let p = self.ptr(dst, dst_offset, len)?;
+        let p = self.device_ptr(dst, dst_offset, len)?;
         let bound = self.context.bind()?;
+        let stream = self.copy_stream(queue, "cuMemcpyHtoDAsync", &bound)?;
         // SAFETY: the caller keeps `src` valid and unwritten for `len` bytes until the event
         // completes; the device range was checked.
-        unsafe { sys::cuMemcpyHtoDAsync_v2(p, src as *const c_void, len, self.stream(queue)) }
+        unsafe { sys::cuMemcpyHtoDAsync_v2(p, src as *const c_void, len, stream) }
             .result()
             .map_err(|e| driver("cuMemcpyHtoDAsync", e))?;
         self.record(queue, &bound)
@@ -394,11 +563,12 @@ unsafe impl Backend for CudaBackend {
         dst: *mut u8,
         len: usize,
     ) -> Result<Event> {
-        let p = self.ptr(src, src_offset, len)?;
+        let p = self.device_ptr(src, src_offset, len)?;
         let bound = self.context.bind()?;
+        let stream = self.copy_stream(queue, "cuMemcpyDtoHAsync", &bound)?;
         // SAFETY: the caller keeps `dst` valid and exclusively ours for `len` bytes until the
         // event completes; the device range was checked.
-        unsafe { sys::cuMemcpyDtoHAsync_v2(dst as *mut c_void, p, len, self.stream(queue)) }
+        unsafe { sys::cuMemcpyDtoHAsync_v2(dst as *mut c_void, p, len, stream) }
             .result()
             .map_err(|e| driver("cuMemcpyDtoHAsync", e))?;
         self.record(queue, &bound)
@@ -413,12 +583,13 @@ unsafe impl Backend for CudaBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<Event> {
-        let s = self.ptr(src, src_offset, len)?;
-        let d = self.ptr(dst, dst_offset, len)?;
+        let s = self.device_ptr(src, src_offset, len)?;
+        let d = self.device_ptr(dst, dst_offset, len)?;
         let bound = self.context.bind()?;
+        let stream = self.copy_stream(queue, "cuMemcpyDtoDAsync", &bound)?;
         // SAFETY: both ranges lie inside live allocations (checked); callers wait for the event
         // before freeing either.
-        unsafe { cu::memcpy_dtod_async(d, s, len, self.stream(queue)) }.map_err(|e| driver("cuMemcpyDtoDAsync", e))?;
+        unsafe { cu::memcpy_dtod_async(d, s, len, stream) }.map_err(|e| driver("cuMemcpyDtoDAsync", e))?;
         self.record(queue, &bound)
     }
 

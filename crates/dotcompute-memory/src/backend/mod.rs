@@ -305,6 +305,13 @@ pub unsafe trait Backend: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// This backend as the CUDA backend, for the CUDA accessors of device views
+    /// (`DeviceView::cuda`); `None` (the default) for every other backend.
+    #[cfg(feature = "cuda")]
+    fn cuda_native(&self) -> Option<&cuda::CudaBackend> {
+        None
+    }
+
     /// Page-locked host memory of `size` bytes for staging transfers, or
     /// [`Error::Unsupported`] where the backend has none (the transfer engine then stages
     /// through pageable memory).

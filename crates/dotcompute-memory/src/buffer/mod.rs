@@ -19,4 +19,6 @@ pub use future::TransferFuture;
 pub use slice::{AsBufferView, BufferSlice, BufferSliceMut};
 pub use state::BufferState;
 pub use unified::{BufferMetrics, UnifiedBuffer};
+#[cfg(feature = "cuda")]
+pub use view::cuda::CudaMemory;
 pub use view::{Access, DeviceView, DeviceViewMut};

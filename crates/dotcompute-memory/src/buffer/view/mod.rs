@@ -17,6 +17,9 @@
 //! writes every element (on a slice that does not cover the whole buffer, the rest of the
 //! buffer must stay correct, so it uploads like `ReadWrite`).
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
+
 use super::raw::RawBuffer;
 use crate::element::Element;
 use std::marker::PhantomData;
