@@ -75,6 +75,8 @@ pub use backend::sim::{CompletionHold, FaultPlan, SimBackend, SimOptions};
 pub use backend::{
     Backend, BackendId, BatchWrite, DeviceEvent, DeviceMemory, Event, MemoryInfo, PinnedHost, ReadyEvent,
 };
+#[cfg(feature = "opencl")]
+pub use buffer::view::opencl::OpenClMemory;
 pub use buffer::{
     Access, AsBufferView, BufferMetrics, BufferSlice, BufferSliceMut, BufferState, DeviceView, DeviceViewMut,
     TransferFuture, UnifiedBuffer,

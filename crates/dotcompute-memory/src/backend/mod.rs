@@ -194,10 +194,20 @@ fn wait_all(events: &[Event]) -> Result<()> {
     first
 }
 
-/// The events of several copies on one queue, as one: complete when all are, failed with the
-/// first failure (reported only once every event has finished, so a caller that sees the error
-/// may reuse the memory).
+/// Several events as one: complete when all are, failed with the first failure (reported only
+/// once every event has finished, so a caller that sees the error may reuse the memory). Used
+/// for the copies of one batch and for a kernel's marker together with the completion events
+/// a user handed over; the events may be of different queues.
 struct EventSet(Vec<Event>);
+
+/// `events` as one event (see `EventSet`); `None` when there are none.
+pub(crate) fn all_of(mut events: Vec<Event>) -> Option<Event> {
+    match events.len() {
+        0 => None,
+        1 => events.pop(),
+        _ => Some(Box::new(EventSet(events))),
+    }
+}
 
 impl DeviceEvent for EventSet {
     fn is_complete(&self) -> Result<bool> {
@@ -221,8 +231,10 @@ impl DeviceEvent for EventSet {
     }
 
     fn on_complete(&self, waker: Waker) {
-        // The events are of one in-order queue, so the last finishes after all the others.
-        match self.0.last() {
+        // Registered with the first event still running: when it wakes the task, polling asks
+        // again and registers with the next one, so no ordering between the events is assumed
+        // (on one in-order queue the first running event is usually the only one left).
+        match self.0.iter().find(|e| !matches!(e.is_complete(), Ok(true))) {
             Some(event) => event.on_complete(waker),
             None => waker.wake(),
         }
@@ -303,6 +315,14 @@ pub unsafe trait Backend: Send + Sync + 'static {
     fn enqueue_marker(&self, queue: usize) -> Result<Option<Event>> {
         let _ = queue;
         Ok(None)
+    }
+
+    /// The backend itself as [`Any`](std::any::Any), for code that knows a concrete backend
+    /// type and needs what only that type offers (the OpenCL view accessors reach
+    /// `OpenClBackend`'s `cl_mem` objects and queues this way); `None` (the default) where a
+    /// backend offers nothing beyond the trait.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
     }
 
     /// Page-locked host memory of `size` bytes for staging transfers, or
@@ -405,11 +425,7 @@ pub unsafe trait Backend: Send + Sync + 'static {
                 Err(e) => return Err(wait_all(&events).err().unwrap_or(e)),
             }
         }
-        Ok(match events.len() {
-            0 => Box::new(ReadyEvent),
-            1 => events.pop().unwrap_or_else(|| Box::new(ReadyEvent)),
-            _ => Box::new(EventSet(events)),
-        })
+        Ok(all_of(events).unwrap_or_else(|| Box::new(ReadyEvent)))
     }
 
     /// Enqueues a device-to-device copy on `queue`. Safe: both sides are handles the backend
