@@ -357,6 +357,16 @@ fn bench_json_on_opencl_uses_raw_opencl3_baselines() {
         let baseline = text(r, "baseline");
         assert!(baseline.starts_with("raw opencl3 clCreateBuffer + release") && baseline.contains("no fill"), "{r}");
     }
+    // The kernel rows: real kernels on our views against a hand-written opencl3 program.
+    let kernel_loop = rows_starting(&v, "Kernel loop (");
+    assert_eq!(kernel_loop.len(), 1, "{v}");
+    assert!(text(kernel_loop[0], "operation").contains("upload 1 MiB, saxpy, read back"), "{}", kernel_loop[0]);
+    assert!(text(kernel_loop[0], "baseline").starts_with("raw opencl3"), "{}", kernel_loop[0]);
+    assert!(text(kernel_loop[0], "ours").contains("device_view_mut(ReadWrite)"), "{}", kernel_loop[0]);
+    let chain = rows_starting(&v, "Kernel chain (");
+    assert_eq!(chain.len(), 1, "{v}");
+    assert!(text(chain[0], "baseline").starts_with("raw opencl3 naive"), "{}", chain[0]);
+    assert!(text(chain[0], "ours").contains("one download"), "{}", chain[0]);
     let o = dcmem(&["bench", "--smoke", "--backend", "opencl"]);
     assert!(o.status.success(), "stderr: {}", stderr(&o));
     assert!(stdout(&o).contains("\"raw opencl3 ...\" = plain opencl3 calls"), "{}", stdout(&o));

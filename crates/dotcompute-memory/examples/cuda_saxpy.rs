@@ -14,6 +14,7 @@ use dotcompute_memory::backend::cuda::cudarc::driver::{
     CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg,
 };
 use dotcompute_memory::backend::cuda::cudarc::nvrtc::Ptx;
+use dotcompute_memory::backend::cuda::CudaBackend;
 use dotcompute_memory::{Access, BufferState, ManagerOptions, MemoryManager};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -36,7 +37,7 @@ fn run() -> Result<(), AnyError> {
     // Opening the backend checks for the driver and a GPU (cudarc's `CudaContext::new` would
     // panic without the driver library).
     let mm = MemoryManager::with_backend_name("cuda", ManagerOptions::default())?;
-    let cuda = mm.backend().cuda_native().ok_or("the \"cuda\" backend is not the CUDA backend")?;
+    let cuda = mm.backend().downcast_ref::<CudaBackend>().ok_or("the \"cuda\" backend is not the CUDA backend")?;
     println!("device: {}", mm.backend().description());
     // The device's primary context, the one the backend uses.
     let ctx = CudaContext::new(cuda.ordinal())?;

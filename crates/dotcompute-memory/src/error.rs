@@ -314,6 +314,56 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A native handle passed in (an OpenCL context, device, queue) is null.
+    #[error("{backend}: the {what} handle is null; pass a live object")]
+    NullHandle {
+        /// The backend that was given the handle.
+        backend: &'static str,
+        /// Which handle (`cl_context`, `cl_device_id`, `cl_command_queue`, ...).
+        what: &'static str,
+    },
+
+    /// A native object (a command queue, an event) belongs to another context than the one it
+    /// must be used with.
+    #[error("{backend}: {what} {handle} belongs to context {found}, not to context {expected}; objects of different contexts cannot be mixed")]
+    ForeignContext {
+        /// The backend that was given the object.
+        backend: &'static str,
+        /// What the object is (`command queue`, `completion event`, ...).
+        what: &'static str,
+        /// The object's handle.
+        handle: String,
+        /// The context it had to belong to.
+        expected: String,
+        /// The context it belongs to.
+        found: String,
+    },
+
+    /// A device that is not one of a context's devices.
+    #[error("{backend}: device {device} is not a device of context {context} (the context's devices: {devices})")]
+    DeviceNotInContext {
+        /// The backend that was given the device.
+        backend: &'static str,
+        /// The device's handle.
+        device: String,
+        /// The context's handle.
+        context: String,
+        /// The handles of the context's devices.
+        devices: String,
+    },
+
+    /// An OpenCL sub-buffer whose origin is not a multiple of `CL_DEVICE_MEM_BASE_ADDR_ALIGN`
+    /// (of every device of the buffer's context), which OpenCL requires.
+    #[error("sub-buffer at byte offset {byte_offset} is misaligned: its origin must be a multiple of CL_DEVICE_MEM_BASE_ADDR_ALIGN, {alignment_bits} bits ({alignment} bytes) here, and {byte_offset} is {} bytes past a multiple; pass the parent cl_mem with the byte offset to the kernel instead, or slice at an aligned element", byte_offset % (*alignment).max(1))]
+    MisalignedSubBuffer {
+        /// The sub-buffer's origin in its parent, in bytes.
+        byte_offset: usize,
+        /// The alignment required, in bytes.
+        alignment: usize,
+        /// The same alignment as the device reports it, in bits.
+        alignment_bits: u64,
+    },
+
     /// A shared-memory name that cannot be used.
     #[error("invalid shared buffer name {name:?}: {reason}")]
     SharedName {

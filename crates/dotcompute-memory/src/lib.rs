@@ -86,6 +86,8 @@ pub use backend::sim::{CompletionHold, FaultPlan, SimBackend, SimOptions};
 pub use backend::{
     Backend, BackendId, BatchWrite, DeviceEvent, DeviceMemory, Event, MemoryInfo, PinnedHost, ReadyEvent,
 };
+#[cfg(feature = "opencl")]
+pub use buffer::view::opencl::OpenClMemory;
 #[cfg(feature = "cuda")]
 pub use buffer::CudaMemory;
 pub use buffer::{

@@ -2495,11 +2495,13 @@ mod from_env {
 
     #[test]
     fn from_env_backends_missing_from_the_build_are_unavailable_with_a_reason() {
-        let compiled = |name: &str| match name {
-            "opencl" => cfg!(feature = "opencl"),
-            "cuda" => cfg!(feature = "cuda"),
-            "metal" => cfg!(target_os = "macos"),
-            _ => true,
+        let compiled = |name: &str| {
+            let table = [
+                ("opencl", cfg!(feature = "opencl")),
+                ("cuda", cfg!(feature = "cuda")),
+                ("metal", cfg!(target_os = "macos")),
+            ];
+            table.iter().find(|(n, _)| *n == name).is_none_or(|(_, built)| *built)
         };
         for name in ["opencl", "cuda", "metal"] {
             match from_env_with(Some(name)) {

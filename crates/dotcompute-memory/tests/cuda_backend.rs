@@ -182,7 +182,7 @@ fn saxpy(ctx: &Arc<CudaContext>) -> CudaFunction {
 /// while `CudaContext::new` panics without one.
 fn kernel_setup(test: &str) -> Option<(MemoryManager, Arc<CudaContext>, CudaFunction)> {
     let mm = cuda_manager(test)?;
-    let cuda = mm.backend().cuda_native().expect("the cuda manager's backend is the CUDA backend");
+    let cuda = mm.backend().downcast_ref::<CudaBackend>().expect("the cuda manager's backend is the CUDA backend");
     let ctx = CudaContext::new(cuda.ordinal()).unwrap();
     assert_eq!(ctx.cu_ctx(), cuda.cu_context(), "both use the device's primary context");
     let f = saxpy(&ctx);
@@ -302,7 +302,7 @@ fn kernel_the_marker_orders_other_streams_after_the_kernel() {
     };
     const LAUNCHES: usize = 100;
     let b = mm.backend();
-    let cuda = b.cuda_native().unwrap();
+    let cuda = b.downcast_ref::<CudaBackend>().unwrap();
     assert!(b.queue_count() >= 2);
     let n = 1 << 24;
     let bytes = 4 * n;
@@ -377,7 +377,7 @@ fn kernel_on_the_callers_stream_is_ordered_by_the_view() {
 #[test]
 fn kernel_a_backend_from_the_callers_stream() {
     let Some(probe) = cuda_manager("kernel_a_backend_from_the_callers_stream") else { return };
-    let ordinal = probe.backend().cuda_native().unwrap().ordinal();
+    let ordinal = probe.backend().downcast_ref::<CudaBackend>().unwrap().ordinal();
     drop(probe);
     let ctx = CudaContext::new(ordinal).unwrap();
     let stream = ctx.new_stream().unwrap();
@@ -429,7 +429,7 @@ fn kernel_a_backend_from_the_callers_stream() {
 #[test]
 fn kernel_views_while_the_stream_is_captured() {
     let Some(probe) = cuda_manager("kernel_views_while_the_stream_is_captured") else { return };
-    let ordinal = probe.backend().cuda_native().unwrap().ordinal();
+    let ordinal = probe.backend().downcast_ref::<CudaBackend>().unwrap().ordinal();
     drop(probe);
     let ctx = CudaContext::new(ordinal).unwrap();
     let stream = ctx.new_stream().unwrap();
@@ -463,7 +463,7 @@ fn kernel_views_while_the_stream_is_captured() {
 fn views_of_other_backends_have_no_cuda_memory() {
     for mm in [MemoryManager::cpu(), MemoryManager::sim(SimOptions::default())] {
         let name = mm.backend().name();
-        assert!(mm.backend().cuda_native().is_none(), "{name}");
+        assert!(mm.backend().downcast_ref::<CudaBackend>().is_none(), "{name}");
         let mut b = mm.allocate_from(&[1f32, 2.0, 3.0]).unwrap();
         assert!(b.device_view().unwrap().cuda().is_none(), "{name}");
         assert!(b.device_view_mut(Access::ReadWrite).unwrap().cuda().is_none(), "{name}");

@@ -5,6 +5,8 @@
 //! host-memory rows (cpu backend only).
 
 mod host;
+#[cfg(feature = "opencl")]
+mod kernels;
 mod native;
 mod pools;
 mod transfer;
@@ -486,7 +488,9 @@ pub fn measure(args: &BenchArgs) -> CliResult<Report> {
     let discrete = !ctx.unified();
     let host_sizes = (ctx.backend.name() == "cpu").then(|| host::HostSizes::for_mode(args.smoke, args.quick));
     let host_steps = host_sizes.as_ref().map_or(0, host::HostSizes::step_count);
-    let pb = progress(sizes.step_count(discrete, ctx.backend.name() == "sim") + host_steps, args.json);
+    // The kernel rows (two steps) exist on OpenCL builds with the opencl backend.
+    let kernel_steps = if cfg!(feature = "opencl") && ctx.backend.name() == "opencl" { 2 } else { 0 };
+    let pb = progress(sizes.step_count(discrete, ctx.backend.name() == "sim") + host_steps + kernel_steps, args.json);
     let mut rows = Vec::new();
     let only = args.only.as_deref().map(str::to_lowercase);
     let mut skipped = Vec::new();
@@ -544,6 +548,12 @@ pub fn measure(args: &BenchArgs) -> CliResult<Report> {
     let (count, min, max, live_cap) = sizes.random;
     let workload = pools::Workload::random(count, min, max, live_cap, 0x5EED);
     step("random allocations".into(), &|| ctx.random_allocations(&workload))?;
+    #[cfg(feature = "opencl")]
+    if ctx.backend.name() == "opencl" {
+        let kernel_sizes = kernels::KernelSizes::for_mode(args.smoke, args.quick);
+        step("kernel loop".into(), &|| ctx.kernel_loop(&kernel_sizes))?;
+        step("kernel chain".into(), &|| ctx.kernel_chain(&kernel_sizes))?;
+    }
     if let Some(host_sizes) = &host_sizes {
         host::measure(&ctx.plan, host_sizes, &mut step)?;
     }

@@ -532,7 +532,7 @@ unsafe impl Backend for CudaBackend {
         self.record(queue, &bound).map(Some)
     }
 
-    fn cuda_native(&self) -> Option<&CudaBackend> {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)
     }
 

@@ -194,10 +194,20 @@ fn wait_all(events: &[Event]) -> Result<()> {
     first
 }
 
-/// The events of several copies on one queue, as one: complete when all are, failed with the
-/// first failure (reported only once every event has finished, so a caller that sees the error
-/// may reuse the memory).
+/// Several events as one: complete when all are, failed with the first failure (reported only
+/// once every event has finished, so a caller that sees the error may reuse the memory). Used
+/// for the copies of one batch and for a kernel's marker together with the completion events
+/// a user handed over; the events may be of different queues.
 struct EventSet(Vec<Event>);
+
+/// `events` as one event (see `EventSet`); `None` when there are none.
+pub(crate) fn all_of(mut events: Vec<Event>) -> Option<Event> {
+    match events.len() {
+        0 => None,
+        1 => events.pop(),
+        _ => Some(Box::new(EventSet(events))),
+    }
+}
 
 impl DeviceEvent for EventSet {
     fn is_complete(&self) -> Result<bool> {
@@ -221,8 +231,10 @@ impl DeviceEvent for EventSet {
     }
 
     fn on_complete(&self, waker: Waker) {
-        // The events are of one in-order queue, so the last finishes after all the others.
-        match self.0.last() {
+        // Registered with the first event still running: when it wakes the task, polling asks
+        // again and registers with the next one, so no ordering between the events is assumed
+        // (on one in-order queue the first running event is usually the only one left).
+        match self.0.iter().find(|e| !matches!(e.is_complete(), Ok(true))) {
             Some(event) => event.on_complete(waker),
             None => waker.wake(),
         }
@@ -305,10 +317,11 @@ pub unsafe trait Backend: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// This backend as the CUDA backend, for the CUDA accessors of device views
-    /// (`DeviceView::cuda`); `None` (the default) for every other backend.
-    #[cfg(feature = "cuda")]
-    fn cuda_native(&self) -> Option<&cuda::CudaBackend> {
+    /// The backend itself as [`Any`](std::any::Any), for code that knows a concrete backend
+    /// type and needs what only that type offers (the OpenCL view accessors reach
+    /// `OpenClBackend`'s `cl_mem` objects and queues this way); `None` (the default) where a
+    /// backend offers nothing beyond the trait.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
         None
     }
 
@@ -412,11 +425,7 @@ pub unsafe trait Backend: Send + Sync + 'static {
                 Err(e) => return Err(wait_all(&events).err().unwrap_or(e)),
             }
         }
-        Ok(match events.len() {
-            0 => Box::new(ReadyEvent),
-            1 => events.pop().unwrap_or_else(|| Box::new(ReadyEvent)),
-            _ => Box::new(EventSet(events)),
-        })
+        Ok(all_of(events).unwrap_or_else(|| Box::new(ReadyEvent)))
     }
 
     /// Enqueues a device-to-device copy on `queue`. Safe: both sides are handles the backend
@@ -439,6 +448,14 @@ pub unsafe trait Backend: Send + Sync + 'static {
     /// Blocks until all queued work on every queue has finished.
     fn synchronize(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+impl dyn Backend {
+    /// This backend as the concrete type `B` (for example `OpenClBackend` or `CudaBackend`,
+    /// to reach what only that backend offers), or `None` when it is another backend.
+    pub fn downcast_ref<B: Backend>(&self) -> Option<&B> {
+        self.as_any()?.downcast_ref::<B>()
     }
 }
 

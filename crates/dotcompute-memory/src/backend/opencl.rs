@@ -25,8 +25,9 @@
 //! backend owns; ids are never reused, so a freed or foreign handle is an
 //! [`Error::InvalidHandle`], never a dangling `cl_mem`. Offsets are checked against the
 //! allocation before anything is enqueued. The backend has [`OpenClOptions::queues`] in-order
-//! command queues; the blocking methods use queue 0 and wait for their command to complete,
-//! the `*_async` methods enqueue on the queue asked for, flush it, and return an
+//! command queues (a backend made by [`OpenClBackend::from_raw`] has one, the caller's, which
+//! may execute out of order); the blocking methods use queue 0 and wait for their command to
+//! complete, the `*_async` methods enqueue on the queue asked for, flush it, and return an
 //! [`OpenClEvent`]. Events learn of completion through `clSetEventCallback` (the driver's
 //! thread wakes the registered [`Waker`]s), so nobody polls.
 //!
@@ -49,10 +50,21 @@
 //! # Views and staging
 //!
 //! Slices of a buffer reach this backend as offsets into its allocation, which every enqueue
-//! call takes directly; no sub-buffers are made (their origin would have to be a multiple of
-//! `CL_DEVICE_MEM_BASE_ADDR_ALIGN`, see [`OpenClBackend::base_address_alignment`]).
+//! call takes directly; the backend makes no sub-buffers itself (their origin would have to be
+//! a multiple of `CL_DEVICE_MEM_BASE_ADDR_ALIGN`, see [`OpenClBackend::base_address_alignment`]).
 //! [`OpenClBackend::allocate_pinned`] gives pinned host memory for staging: a
 //! `CL_MEM_ALLOC_HOST_PTR` buffer mapped for host access.
+//!
+//! # Kernels
+//!
+//! Device views (`buffer::view::opencl`) give kernels the `cl_mem` of an allocation
+//! ([`OpenClBackend::cl_mem`]), queue 0 ([`OpenClBackend::queue`]), a [`sub_buffer`] where the
+//! offset allows one, and order the buffer after the kernel with [`OpenClBackend::marker`] (the
+//! backend's [`Backend::enqueue_marker`]) and with completion events the caller hands over
+//! ([`OpenClBackend::adopt_event`]). Programs are built on [`OpenClBackend::context`] and
+//! [`OpenClBackend::device_id`], or the caller brings its own context, device and queue with
+//! [`OpenClBackend::from_raw`]; either way the backend holds its own references and releases
+//! only those.
 //!
 //! # Drop safety
 //!
@@ -64,29 +76,36 @@
 use super::{Backend, BackendId, DeviceEvent, DeviceMemory, Event, MemoryInfo, ReadyEvent};
 use crate::error::{Error, Result};
 use opencl3::command_queue::{
-    create_command_queue, create_command_queue_with_properties, enqueue_copy_buffer, enqueue_fill_buffer,
-    enqueue_map_buffer, enqueue_read_buffer, enqueue_unmap_mem_object, enqueue_write_buffer, finish, flush,
-    release_command_queue, retain_command_queue,
+    create_command_queue, create_command_queue_with_properties, enqueue_barrier_with_wait_list, enqueue_copy_buffer,
+    enqueue_fill_buffer, enqueue_map_buffer, enqueue_marker_with_wait_list, enqueue_read_buffer,
+    enqueue_unmap_mem_object, enqueue_write_buffer, finish, flush, get_command_queue_data, release_command_queue,
+    retain_command_queue, CL_QUEUE_CONTEXT, CL_QUEUE_DEVICE, CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE,
+    CL_QUEUE_PROPERTIES,
 };
-use opencl3::context::context::{create_context, release_context};
+use opencl3::context::context::{
+    create_context, get_context_data, release_context, retain_context, CL_CONTEXT_DEVICES,
+};
 use opencl3::device::{
-    get_device_data, get_device_ids, CL_DEVICE_GLOBAL_MEM_SIZE, CL_DEVICE_MAX_MEM_ALLOC_SIZE,
-    CL_DEVICE_MEM_BASE_ADDR_ALIGN, CL_DEVICE_NAME, CL_DEVICE_TYPE, CL_DEVICE_TYPE_ACCELERATOR, CL_DEVICE_TYPE_ALL,
-    CL_DEVICE_TYPE_CPU, CL_DEVICE_TYPE_GPU, CL_DEVICE_VERSION,
+    get_device_data, get_device_ids, release_device, retain_device, CL_DEVICE_GLOBAL_MEM_SIZE,
+    CL_DEVICE_MAX_MEM_ALLOC_SIZE, CL_DEVICE_MEM_BASE_ADDR_ALIGN, CL_DEVICE_NAME, CL_DEVICE_PLATFORM, CL_DEVICE_TYPE,
+    CL_DEVICE_TYPE_ACCELERATOR, CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_CPU, CL_DEVICE_TYPE_GPU, CL_DEVICE_VERSION,
 };
 use opencl3::error_codes::{
     error_text, CL_MEM_OBJECT_ALLOCATION_FAILURE, CL_OUT_OF_HOST_MEMORY, CL_OUT_OF_RESOURCES,
     CL_PLATFORM_NOT_FOUND_KHR, DLOPEN_FUNCTION_NOT_AVAILABLE, DLOPEN_RUNTIME_LOAD_FAILED,
 };
 use opencl3::event::{
-    get_event_data, release_event, set_event_callback, wait_for_events, CL_COMPLETE, CL_EVENT_COMMAND_EXECUTION_STATUS,
+    get_event_data, release_event, retain_event, set_event_callback, wait_for_events, CL_COMPLETE,
+    CL_EVENT_COMMAND_EXECUTION_STATUS, CL_EVENT_COMMAND_TYPE, CL_EVENT_CONTEXT,
 };
 use opencl3::memory::{
-    create_buffer, release_mem_object, CL_MAP_READ, CL_MAP_WRITE, CL_MEM_ALLOC_HOST_PTR, CL_MEM_READ_WRITE,
+    create_buffer, create_sub_buffer, get_mem_object_data, release_mem_object, CL_BUFFER_CREATE_TYPE_REGION,
+    CL_MAP_READ, CL_MAP_WRITE, CL_MEM_ALLOC_HOST_PTR, CL_MEM_CONTEXT, CL_MEM_READ_WRITE,
 };
 use opencl3::platform::platform::{get_platform_data, get_platform_ids, CL_PLATFORM_NAME, CL_PLATFORM_VERSION};
 use opencl3::types::{
-    cl_command_queue, cl_context, cl_device_id, cl_event, cl_int, cl_mem, cl_platform_id, CL_BLOCKING, CL_NON_BLOCKING,
+    cl_buffer_region, cl_command_queue, cl_context, cl_device_id, cl_event, cl_int, cl_mem, cl_platform_id,
+    CL_BLOCKING, CL_NON_BLOCKING,
 };
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -234,6 +253,13 @@ raw_handle!(
     cl_event,
     release_event
 );
+raw_handle!(
+    /// One reference to a `cl_device_id` (`clRetainDevice` counts only for sub-devices; on a
+    /// root device retaining and releasing do nothing).
+    RawDevice,
+    cl_device_id,
+    release_device
+);
 
 /// One allocation in the handle table.
 struct Mem {
@@ -317,6 +343,67 @@ struct Found {
     base_align_bits: u64,
 }
 
+/// Where a device was found: its platform and its indices.
+struct Place {
+    platform_index: usize,
+    platform_name: String,
+    platform_version: String,
+    index: usize,
+    index_in_platform: usize,
+}
+
+/// The device's summary and base address alignment, as queried from the driver.
+fn describe(device: cl_device_id, place: Place) -> Found {
+    let summary = DeviceSummary {
+        platform_index: place.platform_index,
+        platform_name: place.platform_name,
+        platform_version: place.platform_version,
+        index: place.index,
+        index_in_platform: place.index_in_platform,
+        name: device_string(device, CL_DEVICE_NAME),
+        kind: kind_name(device_u64(device, CL_DEVICE_TYPE).unwrap_or(0)).to_string(),
+        version: device_string(device, CL_DEVICE_VERSION),
+        global_mem: device_u64(device, CL_DEVICE_GLOBAL_MEM_SIZE).unwrap_or(0),
+        max_alloc: device_u64(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE).unwrap_or(0),
+    };
+    let base_align_bits = device_u64(device, CL_DEVICE_MEM_BASE_ADDR_ALIGN).unwrap_or(0);
+    Found { summary, device, base_align_bits }
+}
+
+/// `device` as [`enumerate`] lists it, or, for a device it does not list (a sub-device),
+/// described with its platform's position and indices 0.
+fn find_device(device: cl_device_id) -> Found {
+    if let Some(found) = enumerate().ok().and_then(|all| all.into_iter().find(|f| f.device == device)) {
+        return found;
+    }
+    let platform = device_bytes(device, CL_DEVICE_PLATFORM)
+        .ok()
+        .and_then(|b| b.get(..std::mem::size_of::<usize>()).and_then(|b| b.try_into().ok()))
+        .map(|b| usize::from_ne_bytes(b) as cl_platform_id)
+        .unwrap_or(ptr::null_mut());
+    let platform_index = get_platform_ids().ok().and_then(|ids| ids.iter().position(|&p| p == platform)).unwrap_or(0);
+    let (platform_name, platform_version) = if platform.is_null() {
+        ("<unknown platform>".to_string(), String::new())
+    } else {
+        (platform_string(platform, CL_PLATFORM_NAME), platform_string(platform, CL_PLATFORM_VERSION))
+    };
+    describe(device, Place { platform_index, platform_name, platform_version, index: 0, index_in_platform: 0 })
+}
+
+/// Handles an OpenCL info query returned as an array of pointers (`CL_CONTEXT_DEVICES`).
+fn handles<T>(bytes: &[u8]) -> Vec<*mut T> {
+    bytes
+        .chunks_exact(std::mem::size_of::<usize>())
+        .filter_map(|c| c.try_into().ok())
+        .map(|c| usize::from_ne_bytes(c) as *mut T)
+        .collect()
+}
+
+/// The single handle an OpenCL info query returned (`CL_QUEUE_CONTEXT`, `CL_EVENT_CONTEXT`).
+fn handle<T>(bytes: &[u8]) -> *mut T {
+    handles(bytes).first().copied().unwrap_or(ptr::null_mut())
+}
+
 fn enumerate() -> Result<Vec<Found>> {
     // PoCL 3.1 initialises its devices on the first clGetDeviceIDs; a second thread calling
     // meanwhile is told there are none (seen when tests open backends in parallel). Listing is
@@ -338,20 +425,14 @@ fn enumerate() -> Result<Vec<Found>> {
             Vec::new()
         });
         for (di, &device) in ids.iter().enumerate() {
-            let summary = DeviceSummary {
+            let place = Place {
                 platform_index: pi,
                 platform_name: platform_name.clone(),
                 platform_version: platform_version.clone(),
                 index: all.len(),
                 index_in_platform: di,
-                name: device_string(device, CL_DEVICE_NAME),
-                kind: kind_name(device_u64(device, CL_DEVICE_TYPE).unwrap_or(0)).to_string(),
-                version: device_string(device, CL_DEVICE_VERSION),
-                global_mem: device_u64(device, CL_DEVICE_GLOBAL_MEM_SIZE).unwrap_or(0),
-                max_alloc: device_u64(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE).unwrap_or(0),
             };
-            let base_align_bits = device_u64(device, CL_DEVICE_MEM_BASE_ADDR_ALIGN).unwrap_or(0);
-            all.push(Found { summary, device, base_align_bits });
+            all.push(describe(device, place));
         }
     }
     if all.is_empty() {
@@ -441,10 +522,16 @@ fn select(options: &OpenClOptions) -> Result<Found> {
 /// A device reached through OpenCL. See the module docs.
 pub struct OpenClBackend {
     id: BackendId,
-    // Field order is drop order: buffers, then queues, then the context.
+    // Field order is drop order: buffers, then queues, then the device and the context.
     table: Mutex<Table>,
     queues: Vec<RawQueue>,
+    /// Per queue: made with `CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE` (only a queue passed to
+    /// `from_raw` can be).
+    out_of_order: Vec<bool>,
+    device: RawDevice,
     context: RawContext,
+    /// True for objects passed to `from_raw`: the user's queue is not finished on drop.
+    borrowed: bool,
     summary: DeviceSummary,
     base_align_bits: u64,
     options: OpenClOptions,
@@ -491,15 +578,198 @@ impl OpenClBackend {
             });
             queues.push(RawQueue(q.map_err(|code| cl_error("clCreateCommandQueue", code))?));
         }
+        // SAFETY: `device` is a live device id (just listed by the driver); the wrapper gives
+        // the reference back on drop.
+        unsafe { retain_device(device) }.map_err(|code| cl_error("clRetainDevice", code))?;
+        let device = RawDevice(device);
         Ok(OpenClBackend {
             id: BackendId::next(),
             table: Mutex::new(Table { mems: HashMap::new(), next: 1, used: 0 }),
+            out_of_order: vec![false; queues.len()],
             queues,
+            device,
             context,
+            borrowed: false,
             summary: found.summary,
             base_align_bits: found.base_align_bits,
             options,
         })
+    }
+
+    /// A backend on objects the caller made: its allocations are buffers of `context`, its one
+    /// queue is `queue` (queue 0, the queue device views hand to kernels), on `device_id`.
+    ///
+    /// The backend takes a reference of its own to each object (`clRetainContext`,
+    /// `clRetainDevice`, `clRetainCommandQueue`) and gives back only those when it is dropped;
+    /// it never releases the caller's references, so the caller may drop its own wrappers
+    /// (e.g. `opencl3`'s `Context` and `CommandQueue`) before or after the backend. Dropping
+    /// the backend does not wait for the queue (the caller's work on it is the caller's).
+    ///
+    /// An out-of-order queue is accepted: the backend waits for each of its own commands
+    /// through that command's event, and the marker that ends a device view is a barrier there
+    /// (see [`OpenClBackend::marker`]).
+    ///
+    /// Errors, each before anything is retained:
+    /// - [`Error::NullHandle`] naming the null handle;
+    /// - [`Error::DeviceNotInContext`] when `device_id` is not among `CL_CONTEXT_DEVICES`;
+    /// - [`Error::ForeignContext`] when `CL_QUEUE_CONTEXT` is not `context`;
+    /// - [`Error::InvalidArgument`] when `CL_QUEUE_DEVICE` is not `device_id`;
+    /// - [`Error::Backend`] when a query or a retain fails.
+    ///
+    /// # Safety
+    ///
+    /// Each handle must be null or a live object of its type (a `cl_context`, a `cl_device_id`,
+    /// a `cl_command_queue`) on which the caller holds a reference for the duration of this
+    /// call. OpenCL cannot tell a dangling handle from a live one; passing one is undefined
+    /// behaviour in the driver.
+    pub unsafe fn from_raw(context: cl_context, device_id: cl_device_id, queue: cl_command_queue) -> Result<Self> {
+        for (what, null) in [
+            ("cl_context", context.is_null()),
+            ("cl_device_id", device_id.is_null()),
+            ("cl_command_queue", queue.is_null()),
+        ] {
+            if null {
+                return Err(Error::NullHandle { backend: BACKEND, what });
+            }
+        }
+        let devices = get_context_data(context, CL_CONTEXT_DEVICES)
+            .map(|b| handles::<c_void>(&b))
+            .map_err(|code| cl_error("clGetContextInfo", code))?;
+        if !devices.contains(&device_id) {
+            return Err(Error::DeviceNotInContext {
+                backend: BACKEND,
+                device: format!("{device_id:p}"),
+                context: format!("{context:p}"),
+                devices: devices.iter().map(|&d| format!("{d:p}")).collect::<Vec<_>>().join(", "),
+            });
+        }
+        let queue_context = get_command_queue_data(queue, CL_QUEUE_CONTEXT)
+            .map(|b| handle::<c_void>(&b))
+            .map_err(|code| cl_error("clGetCommandQueueInfo", code))?;
+        if queue_context != context {
+            return Err(Error::ForeignContext {
+                backend: BACKEND,
+                what: "command queue",
+                handle: format!("{queue:p}"),
+                expected: format!("{context:p}"),
+                found: format!("{queue_context:p}"),
+            });
+        }
+        let queue_device = get_command_queue_data(queue, CL_QUEUE_DEVICE)
+            .map(|b| handle::<c_void>(&b))
+            .map_err(|code| cl_error("clGetCommandQueueInfo", code))?;
+        if queue_device != device_id {
+            return Err(Error::InvalidArgument {
+                option: "OpenClBackend::from_raw queue",
+                value: format!("queue {queue:p} of device {queue_device:p}, given device {device_id:p}"),
+                reason: "the queue must be a queue of the device passed as device_id",
+            });
+        }
+        let out_of_order = queue_properties(queue)? & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE != 0;
+        let found = find_device(device_id);
+        // Each wrapper is made right after its retain succeeds, so a later failure gives back
+        // exactly the references taken so far.
+        // SAFETY: the caller guarantees a live context; the wrapper releases this reference.
+        unsafe { retain_context(context) }.map_err(|code| cl_error("clRetainContext", code))?;
+        let context = RawContext(context);
+        // SAFETY: as above, for the device.
+        unsafe { retain_device(device_id) }.map_err(|code| cl_error("clRetainDevice", code))?;
+        let device = RawDevice(device_id);
+        // SAFETY: as above, for the queue.
+        unsafe { retain_command_queue(queue) }.map_err(|code| cl_error("clRetainCommandQueue", code))?;
+        let queue = RawQueue(queue);
+        Ok(OpenClBackend {
+            id: BackendId::next(),
+            table: Mutex::new(Table { mems: HashMap::new(), next: 1, used: 0 }),
+            queues: vec![queue],
+            out_of_order: vec![out_of_order],
+            device,
+            context,
+            borrowed: true,
+            summary: found.summary,
+            base_align_bits: found.base_align_bits,
+            options: OpenClOptions { queues: 1, ..OpenClOptions::default() },
+        })
+    }
+
+    /// The backend's context, for building programs and making queues on it. The handle stays
+    /// valid while the backend lives; to keep it longer take a reference of your own
+    /// (`clRetainContext`).
+    pub fn context(&self) -> cl_context {
+        self.context.0
+    }
+
+    /// The backend's device.
+    pub fn device_id(&self) -> cl_device_id {
+        self.device.0
+    }
+
+    /// The backend's queue `index` (`None` from [`Backend::queue_count`] on). Queue 0 is the one
+    /// device views hand to kernels. Valid while the backend lives.
+    pub fn queue(&self, index: usize) -> Option<cl_command_queue> {
+        self.queues.get(index).map(|q| q.0)
+    }
+
+    /// True when queue `index` executes out of order (only a queue passed to
+    /// [`OpenClBackend::from_raw`] can).
+    pub fn is_out_of_order(&self, index: usize) -> bool {
+        self.out_of_order.get(index).copied().unwrap_or(false)
+    }
+
+    /// The `cl_mem` behind `memory` (a whole allocation: for a pool segment, the segment). It
+    /// stays valid while `memory` is not freed.
+    ///
+    /// Errors: [`Error::InvalidHandle`] when `memory` is not a live allocation of this backend.
+    pub fn cl_mem(&self, memory: &DeviceMemory) -> Result<cl_mem> {
+        Ok(self.mem(memory, 0, 0)?.raw.0)
+    }
+
+    /// Enqueues a marker on queue `queue` (taken modulo the queue count) and flushes the queue:
+    /// the event completes once everything enqueued on that queue before it has completed, by
+    /// this backend or by anyone else's kernels. It is `clEnqueueMarkerWithWaitList` on an
+    /// in-order queue, and `clEnqueueBarrierWithWaitList` on an out-of-order one, so commands
+    /// enqueued after it there also wait for it.
+    pub fn marker(&self, queue: usize) -> Result<OpenClEvent> {
+        let index = queue % self.queues.len();
+        let q = self.queues[index].0;
+        let (ev, operation) = if self.is_out_of_order(index) {
+            // SAFETY: a live queue of this backend; no wait list.
+            (unsafe { enqueue_barrier_with_wait_list(q, 0, ptr::null()) }, "clEnqueueBarrierWithWaitList")
+        } else {
+            // SAFETY: as above.
+            (unsafe { enqueue_marker_with_wait_list(q, 0, ptr::null()) }, "clEnqueueMarkerWithWaitList")
+        };
+        let ev = ev.map(RawEvent).map_err(|code| cl_error(operation, code))?;
+        Ok(OpenClEvent::new(ev, operation, q, Vec::new()))
+    }
+
+    /// Takes a reference of its own to a completion event of the caller's (a kernel on a queue
+    /// of the caller's), so a buffer can wait for it. The event must belong to this backend's
+    /// context: [`Error::ForeignContext`] otherwise.
+    ///
+    /// # Safety
+    ///
+    /// `event` must be a live `cl_event` on which the caller holds a reference for the
+    /// duration of this call.
+    pub unsafe fn adopt_event(&self, event: cl_event) -> Result<OpenClEvent> {
+        if event.is_null() {
+            return Err(Error::NullHandle { backend: BACKEND, what: "cl_event" });
+        }
+        let found = get_event_data(event, CL_EVENT_CONTEXT)
+            .map(|b| handle::<c_void>(&b))
+            .map_err(|code| cl_error("clGetEventInfo", code))?;
+        if found != self.context.0 {
+            return Err(Error::ForeignContext {
+                backend: BACKEND,
+                what: "completion event",
+                handle: format!("{event:p}"),
+                expected: format!("{:p}", self.context.0),
+                found: format!("{found:p}"),
+            });
+        }
+        // SAFETY: the caller guarantees a live event; the wrapper releases this reference.
+        unsafe { retain_event(event) }.map_err(|code| cl_error("clRetainEvent", code))?;
+        Ok(OpenClEvent::adopt(RawEvent(event), "the caller's command"))
     }
 
     /// The device this backend uses.
@@ -545,7 +815,7 @@ impl OpenClBackend {
             unsafe { create_buffer(self.context.0, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, bytes, ptr::null_mut()) }
                 .map(RawMem)
                 .map_err(|code| cl_error("clCreateBuffer", code))?;
-        let q = self.queue(0);
+        let q = self.queue_at(0);
         // SAFETY: `q` is a live queue of this backend; the wrapper takes its own reference so the
         // pinned buffer can outlive the backend.
         unsafe { retain_command_queue(q) }.map_err(|code| cl_error("clRetainCommandQueue", code))?;
@@ -580,7 +850,7 @@ impl OpenClBackend {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn queue(&self, index: usize) -> cl_command_queue {
+    fn queue_at(&self, index: usize) -> cl_command_queue {
         self.queues[index % self.queues.len()].0
     }
 
@@ -615,7 +885,7 @@ impl OpenClBackend {
         if len == 0 {
             return Ok(None);
         }
-        let q = self.queue(queue);
+        let q = self.queue_at(queue);
         let overlap = src.handle() == dst.handle() && src_offset < dst_offset + len && dst_offset < src_offset + len;
         if overlap {
             let tmp = Arc::new(Mem {
@@ -626,9 +896,10 @@ impl OpenClBackend {
             let first = unsafe { enqueue_copy_buffer(q, s.raw.0, tmp.raw.0, src_offset, 0, len, 0, ptr::null()) }
                 .map(RawEvent)
                 .map_err(|code| cl_error("clEnqueueCopyBuffer", code))?;
-            // In-order queue: the second copy starts after the first has finished.
-            // SAFETY: as above.
-            let second = unsafe { enqueue_copy_buffer(q, tmp.raw.0, d.raw.0, 0, dst_offset, len, 0, ptr::null()) }
+            // The second copy waits for the first through its wait list (a queue passed to
+            // `from_raw` may execute out of order).
+            // SAFETY: as above; the wait list is the one live event `first`.
+            let second = unsafe { enqueue_copy_buffer(q, tmp.raw.0, d.raw.0, 0, dst_offset, len, 1, &first.0) }
                 .map(RawEvent)
                 .map_err(|code| cl_error("clEnqueueCopyBuffer", code));
             let second = match second {
@@ -656,7 +927,7 @@ impl OpenClBackend {
         // the one-byte pattern is copied by the driver before the call returns.
         unsafe {
             enqueue_fill_buffer(
-                self.queue(queue),
+                self.queue_at(queue),
                 mem.raw.0,
                 (&raw const pattern).cast::<c_void>(),
                 1,
@@ -689,11 +960,21 @@ fn event_status(event: cl_event) -> std::result::Result<cl_int, cl_int> {
 impl Drop for OpenClBackend {
     fn drop(&mut self) {
         // Let queued work finish before its buffers are released (the driver would keep them
-        // alive anyway; this keeps teardown orderly).
-        for q in &self.queues {
-            let _ = finish(q.0);
+        // alive anyway; this keeps teardown orderly). A queue passed to `from_raw` is the
+        // caller's, with work of the caller's on it: it is not waited for.
+        if !self.borrowed {
+            for q in &self.queues {
+                let _ = finish(q.0);
+            }
         }
     }
+}
+
+/// `CL_QUEUE_PROPERTIES` of `queue`.
+fn queue_properties(queue: cl_command_queue) -> Result<u64> {
+    let b =
+        get_command_queue_data(queue, CL_QUEUE_PROPERTIES).map_err(|code| cl_error("clGetCommandQueueInfo", code))?;
+    Ok(b.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes).unwrap_or(0))
 }
 
 // SAFETY: allocations are tracked per instance and checked on every call; `host_ptr` and
@@ -850,7 +1131,7 @@ unsafe impl Backend for OpenClBackend {
         // valid for the whole blocking call, and the event is waited for before returning.
         let ev = unsafe {
             enqueue_write_buffer(
-                self.queue(0),
+                self.queue_at(0),
                 mem.raw.0,
                 CL_BLOCKING,
                 dst_offset,
@@ -876,7 +1157,7 @@ unsafe impl Backend for OpenClBackend {
         // for the whole blocking call, which returns only when the data is in `dst`.
         let ev = unsafe {
             enqueue_read_buffer(
-                self.queue(0),
+                self.queue_at(0),
                 mem.raw.0,
                 CL_BLOCKING,
                 src_offset,
@@ -930,7 +1211,7 @@ unsafe impl Backend for OpenClBackend {
         if len == 0 {
             return Ok(Box::new(ReadyEvent));
         }
-        let q = self.queue(queue);
+        let q = self.queue_at(queue);
         // SAFETY: the buffer is live and the range checked; the caller guarantees `src` stays
         // valid for reads of `len` bytes, unwritten, until the returned event completes.
         let ev =
@@ -952,7 +1233,7 @@ unsafe impl Backend for OpenClBackend {
         if len == 0 {
             return Ok(Box::new(ReadyEvent));
         }
-        let q = self.queue(queue);
+        let q = self.queue_at(queue);
         // SAFETY: the buffer is live and the range checked; the caller guarantees `dst` stays
         // valid for exclusive writes of `len` bytes until the returned event completes.
         let ev =
@@ -982,6 +1263,14 @@ unsafe impl Backend for OpenClBackend {
             finish(q.0).map_err(|code| cl_error("clFinish", code))?;
         }
         Ok(())
+    }
+
+    fn enqueue_marker(&self, queue: usize) -> Result<Option<Event>> {
+        Ok(Some(Box::new(self.marker(queue)?)))
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
 
@@ -1064,6 +1353,99 @@ impl Drop for PinnedHostBuffer {
     }
 }
 
+// ---- sub-buffers ----
+
+/// A sub-buffer of an allocation (`clCreateSubBuffer`): a `cl_mem` of its own that starts at
+/// the parent's `origin`, for kernels that take a buffer without an offset. It holds one
+/// reference, given back on drop (a failed release leaks it; nothing panics); OpenCL keeps the
+/// parent alive while it exists. Made by a device view (`DeviceView::opencl_sub_buffer`),
+/// whose life bounds `'a`: after the view ends, the memory may hold another buffer's data.
+pub struct OpenClSubBuffer<'a> {
+    mem: RawMem,
+    origin: usize,
+    len: usize,
+    _view: std::marker::PhantomData<&'a ()>,
+}
+
+impl std::fmt::Debug for OpenClSubBuffer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenClSubBuffer")
+            .field("mem", &self.mem.0)
+            .field("origin", &self.origin)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl OpenClSubBuffer<'_> {
+    /// The sub-buffer's `cl_mem`, valid while `self` lives.
+    pub fn as_raw(&self) -> cl_mem {
+        self.mem.0
+    }
+
+    /// Where it starts in its parent, in bytes.
+    pub fn origin(&self) -> usize {
+        self.origin
+    }
+
+    /// Its size in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.len
+    }
+}
+
+/// The sub-buffer alignment `parent`'s context requires, in bits: the largest
+/// `CL_DEVICE_MEM_BASE_ADDR_ALIGN` among the context's devices.
+fn sub_buffer_alignment_bits(parent: cl_mem) -> Result<u64> {
+    let context = get_mem_object_data(parent, CL_MEM_CONTEXT)
+        .map(|b| handle::<c_void>(&b))
+        .map_err(|code| cl_error("clGetMemObjectInfo", code))?;
+    let devices = get_context_data(context, CL_CONTEXT_DEVICES)
+        .map(|b| handles::<c_void>(&b))
+        .map_err(|code| cl_error("clGetContextInfo", code))?;
+    let mut bits = 8;
+    for device in devices {
+        bits = bits
+            .max(device_u64(device, CL_DEVICE_MEM_BASE_ADDR_ALIGN).map_err(|code| cl_error("clGetDeviceInfo", code))?);
+    }
+    Ok(bits)
+}
+
+/// A sub-buffer of `parent` covering `len` bytes from `origin`, with the parent's flags.
+///
+/// Errors, checked before anything is created: [`Error::InvalidArgument`] for `len == 0`
+/// (OpenCL has no empty buffers); [`Error::MisalignedSubBuffer`] when `origin` is not a
+/// multiple of `CL_DEVICE_MEM_BASE_ADDR_ALIGN` (converted from bits to bytes; the largest over
+/// the devices of the parent's context). A driver failure is [`Error::Backend`]
+/// (`clCreateSubBuffer`).
+///
+/// # Safety
+///
+/// `parent` must be a live buffer `cl_mem` with at least `origin + len` bytes, and the memory
+/// must be the caller's to hand out for `'a`.
+pub unsafe fn sub_buffer<'a>(parent: cl_mem, origin: usize, len: usize) -> Result<OpenClSubBuffer<'a>> {
+    if len == 0 {
+        return Err(Error::InvalidArgument {
+            option: "OpenCL sub-buffer length",
+            value: format!("0 bytes at byte offset {origin}"),
+            reason: "OpenCL has no empty buffers; an empty view has no sub-buffer",
+        });
+    }
+    let alignment_bits = sub_buffer_alignment_bits(parent)?;
+    let alignment = (alignment_bits / 8).max(1) as usize;
+    if origin % alignment != 0 {
+        return Err(Error::MisalignedSubBuffer { byte_offset: origin, alignment, alignment_bits });
+    }
+    let region = cl_buffer_region { origin, size: len };
+    // SAFETY: the caller guarantees a live parent covering the region; flags 0 inherit the
+    // parent's; `region` outlives the call.
+    let mem =
+        unsafe { create_sub_buffer(parent, 0, CL_BUFFER_CREATE_TYPE_REGION, (&raw const region).cast::<c_void>()) }
+            .map(RawMem)
+            .map_err(|code| cl_error("clCreateSubBuffer", code))?;
+    Ok(OpenClSubBuffer { mem, origin, len, _view: std::marker::PhantomData })
+}
+
 // ---- events ----
 
 #[derive(Default)]
@@ -1131,6 +1513,16 @@ impl OpenClEvent {
     /// so returning an error would let the caller release memory the command still uses).
     fn new(raw: RawEvent, operation: &'static str, queue: cl_command_queue, keep: Vec<Arc<Mem>>) -> Self {
         let _ = flush(queue);
+        Self::registered(raw, operation, keep)
+    }
+
+    /// Wraps `raw` (an event of a command this backend did not enqueue) and registers the
+    /// completion callback, as `new` does, without flushing any queue.
+    fn adopt(raw: RawEvent, operation: &'static str) -> Self {
+        Self::registered(raw, operation, Vec::new())
+    }
+
+    fn registered(raw: RawEvent, operation: &'static str, keep: Vec<Arc<Mem>>) -> Self {
         let completion = Arc::new(Completion::default());
         let user = Arc::into_raw(completion.clone()).cast_mut().cast::<c_void>();
         if set_event_callback(raw.0, CL_COMPLETE, completion_callback, user).is_err() {
@@ -1141,6 +1533,25 @@ impl OpenClEvent {
             completion.complete(event_status(raw.0).unwrap_or(CL_COMPLETE));
         }
         OpenClEvent { raw, operation, completion, _keep: keep }
+    }
+
+    /// The `cl_event`, valid while `self` lives (take a reference with `clRetainEvent` to keep
+    /// it longer).
+    pub fn as_raw(&self) -> cl_event {
+        self.raw.0
+    }
+
+    /// The event as a one-entry wait list, for an enqueue call of the caller's
+    /// (`event_wait_list` / `num_events_in_wait_list`, or opencl3's `set_event_wait_list`).
+    pub fn wait_list(&self) -> &[cl_event] {
+        std::slice::from_ref(&self.raw.0)
+    }
+
+    /// `CL_EVENT_COMMAND_TYPE`: e.g. `CL_COMMAND_MARKER` or `CL_COMMAND_BARRIER` for
+    /// [`OpenClBackend::marker`]'s events.
+    pub fn command_type(&self) -> Result<u32> {
+        let b = get_event_data(self.raw.0, CL_EVENT_COMMAND_TYPE).map_err(|code| cl_error("clGetEventInfo", code))?;
+        Ok(b.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_ne_bytes).unwrap_or(0))
     }
 }
 

@@ -947,41 +947,42 @@ impl RawBuffer {
     }
 
     /// A kernel on `queue` wrote the device part: the device part becomes the newest, and the
-    /// buffer waits for the queue's work before its next use of this memory.
-    pub(crate) fn end_device_write(&mut self, queue: usize) {
+    /// buffer waits for the queue's work, and for `completions` (events of kernels the user ran
+    /// elsewhere on this memory), before its next use of this memory.
+    pub(crate) fn end_device_write(&mut self, queue: usize, completions: Vec<Event>) {
         self.device_written();
-        self.order_after_kernel(queue);
+        self.order_after_kernel(queue, completions);
     }
 
     /// A kernel on `queue` read the device part: no state changes, but the buffer waits for
-    /// the queue's work before its memory is written or reused.
-    pub(crate) fn end_device_read(&self, queue: usize) {
-        self.order_after_kernel(queue);
+    /// the queue's work, and for `completions`, before its memory is written or reused.
+    pub(crate) fn end_device_read(&self, queue: usize, completions: Vec<Event>) {
+        self.order_after_kernel(queue, completions);
     }
 
-    fn order_after_kernel(&self, queue: usize) {
+    fn order_after_kernel(&self, queue: usize, mut completions: Vec<Event>) {
         let backend = self.mm.backend();
         match backend.enqueue_marker(queue) {
             Ok(None) => {}
-            Ok(Some(event)) => {
-                // An earlier marker is on an in-order queue ahead of this one; settle it so its
-                // outcome is not lost.
-                let _ = self.settle();
-                self.set_pending(Pending {
-                    event,
-                    direction: None,
-                    bytes: 0,
-                    started: Instant::now(),
-                    host: Replacement::none(),
-                    device: Replacement::none(),
-                    epochs_after: self.epochs.get(),
-                });
-            }
+            Ok(Some(event)) => completions.push(event),
             // Without a marker, wait for everything the device has queued.
             Err(_) => {
                 let _ = backend.synchronize();
             }
         }
+        let Some(event) = crate::backend::all_of(completions) else { return };
+        // An earlier view's marker or completion events may still be pending (several read
+        // views can end one after the other); settle them so their outcome is not lost.
+        let _ = self.settle();
+        self.set_pending(Pending {
+            event,
+            direction: None,
+            bytes: 0,
+            started: Instant::now(),
+            host: Replacement::none(),
+            device: Replacement::none(),
+            epochs_after: self.epochs.get(),
+        });
     }
 
     // ---- asynchronous transfers ----

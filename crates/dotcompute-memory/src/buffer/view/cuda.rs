@@ -38,7 +38,7 @@ pub struct CudaMemory {
 
 /// The buffer's backend as the CUDA backend, if it is.
 fn backend(raw: &RawBuffer) -> Option<&CudaBackend> {
-    raw.manager().backend().cuda_native()
+    raw.manager().backend().downcast_ref::<CudaBackend>()
 }
 
 fn memory<T: Element>(raw: &RawBuffer, window: &Window) -> Option<CudaMemory> {

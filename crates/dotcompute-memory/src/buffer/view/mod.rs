@@ -7,6 +7,7 @@
 //!   buf.device_view_mut(Access::ReadWrite)?   uploads first if the host part is newer
 //!      │  view.device_slice_mut()              cpu, sim: the device memory as &mut [T]
 //!      │  view.opencl() / view.cuda()          the native handle + offset, for your kernel
+//!      │  view.opencl_completed_by(&event)     a kernel on a queue of yours: we wait for it too
 //!   drop(view)                                 device part now the newest (DeviceDirty); the
 //!                                              buffer waits for the view's queue before its
 //!                                              memory is next read, written, reused or freed
@@ -19,8 +20,11 @@
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "opencl")]
+pub mod opencl;
 
 use super::raw::RawBuffer;
+use crate::backend::Event;
 use crate::element::Element;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -75,6 +79,9 @@ impl Window {
 pub struct DeviceView<'a, T: Element> {
     raw: &'a RawBuffer,
     window: Window,
+    /// Completion events of the user's kernels on this memory (`opencl_completed_by`): the
+    /// buffer waits for them too once the view ends.
+    completions: Vec<Event>,
     _element: PhantomData<&'a [T]>,
 }
 
@@ -86,12 +93,14 @@ pub struct DeviceViewMut<'a, T: Element> {
     raw: &'a mut RawBuffer,
     window: Window,
     access: Access,
+    /// As in [`DeviceView`].
+    completions: Vec<Event>,
     _element: PhantomData<&'a mut [T]>,
 }
 
 impl<'a, T: Element> DeviceView<'a, T> {
     pub(crate) fn new(raw: &'a RawBuffer, start: usize, len: usize) -> Self {
-        DeviceView { raw, window: Window { start, len }, _element: PhantomData }
+        DeviceView { raw, window: Window { start, len }, completions: Vec::new(), _element: PhantomData }
     }
 
     /// Elements in the view.
@@ -130,13 +139,13 @@ impl<'a, T: Element> DeviceView<'a, T> {
 
 impl<T: Element> Drop for DeviceView<'_, T> {
     fn drop(&mut self) {
-        self.raw.end_device_read(VIEW_QUEUE);
+        self.raw.end_device_read(VIEW_QUEUE, std::mem::take(&mut self.completions));
     }
 }
 
 impl<'a, T: Element> DeviceViewMut<'a, T> {
     pub(crate) fn new(raw: &'a mut RawBuffer, start: usize, len: usize, access: Access) -> Self {
-        DeviceViewMut { raw, window: Window { start, len }, access, _element: PhantomData }
+        DeviceViewMut { raw, window: Window { start, len }, access, completions: Vec::new(), _element: PhantomData }
     }
 
     /// Elements in the view.
@@ -184,10 +193,11 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
 
 impl<T: Element> Drop for DeviceViewMut<'_, T> {
     fn drop(&mut self) {
+        let completions = std::mem::take(&mut self.completions);
         if self.access.writes() {
-            self.raw.end_device_write(VIEW_QUEUE);
+            self.raw.end_device_write(VIEW_QUEUE, completions);
         } else {
-            self.raw.end_device_read(VIEW_QUEUE);
+            self.raw.end_device_read(VIEW_QUEUE, completions);
         }
     }
 }
