@@ -10,13 +10,14 @@ mod kernels;
 mod native;
 mod pools;
 mod transfer;
+mod views;
 
 use native::NativeOp;
 
 use crate::machine::Machine;
 use crate::measure::{compare, Pair, Plan};
 use crate::{units, BenchArgs, CliError, CliResult};
-use dotcompute_memory::{Backend, BufferState, ManagerOptions, MemoryManager};
+use dotcompute_memory::{Access, Backend, BufferState, ManagerOptions, MemoryManager};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::hint::black_box;
@@ -186,6 +187,12 @@ fn wrong_data(what: &str) -> CliError {
 impl Ctx {
     fn unified(&self) -> bool {
         self.backend.is_unified()
+    }
+
+    /// True where device memory is a host slice (cpu, sim), so kernels can be closures.
+    fn host_addressable_device(&self) -> bool {
+        let Ok(mut probe) = self.pooled.allocate::<u8>(1) else { return false };
+        probe.with_device_mut(Access::Read, |v| v.device_slice_mut().is_some()).unwrap_or(false)
     }
 
     /// Pooled against unpooled allocate + drop, two rows: without touching the memory, and
@@ -530,6 +537,10 @@ pub fn measure(args: &BenchArgs) -> CliResult<Report> {
     }
     step("buffer pool hit".into(), &|| one(ctx.alloc_vs_malloc(sizes.pool_hit, "Buffer pool hit")))?;
     step("zero-copy access".into(), &|| one(ctx.zero_copy_access(sizes.access_elems)))?;
+    if ctx.host_addressable_device() {
+        step("device view".into(), &|| one(ctx.view_create_drop(sizes.access_elems)))?;
+        step("kernel chain (closure kernels)".into(), &|| one(ctx.kernel_chain_closures(1 << 20)))?;
+    }
     step("pipelined transfer".into(), &|| ctx.pipelined(sizes.pipelined))?;
     step("pageable vs pinned source".into(), &|| ctx.pageable_vs_pinned(sizes.pipelined))?;
     step("engine copies".into(), &|| ctx.engine_copies(sizes.copy))?;
