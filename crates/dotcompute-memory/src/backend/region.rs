@@ -14,7 +14,17 @@ use std::sync::Arc;
 pub struct Segment {
     pub(crate) memory: DeviceMemory,
     pub(crate) id: u64,
+    /// Where the host addresses this allocation (`Backend::device_ptr_on_host`, asked once when
+    /// the segment is made; valid until it is freed); `None` where it cannot.
+    pub(crate) device_on_host: Option<NonNull<u8>>,
 }
+
+// SAFETY: a segment never reads or writes through `device_on_host`; it only hands the address
+// to the owner of a region of it, who uses it under the same rules as any other access to
+// that region. The other fields are plain data.
+unsafe impl Send for Segment {}
+// SAFETY: as above; `&Segment` gives nothing but the address itself.
+unsafe impl Sync for Segment {}
 
 impl Segment {
     /// Size of the backend allocation.
@@ -54,6 +64,13 @@ impl DeviceRegion {
             Some(end) if end <= self.size => Ok(self.offset + offset),
             _ => Err(crate::Error::OutOfRange { start: offset, end: offset.saturating_add(len), len: self.size }),
         }
+    }
+
+    /// The region's first byte where the host can address it (unified memory, the simulator).
+    pub(crate) fn device_ptr_on_host(&self) -> Option<NonNull<u8>> {
+        let base = self.segment.device_on_host?;
+        // The offset lies inside the allocation, so this stays in bounds of it.
+        NonNull::new(base.as_ptr().wrapping_add(self.offset))
     }
 
     pub(crate) fn host_ptr(&self, backend: &dyn Backend) -> Option<NonNull<u8>> {

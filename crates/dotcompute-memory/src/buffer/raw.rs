@@ -928,11 +928,7 @@ impl RawBuffer {
     pub(crate) fn device_ptr_on_host(&self) -> Option<NonNull<u8>> {
         match &self.parts {
             Parts::Unified { ptr, .. } => Some(*ptr),
-            Parts::Discrete { device, .. } => {
-                let region = device.get()?;
-                let base = self.mm.backend().device_ptr_on_host(region.memory())?;
-                NonNull::new(base.as_ptr().wrapping_add(region.offset()))
-            }
+            Parts::Discrete { device, .. } => device.get()?.device_ptr_on_host(),
         }
     }
 

@@ -188,7 +188,8 @@ impl DevicePool {
         st.next_id += 1;
         let seg_size = memory.size();
         st.held += seg_size as u64;
-        st.segments.insert(id, Arc::new(Segment { memory, id }));
+        let device_on_host = self.backend.device_ptr_on_host(&memory);
+        st.segments.insert(id, Arc::new(Segment { memory, id, device_on_host }));
         st.arena.add_segment(id, seg_size, splittable, tick);
         let (seg, off) = st.arena.alloc(size, min_split).ok_or_else(|| Error::InvalidHandle {
             backend: "pool",
