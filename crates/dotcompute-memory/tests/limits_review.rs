@@ -691,9 +691,9 @@ fn gets_detaches_and_returns_in_a_late_destructor_keep_the_identities() {
 }
 
 /// Small buffers dropped on another thread that then stays idle (a worker waiting for work):
-/// their memory must still be releasable under the limit. Before the fix it sat in that
-/// thread's magazine, counted against the limit and unreachable (no buffer alive, 2 MiB
-/// "cached", and a 3 MiB request under a 4 MiB limit refused even after `trim_excess`).
+/// their memory must still be releasable under the limit. Parked in that thread's magazine it
+/// would count against the limit and be unreachable (no buffer alive, 2 MiB "cached", and a
+/// 3 MiB request under a 4 MiB limit refused even after `trim_excess`).
 #[test]
 fn memory_dropped_on_an_idle_thread_is_releasable_under_the_limit() {
     let limit = 4 * MIB;
