@@ -98,43 +98,52 @@ pub struct DeviceViewMut<'a, T: Element> {
     _element: PhantomData<&'a mut [T]>,
 }
 
+/// The methods both view kinds share: they read only the window and the borrowed buffer.
+macro_rules! shared_view_methods {
+    () => {
+        /// Elements in the view.
+        pub fn len(&self) -> usize {
+            self.window.len
+        }
+
+        /// True for an empty view.
+        pub fn is_empty(&self) -> bool {
+            self.window.len == 0
+        }
+
+        /// Bytes from the start of the device allocation (a pool segment) to the view's first
+        /// element: what a kernel adds to the allocation's base handle.
+        pub fn byte_offset(&self) -> usize {
+            self.window.byte_offset::<T>(&*self.raw)
+        }
+
+        /// Bytes in the view.
+        pub fn byte_len(&self) -> usize {
+            self.window.len * std::mem::size_of::<T>()
+        }
+
+        /// The device memory as a slice where the host can address it (cpu: the buffer's one
+        /// allocation; sim: the simulated device memory), so a kernel can be a plain closure;
+        /// `None` on a real discrete device.
+        pub fn device_slice(&self) -> Option<&[T]> {
+            let ptr = self.window.host_ptr::<T>(&*self.raw)?;
+            // SAFETY: the pointer addresses the view's `len` elements inside the device part
+            // (`device_ptr_on_host`'s contract: valid for the allocation's size until freed),
+            // which the borrowed buffer keeps alive; nothing writes them while this `&self`
+            // borrow lives (a shared view's buffer is only read, and a mutable view's
+            // `device_slice_mut` needs `&mut self`); alignment was checked, and every byte
+            // pattern is a valid `T` (Pod).
+            Some(unsafe { std::slice::from_raw_parts(ptr.as_ptr(), self.window.len) })
+        }
+    };
+}
+
 impl<'a, T: Element> DeviceView<'a, T> {
     pub(crate) fn new(raw: &'a RawBuffer, start: usize, len: usize) -> Self {
         DeviceView { raw, window: Window { start, len }, completions: Vec::new(), _element: PhantomData }
     }
 
-    /// Elements in the view.
-    pub fn len(&self) -> usize {
-        self.window.len
-    }
-
-    /// True for an empty view.
-    pub fn is_empty(&self) -> bool {
-        self.window.len == 0
-    }
-
-    /// Bytes from the start of the device allocation (a pool segment) to the view's first
-    /// element: what a kernel adds to the allocation's base handle.
-    pub fn byte_offset(&self) -> usize {
-        self.window.byte_offset::<T>(self.raw)
-    }
-
-    /// Bytes in the view.
-    pub fn byte_len(&self) -> usize {
-        self.window.len * std::mem::size_of::<T>()
-    }
-
-    /// The device memory as a slice where the host can address it (cpu: the buffer's one
-    /// allocation; sim: the simulated device memory), so a kernel can be a plain closure;
-    /// `None` on a real discrete device.
-    pub fn device_slice(&self) -> Option<&[T]> {
-        let ptr = self.window.host_ptr::<T>(self.raw)?;
-        // SAFETY: the pointer addresses the view's `len` elements inside the device part
-        // (`device_ptr_on_host`'s contract: valid for the allocation's size until freed), which
-        // the borrowed buffer keeps alive and does not write while this shared view lives;
-        // alignment was checked, and every byte pattern is a valid `T` (Pod).
-        Some(unsafe { std::slice::from_raw_parts(ptr.as_ptr(), self.window.len) })
-    }
+    shared_view_methods!();
 }
 
 impl<T: Element> Drop for DeviceView<'_, T> {
@@ -148,36 +157,11 @@ impl<'a, T: Element> DeviceViewMut<'a, T> {
         DeviceViewMut { raw, window: Window { start, len }, access, completions: Vec::new(), _element: PhantomData }
     }
 
-    /// Elements in the view.
-    pub fn len(&self) -> usize {
-        self.window.len
-    }
-
-    /// True for an empty view.
-    pub fn is_empty(&self) -> bool {
-        self.window.len == 0
-    }
+    shared_view_methods!();
 
     /// The access the view was made for.
     pub fn access(&self) -> Access {
         self.access
-    }
-
-    /// Bytes from the start of the device allocation to the view's first element.
-    pub fn byte_offset(&self) -> usize {
-        self.window.byte_offset::<T>(self.raw)
-    }
-
-    /// Bytes in the view.
-    pub fn byte_len(&self) -> usize {
-        self.window.len * std::mem::size_of::<T>()
-    }
-
-    /// As [`DeviceView::device_slice`].
-    pub fn device_slice(&self) -> Option<&[T]> {
-        let ptr = self.window.host_ptr::<T>(self.raw)?;
-        // SAFETY: as in `DeviceView::device_slice`; `&self` excludes the mutable slice below.
-        Some(unsafe { std::slice::from_raw_parts(ptr.as_ptr(), self.window.len) })
     }
 
     /// The device memory as a mutable slice where the host can address it (cpu, sim), so a
