@@ -436,6 +436,12 @@ fn fmt_limit(limit: Option<u64>) -> String {
 }
 
 impl Error {
+    /// An allocator's refusal of `requested` bytes with `free` bytes left, where no pool is
+    /// involved: nothing is cached and nothing was rounded.
+    pub(crate) fn allocator_out_of_memory(backend: &'static str, requested: u64, free: u64) -> Self {
+        Error::OutOfMemory { backend, requested, rounded: requested, free, cached: 0, largest_free_block: 0 }
+    }
+
     /// True when retrying the same call may succeed (a transient device condition).
     pub fn is_transient(&self) -> bool {
         matches!(

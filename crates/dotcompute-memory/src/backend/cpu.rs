@@ -83,14 +83,9 @@ unsafe impl Backend for CpuBackend {
 
     fn allocate(&self, size: usize, align: usize) -> Result<DeviceMemory> {
         let block = HostBlock::allocate_zeroed(size.max(1), align).map_err(|e| match e {
-            Error::OutOfMemory { requested, .. } => Error::OutOfMemory {
-                backend: "cpu",
-                requested,
-                rounded: requested,
-                free: available_memory(),
-                cached: 0,
-                largest_free_block: 0,
-            },
+            Error::OutOfMemory { requested, .. } => {
+                Error::allocator_out_of_memory("cpu", requested, available_memory())
+            }
             other => other,
         })?;
         let handle = block.as_ptr().expose_provenance() as u64;

@@ -413,14 +413,7 @@ unsafe impl Backend for CudaBackend {
             Ok(p) => p,
             Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
                 let free = cu::mem_get_info().map(|(f, _)| f as u64).unwrap_or(0);
-                return Err(Error::OutOfMemory {
-                    backend: "cuda",
-                    requested: size as u64,
-                    rounded: size as u64,
-                    free,
-                    cached: 0,
-                    largest_free_block: 0,
-                });
+                return Err(Error::allocator_out_of_memory("cuda", size as u64, free));
             }
             Err(e) => return Err(driver("cuMemAlloc", e)),
         };
@@ -455,14 +448,7 @@ unsafe impl Backend for CudaBackend {
         // Flag 0 (not CU_MEMHOSTALLOC_WRITECOMBINED, which makes host reads slow).
         // SAFETY: a plain page-locked allocation; freed in CudaPinned::drop.
         let ptr = unsafe { cu::malloc_host(size.max(1), 0) }.map_err(|e| match e.0 {
-            sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => Error::OutOfMemory {
-                backend: "cuda",
-                requested: size as u64,
-                rounded: size as u64,
-                free: 0,
-                cached: 0,
-                largest_free_block: 0,
-            },
+            sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => Error::allocator_out_of_memory("cuda", size as u64, 0),
             _ => driver("cuMemHostAlloc", e),
         })?;
         let ptr = NonNull::new(ptr.cast::<u8>())

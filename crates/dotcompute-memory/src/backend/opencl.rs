@@ -1045,27 +1045,15 @@ unsafe impl Backend for OpenClBackend {
             let mut table = self.lock();
             let free = self.summary.global_mem.saturating_sub(table.used);
             if bytes as u64 > free {
-                return Err(Error::OutOfMemory {
-                    backend: BACKEND,
-                    requested: size as u64,
-                    rounded: size as u64,
-                    free,
-                    cached: 0,
-                    largest_free_block: 0,
-                });
+                return Err(Error::allocator_out_of_memory(BACKEND, size as u64, free));
             }
             table.used += bytes as u64;
             free
         };
         let oom = |e: Error| match e {
-            Error::Backend { code, .. } if is_oom(code as cl_int) => Error::OutOfMemory {
-                backend: BACKEND,
-                requested: size as u64,
-                rounded: size as u64,
-                free,
-                cached: 0,
-                largest_free_block: 0,
-            },
+            Error::Backend { code, .. } if is_oom(code as cl_int) => {
+                Error::allocator_out_of_memory(BACKEND, size as u64, free)
+            }
             other => other,
         };
         let made = self.create_mem(bytes).map_err(|code| cl_error("clCreateBuffer", code)).and_then(|raw| {

@@ -405,14 +405,7 @@ unsafe impl Backend for SimBackend {
         let mut dev = self.lock();
         let free = self.options.capacity - dev.used;
         if size > free {
-            return Err(Error::OutOfMemory {
-                backend: "sim",
-                requested: size as u64,
-                rounded: size as u64,
-                free: free as u64,
-                cached: 0,
-                largest_free_block: 0,
-            });
+            return Err(Error::allocator_out_of_memory("sim", size as u64, free as u64));
         }
         let handle = dev.next;
         dev.next += 1;

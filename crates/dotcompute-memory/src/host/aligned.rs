@@ -234,14 +234,7 @@ impl HostAlloc {
         })?;
         // SAFETY: bytes > 0 (the caller handled 0), so the layout has a non-zero size.
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw.cast::<T>()).ok_or(Error::OutOfMemory {
-            backend: "host",
-            requested: bytes as u64,
-            rounded: bytes as u64,
-            free: 0,
-            cached: 0,
-            largest_free_block: 0,
-        })?;
+        let ptr = NonNull::new(raw.cast::<T>()).ok_or(Error::allocator_out_of_memory("host", bytes as u64, 0))?;
         let why = if self.huge_pages || self.hugetlb {
             if cfg!(miri) {
                 "huge pages were requested but Miri cannot map memory; using the global allocator"
@@ -635,14 +628,7 @@ mod map {
 
     fn mmap_error(bytes: usize, e: rustix::io::Errno) -> Error {
         if e == rustix::io::Errno::NOMEM {
-            Error::OutOfMemory {
-                backend: "host",
-                requested: bytes as u64,
-                rounded: bytes as u64,
-                free: 0,
-                cached: 0,
-                largest_free_block: 0,
-            }
+            Error::allocator_out_of_memory("host", bytes as u64, 0)
         } else {
             os::os_error("mmap", format!("{bytes} bytes"), e)
         }
@@ -653,14 +639,7 @@ mod map {
         /// power of two, at least the page size): over-map by `align - page` and trim.
         pub(super) fn anonymous(len: usize, align: usize) -> Result<Region> {
             let page = os::page_size();
-            let total = len.checked_add(align - page).ok_or(Error::OutOfMemory {
-                backend: "host",
-                requested: len as u64,
-                rounded: len as u64,
-                free: 0,
-                cached: 0,
-                largest_free_block: 0,
-            })?;
+            let total = len.checked_add(align - page).ok_or(Error::allocator_out_of_memory("host", len as u64, 0))?;
             // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing
             // aliases nothing.
             let raw = unsafe {

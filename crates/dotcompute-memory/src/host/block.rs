@@ -85,14 +85,7 @@ impl HostBlock {
         }
         // SAFETY: layout has non-zero size (checked above).
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).ok_or(Error::OutOfMemory {
-            backend: "host",
-            requested: size as u64,
-            rounded: size as u64,
-            free: 0,
-            cached: 0,
-            largest_free_block: 0,
-        })?;
+        let ptr = NonNull::new(raw).ok_or(Error::allocator_out_of_memory("host", size as u64, 0))?;
         Ok(HostBlock { ptr, size, align_log2: align.trailing_zeros() as u8, mapped: false })
     }
 
