@@ -20,6 +20,9 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
+mod rng;
+use rng::Rng;
+
 const THREADS: usize = 4;
 /// Buffers each thread holds at most (including the ones of the dropped manager).
 const SLOTS: usize = 8;
@@ -31,29 +34,13 @@ fn ops_per_thread() -> u64 {
     }
 }
 
-/// xorshift64: small, seeded, and the same on every platform.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn len(&mut self) -> usize {
-        match self.below(8) {
-            0 => 0,
-            1..=5 => 1 + self.below(64) as usize,
-            6 => 256 + self.below(2048) as usize,
-            _ => 20_000 + self.below(50_000) as usize,
-        }
+/// A buffer length: mostly small, some medium, a few large, and empty ones.
+fn random_len(rng: &mut Rng) -> usize {
+    match rng.below(8) {
+        0 => 0,
+        1..=5 => 1 + rng.below(64) as usize,
+        6 => 256 + rng.below(2048) as usize,
+        _ => 20_000 + rng.below(50_000) as usize,
     }
 }
 
@@ -91,7 +78,7 @@ fn worker(mm: MemoryManager, orphans: Vec<UnifiedBuffer<u32>>, seed: u64, ops: u
         let op = rng.below(26);
         // Operations that need a buffer skip empty slots by allocating one instead.
         if held[i].is_none() && op > 3 {
-            let len = rng.len();
+            let len = random_len(&mut rng);
             let data = pattern(n as u32, len);
             let buf = mm.allocate_from(&data).unwrap_or_else(|e| panic!("{what}: allocate_from: {e}"));
             held[i] = Some(Held { buf, model: Some(data) });
@@ -99,17 +86,17 @@ fn worker(mm: MemoryManager, orphans: Vec<UnifiedBuffer<u32>>, seed: u64, ops: u
         }
         match op {
             0 => {
-                let len = rng.len();
+                let len = random_len(&mut rng);
                 let buf = mm.allocate::<u32>(len).unwrap_or_else(|e| panic!("{what}: allocate: {e}"));
                 held[i] = Some(Held { buf, model: None });
             }
             1 => {
-                let len = rng.len();
+                let len = random_len(&mut rng);
                 let buf = mm.allocate_device::<u32>(len).unwrap_or_else(|e| panic!("{what}: allocate_device: {e}"));
                 held[i] = Some(Held { buf, model: None });
             }
             2 => {
-                let len = rng.len();
+                let len = random_len(&mut rng);
                 let buf = mm.allocate_zeroed::<u32>(len).unwrap_or_else(|e| panic!("{what}: allocate_zeroed: {e}"));
                 held[i] = Some(Held { buf, model: Some(vec![0; len]) });
             }

@@ -7,6 +7,9 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use BufferState::*;
 
+mod rng;
+use rng::Rng;
+
 const _: () = {
     const fn send_sync<T: Send + Sync>() {}
     const fn send<T: Send>() {}
@@ -17,21 +20,6 @@ const _: () = {
 
 fn quiet() -> ManagerOptions {
     ManagerOptions { maintenance_interval: None, track_allocations: true, ..Default::default() }
-}
-
-/// Small deterministic generator so each thread does something different but reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Totals one worker saw, to compare with the manager's statistics.
