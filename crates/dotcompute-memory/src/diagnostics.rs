@@ -4,6 +4,7 @@
 //! live buffer was allocated is recorded only with `ManagerOptions::track_allocations`, because
 //! that costs a lock per allocation; the call site itself is free (`#[track_caller]`).
 
+use crate::units::{format_bytes, format_bytes_short};
 use std::collections::HashMap;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,6 +37,22 @@ struct Record {
 }
 
 /// The manager's diagnostics (`MemoryManager::diagnostics`).
+///
+/// ```
+/// use dotcompute_memory::MemoryManager;
+///
+/// # fn main() -> dotcompute_memory::Result<()> {
+/// let mm = MemoryManager::cpu();
+/// mm.diagnostics().set_tracking(true); // or ManagerOptions::track_allocations
+/// let buf = mm.allocate::<f64>(512)?;
+/// let live = mm.diagnostics().live_buffers();
+/// assert_eq!((live.len(), live[0].bytes, live[0].element), (1, 4096, "f64"));
+/// assert!(mm.diagnostics().leak_report().starts_with("1 live buffers, 4096 bytes (4.0 KiB)"));
+/// drop(buf);
+/// assert_eq!(mm.diagnostics().live_count(), 0);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Diagnostics {
     tracking: AtomicBool,
     next_id: AtomicU64,
@@ -104,14 +121,19 @@ impl Diagnostics {
     /// A human-readable list of live buffers and where they were allocated.
     pub fn leak_report(&self) -> String {
         let buffers = self.live_buffers();
-        let mut s = format!("{} live buffers, {} bytes", self.live_count(), self.live_bytes());
+        let mut s = format!("{} live buffers, {}", self.live_count(), format_bytes(self.live_bytes()));
         if !self.is_tracking() && buffers.is_empty() {
             s.push_str(" (allocation sites not recorded: set ManagerOptions::track_allocations)");
         }
         for b in buffers {
             s.push_str(&format!(
-                "\n  #{} {} x {} ({} bytes) allocated at {} {:.1?} ago",
-                b.id, b.len, b.element, b.bytes, b.location, b.age
+                "\n  #{} {} x {} ({}) allocated at {} {:.1?} ago",
+                b.id,
+                b.len,
+                b.element,
+                format_bytes_short(b.bytes as u64),
+                b.location,
+                b.age
             ));
         }
         s

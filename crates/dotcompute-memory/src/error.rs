@@ -4,6 +4,7 @@
 //! is enough to see what was wrong without a debugger. A failed operation never leaves a
 //! buffer half-updated: each entry point validates before it touches memory.
 
+use crate::units::format_bytes;
 use std::fmt;
 
 /// Result alias used by every fallible call in the crate.
@@ -31,7 +32,10 @@ impl fmt::Display for Direction {
 }
 
 /// Everything that can go wrong in `dotcompute-memory`.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the same message as `Display`, so `fn main() -> Result<()>` shows the
+/// explanation; match on the variant to branch on the kind.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// `len * size_of::<T>()` does not fit in `usize`.
@@ -91,7 +95,7 @@ pub enum Error {
     },
 
     /// The backend has no room for the allocation, even after the cache was released.
-    #[error("out of memory on {backend}: requested {requested} bytes ({rounded} bytes after rounding up to the pool's size class), {free} bytes free on the device, {cached} bytes still cached by the pool (largest free block {largest_free_block} bytes) after releasing what could be released and retrying; free buffers or allocate less")]
+    #[error("out of memory on {backend}: requested {}; {} after rounding up to the pool's size class; {} free on the device, {} still cached by the pool (largest free block {}) after releasing what could be released and retrying; free buffers or allocate less", format_bytes(*requested), format_bytes(*rounded), format_bytes(*free), format_bytes(*cached), format_bytes(*largest_free_block))]
     OutOfMemory {
         /// Backend name.
         backend: &'static str,
@@ -111,7 +115,7 @@ pub enum Error {
 
     /// The manager's own device-memory cap ([`crate::ManagerOptions::device_memory_limit`]) has
     /// no room for the allocation, even after the cache was released.
-    #[error("device memory limit reached on {backend}: requested {requested} bytes ({rounded} bytes after rounding up to the pool's size class), this manager holds {held} of its {limit}-byte limit ({cached} of them cached but not releasable: parts of segments still in use) after releasing what could be released and retrying; free buffers, allocate less, or raise ManagerOptions::device_memory_limit")]
+    #[error("device memory limit reached on {backend}: requested {}; {} after rounding up to the pool's size class; this manager holds {} of its {} limit ({} of them cached but not releasable: parts of segments still in use) after releasing what could be released and retrying; free buffers, allocate less, or raise ManagerOptions::device_memory_limit", format_bytes(*requested), format_bytes(*rounded), format_bytes(*held), format_bytes(*limit), format_bytes(*cached))]
     MemoryLimitExceeded {
         /// Backend name.
         backend: &'static str,
@@ -293,7 +297,7 @@ pub enum Error {
     },
 
     /// Locking pages in memory hit the locked-memory limit.
-    #[error("cannot lock {requested} bytes in memory: RLIMIT_MEMLOCK is {} (hard limit {}) and this process may not exceed it (errno {errno}); raise it with `ulimit -l`, /etc/security/limits.conf or CAP_IPC_LOCK, or pin less memory", fmt_limit(*soft_limit), fmt_limit(*hard_limit))]
+    #[error("cannot lock {} in memory: RLIMIT_MEMLOCK is {} (hard limit {}) and this process may not exceed it (errno {errno}); raise it with `ulimit -l`, /etc/security/limits.conf or CAP_IPC_LOCK, or pin less memory", format_bytes(*requested as u64), fmt_limit(*soft_limit), fmt_limit(*hard_limit))]
     MemoryLockLimit {
         /// Bytes asked to lock.
         requested: usize,
@@ -428,9 +432,15 @@ pub enum Error {
     },
 }
 
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 fn fmt_limit(limit: Option<u64>) -> String {
     match limit {
-        Some(bytes) => format!("{bytes} bytes"),
+        Some(bytes) => format_bytes(bytes),
         None => "unlimited".to_string(),
     }
 }

@@ -19,6 +19,7 @@
 
 use crate::error::Direction;
 use crate::thread_exit::{self, READY};
+use crate::units::format_bytes_short;
 use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -372,6 +373,21 @@ impl TransferStatistics {
 /// (one per buffer on unified backends; a host block plus, once used on the device, a device
 /// block on discrete ones). `allocation_reduction = 1 - backend_allocations / block_requests`:
 /// the share of block requests the pool served without calling the backend.
+///
+/// ```
+/// use dotcompute_memory::MemoryManager;
+///
+/// # fn main() -> dotcompute_memory::Result<()> {
+/// let mm = MemoryManager::cpu();
+/// drop(mm.allocate::<f32>(1024)?);
+/// let again = mm.allocate::<f32>(1024)?; // served from the pool
+/// let stats = mm.statistics();
+/// assert_eq!((stats.buffers_allocated, stats.pool_hits, stats.active_allocations), (2, 1, 1));
+/// println!("{stats}"); // buffers, pool, then one line per transfer direction used
+/// # drop(again);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MemoryStatistics {
     /// Backend name.
@@ -426,4 +442,50 @@ pub struct MemoryStatistics {
     pub allocation_rate: f64,
     /// Buffers freed per second of uptime.
     pub free_rate: f64,
+}
+
+impl std::fmt::Display for MemoryStatistics {
+    /// Buffers and bytes, the pool, then one line per transfer direction that moved anything.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = format_bytes_short;
+        write!(
+            f,
+            "{}: {} buffer(s) alive ({}, peak {}); {} allocated, {} freed",
+            self.backend,
+            self.active_allocations,
+            b(self.active_bytes),
+            b(self.peak_bytes),
+            self.buffers_allocated,
+            self.buffers_freed,
+        )?;
+        write!(
+            f,
+            "\npool: {} of {} block request(s) served from cache ({:.1}%), {} backend allocation(s), {} free(s), {} eviction(s); {} cached, {} reserved (host and device), {} device segment(s)",
+            self.pool_hits,
+            self.block_requests,
+            self.pool_hit_rate * 100.0,
+            self.backend_allocations,
+            self.backend_frees,
+            self.evictions,
+            b(self.cached_bytes),
+            b(self.reserved_bytes),
+            self.device_segments,
+        )?;
+        let directions = [
+            (Direction::HostToDevice, &self.host_to_device),
+            (Direction::DeviceToHost, &self.device_to_host),
+            (Direction::DeviceToDevice, &self.device_to_device),
+        ];
+        for (direction, t) in directions.into_iter().filter(|(_, t)| t.count > 0) {
+            write!(
+                f,
+                "\n{direction}: {} transfer(s), {}, {:.2} GB/s (peak {:.2} GB/s)",
+                t.count,
+                b(t.bytes),
+                t.bandwidth_bytes_per_sec / 1e9,
+                t.peak_bandwidth_bytes_per_sec / 1e9,
+            )?;
+        }
+        Ok(())
+    }
 }

@@ -1,5 +1,5 @@
-//! Byte counts as people write them (`64K`, `512MiB`, `1GB`), for options read from the
-//! environment or a command line.
+//! Byte counts as people write them: parsed from options (`64K`, `512MiB`, `1GB`) and
+//! formatted for messages (`1610612736 bytes (1.5 GiB)`).
 
 /// Parses a whole number of bytes with an optional unit: `B`; `K`, `KiB`, `M`, `MiB`, `G`,
 /// `GiB`, `T`, `TiB` binary; `kB`, `MB`, `GB`, `TB` decimal; case-insensitive (so `k`/`K` and
@@ -36,9 +36,55 @@ pub fn parse_byte_count(text: &str) -> Result<u64, String> {
     }
 }
 
+/// Formats a byte count for a message: the exact count, and from 1 KiB up the value in the
+/// largest binary unit with one decimal, e.g. `1610612736 bytes (1.5 GiB)`.
+///
+/// ```
+/// use dotcompute_memory::units::format_bytes;
+/// assert_eq!(format_bytes(512), "512 bytes");
+/// assert_eq!(format_bytes(3 << 29), "1610612736 bytes (1.5 GiB)");
+/// ```
+pub fn format_bytes(bytes: u64) -> String {
+    if bytes < 1024 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{bytes} bytes ({})", format_bytes_short(bytes))
+    }
+}
+
+/// Formats a byte count for a summary line: `512 B`, `1.5 GiB` (binary units, one decimal).
+///
+/// ```
+/// use dotcompute_memory::units::format_bytes_short;
+/// assert_eq!(format_bytes_short(512), "512 B");
+/// assert_eq!(format_bytes_short(3 << 29), "1.5 GiB");
+/// ```
+pub fn format_bytes_short(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_byte_count;
+    use super::{format_bytes, parse_byte_count};
+
+    #[test]
+    fn byte_counts_format_with_the_largest_unit_and_the_exact_count() {
+        assert_eq!(format_bytes(0), "0 bytes");
+        assert_eq!(format_bytes(1023), "1023 bytes");
+        assert_eq!(format_bytes(1024), "1024 bytes (1.0 KiB)");
+        assert_eq!(format_bytes(12 << 30), "12884901888 bytes (12.0 GiB)");
+        assert!(format_bytes(u64::MAX).ends_with("bytes (16.0 EiB)"));
+    }
 
     #[test]
     fn byte_counts_parse_with_units_and_reject_the_rest() {

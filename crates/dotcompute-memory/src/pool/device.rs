@@ -278,8 +278,10 @@ impl DevicePool {
         let st = self.lock();
         let segments = st.arena.snapshot();
         let free = st.arena.free_bytes() as u64;
+        #[allow(deprecated)] // `reserved_bytes` is filled until it is removed
         MemorySnapshot {
             backend: self.backend.name().to_string(),
+            device_reserved_bytes: st.held,
             reserved_bytes: st.held,
             in_use_bytes: st.held - free,
             free_bytes: free,

@@ -1,7 +1,9 @@
 //! `MemorySnapshot`: the device pool's segments and blocks at one moment, for finding where
 //! memory goes and how fragmented it is (PyTorch's `torch.cuda.memory_snapshot`).
 
-use serde::Serialize;
+use crate::units::format_bytes_short;
+use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// The device memory a manager holds, segment by segment ([`crate::MemoryManager::memory_snapshot`]).
 ///
@@ -9,13 +11,32 @@ use serde::Serialize;
 /// parked whole in the pool's per-size-class front cache or in a thread's magazine (those are
 /// counted in `front_cached_bytes` and `magazine_bytes`, not marked per block: they are
 /// lock-free or thread-local and are not walked).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// ```
+/// use dotcompute_memory::{MemoryManager, SimOptions};
+///
+/// # fn main() -> dotcompute_memory::Result<()> {
+/// let mm = MemoryManager::sim(SimOptions::default());
+/// let mut a = mm.allocate::<u8>(1 << 20)?;
+/// a.ensure_on_device()?;
+/// let snapshot = mm.memory_snapshot();
+/// assert!(snapshot.device_reserved_bytes >= 1 << 20);
+/// assert_eq!(snapshot.in_use_bytes + snapshot.free_bytes, snapshot.device_reserved_bytes);
+/// println!("{snapshot}"); // totals, then one line per segment
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemorySnapshot {
     /// Backend name.
     pub backend: String,
     /// Segments held from the backend, largest first.
     pub segments: Vec<SegmentSnapshot>,
-    /// Bytes of all segments (what the manager holds from the backend for device memory).
+    /// Bytes of all segments: the device memory the manager holds from the backend. Host
+    /// memory is not included (unlike [`crate::MemoryStatistics::reserved_bytes`]).
+    pub device_reserved_bytes: u64,
+    /// The same value as `device_reserved_bytes`.
+    #[deprecated(note = "use `device_reserved_bytes`: `MemoryStatistics::reserved_bytes` counts host memory too")]
     pub reserved_bytes: u64,
     /// Bytes in blocks handed out by the arena (live buffers and whole cached regions).
     pub in_use_bytes: u64,
@@ -43,8 +64,41 @@ impl MemorySnapshot {
     }
 }
 
+impl fmt::Display for MemorySnapshot {
+    /// A summary line with the totals, then one line per segment.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = format_bytes_short;
+        write!(
+            f,
+            "device memory on {}: {} in {} segment(s), {} in use, {} free (largest free block {}, fragmentation {:.2}); {} in the front cache, {} in magazines",
+            self.backend,
+            b(self.device_reserved_bytes),
+            self.segments.len(),
+            b(self.in_use_bytes),
+            b(self.free_bytes),
+            b(self.largest_free_block),
+            self.fragmentation(),
+            b(self.front_cached_bytes),
+            b(self.magazine_bytes),
+        )?;
+        for s in &self.segments {
+            let free = s.blocks.iter().filter(|b| b.free).count();
+            write!(
+                f,
+                "\n  segment {}: {}{}, {} block(s), {} free",
+                s.id,
+                b(s.size),
+                if s.splittable { "" } else { " (oversize, one request)" },
+                s.blocks.len(),
+                free
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// One backend allocation and the blocks the arena cut it into.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentSnapshot {
     /// Segment id within its manager.
     pub id: u64,
@@ -57,7 +111,7 @@ pub struct SegmentSnapshot {
 }
 
 /// A block of a segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockSnapshot {
     /// Offset in the segment.
     pub offset: u64,
