@@ -8,7 +8,8 @@
 //! ## Quick start
 //!
 //! ```
-//! use dotcompute_memory::*;
+//! use dotcompute_memory::prelude::*;
+//! use dotcompute_memory::{Error, Result};
 //!
 //! # fn main() -> Result<()> {
 //! // The embedded CPU backend; `MemoryManager::from_env()` picks one from DCMEM_BACKEND.
@@ -56,10 +57,12 @@
 //!   coherence model (see `buffer::state`).
 //! - [`DeviceView`], [`DeviceViewMut`], [`Access`]: kernels on a buffer's device memory (see
 //!   `buffer::view`).
-//! - [`Backend`]: what a device provides; [`CpuBackend`], [`SimBackend`].
+//! - [`Backend`]: what a device provides; [`CpuBackend`], [`SimBackend`], and with the
+//!   `opencl` / `cuda` features `OpenClBackend` and `CudaBackend`.
 //! - [`ObjectPool`] ([`Pooled`] guards) and [`ArrayPool`] ([`Rented`] guards, raw [`ArrayHandle`]s):
 //!   pools of reusable objects and arrays (see `pool::object`, `pool::array`).
 //! - [`Error`]: every failure, with the values that caused it.
+//! - [`prelude`]: the names most programs need, for one glob import.
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
@@ -76,12 +79,17 @@ pub mod host;
 pub mod manager;
 pub mod ops;
 pub mod pool;
+pub mod prelude;
 pub mod stats;
 mod thread_exit;
 pub mod transfer;
 pub mod units;
 
 pub use backend::cpu::CpuBackend;
+#[cfg(feature = "cuda")]
+pub use backend::cuda::CudaBackend;
+#[cfg(feature = "opencl")]
+pub use backend::opencl::OpenClBackend;
 pub use backend::sim::{CompletionHold, FaultPlan, SimBackend, SimOptions};
 pub use backend::{
     Backend, BackendId, BatchWrite, DeviceEvent, DeviceMemory, Event, MemoryInfo, PinnedHost, ReadyEvent,
