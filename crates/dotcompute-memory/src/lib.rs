@@ -64,10 +64,15 @@
 //! - [`Error`]: every failure, with the values that caused it.
 //! - [`prelude`]: the names most programs need, for one glob import.
 
-/// The README's examples, compiled and run as doctests.
+/// The repository README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The crate README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct CrateReadmeDoctests;
 
 pub mod backend;
 pub mod buffer;
