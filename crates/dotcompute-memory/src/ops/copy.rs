@@ -3,10 +3,8 @@
 //! A copy through ordinary stores reads each destination line into the cache before writing
 //! it (read-for-ownership) and evicts useful data; non-temporal ("streaming") stores write
 //! whole lines straight to memory. glibc switches to them only above its non-temporal
-//! threshold, which it derives from the L3 size the CPU reports; on the project's VMs that
-//! is ~192 MiB, so `copy_from_slice` of 10 MB–64 MiB runs with cached stores at ~5–8 GB/s
-//! while streaming stores reach ~18 GB/s at 10 MB (`PLATFORM-NOTES.md`). This module picks
-//! the store kind by size:
+//! threshold, derived from the L3 size the CPU reports (often hundreds of MiB on VMs), so
+//! between 2 MiB and that threshold this module streams by itself:
 //!
 //! ```text
 //!   len < NT_THRESHOLD (2 MiB)  ──► dst.copy_from_slice(src)          (glibc memcpy)
@@ -20,34 +18,10 @@
 //!   other architectures, Miri   ──► copy_from_slice
 //! ```
 //!
-//! The body is one sequential stream, four lanes per iteration. What was tried and measured
-//! on the project's VMs (2 vCPU Xeon, AVX2, L2 4 MiB; 10 MB copies, `benches/host_ops.rs`
-//! and a stand-alone harness, interleaved medians):
-//!
-//! - Streaming stores alone: ~1.41–1.46× `copy_from_slice` when neither buffer is in cache
-//!   ("cold"), ~1.12–1.25× when both are ("hot").
-//! - A software prefetch of the source into L2 (`PREFETCHT1`) one page (4 KiB) ahead, two
-//!   lines per 128-byte step: cold rises to ~1.55–1.75× (2–6 KiB distances all did about as
-//!   well; 512 bytes was worse; 8–16 KiB no better), hot drops by ~2–4% (still ~1.15–1.22×).
-//!   A single core's read bandwidth is limited by its line fill buffers, which the streaming
-//!   stores also occupy; an L2 prefetch brings the next lines in without holding them. Used.
-//! - `PREFETCHT0` (into L1) 1–4 KiB ahead: no gain cold, slower hot; `PREFETCHNTA` 1 KiB
-//!   ahead: no gain cold, ~2.5× slower hot. Not used.
-//! - Eight loads then eight stores per iteration (256 bytes): hot ~15–20% slower, cold the
-//!   same. Two halves interleaved per step (cf. glibc's `large_memcpy_4x`, which halved the
-//!   throughput here): no gain. Prefetching a 4 KiB block into L1 before streaming it: hot
-//!   ~25% slower, cold the same. `rep movsb`: the same as `copy_from_slice` (glibc already
-//!   uses it at these sizes). 16-byte SSE2 streaming stores: ~10–15% slower than 32-byte
-//!   ones. An AVX2 loop with ordinary stores (and the same prefetch): ~7–10% slower than
-//!   `copy_from_slice` hot and cold. None used.
-//! - Why "hot" gains less: when the destination is already in cache, glibc's cached copy
-//!   never goes to memory (~14–15 GB/s at 10 MB here), while streaming stores must go to
-//!   memory and first evict the cached (possibly dirty) destination lines; a streaming fill
-//!   alone tops out at ~22 GB/s here, so ~1.5× hot is out of reach at 10 MB (measured
-//!   ~1.1–1.25×). At 64 MiB the cached copy spills and streaming wins ~1.4–1.8× hot too.
-//! - The read side bounds the rest: a cold single-core read-only pass over 10 MB runs at
-//!   ~14 GB/s here and a streaming fill at ~22 GB/s, so a cold copy cannot exceed ~14 GB/s
-//!   (~2× `copy_from_slice`'s ~7 GB/s); the prefetching copy reaches ~10–12 GB/s.
+//! The body is one sequential stream, four lanes per iteration, with an L2 prefetch of the
+//! source one page ahead: a core's read bandwidth is bounded by its line fill buffers, which
+//! the streaming stores also occupy, and an L2 prefetch brings the next lines in without
+//! holding them. The variants measured against it are listed in `docs/PERFORMANCE.md`.
 //!
 //! AVX2 is detected at run time (`is_x86_feature_detected!`, cached by std); SSE2 is part of
 //! the x86-64 baseline. After a streaming copy the destination is not in cache: code that
