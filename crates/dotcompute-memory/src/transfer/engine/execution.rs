@@ -4,7 +4,7 @@
 
 use super::inline::InlineRun;
 use super::options::TransferOptions;
-use super::requests::{TransferOutcome, TransferReport};
+use super::requests::{TransferError, TransferOutcome, TransferReport};
 use crate::error::{Direction, Error, Result};
 use crate::manager::ManagerShared;
 use crate::transfer::batch::BatchRun;
@@ -230,7 +230,7 @@ impl<'a> Execution<'a> {
             staged: f.staged,
             staging_measured: f.measured,
             duration: f.duration,
-            error: f.error,
+            error: f.error.map(TransferError::from),
         });
     }
 

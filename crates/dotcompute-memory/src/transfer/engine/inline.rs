@@ -4,6 +4,7 @@
 use crate::buffer::raw::RawBuffer;
 use crate::error::Direction;
 use crate::transfer::pipeline::Finished;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One transfer on unified memory: a host copy made inline.
@@ -57,7 +58,7 @@ impl<'a> InlineRun<'a> {
                     chunks: 1,
                     batched,
                     duration: Duration::ZERO,
-                    error: r.err().map(|e| e.to_string()),
+                    error: r.err().map(Arc::new),
                     start_order,
                     retries: 0,
                     pinned: false,

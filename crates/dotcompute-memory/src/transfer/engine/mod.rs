@@ -2,7 +2,7 @@
 //!
 //! - `options`: how a batch is executed ([`TransferOptions`]).
 //! - `requests`: what a caller submits ([`TransferBatch`]) and what comes back
-//!   ([`TransferReport`], [`TransferOutcome`]).
+//!   ([`TransferReport`], [`TransferOutcome`], [`TransferError`]).
 //! - `planner`: a batch, in priority order, becomes work (inline copies, packed small uploads,
 //!   chunked runs) with its queues and staged-or-direct decisions.
 //! - `execution`: runs that work, blocking or as a future, and builds the report.
@@ -17,7 +17,7 @@ mod requests;
 mod stream;
 
 pub use self::options::TransferOptions;
-pub use self::requests::{TransferBatch, TransferOutcome, TransferReport};
+pub use self::requests::{TransferBatch, TransferError, TransferOutcome, TransferReport};
 
 use self::execution::ExecuteFuture;
 use crate::buffer::UnifiedBuffer;

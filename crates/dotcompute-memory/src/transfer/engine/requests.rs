@@ -1,11 +1,13 @@
 //! What a caller submits ([`TransferBatch`]) and what comes back: one [`TransferOutcome`] per
-//! transfer in a [`TransferReport`].
+//! transfer in a [`TransferReport`], a failure carried as a [`TransferError`].
 
 use crate::buffer::raw::RawBuffer;
 use crate::buffer::UnifiedBuffer;
 use crate::element::Element;
 use crate::error::{Direction, Error, Result};
 use crate::transfer::schedule::Priority;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One transfer as added to a batch: its direction and the memory on both sides.
@@ -181,7 +183,75 @@ pub struct TransferOutcome {
     pub duration: Duration,
     /// Why it failed, if it did. A failed upload or copy leaves its destination buffer
     /// unchanged; a failed download may have written part of its destination slice.
-    pub error: Option<String>,
+    pub error: Option<TransferError>,
+}
+
+/// Why a transfer failed: the [`Error`] it failed with, and that error's message.
+///
+/// Match on [`TransferError::error`] for the kind (e.g. [`Error::is_transient`]). Report lines
+/// are cloned and serialised, so the error is shared and serialises as its message; a line
+/// deserialised from that form keeps the message only. Two are equal when their messages are.
+#[derive(Debug, Clone)]
+pub struct TransferError {
+    error: Option<Arc<Error>>,
+    message: String,
+}
+
+impl TransferError {
+    /// The error the transfer failed with; `None` only for a report line deserialised from its
+    /// message.
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_deref()
+    }
+
+    /// The error's message (its `Display`).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<Arc<Error>> for TransferError {
+    fn from(error: Arc<Error>) -> Self {
+        TransferError { message: error.to_string(), error: Some(error) }
+    }
+}
+
+impl From<Error> for TransferError {
+    fn from(error: Error) -> Self {
+        Arc::new(error).into()
+    }
+}
+
+impl fmt::Display for TransferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TransferError {
+    /// The cause of the error this one carries (its message is this one's).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.as_deref().and_then(std::error::Error::source)
+    }
+}
+
+impl PartialEq for TransferError {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl serde::Serialize for TransferError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.message)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TransferError {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let message = String::deserialize(deserializer)?;
+        Ok(TransferError { error: None, message })
+    }
 }
 
 /// What a batch did ([`TransferEngine::execute`](super::TransferEngine::execute)).
