@@ -15,8 +15,11 @@ pub const DEFAULT_MAX_SIZE: usize = 1024;
 /// Default per-thread cache capacity.
 pub const DEFAULT_THREAD_CACHE: usize = 16;
 
+/// Creates an object (pre-warming and misses).
 pub(super) type CreateFn<T> = Box<dyn Fn() -> T + Send + Sync>;
+/// Resets an object coming back.
 pub(super) type ResetFn<T> = Box<dyn Fn(&mut T) + Send + Sync>;
+/// Accepts (`true`) or rejects an object coming back.
 pub(super) type ValidateFn<T> = Box<dyn Fn(&T) -> bool + Send + Sync>;
 
 /// Builder for [`ObjectPool`]; see [`ObjectPool::builder`].
@@ -98,10 +101,12 @@ impl<T: Send + 'static> ObjectPoolBuilder<T> {
     }
 
     /// Objects each thread caches privately (default [`DEFAULT_THREAD_CACHE`], clamped to
-    /// `max_size` and to [`MAX_THREAD_CACHE`](super::MAX_THREAD_CACHE)). 0 sends every get and return through the shared
+    /// `max_size` and to [`MAX_THREAD_CACHE`]). 0 sends every get and return through the shared
     /// queue, where every idle object is visible to all threads and to maintenance, at several
     /// atomic operations and an allocation per pair (roughly ten times the cost of a cached
     /// pair).
+    ///
+    /// [`MAX_THREAD_CACHE`]: super::MAX_THREAD_CACHE
     pub fn thread_cache(mut self, objects: usize) -> Self {
         self.thread_cache = objects;
         self
