@@ -128,7 +128,7 @@ pub fn run(args: &StreamArgs) -> CliResult<String> {
             "streaming `{}` failed after {} attempt(s): {}",
             path.display(),
             f.attempts,
-            f.error.as_deref().unwrap_or("no reason given")
+            f.error.as_ref().map_or("no reason given", |e| e.message())
         )));
     }
     let mismatch = if args.verify { Some(verify(path, buf.as_slice()?)?) } else { None };

@@ -71,7 +71,7 @@ fn check_report(report: &TransferReport) -> CliResult {
             "transfer {} of the batch failed after {} attempt(s): {}",
             f.index,
             f.attempts,
-            f.error.as_deref().unwrap_or("no reason given")
+            f.error.as_ref().map_or("no reason given", |e| e.message())
         ))),
     }
 }

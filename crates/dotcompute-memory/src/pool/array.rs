@@ -11,8 +11,8 @@
 //! # Length
 //!
 //! A [`Rented`] array dereferences to **exactly the requested length**; the class size is its
-//! [`capacity`](Rented::capacity). (The seed and .NET's `ArrayPool` hand out the whole class,
-//! which invites reading past the data one asked for; here the slack stays hidden.) Fresh arrays
+//! [`capacity`](Rented::capacity). (Handing out the whole class, as .NET's `ArrayPool` does,
+//! invites reading past the data one asked for; here the slack stays hidden.) Fresh arrays
 //! are zeroed. Reused ones hold whatever the previous renter wrote (any bit pattern is a valid
 //! `Element`) unless [`ArrayPoolOptions::clear_on_return`] is set, in which case every array in
 //! the pool is all zeroes.

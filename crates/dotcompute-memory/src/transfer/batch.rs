@@ -26,7 +26,7 @@ pub(crate) struct Member<'a> {
     /// caller's slice, borrowed for the whole call.
     src: Source<'a>,
     target: Option<DeviceRegion>,
-    error: Option<String>,
+    error: Option<Arc<Error>>,
 }
 
 impl<'a> Member<'a> {
@@ -209,7 +209,7 @@ impl<'a> BatchRun<'a> {
                 // is reported failed and its destination keeps its contents.
                 match m.dst.install_device_block(t) {
                     Ok(()) => m.dst.record(Direction::HostToDevice, m.len, share),
-                    Err(e) => m.error = Some(e.to_string()),
+                    Err(e) => m.error = Some(Arc::new(e)),
                 }
             }
         }

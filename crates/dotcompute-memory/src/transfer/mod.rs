@@ -1,6 +1,7 @@
 //! The transfer engine: concurrent, pipelined, batched, prioritised transfers with retries.
 //!
-//! - [`engine`]: the public API (`TransferEngine`, `TransferBatch`, options, the report).
+//! - [`engine`]: the public API (`TransferEngine`, `TransferBatch`, options, the report and
+//!   its errors).
 //! - `pipeline`: one transfer as a small state machine: chunks through a ring of staging
 //!   blocks, so the host copy of chunk N+1 overlaps the DMA of chunk N, with per-chunk retries.
 //! - `batch`: many small uploads as one submission, from one staging fill or (synchronous
@@ -24,5 +25,5 @@ mod pipeline;
 pub mod schedule;
 pub(crate) mod staging;
 
-pub use engine::{TransferBatch, TransferEngine, TransferOptions, TransferOutcome, TransferReport};
+pub use engine::{TransferBatch, TransferEngine, TransferError, TransferOptions, TransferOutcome, TransferReport};
 pub use schedule::{Priority, RetryPolicy, StagingPolicy};

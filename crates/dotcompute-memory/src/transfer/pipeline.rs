@@ -79,7 +79,7 @@ pub(crate) struct Finished {
     pub(crate) chunks: usize,
     pub(crate) batched: bool,
     pub(crate) duration: Duration,
-    pub(crate) error: Option<String>,
+    pub(crate) error: Option<Arc<Error>>,
     pub(crate) start_order: usize,
     pub(crate) retries: u32,
     pub(crate) pinned: bool,
@@ -108,7 +108,7 @@ pub(crate) struct Run<'a> {
     /// came from measurements.
     pub(crate) lane: Option<Lane>,
     pub(crate) measured: bool,
-    pub(crate) outcome: Option<Result<()>>,
+    pub(crate) outcome: Option<Result<(), Arc<Error>>>,
     pub(crate) started: Instant,
     pub(crate) finished_at: Option<Instant>,
     op: Op<'a>,
@@ -245,7 +245,7 @@ impl<'a> Run<'a> {
             batched: self.batched,
             duration: self.duration(),
             error: match &self.outcome {
-                Some(Err(e)) => Some(e.to_string()),
+                Some(Err(e)) => Some(e.clone()),
                 _ => None,
             },
             start_order: self.start_order,
@@ -502,7 +502,7 @@ impl<'a> Run<'a> {
 
     fn finish(&mut self, r: Result<()>) {
         self.release();
-        self.outcome = Some(r);
+        self.outcome = Some(r.map_err(Arc::new));
         self.finished_at = Some(Instant::now());
     }
 
