@@ -123,6 +123,6 @@ pub use pool::object::{
 pub use pool::snapshot::{BlockSnapshot, MemorySnapshot, SegmentSnapshot};
 pub use stats::{MemoryStatistics, TransferStatistics};
 pub use transfer::{
-    Priority, RetryPolicy, StagingPolicy, TransferBatch, TransferEngine, TransferOptions, TransferOutcome,
-    TransferReport,
+    Priority, RetryPolicy, StagingPolicy, TransferBatch, TransferEngine, TransferError, TransferOptions,
+    TransferOutcome, TransferReport,
 };
