@@ -106,7 +106,7 @@ impl<T> DerefMut for PinnedBuffer<T> {
     }
 }
 
-impl crate::backend::PinnedHost for PinnedBuffer<u8> {
+impl super::PinnedHost for PinnedBuffer<u8> {
     fn bytes(&self) -> &[u8] {
         self
     }
