@@ -10,10 +10,13 @@ pub use block::HostBlock;
 pub mod aligned;
 pub mod external;
 pub mod mapped;
+#[cfg(all(unix, not(miri)))]
+mod mmap;
 mod os;
 pub mod pinned;
 mod pinned_host;
 pub mod shared;
+mod storage;
 
 pub use aligned::{HostAlloc, HostBuffer, PageInfo, PageKind, DEFAULT_ALIGNMENT, MAX_ALIGNMENT};
 pub use external::{Deleter, Ownership};
