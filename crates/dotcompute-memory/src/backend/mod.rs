@@ -21,6 +21,8 @@
 //! ([`DeviceEvent::is_complete`]), by blocking ([`DeviceEvent::wait`]) or by waking a
 //! `Waker` ([`DeviceEvent::on_complete`]), so futures built on them work
 //! with any async runtime.
+//!
+//! [`Error::InvalidHandle`]: crate::Error::InvalidHandle
 
 pub mod cpu;
 #[cfg(feature = "cuda")]

@@ -21,7 +21,7 @@ pub const ENV_PLATFORM: &str = "DCMEM_OPENCL_PLATFORM";
 /// Environment variable that selects the device (index or name substring).
 pub const ENV_DEVICE: &str = "DCMEM_OPENCL_DEVICE";
 
-/// How to open an [`OpenClBackend`].
+/// How to open an [`OpenClBackend`](super::OpenClBackend).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenClOptions {
     /// Platform selector: an index or a case-insensitive name substring (`None`: any).

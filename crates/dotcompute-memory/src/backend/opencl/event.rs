@@ -130,7 +130,7 @@ impl OpenClEvent {
     }
 
     /// `CL_EVENT_COMMAND_TYPE`: e.g. `CL_COMMAND_MARKER` or `CL_COMMAND_BARRIER` for
-    /// [`OpenClBackend::marker`]'s events.
+    /// [`OpenClBackend::marker`](super::OpenClBackend::marker)'s events.
     pub fn command_type(&self) -> Result<u32> {
         let b = get_event_data(self.raw.0, CL_EVENT_COMMAND_TYPE).map_err(|code| cl_error("clGetEventInfo", code))?;
         Ok(b.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_ne_bytes).unwrap_or(0))

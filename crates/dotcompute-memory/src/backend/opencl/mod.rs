@@ -71,6 +71,16 @@
 //! `opencl3`'s own wrapper types panic in `Drop` when a release fails. This module keeps raw
 //! handles in its own wrappers whose `Drop` ignores release errors (a failed release leaks one
 //! object; it cannot corrupt memory), so nothing here panics.
+//!
+//! [`Backend::enqueue_marker`]: crate::backend::Backend::enqueue_marker
+//! [`Backend::is_unified`]: crate::backend::Backend::is_unified
+//! [`DeviceMemory`]: crate::backend::DeviceMemory
+//! [`Error::Backend`]: crate::Error::Backend
+//! [`Error::BackendUnavailable`]: crate::Error::BackendUnavailable
+//! [`Error::InvalidArgument`]: crate::Error::InvalidArgument
+//! [`Error::InvalidHandle`]: crate::Error::InvalidHandle
+//! [`Error::OutOfMemory`]: crate::Error::OutOfMemory
+//! [`Waker`]: std::task::Waker
 
 mod backend;
 mod discovery;

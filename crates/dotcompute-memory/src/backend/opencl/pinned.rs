@@ -5,6 +5,8 @@ use super::backend::OpenClBackend;
 use super::error::{cl_error, BACKEND};
 use super::event::wait_raw;
 use super::handles::{RawEvent, RawMem, RawQueue};
+#[cfg(doc)]
+use crate::backend::Backend;
 use crate::backend::PinnedHost;
 use crate::error::{Error, Result};
 use opencl3::command_queue::{enqueue_map_buffer, enqueue_unmap_mem_object, retain_command_queue};

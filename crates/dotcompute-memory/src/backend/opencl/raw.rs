@@ -5,6 +5,8 @@ use super::backend::{OpenClBackend, Table};
 use super::discovery::{find_device, OpenClOptions};
 use super::error::{cl_error, BACKEND};
 use super::handles::{handle, handles, RawContext, RawDevice, RawQueue};
+#[cfg(doc)]
+use crate::backend::Backend;
 use crate::backend::{BackendId, DeviceMemory};
 use crate::error::{Error, Result};
 use opencl3::command_queue::{

@@ -14,6 +14,8 @@ use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
 // events follow the trait's contract (see the module docs and each method).
+// SAFETY: allocations are tracked per instance and checked on every call; `host_ptr` and
+// events follow the trait's contract (see the module docs and each method).
 unsafe impl Backend for OpenClBackend {
     fn name(&self) -> &'static str {
         BACKEND

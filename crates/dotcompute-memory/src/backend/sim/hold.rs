@@ -41,9 +41,10 @@ impl Gate {
     }
 }
 
-/// While alive, no transfer of the [`SimBackend`] that made it completes: events report
-/// "not complete", `wait` blocks and wake-ups are deferred. Dropping the last hold lets every
-/// transfer complete at its simulated time and wakes the tasks that waited meanwhile.
+/// While alive, no transfer of the [`SimBackend`](super::SimBackend) that made it completes:
+/// events report "not complete", `wait` blocks and wake-ups are deferred. Dropping the last
+/// hold lets every transfer complete at its simulated time and wakes the tasks that waited
+/// meanwhile.
 #[must_use = "completions are held only while the hold is alive"]
 pub struct CompletionHold {
     pub(super) gate: Arc<Gate>,

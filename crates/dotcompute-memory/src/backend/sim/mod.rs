@@ -6,6 +6,8 @@
 //! a bandwidth cap, and fault injection (fail the Nth operation, or each with probability p from
 //! a seeded generator; transient or permanent), so retry, out-of-memory and error paths are
 //! testable without hardware. It is a test instrument, not a stand-in for a real driver.
+//!
+//! [`Error::OutOfMemory`]: crate::Error::OutOfMemory
 
 mod backend;
 mod device;

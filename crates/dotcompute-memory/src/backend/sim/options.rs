@@ -26,7 +26,7 @@ impl Default for FaultPlan {
     }
 }
 
-/// Configuration of a [`SimBackend`].
+/// Configuration of a [`SimBackend`](super::SimBackend).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimOptions {
     /// Device memory in bytes (default 1 GiB).

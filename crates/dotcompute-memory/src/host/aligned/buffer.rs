@@ -40,8 +40,8 @@ pub struct PageInfo {
 
 /// Host memory holding `len` initialised `T`s, with known alignment, pages and NUMA node.
 ///
-/// Dereferences to `[T]`. Made by [`HostAlloc::allocate`] or, for memory from elsewhere,
-/// [`HostBuffer::from_raw_parts`]. Dropping it frees the memory it owns.
+/// Dereferences to `[T]`. Made by [`HostAlloc::allocate`](super::HostAlloc::allocate) or, for
+/// memory from elsewhere, [`HostBuffer::from_raw_parts`]. Dropping it frees the memory it owns.
 pub struct HostBuffer<T> {
     pub(crate) ptr: NonNull<T>,
     pub(crate) len: usize,

@@ -5,6 +5,8 @@ use super::header::SharedHeader;
 use super::name::validate_name;
 use super::posix::{self, Mapping};
 use crate::element::Element;
+#[cfg(doc)]
+use crate::error::Error;
 use crate::error::{byte_len, Result};
 use crate::stats::StatCounters;
 use std::fmt;
@@ -46,8 +48,8 @@ impl<T: Element> SharedBuffer<T> {
     /// [`MemoryManager::allocate_shared`](crate::MemoryManager::allocate_shared), which also
     /// counts it in the manager's statistics).
     ///
-    /// Errors: [`Error::SharedName`](crate::Error::SharedName), [`Error::SharedExists`](crate::Error::SharedExists), [`Error::LengthOverflow`](crate::Error::LengthOverflow),
-    /// [`Error::Os`](crate::Error::Os), [`Error::Unsupported`](crate::Error::Unsupported) (no POSIX shared memory, or Miri).
+    /// Errors: [`Error::SharedName`], [`Error::SharedExists`], [`Error::LengthOverflow`],
+    /// [`Error::Os`], [`Error::Unsupported`] (no POSIX shared memory, or Miri).
     pub fn create(name: &str, len: usize) -> Result<Self> {
         validate_name(name)?;
         let _ = byte_len::<T>(len)?;
@@ -57,9 +59,9 @@ impl<T: Element> SharedBuffer<T> {
     /// Opens segment `name` as `T`s (prefer
     /// [`MemoryManager::open_shared`](crate::MemoryManager::open_shared)).
     ///
-    /// Errors: [`Error::SharedName`](crate::Error::SharedName), [`Error::SharedNotFound`](crate::Error::SharedNotFound), [`Error::SharedCorrupt`](crate::Error::SharedCorrupt),
-    /// [`Error::SharedTypeMismatch`](crate::Error::SharedTypeMismatch), [`Error::SharedAlreadyOpen`](crate::Error::SharedAlreadyOpen) (this process has a handle
-    /// to the segment), [`Error::Os`](crate::Error::Os), [`Error::Unsupported`](crate::Error::Unsupported).
+    /// Errors: [`Error::SharedName`], [`Error::SharedNotFound`], [`Error::SharedCorrupt`],
+    /// [`Error::SharedTypeMismatch`], [`Error::SharedAlreadyOpen`] (this process has a handle
+    /// to the segment), [`Error::Os`], [`Error::Unsupported`].
     pub fn open(name: &str) -> Result<Self> {
         validate_name(name)?;
         posix::open::<T>(name).map(|m| Self::from_mapping(name, m, false))
@@ -147,7 +149,7 @@ impl SharedBuffer<()> {
     /// Removes the name `name` whoever created it (for cleaning up after a crashed creator).
     /// Processes that mapped the segment keep their mappings.
     ///
-    /// Errors: [`Error::SharedName`](crate::Error::SharedName), [`Error::SharedNotFound`](crate::Error::SharedNotFound), [`Error::Os`](crate::Error::Os).
+    /// Errors: [`Error::SharedName`], [`Error::SharedNotFound`], [`Error::Os`].
     pub fn remove(name: &str) -> Result<()> {
         validate_name(name)?;
         posix::remove(name)

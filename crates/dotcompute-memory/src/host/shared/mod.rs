@@ -47,6 +47,9 @@
 //! protocol (one writer at a time, a hand-off through a pipe, a process exit, atomics in the
 //! data). Shrinking the segment from outside (`ftruncate`) while it is mapped makes accesses
 //! fault (SIGBUS); this crate never does that.
+//!
+//! [`Error::SharedAlreadyOpen`]: crate::Error::SharedAlreadyOpen
+//! [`Error::SharedExists`]: crate::Error::SharedExists
 
 mod buffer;
 mod header;
