@@ -66,8 +66,8 @@ impl<T: Element> HostBuffer<T> {
     /// # }
     /// ```
     ///
-    /// The shape of `std::slice::from_raw_parts` (the value itself, as the design's API has
-    /// it); [`HostBuffer::try_from_raw_parts`] is the same with the pointer and length checks
+    /// The shape of `std::slice::from_raw_parts`, returning the buffer itself;
+    /// [`HostBuffer::try_from_raw_parts`] is the same with the pointer and length checks
     /// reported as errors instead.
     ///
     /// # Panics
