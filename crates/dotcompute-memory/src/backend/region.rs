@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 /// One backend allocation owned by the device pool.
 #[derive(Debug)]
-pub struct Segment {
+pub(crate) struct Segment {
     pub(crate) memory: DeviceMemory,
     pub(crate) id: u64,
     /// Where the host addresses this allocation (`Backend::device_ptr_on_host`, asked once when
@@ -26,16 +26,9 @@ unsafe impl Send for Segment {}
 // SAFETY: as above; `&Segment` gives nothing but the address itself.
 unsafe impl Sync for Segment {}
 
-impl Segment {
-    /// Size of the backend allocation.
-    pub fn size(&self) -> usize {
-        self.memory.size()
-    }
-}
-
 /// `size` bytes at `offset` of a segment.
 #[derive(Debug)]
-pub struct DeviceRegion {
+pub(crate) struct DeviceRegion {
     pub(crate) segment: Arc<Segment>,
     pub(crate) offset: usize,
     pub(crate) size: usize,

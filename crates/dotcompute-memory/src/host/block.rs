@@ -22,29 +22,16 @@ pub struct HostBlock {
 /// Blocks at least this large are mapped directly (on Unix, outside Miri).
 pub const MAP_THRESHOLD: usize = 1 << 20;
 
+/// A fresh anonymous mapping of `size` bytes, or `None` (the caller then takes the heap) when
+/// `align` exceeds a page or the kernel refuses.
 #[cfg(all(unix, not(miri)))]
 fn map_zeroed(size: usize, align: usize) -> Option<NonNull<u8>> {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if page <= 0 || align > page as usize {
+    let page = super::os::page_size();
+    if align > page {
         return None;
     }
-    // SAFETY: an anonymous private mapping of `size` bytes at an address of the kernel's choice;
-    // no existing memory is affected.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return None;
-    }
-    NonNull::new(p.cast())
+    let (base, _) = super::mmap::Region::anonymous(size, page).ok()?.into_raw();
+    Some(base)
 }
 
 #[cfg(not(all(unix, not(miri))))]
@@ -127,7 +114,7 @@ impl Drop for HostBlock {
             // SAFETY: the mapping of exactly `size` bytes at `ptr` made in `map_zeroed`, unmapped
             // once, here.
             unsafe {
-                libc::munmap(self.ptr.as_ptr().cast(), self.size);
+                super::mmap::unmap(self.ptr, self.size);
             }
             return;
         }

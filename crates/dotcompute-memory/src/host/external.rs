@@ -8,16 +8,14 @@
 //! - [`Ownership::Owned`]: the deleter is called exactly once, with the original pointer and
 //!   length, when the buffer is dropped (like the "owner" wrappers of the `bytes` crate).
 
-use super::aligned::{HostBuffer, PageInfo, PageKind, Storage};
+use super::aligned::{HostBuffer, PageInfo, PageKind};
 use super::os;
+pub use super::storage::Deleter;
+use super::storage::Storage;
 use crate::element::Element;
 use crate::error::{byte_len, Error, Result};
 use std::fmt;
 use std::ptr::NonNull;
-
-/// Frees foreign memory: called once with the pointer and element count given to
-/// [`HostBuffer::from_raw_parts`].
-pub type Deleter<T> = Box<dyn FnOnce(*mut T, usize) + Send + 'static>;
 
 /// Who frees memory wrapped with [`HostBuffer::from_raw_parts`].
 pub enum Ownership<T> {
@@ -68,8 +66,8 @@ impl<T: Element> HostBuffer<T> {
     /// # }
     /// ```
     ///
-    /// The shape of `std::slice::from_raw_parts` (the value itself, as the design's API has
-    /// it); [`HostBuffer::try_from_raw_parts`] is the same with the pointer and length checks
+    /// The shape of `std::slice::from_raw_parts`, returning the buffer itself;
+    /// [`HostBuffer::try_from_raw_parts`] is the same with the pointer and length checks
     /// reported as errors instead.
     ///
     /// # Panics
@@ -150,7 +148,7 @@ impl<T: Element> HostBuffer<T> {
 
     /// True when this buffer wraps foreign memory (from [`HostBuffer::from_raw_parts`]).
     pub fn is_foreign(&self) -> bool {
-        matches!(self.storage, Storage::Borrowed | Storage::Owned(_))
+        self.storage.is_foreign()
     }
 }
 

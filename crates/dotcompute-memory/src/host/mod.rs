@@ -10,12 +10,17 @@ pub use block::HostBlock;
 pub mod aligned;
 pub mod external;
 pub mod mapped;
+#[cfg(all(unix, not(miri)))]
+mod mmap;
 mod os;
 pub mod pinned;
+mod pinned_host;
 pub mod shared;
+mod storage;
 
 pub use aligned::{HostAlloc, HostBuffer, PageInfo, PageKind, DEFAULT_ALIGNMENT, MAX_ALIGNMENT};
 pub use external::{Deleter, Ownership};
 pub use mapped::{MappedBuffer, MappedBufferMut};
 pub use pinned::{PinnedBuffer, PinnedPool, PooledPinned};
+pub use pinned_host::PinnedHost;
 pub use shared::{validate_name, SharedBuffer, SharedHeader, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_NAME_LEN};

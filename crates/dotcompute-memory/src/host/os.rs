@@ -98,6 +98,29 @@ pub(crate) fn online_numa_nodes() -> Option<String> {
     std::fs::read_to_string("/sys/devices/system/node/online").ok().map(|s| s.trim().to_string())
 }
 
+/// The NUMA node the kernel placed the page at `addr` on (faulting it in if it was not yet),
+/// from `get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR)`; `None` when the kernel does not say.
+#[cfg(all(target_os = "linux", not(miri)))]
+pub(crate) fn numa_node_of(addr: *const u8) -> Option<u32> {
+    let mut node: libc::c_int = -1;
+    const MPOL_F_NODE: libc::c_ulong = 1;
+    const MPOL_F_ADDR: libc::c_ulong = 2;
+    // SAFETY: get_mempolicy writes one int through `node`, reads no node mask (null,
+    // maxnode 0) and only inspects the address, which callers take from a live mapping of
+    // theirs (an unmapped one is EFAULT, not a memory access).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_get_mempolicy,
+            &mut node as *mut libc::c_int,
+            std::ptr::null_mut::<libc::c_ulong>(),
+            0 as libc::c_ulong,
+            addr.cast_mut().cast::<libc::c_void>(),
+            MPOL_F_NODE | MPOL_F_ADDR,
+        )
+    };
+    (rc == 0 && node >= 0).then_some(node as u32)
+}
+
 /// Whether `node` is in a kernel node list such as `0-3,5`.
 #[cfg_attr(not(all(target_os = "linux", not(miri))), allow(dead_code))]
 pub(crate) fn node_list_contains(list: &str, node: u32) -> bool {

@@ -8,9 +8,8 @@
 //!
 //! Locking is limited by `RLIMIT_MEMLOCK` (`ulimit -l`, 8 MiB by default on Linux) unless the
 //! process holds `CAP_IPC_LOCK`. Hitting the limit is [`Error::MemoryLockLimit`], which names
-//! `RLIMIT_MEMLOCK`, its values and the amount asked. Locking costs time (~29 ms for 64 MiB of
-//! untouched pages on the project's VMs, ~6.7 ms when already touched), which is why the pool
-//! keeps released buffers for reuse.
+//! `RLIMIT_MEMLOCK`, its values and the amount asked. Locking faults in and pins every page,
+//! which takes milliseconds per tens of MiB, so the pool keeps released buffers for reuse.
 
 use super::aligned::{HostAlloc, HostBuffer};
 use crate::element::Element;
@@ -106,7 +105,7 @@ impl<T> DerefMut for PinnedBuffer<T> {
     }
 }
 
-impl crate::backend::PinnedHost for PinnedBuffer<u8> {
+impl super::PinnedHost for PinnedBuffer<u8> {
     fn bytes(&self) -> &[u8] {
         self
     }
@@ -127,36 +126,7 @@ impl<T> Drop for PinnedBuffer<T> {
 
 #[cfg(all(unix, not(miri)))]
 mod sys {
-    use crate::error::{Error, Result};
-    use rustix::io::Errno;
-
-    pub(super) fn lock(ptr: *mut u8, len: usize, requested: usize) -> Result<()> {
-        // SAFETY: [ptr, ptr + len) is a whole-page mapping owned by the caller's buffer;
-        // mlock changes no contents.
-        match unsafe { rustix::mm::mlock(ptr.cast(), len) } {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let rl = rustix::process::getrlimit(rustix::process::Resource::Memlock);
-                // rustix reports RLIM_INFINITY as None.
-                let (soft, hard) = (rl.current, rl.maximum);
-                if (e == Errno::NOMEM || e == Errno::PERM || e == Errno::AGAIN) && soft.is_some() {
-                    Err(Error::MemoryLockLimit {
-                        requested,
-                        soft_limit: soft,
-                        hard_limit: hard,
-                        errno: e.raw_os_error(),
-                    })
-                } else {
-                    Err(crate::host::os::os_error("mlock", format!("{requested} bytes (RLIMIT_MEMLOCK unlimited)"), e))
-                }
-            }
-        }
-    }
-
-    pub(super) fn unlock(ptr: *mut u8, len: usize) {
-        // SAFETY: the range was locked by `lock` and is still mapped by its buffer.
-        let _ = unsafe { rustix::mm::munlock(ptr.cast(), len) };
-    }
+    pub(super) use crate::host::mmap::{lock, unlock};
 }
 
 #[cfg(not(all(unix, not(miri))))]

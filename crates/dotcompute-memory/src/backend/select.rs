@@ -1,0 +1,61 @@
+//! Selecting a backend by name: the known names, opening one with its default settings, and
+//! probing them all.
+
+#[cfg(feature = "cuda")]
+use super::cuda;
+#[cfg(feature = "opencl")]
+use super::opencl;
+use super::{cpu, sim, Backend};
+use crate::error::{Error, Result};
+
+/// The names `MemoryManager::from_env` accepts, in the order `dcmem info` lists them.
+pub const BACKEND_NAMES: &[&str] = &["cpu", "sim", "opencl", "cuda", "metal"];
+
+/// Why a backend that is not compiled in cannot be used, and what a library user puts in
+/// Cargo.toml to get it.
+#[cfg_attr(all(feature = "opencl", feature = "cuda"), allow(dead_code))]
+fn not_compiled(name: &str, feature: &str) -> Error {
+    const VERSION: &str = concat!(env!("CARGO_PKG_VERSION_MAJOR"), ".", env!("CARGO_PKG_VERSION_MINOR"));
+    Error::BackendUnavailable {
+        backend: name.to_string(),
+        reason: format!(
+            "this build does not include it; enable the `{feature}` feature: \
+             `dotcompute-memory = {{ version = \"{VERSION}\", features = [\"{feature}\"] }}` in Cargo.toml \
+             (or `cargo run --features dotcompute-memory/{feature}`)"
+        ),
+    }
+}
+
+/// Opens the backend called `name` with its default settings.
+///
+/// Unknown names are [`Error::UnknownBackend`] (listing the valid ones); known backends that
+/// are compiled out or have no driver/device are [`Error::BackendUnavailable`] with the reason.
+pub fn open(name: &str) -> Result<std::sync::Arc<dyn Backend>> {
+    let lower = name.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        "cpu" => Ok(std::sync::Arc::new(cpu::CpuBackend::new())),
+        "sim" => Ok(std::sync::Arc::new(sim::SimBackend::new(sim::SimOptions::default()))),
+        #[cfg(feature = "opencl")]
+        "opencl" => Ok(std::sync::Arc::new(opencl::OpenClBackend::new()?)),
+        #[cfg(not(feature = "opencl"))]
+        "opencl" => Err(not_compiled("opencl", "opencl")),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(std::sync::Arc::new(cuda::CudaBackend::from_env()?)),
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => Err(not_compiled("cuda", "cuda")),
+        "metal" => Err(Error::BackendUnavailable {
+            backend: "metal".into(),
+            reason: if cfg!(target_os = "macos") {
+                "the Metal backend is not implemented yet".into()
+            } else {
+                "Metal exists only on Apple platforms".into()
+            },
+        }),
+        _ => Err(Error::UnknownBackend { name: name.to_string(), valid: BACKEND_NAMES.join(", ") }),
+    }
+}
+
+/// One line per known backend: its name and either its description or why it is unavailable.
+pub fn probe_all() -> Vec<(&'static str, Result<String>)> {
+    BACKEND_NAMES.iter().map(|&n| (n, open(n).map(|b| b.description()))).collect()
+}

@@ -1,0 +1,258 @@
+//! `SimBackend`: the simulated device itself, with its memory (host blocks only it can see),
+//! the modelled timing of its queues, and fault injection.
+
+use super::event::{wait_until, SimEvent};
+use super::hold::{CompletionHold, Gate};
+use super::options::SimOptions;
+use crate::backend::{BackendId, DeviceMemory, Event};
+use crate::error::{Direction, Error, Result};
+use crate::host::HostBlock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Alignment of every simulated allocation (as a real device's base alignment).
+pub(super) const ALIGN: usize = 256;
+
+/// The simulated device memory and its accounting.
+pub(super) struct Device {
+    /// Simulated device memory: raw blocks, addressed only by range, so a view of one
+    /// range handed to a kernel never aliases a reference the simulator makes to another.
+    pub(super) allocations: HashMap<u64, HostBlock>,
+    pub(super) used: usize,
+    pub(super) next: u64,
+}
+
+/// A discrete device simulated in host memory. See the [module docs](super).
+///
+/// Fault injection: the third counted operation (allocation, then two uploads) fails, as a
+/// driver's transient error would, and leaves the device memory as it was.
+///
+/// ```
+/// use dotcompute_memory::{Backend, Error, FaultPlan, SimBackend, SimOptions};
+///
+/// # fn main() -> dotcompute_memory::Result<()> {
+/// let sim = SimBackend::new(SimOptions {
+///     faults: FaultPlan { fail_nth: Some(3), transient: true, ..Default::default() },
+///     ..Default::default()
+/// });
+/// let memory = sim.allocate(8, 8)?;                 // operation 1
+/// sim.write(&memory, 0, &[1; 8])?;                  // operation 2
+/// let err = sim.write(&memory, 0, &[2; 8]).unwrap_err();
+/// assert!(matches!(err, Error::Backend { backend: "sim", operation: "write", .. }), "{err}");
+/// assert!(err.is_transient());                      // a retry may succeed
+///
+/// let mut back = [0; 8];
+/// sim.read(&memory, 0, &mut back)?;                 // operation 4 goes through
+/// assert_eq!(back, [1; 8], "the failed upload changed nothing");
+/// sim.free(memory)?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct SimBackend {
+    pub(super) id: BackendId,
+    pub(super) options: SimOptions,
+    device: Mutex<Device>,
+    ops: AtomicU64,
+    pub(super) submissions: AtomicU64,
+    /// When each queue finishes the work already enqueued on it.
+    busy_until: Mutex<Vec<Instant>>,
+    rng: AtomicU64,
+    gate: Arc<Gate>,
+}
+
+impl std::fmt::Debug for SimBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimBackend").field("id", &self.id).field("options", &self.options).finish()
+    }
+}
+
+impl SimBackend {
+    /// A simulated device with the given options.
+    pub fn new(options: SimOptions) -> Self {
+        let seed = options.faults.seed | 1;
+        let queues = options.queues.max(1);
+        SimBackend {
+            id: BackendId::next(),
+            options,
+            device: Mutex::new(Device { allocations: HashMap::new(), used: 0, next: 1 }),
+            ops: AtomicU64::new(0),
+            submissions: AtomicU64::new(0),
+            busy_until: Mutex::new(vec![Instant::now(); queues]),
+            rng: AtomicU64::new(seed),
+            gate: Arc::default(),
+        }
+    }
+
+    /// Holds back every transfer completion until the returned guard is dropped (see
+    /// [`CompletionHold`]): what a test needs to see a transfer in flight deterministically.
+    pub fn hold_completions(&self) -> CompletionHold {
+        self.gate.lock().0 += 1;
+        CompletionHold { gate: self.gate.clone() }
+    }
+
+    /// The options this device was made with.
+    pub fn options(&self) -> &SimOptions {
+        &self.options
+    }
+
+    /// Operations counted so far (for fault plans: the next one is number `operations() + 1`).
+    pub fn operations(&self) -> u64 {
+        self.ops.load(Ordering::Relaxed)
+    }
+
+    /// Transfer submissions so far: each write, read, copy or fill call counts one, and a
+    /// batched write (`write_batch_async`) counts one for all its copies.
+    pub fn submissions(&self) -> u64 {
+        self.submissions.load(Ordering::Relaxed)
+    }
+
+    /// True when every transfer enqueued so far has completed (its simulated time has passed),
+    /// as a driver's queues would be empty: for tests of code that must wait for its copies.
+    pub fn is_idle(&self) -> bool {
+        let now = Instant::now();
+        self.busy_until.lock().unwrap_or_else(|p| p.into_inner()).iter().all(|&t| t <= now)
+    }
+
+    /// Bytes currently allocated on the simulated device.
+    pub fn used(&self) -> usize {
+        self.lock().used
+    }
+
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Device> {
+        self.device.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts an operation and decides whether the fault plan fails it.
+    pub(super) fn inject(&self, operation: &'static str) -> Result<()> {
+        if operation != "allocate" && operation != "write_batch_async" {
+            self.submissions.fetch_add(1, Ordering::Relaxed);
+        }
+        let n = self.ops.fetch_add(1, Ordering::Relaxed) + 1;
+        let plan = &self.options.faults;
+        let mut fail = plan.fail_nth == Some(n);
+        if !fail && plan.fail_probability > 0.0 {
+            // xorshift64*: small, seeded, good enough to spread failures.
+            let mut x = self.rng.load(Ordering::Relaxed);
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.rng.store(x, Ordering::Relaxed);
+            let r = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+            fail = r < plan.fail_probability;
+        }
+        if fail {
+            return Err(Error::Backend {
+                backend: "sim",
+                operation,
+                code: if plan.transient { -1 } else { -2 },
+                message: format!(
+                    "injected {} fault on operation #{n}",
+                    if plan.transient { "transient" } else { "permanent" }
+                ),
+                transient: plan.transient,
+            });
+        }
+        Ok(())
+    }
+
+    /// Fault injection for an asynchronous operation: `Ok(None)` to go ahead, `Ok(Some(event))`
+    /// for a failure reported at completion (nothing is copied), `Err` for one at enqueue.
+    pub(super) fn inject_async(
+        &self,
+        operation: &'static str,
+        queue: usize,
+        bytes: usize,
+        dir: Direction,
+    ) -> Result<Option<Event>> {
+        match self.inject(operation) {
+            Ok(()) => Ok(None),
+            Err(e) if self.options.faults.on_completion => Ok(Some(Box::new(SimEvent {
+                done_at: self.due(queue, bytes, dir),
+                error: Some(e),
+                gate: self.gate.clone(),
+            }))),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) fn transfer_delay(&self, bytes: usize, dir: Direction) -> Duration {
+        let cap = match dir {
+            Direction::DeviceToHost => self.options.bandwidth_device_to_host.or(self.options.bandwidth),
+            _ => self.options.bandwidth,
+        };
+        let bw = cap
+            .filter(|b| *b > 0.0 && b.is_finite())
+            .map(|b| Duration::from_secs_f64(bytes as f64 / b))
+            .unwrap_or_default();
+        self.options.latency + bw
+    }
+
+    pub(super) fn sleep_for(&self, bytes: usize, dir: Direction) {
+        let d = self.transfer_delay(bytes, dir);
+        if !d.is_zero() {
+            wait_until(Instant::now() + d);
+        }
+    }
+
+    /// An event for `bytes` moved on `queue`: queues are in order, so the transfer starts when
+    /// the queue's previous one has finished and takes the simulated latency and bandwidth time.
+    /// The copy itself already happened; only its completion is delayed.
+    pub(super) fn event_for(&self, queue: usize, bytes: usize, dir: Direction) -> Event {
+        Box::new(SimEvent { done_at: self.due(queue, bytes, dir), error: None, gate: self.gate.clone() })
+    }
+
+    /// When work of `bytes` enqueued now on `queue` completes (queues are in order).
+    pub(super) fn due(&self, queue: usize, bytes: usize, dir: Direction) -> Instant {
+        let delay = self.transfer_delay(bytes, dir);
+        let now = Instant::now();
+        let mut busy = self.busy_until.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut busy[queue % self.options.queues.max(1)];
+        let done_at = (*slot).max(now) + delay;
+        *slot = done_at;
+        done_at
+    }
+
+    /// Checks, counts and performs a device-to-device copy, without the simulated delay.
+    pub(super) fn copy_data(
+        &self,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        src.check(self, src_offset, len)?;
+        dst.check(self, dst_offset, len)?;
+        self.inject("copy")?;
+        let dev = self.lock();
+        let missing =
+            |h: u64| Error::InvalidHandle { backend: "sim", reason: format!("no live allocation with id {h}") };
+        let from = dev.allocations.get(&src.handle()).ok_or_else(|| missing(src.handle()))?.as_ptr();
+        let to = dev.allocations.get(&dst.handle()).ok_or_else(|| missing(dst.handle()))?.as_ptr();
+        // SAFETY: both ranges were checked against their allocations, which stay alive while
+        // the lock is held; `ptr::copy` allows the overlap of a copy within one allocation.
+        unsafe { std::ptr::copy(from.add(src_offset), to.add(dst_offset), len) };
+        Ok(())
+    }
+
+    pub(super) fn with_range<R>(
+        &self,
+        memory: &DeviceMemory,
+        offset: usize,
+        len: usize,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
+        memory.check(self, offset, len)?;
+        let dev = self.lock();
+        let block = dev.allocations.get(&memory.handle()).ok_or_else(|| Error::InvalidHandle {
+            backend: "sim",
+            reason: format!("no live allocation with id {}", memory.handle()),
+        })?;
+        // SAFETY: the range was checked against the allocation, which stays alive while the
+        // lock is held; only this range is referenced, and its owner (the handle's holder)
+        // makes no other access to it during this call.
+        Ok(f(unsafe { std::slice::from_raw_parts_mut(block.as_ptr().add(offset), len) }))
+    }
+}
