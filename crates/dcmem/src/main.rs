@@ -13,6 +13,7 @@ mod commands;
 mod machine;
 mod measure;
 mod plot;
+mod report;
 mod stream;
 mod units;
 
