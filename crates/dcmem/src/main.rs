@@ -14,10 +14,10 @@ mod machine;
 mod measure;
 mod plot;
 mod report;
-mod stream;
 mod units;
 
 use clap::{Args, Parser, Subcommand};
+use commands::stream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -110,9 +110,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(&args),
-        Command::Info => commands::info(),
-        Command::Demo { backend } => commands::demo(&backend),
-        Command::Stats { backend, json } => commands::stats(&backend, json),
+        Command::Info => commands::info::run(),
+        Command::Demo { backend } => commands::demo::run(&backend),
+        Command::Stats { backend, json } => commands::stats::run(&backend, json),
         Command::Stream(args) => stream::run(&args),
     };
     match result {

@@ -4,7 +4,7 @@
 //! (the buffer is allocated device-only), except by `--verify`, which reads it back.
 
 use crate::{units, CliError, CliResult};
-use dotcompute_memory::{ManagerOptions, MemoryManager, TransferOptions, TransferReport};
+use dotcompute_memory::{TransferOptions, TransferReport};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -108,10 +108,7 @@ pub fn run(args: &StreamArgs) -> CliResult<String> {
     let len = usize::try_from(meta.len()).map_err(|_| {
         CliError::Other(format!("`{}` has {} bytes, more than this machine can address", path.display(), meta.len()))
     })?;
-    let mm = MemoryManager::with_backend_name(
-        &args.backend,
-        ManagerOptions { maintenance_interval: None, ..ManagerOptions::default() },
-    )?;
+    let mm = super::manager(&args.backend)?;
     let mut buf = mm.allocate_device::<u8>(len)?;
     let options = TransferOptions { chunk_size: args.chunk_size, ..TransferOptions::default() };
     let pb = progress_bar(len as u64, args.json);
