@@ -44,7 +44,7 @@ fn progress(total: u64, hidden: bool) -> ProgressBar {
 
 /// Measures every row that applies to the backend named in `args`.
 pub fn measure(args: &BenchArgs) -> CliResult<Report> {
-    let ctx = Ctx::new(&args.backend, Mode::from_flags(args.smoke, args.quick))?;
+    let ctx = Ctx::new(&args.backend.name, Mode::from_flags(args.smoke, args.quick))?;
     let steps = registry::steps(ctx.caps(), ctx.sizes());
     let pb = progress(steps.len() as u64, args.json);
     let only = args.only.as_deref().map(str::to_lowercase);

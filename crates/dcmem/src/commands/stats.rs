@@ -49,11 +49,34 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>)
     }
 }
 
-/// `MemoryStatistics` as an aligned two-column table (field order as in the struct).
+/// True for a transfer direction's statistics (`TransferStatistics`) with no transfer in it.
+fn no_transfers(v: &serde_json::Value) -> bool {
+    v.get("bandwidth_bytes_per_sec").is_some() && v.get("count").and_then(serde_json::Value::as_u64) == Some(0)
+}
+
+/// `MemoryStatistics` as an aligned two-column table (field order as in the struct). A transfer
+/// direction with no transfers shows no rows of zeros: one line names every such direction
+/// (`--json` keeps every field).
 pub fn stats_table(s: &MemoryStatistics) -> CliResult<String> {
     let value = serde_json::to_value(s).map_err(|e| CliError::Other(format!("could not serialise statistics: {e}")))?;
     let mut rows = Vec::new();
-    flatten("", &value, &mut rows);
+    let mut idle = Vec::new();
+    if let serde_json::Value::Object(map) = &value {
+        for (k, v) in map {
+            if no_transfers(v) {
+                if idle.is_empty() {
+                    // The summary line takes the place of the first direction left out.
+                    rows.push(("no transfers".to_string(), String::new()));
+                }
+                idle.push(k.as_str());
+            } else {
+                flatten(k, v, &mut rows);
+            }
+        }
+    }
+    if let Some(line) = rows.iter_mut().find(|(k, _)| k == "no transfers") {
+        line.1 = idle.join(", ");
+    }
     let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     Ok(rows.into_iter().map(|(k, v)| format!("  {k:<w$}  {v}\n")).collect())
 }
@@ -70,7 +93,7 @@ pub fn run(backend: &str, json: bool) -> CliResult<String> {
     } else {
         say!(
             out,
-            "Statistics of a `{}` manager after a small workload (4 rounds of allocate f32 × 100, 4096, \
+            "Statistics of the manager on the `{}` backend after a small workload (4 rounds of allocate f32 × 100, 4096, \
              100000, 262144 → fill → ensure_on_device → mark_device_dirty → as_slice → drop; one 4096-element \
              buffer kept alive):",
             mm.backend().name()

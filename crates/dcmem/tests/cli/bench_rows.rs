@@ -1,6 +1,6 @@
 //! Checks of the rows `dcmem bench --smoke --json` prints, shared by the per-backend tests.
 
-use crate::support::{dcmem, num, number_before, row, rows_starting, stderr, stdout, text};
+use crate::support::{dcmem, json, num, number_before, row, rows_starting, text};
 use serde_json::Value;
 
 /// The seed's operations: every backend's table has a row starting with each.
@@ -149,10 +149,8 @@ pub fn check_fresh_allocation_rows(v: &Value) {
 
 /// Runs `bench --smoke --json` on `backend` and checks what every row of every backend has.
 pub fn check_bench_json(backend: &str) -> Value {
-    let o = dcmem(&["bench", "--smoke", "--json", "--backend", backend]);
-    assert!(o.status.success(), "exit {:?}, stderr: {}", o.status, stderr(&o));
     // Exactly one JSON value on stdout, nothing else.
-    let v: Value = serde_json::from_str(&stdout(&o)).expect("stdout is one JSON object");
+    let v = json(&dcmem(&["bench", "--smoke", "--json", "--backend", backend]));
     assert_eq!(v["backend"], backend);
     let machine = &v["machine"];
     assert!(machine["cpu"].as_str().is_some_and(|s| !s.is_empty()), "machine: {machine}");

@@ -8,6 +8,7 @@ mod backend;
 mod bench;
 mod bench_rows;
 mod demo;
+mod help;
 mod info;
 mod stats;
 mod stream;

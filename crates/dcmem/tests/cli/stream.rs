@@ -28,7 +28,7 @@ fn stream_moves_a_file_into_a_device_buffer_and_reports() {
     let o = dcmem(&["stream", &path, "--chunk-size", "100000", "--verify"]);
     assert!(o.status.success(), "stderr: {}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains("on the `sim` backend"), "{out}");
+    assert!(out.contains("on the `cpu` backend"), "{out}");
     assert!(out.contains(&format!("bytes      {} ", data.len())), "{out}");
     // 307205 bytes in chunks of 100000: 4 chunks.
     assert!(out.contains("chunks     4\n"), "{out}");

@@ -5,11 +5,17 @@ use std::process::{Command, Output};
 
 /// Runs `dcmem` with `args`, `DCMEM_BACKEND` unset.
 pub fn dcmem(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dcmem"))
-        .args(args)
-        .env_remove("DCMEM_BACKEND")
-        .output()
-        .expect("the dcmem binary runs")
+    dcmem_with_env(args, None)
+}
+
+/// Runs `dcmem` with `args` and `DCMEM_BACKEND` set to `backend` (or unset).
+pub fn dcmem_with_env(args: &[&str], backend: Option<&std::ffi::OsStr>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dcmem"));
+    cmd.args(args).env_remove("DCMEM_BACKEND");
+    if let Some(b) = backend {
+        cmd.env("DCMEM_BACKEND", b);
+    }
+    cmd.output().expect("the dcmem binary runs")
 }
 
 /// Stdout as text.
@@ -20,6 +26,22 @@ pub fn stdout(o: &Output) -> String {
 /// Stderr as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).expect("stderr is UTF-8")
+}
+
+/// Stdout parsed as exactly one JSON value, after checking the command succeeded.
+pub fn json(o: &Output) -> Value {
+    assert!(o.status.success(), "exit {:?}, stderr: {}", o.status, stderr(o));
+    serde_json::from_str(&stdout(o)).expect("stdout is one JSON object")
+}
+
+/// A failed run that exited cleanly: not a panic, nothing on stdout; returns stderr.
+pub fn clean_failure(o: &Output) -> String {
+    let err = stderr(o);
+    assert!(!o.status.success(), "succeeded: {}", stdout(o));
+    assert_ne!(o.status.code(), Some(101), "must not panic: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(stdout(o).is_empty(), "{}", stdout(o));
+    err
 }
 
 /// The row whose operation is exactly `op`.
