@@ -1,5 +1,5 @@
 //! Baselines from the backend's own API: plain `opencl3` calls where the backend is OpenCL
-//! (see [`super::opencl_baseline`]), the raw `Backend` trait calls everywhere else.
+//! (`bench/opencl_baseline.rs`, feature `opencl`), the raw `Backend` trait calls everywhere else.
 //!
 //! With the `opencl` feature, `--backend opencl` sets its copy and device-allocation rows
 //! against plain `opencl3` calls on the same device, in a context and command queue of their
