@@ -13,14 +13,17 @@ mod commands;
 mod machine;
 mod measure;
 mod plot;
-mod stream;
+mod report;
 mod units;
 
+use clap::builder::PossibleValue;
 use clap::{Args, Parser, Subcommand};
+use commands::stream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Unified host/device memory: benchmarks, backend information, a guided demo, statistics.
+/// Unified host/device memory: benchmarks, backend information, a guided demo, statistics,
+/// streaming a file to a device.
 #[derive(Debug, Parser)]
 #[command(name = "dcmem", version, about, propagate_version = true)]
 struct Cli {
@@ -36,15 +39,13 @@ enum Command {
     Info,
     /// Walk through allocate → copy → sync → views → statistics, printing buffer states.
     Demo {
-        /// Backend to run on (cpu, sim, opencl, cuda, metal).
-        #[arg(long, env = "DCMEM_BACKEND", default_value = "sim", value_parser = BackendName)]
-        backend: String,
+        #[command(flatten)]
+        backend: BackendArg,
     },
     /// Run a small workload and print the manager's statistics.
     Stats {
-        /// Backend to run on (cpu, sim, opencl, cuda, metal).
-        #[arg(long, env = "DCMEM_BACKEND", default_value = "cpu", value_parser = BackendName)]
-        backend: String,
+        #[command(flatten)]
+        backend: BackendArg,
         /// Print the statistics as one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -56,9 +57,9 @@ enum Command {
 /// Options of `dcmem bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Backend to measure (cpu, sim, opencl, cuda, metal).
-    #[arg(long, env = "DCMEM_BACKEND", default_value = "cpu", value_parser = BackendName)]
-    pub backend: String,
+    /// Backend to measure.
+    #[command(flatten)]
+    pub backend: BackendArg,
     /// Few repetitions: a rough table in a few seconds.
     #[arg(long)]
     pub quick: bool,
@@ -77,10 +78,69 @@ pub struct BenchArgs {
     pub smoke: bool,
 }
 
-/// `--backend NAME` or `DCMEM_BACKEND`: any name that is valid UTF-8 (the library says which
-/// names it knows). A name that is not UTF-8 is an error naming both places it may come from.
+/// The backend every command that runs on one uses unless told otherwise: the embedded CPU
+/// backend, which every build has.
+pub const DEFAULT_BACKEND: &str = "cpu";
+
+/// The backends compiled into this binary, the default first.
+pub const COMPILED_BACKENDS: &[&str] = &[
+    DEFAULT_BACKEND,
+    "sim",
+    #[cfg(feature = "opencl")]
+    "opencl",
+    #[cfg(feature = "cuda")]
+    "cuda",
+];
+
+/// Backends that a build with a cargo feature of the same name adds.
+const FEATURE_BACKENDS: &[&str] = &["opencl", "cuda"];
+
+/// `--backend NAME`, the same for every command that runs on a backend.
+#[derive(Debug, Args)]
+pub struct BackendArg {
+    /// Backend to run on (`dcmem info` says which ones this machine can use).
+    #[arg(
+        id = "backend",
+        long = "backend",
+        value_name = "NAME",
+        env = "DCMEM_BACKEND",
+        default_value = DEFAULT_BACKEND,
+        value_parser = BackendName
+    )]
+    pub name: String,
+}
+
+/// `--backend NAME` or `DCMEM_BACKEND`: a backend compiled into this binary. Any other name is
+/// an error before anything runs: a known backend left out of this build names the feature
+/// that adds it; a name that is not UTF-8 names both places it may come from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BackendName;
+
+impl BackendName {
+    /// Why `name` (not compiled in) cannot be used, and what to do instead.
+    fn rejection(name: &str) -> String {
+        let offered = COMPILED_BACKENDS.join(", ");
+        let key = name.trim().to_ascii_lowercase();
+        if FEATURE_BACKENDS.contains(&key.as_str()) {
+            return format!(
+                "the `{key}` backend is not compiled into this binary (it offers {offered}); build one with it: \
+                 cargo run --release -p dcmem --features {key} -- ..."
+            );
+        }
+        let missing: Vec<&str> = FEATURE_BACKENDS.iter().copied().filter(|b| !COMPILED_BACKENDS.contains(b)).collect();
+        let more = if missing.is_empty() {
+            String::new()
+        } else {
+            let features: Vec<String> = missing.iter().map(|b| format!("`--features {b}`")).collect();
+            format!("; {} need a build with {}", missing.join(" and "), features.join(" or "))
+        };
+        if key == "metal" {
+            format!("there is no `metal` backend in dcmem yet; this binary offers {offered}{more}")
+        } else {
+            format!("unknown backend `{name}`; this binary offers {offered}{more}")
+        }
+    }
+}
 
 impl clap::builder::TypedValueParser for BackendName {
     type Value = String;
@@ -91,17 +151,23 @@ impl clap::builder::TypedValueParser for BackendName {
         _arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
     ) -> Result<String, clap::Error> {
+        let error = |kind, message: String| clap::Error::raw(kind, message + "\n").with_cmd(cmd);
         match value.to_str() {
-            Some(name) => Ok(name.to_owned()),
-            None => Err(clap::Error::raw(
+            Some(name) if COMPILED_BACKENDS.contains(&name.trim().to_ascii_lowercase().as_str()) => Ok(name.to_owned()),
+            Some(name) => Err(error(clap::error::ErrorKind::InvalidValue, Self::rejection(name))),
+            None => Err(error(
                 clap::error::ErrorKind::InvalidUtf8,
                 format!(
-                    "the backend name {value:?} (from --backend or DCMEM_BACKEND) is not valid UTF-8; \
-                     expected cpu, sim, opencl, cuda or metal\n"
+                    "the backend name {value:?} (from --backend or DCMEM_BACKEND) is not valid UTF-8; expected one \
+                     of {}",
+                    COMPILED_BACKENDS.join(", ")
                 ),
-            )
-            .with_cmd(cmd)),
+            )),
         }
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(COMPILED_BACKENDS.iter().map(PossibleValue::new)))
     }
 }
 
@@ -109,9 +175,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(&args),
-        Command::Info => commands::info(),
-        Command::Demo { backend } => commands::demo(&backend),
-        Command::Stats { backend, json } => commands::stats(&backend, json),
+        Command::Info => commands::info::run(),
+        Command::Demo { backend } => commands::demo::run(&backend.name),
+        Command::Stats { backend, json } => commands::stats::run(&backend.name, json),
         Command::Stream(args) => stream::run(&args),
     };
     match result {

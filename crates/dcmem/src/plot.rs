@@ -4,7 +4,7 @@
 //! uses a font embedded in the binary (a subset of DejaVu Sans, see `assets/LICENSE-DejaVu.txt`)
 //! through plotters' `ab_glyph` feature, so charts render on machines with no fonts installed.
 
-use crate::bench::Report;
+use crate::report::Report;
 use crate::{units, CliError, CliResult};
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;

@@ -1,8 +1,8 @@
-//! Host-memory rows (issue 5): aligned allocation, first touch with and without huge pages,
-//! the large copy, fill and convert, and a named shared buffer against a pipe.
+//! Host-memory rows: aligned allocation, first touch with and without huge pages, the large
+//! copy, fill and convert, and a named shared buffer against a pipe.
 //!
-//! They measure host memory only, which no backend choice changes, so they are shown with
-//! `--backend cpu` only. Every row times its baseline and ours in the same run, interleaved
+//! They measure host memory only, which no backend choice changes, so they are shown once, on
+//! the backend whose memory is host memory (unified: cpu). Every row times its baseline and ours in the same run, interleaved
 //! ([`crate::measure::compare`]); each checks the data it produced afterwards.
 //!
 //! What each side does (both sides always get the same treatment of pages):
@@ -26,67 +26,16 @@
 //!   drop (unmap), against a pipe transfer of the same bytes from a writer thread into a
 //!   `Vec` + the same checksum. Same process, so no process start-up is timed on either side.
 
-use super::{pattern, row, wrong_data, Row, PAGE};
-use crate::measure::{compare, Plan};
+use super::ctx::Ctx;
+use super::data::{pattern, wrong_data, PAGE};
+use crate::report::Row;
 use crate::{units, CliError, CliResult};
 use dotcompute_memory::{ops, HostAlloc};
 use std::alloc::Layout;
 use std::hint::black_box;
 
-/// The step callback of [`super::measure`]: a progress message and the rows of one step.
-pub(super) type Step<'a> = &'a mut dyn FnMut(String, &dyn Fn() -> CliResult<Vec<Row>>) -> CliResult;
-
 /// Alignment of the aligned-allocation rows (a cache line, `HostAlloc`'s default).
 const ALIGN: usize = 64;
-
-/// Sizes the host rows use.
-pub(super) struct HostSizes {
-    alloc: Vec<usize>,
-    first_touch: usize,
-    copy_hot: Vec<usize>,
-    copy_cold: Vec<usize>,
-    /// Total source bytes the cold copy rotates through.
-    cold_budget: usize,
-    ops_elems: usize,
-    shared: usize,
-}
-
-impl HostSizes {
-    /// `--smoke` keeps every row tiny; `--quick` drops the 256 MiB copy.
-    pub(super) fn for_mode(smoke: bool, quick: bool) -> Self {
-        if smoke {
-            HostSizes {
-                alloc: vec![4 << 10, 64 << 10],
-                first_touch: 4 << 20,
-                copy_hot: vec![64 << 10, 1 << 20],
-                copy_cold: vec![1 << 20],
-                cold_budget: 4 << 20,
-                ops_elems: 16 << 10,
-                shared: 1 << 20,
-            }
-        } else {
-            let mut copy_hot = vec![64 << 10, 1 << 20, 10_000_000, 64 << 20];
-            if !quick {
-                copy_hot.push(256 << 20);
-            }
-            HostSizes {
-                alloc: vec![4 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20],
-                first_touch: 64 << 20,
-                copy_hot,
-                copy_cold: vec![10_000_000, 64 << 20],
-                cold_budget: 128 << 20,
-                ops_elems: 256 << 10,
-                shared: 16 << 20,
-            }
-        }
-    }
-
-    /// Progress steps these rows take.
-    pub(super) fn step_count(&self) -> u64 {
-        let shared = usize::from(cfg!(unix));
-        (self.alloc.len() + 1 + self.copy_hot.len() + self.copy_cold.len() + 1 + shared) as u64
-    }
-}
 
 /// Writes 1 into the first byte of every 4 KiB page of `len` bytes at `p` (volatile, so the
 /// stores survive even though the memory is freed right after).
@@ -106,33 +55,9 @@ fn touch(bytes: &mut [u8]) {
     unsafe { touch_raw(bytes.as_mut_ptr(), bytes.len()) }
 }
 
-/// All host rows, one step at a time.
-pub(super) fn measure(plan: &Plan, sizes: &HostSizes, step: Step<'_>) -> CliResult {
-    for &n in &sizes.alloc {
-        step(format!("aligned allocation {}", units::bytes(n as u64)), &|| aligned_alloc(plan, n))?;
-    }
-    step(format!("first touch {}", units::bytes(sizes.first_touch as u64)), &|| {
-        first_touch(plan, sizes.first_touch).map(|r| vec![r])
-    })?;
-    for &n in &sizes.copy_hot {
-        step(format!("large copy {}", units::bytes(n as u64)), &|| large_copy_hot(plan, n).map(|r| vec![r]))?;
-    }
-    for &n in &sizes.copy_cold {
-        step(format!("large copy, cold {}", units::bytes(n as u64)), &|| {
-            large_copy_cold(plan, n, sizes.cold_budget).map(|r| vec![r])
-        })?;
-    }
-    step("fill and convert".into(), &|| fill_convert(plan, sizes.ops_elems))?;
-    #[cfg(unix)]
-    step(format!("shared buffer vs pipe {}", units::bytes(sizes.shared as u64)), &|| {
-        shared::shared_vs_pipe(plan, sizes.shared).map(|r| vec![r])
-    })?;
-    Ok(())
-}
-
 /// `HostAlloc` (64-byte aligned) against `std::alloc::alloc` and `alloc_zeroed` with the same
 /// layout; every side writes one byte per page before freeing.
-fn aligned_alloc(plan: &Plan, n: usize) -> CliResult<Vec<Row>> {
+pub(super) fn aligned_alloc(ctx: &Ctx, n: usize) -> CliResult<Vec<Row>> {
     let layout = Layout::from_size_align(n, ALIGN)
         .map_err(|e| CliError::Other(format!("no layout for {n} bytes aligned to {ALIGN}: {e}")))?;
     let alloc = HostAlloc::new().alignment(ALIGN);
@@ -144,7 +69,7 @@ fn aligned_alloc(plan: &Plan, n: usize) -> CliResult<Vec<Row>> {
         Ok(())
     };
     let raw = |zeroed: bool| -> CliResult {
-        // SAFETY: the layout has a non-zero size (every size in HostSizes is > 0).
+        // SAFETY: the layout has a non-zero size (every size in the host rows' sizes is > 0).
         let p = unsafe {
             if zeroed {
                 std::alloc::alloc_zeroed(layout)
@@ -163,8 +88,8 @@ fn aligned_alloc(plan: &Plan, n: usize) -> CliResult<Vec<Row>> {
         unsafe { std::alloc::dealloc(p, layout) };
         Ok(())
     };
-    let plain = compare(plan, &mut || raw(false), &mut ours)?;
-    let zeroed = compare(plan, &mut || raw(true), &mut ours)?;
+    let plain = ctx.compare(&mut || raw(false), &mut ours)?;
+    let zeroed = ctx.compare(&mut || raw(true), &mut ours)?;
     // What ours returns: zeroed memory with the asked alignment.
     let probe = alloc.allocate::<u8>(n)?;
     if probe.as_ptr() as usize % ALIGN != 0 || probe.iter().any(|&b| b != 0) {
@@ -176,14 +101,14 @@ fn aligned_alloc(plan: &Plan, n: usize) -> CliResult<Vec<Row>> {
         probe.page_kind()
     );
     Ok(vec![
-        row(
+        Row::new(
             "Aligned allocation (HostAlloc vs std::alloc::alloc)",
             n,
             format!("std::alloc::alloc(Layout(n, {ALIGN})) (uninitialised) + write 1 byte per 4 KiB page + dealloc"),
             ours_text.clone(),
             plain,
         ),
-        row(
+        Row::new(
             "Aligned allocation (HostAlloc vs std::alloc::alloc_zeroed)",
             n,
             format!("std::alloc::alloc_zeroed(Layout(n, {ALIGN})) + write 1 byte per 4 KiB page + dealloc"),
@@ -194,7 +119,7 @@ fn aligned_alloc(plan: &Plan, n: usize) -> CliResult<Vec<Row>> {
 }
 
 /// Allocate + first touch + free of `n` bytes: transparent huge pages against base pages.
-fn first_touch(plan: &Plan, n: usize) -> CliResult<Row> {
+pub(super) fn first_touch(ctx: &Ctx, n: usize) -> CliResult<Row> {
     let base = HostAlloc::new().alignment(PAGE).numa_node(0);
     let huge = HostAlloc::new().alignment(PAGE).huge_pages(true);
     let cycle = |a: &HostAlloc| -> CliResult {
@@ -204,7 +129,7 @@ fn first_touch(plan: &Plan, n: usize) -> CliResult<Row> {
         drop(b);
         Ok(())
     };
-    let pair = compare(plan, &mut || cycle(&base), &mut || cycle(&huge))?;
+    let pair = ctx.compare(&mut || cycle(&base), &mut || cycle(&huge))?;
     // What each side really got: page kind and size, and (after touching) how much of the
     // buffer the kernel backs with huge pages.
     let got = |a: &HostAlloc| -> CliResult<(String, String)> {
@@ -220,7 +145,7 @@ fn first_touch(plan: &Plan, n: usize) -> CliResult<Row> {
         Ok((format!("{:?} pages of {}", b.page_kind(), units::bytes(b.page_size() as u64)), resident))
     };
     let ((base_pages, _), (huge_pages, huge_resident)) = (got(&base)?, got(&huge)?);
-    Ok(row(
+    Ok(Row::new(
         "First touch (huge pages vs base pages)",
         n,
         format!("HostAlloc numa_node(0) (own mapping) + 1 byte per 4 KiB page + drop: got {base_pages}"),
@@ -233,14 +158,13 @@ fn first_touch(plan: &Plan, n: usize) -> CliResult<Row> {
 }
 
 /// The same source and destinations every call (in cache where they fit).
-fn large_copy_hot(plan: &Plan, n: usize) -> CliResult<Row> {
+pub(super) fn large_copy_hot(ctx: &Ctx, n: usize) -> CliResult<Row> {
     let src = pattern(n, 11);
     // Destinations written once already, so no page faults are timed.
     let mut d1 = vec![1u8; n];
     let mut d2 = vec![1u8; n];
     let mut used = ops::StoreKind::Cached;
-    let pair = compare(
-        plan,
+    let pair = ctx.compare(
         &mut || {
             d1.copy_from_slice(black_box(&src));
             black_box(d1.as_ptr());
@@ -255,7 +179,7 @@ fn large_copy_hot(plan: &Plan, n: usize) -> CliResult<Row> {
     if d1 != src || d2 != src {
         return Err(wrong_data("large copy"));
     }
-    Ok(row(
+    Ok(Row::new(
         "Large copy (ops::copy_bytes vs copy_from_slice)",
         n,
         "copy_from_slice between two Vec<u8> (glibc memcpy), the same buffers every call".into(),
@@ -264,9 +188,11 @@ fn large_copy_hot(plan: &Plan, n: usize) -> CliResult<Row> {
     ))
 }
 
-/// Each call copies the next of several buffer pairs (`budget` bytes of sources in all; in
-/// the full and quick runs 128 MiB, so the data a call touches has left the caches).
-fn large_copy_cold(plan: &Plan, n: usize, budget: usize) -> CliResult<Row> {
+/// Each call copies the next of several buffer pairs (the mode's `cold_budget` bytes of
+/// sources in all; in the full and quick runs 128 MiB, so the data a call touches has left the
+/// caches).
+pub(super) fn large_copy_cold(ctx: &Ctx, n: usize) -> CliResult<Row> {
+    let budget = ctx.sizes().cold_budget;
     let count = (budget / n).clamp(2, 4096);
     let src: Vec<Vec<u8>> = (0..count).map(|k| pattern(n, k as u8)).collect();
     // Destinations written once already (vec![0; n] would be untouched zero pages whose
@@ -275,8 +201,7 @@ fn large_copy_cold(plan: &Plan, n: usize, budget: usize) -> CliResult<Row> {
     let mut db: Vec<Vec<u8>> = (0..count).map(|_| vec![1u8; n]).collect();
     let (mut i, mut j) = (0usize, 0usize);
     let mut used = ops::StoreKind::Cached;
-    let pair = compare(
-        plan,
+    let pair = ctx.compare(
         &mut || {
             i = (i + 1) % count;
             da[i].copy_from_slice(black_box(&src[i]));
@@ -298,7 +223,7 @@ fn large_copy_cold(plan: &Plan, n: usize, budget: usize) -> CliResult<Row> {
             return Err(wrong_data("large copy, cold"));
         }
     }
-    Ok(row(
+    Ok(Row::new(
         "Large copy, cold (ops::copy_bytes vs copy_from_slice)",
         n,
         format!(
@@ -312,11 +237,10 @@ fn large_copy_cold(plan: &Plan, n: usize, budget: usize) -> CliResult<Row> {
 
 /// `ops::fill` and `ops::convert` (i32 → f32) against `slice::fill` and an `iter().map()`
 /// collected into a reused `Vec`, over `n` elements.
-fn fill_convert(plan: &Plan, n: usize) -> CliResult<Vec<Row>> {
+pub(super) fn fill_convert(ctx: &Ctx, n: usize) -> CliResult<Vec<Row>> {
     let mut d1 = vec![0f32; n];
     let mut d2 = vec![0f32; n];
-    let fill = compare(
-        plan,
+    let fill = ctx.compare(
         &mut || {
             black_box(&mut d1).fill(black_box(1.5f32));
             Ok(())
@@ -331,8 +255,7 @@ fn fill_convert(plan: &Plan, n: usize) -> CliResult<Vec<Row>> {
     }
     let src: Vec<i32> = (0..n as i32).map(|i| i.wrapping_mul(7) - 3).collect();
     let mut collected: Vec<f32> = Vec::with_capacity(n);
-    let convert = compare(
-        plan,
+    let convert = ctx.compare(
         &mut || {
             let v = black_box(&mut collected);
             v.clear();
@@ -345,8 +268,8 @@ fn fill_convert(plan: &Plan, n: usize) -> CliResult<Vec<Row>> {
         return Err(wrong_data("ops::convert"));
     }
     Ok(vec![
-        row("SIMD fill (ops::fill vs slice::fill)", n * 4, "d.fill(v) (f32)".into(), "ops::fill (f32)", fill),
-        row(
+        Row::new("SIMD fill (ops::fill vs slice::fill)", n * 4, "d.fill(v) (f32)".into(), "ops::fill (f32)", fill),
+        Row::new(
             "SIMD convert (ops::convert vs iter().map().collect())",
             n * 4,
             "s.iter().map(|&x| x as f32) collected into a reused Vec: v.clear(); v.extend(..) (collect's code \
@@ -359,9 +282,13 @@ fn fill_convert(plan: &Plan, n: usize) -> CliResult<Vec<Row>> {
 }
 
 #[cfg(unix)]
+pub(super) use shared::shared_vs_pipe;
+
+#[cfg(unix)]
 mod shared {
-    use super::super::{pattern, row, wrong_data, Row};
-    use crate::measure::{compare, Plan};
+    use super::super::ctx::Ctx;
+    use super::super::data::{pattern, wrong_data};
+    use crate::report::Row;
     use crate::{units, CliError, CliResult};
     use dotcompute_memory::{MemoryManager, SharedBuffer};
     use std::fs::File;
@@ -385,7 +312,7 @@ mod shared {
 
     /// `open_shared` + checksum in place + drop, against a pipe transfer of the same bytes
     /// from a writer thread into a `Vec` + the same checksum.
-    pub(super) fn shared_vs_pipe(plan: &Plan, n: usize) -> CliResult<Row> {
+    pub(in crate::bench) fn shared_vs_pipe(ctx: &Ctx, n: usize) -> CliResult<Row> {
         let mm = MemoryManager::cpu();
         let name = format!("dcmem-bench-{}-{n}", std::process::id());
         // A segment left by a crashed earlier run goes first (only if its creator is dead).
@@ -440,7 +367,7 @@ mod shared {
                 drop(h);
                 Ok(())
             };
-            let pair = compare(plan, &mut piped, &mut opened);
+            let pair = ctx.compare(&mut piped, &mut opened);
             // Stop the writer: no more requests, and no reader for a write it may be blocked
             // in after a failed read (it then gets EPIPE; Rust programs ignore SIGPIPE).
             drop(go);
@@ -451,7 +378,7 @@ mod shared {
             if received != *data {
                 return Err(wrong_data("pipe transfer"));
             }
-            Ok(row(
+            Ok(Row::new(
                 "Shared buffer open + read (vs pipe)",
                 n,
                 format!(

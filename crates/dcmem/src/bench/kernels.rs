@@ -13,8 +13,10 @@
 //! One timed call is a whole loop (100 iterations, 10 with `--quick`); the data both sides
 //! produced is checked against the iteration count afterwards.
 
-use super::{row, wrong_data, Ctx, Row};
-use crate::measure::{compare, Plan};
+use super::ctx::Ctx;
+use super::data::wrong_data;
+use crate::measure::compare;
+use crate::report::Row;
 use crate::{units, CliError, CliResult};
 use dotcompute_memory::backend::opencl::OpenClBackend;
 use dotcompute_memory::{Access, OpenClMemory};
@@ -29,7 +31,6 @@ use opencl3::program::Program;
 use opencl3::types::{cl_command_queue, cl_mem, CL_BLOCKING};
 use std::hint::black_box;
 use std::ptr;
-use std::time::Duration;
 
 const SOURCE: &str = r#"
 __kernel void saxpy(__global const float* x, ulong x_off, __global float* y, ulong y_off, float a, ulong n) {
@@ -41,30 +42,6 @@ __kernel void add_one(__global float* y, ulong off, ulong n) {
     if (i < n) y[off + i] += 1.0f;
 }
 "#;
-
-/// Sizes and repetitions of the kernel rows.
-pub(super) struct KernelSizes {
-    /// Bytes of each vector.
-    bytes: usize,
-    /// Iterations per timed call.
-    iterations: usize,
-    plan: Plan,
-}
-
-impl KernelSizes {
-    pub(super) fn for_mode(smoke: bool, quick: bool) -> Self {
-        // One call is long (a whole loop), so no warm-up beyond the harness's own calls and no
-        // sample target: each sample is one call.
-        let plan = |samples| Plan { warmup: Duration::ZERO, samples, sample_target: Duration::ZERO };
-        if smoke {
-            KernelSizes { bytes: 1 << 20, iterations: 2, plan: Plan::SMOKE }
-        } else if quick {
-            KernelSizes { bytes: 16 << 20, iterations: 10, plan: plan(3) }
-        } else {
-            KernelSizes { bytes: 16 << 20, iterations: 100, plan: plan(5) }
-        }
-    }
-}
 
 fn cl(call: &'static str) -> impl Fn(ClError) -> CliError {
     move |e| CliError::Other(format!("kernel rows: {call} failed: {e} ({})", e.0))
@@ -176,10 +153,7 @@ fn our_context(backend: &OpenClBackend) -> CliResult<Context> {
 }
 
 fn opencl_backend(ctx: &Ctx) -> CliResult<&OpenClBackend> {
-    ctx.backend
-        .as_any()
-        .and_then(|a| a.downcast_ref::<OpenClBackend>())
-        .ok_or_else(|| CliError::Other("kernel rows: the backend is not OpenCL".into()))
+    ctx.opencl().ok_or_else(|| CliError::Other("kernel rows: the backend is not OpenCL".into()))
 }
 
 fn check(what: &str, got: &[f32], want: impl Fn(usize) -> f32) -> CliResult {
@@ -192,155 +166,153 @@ fn check(what: &str, got: &[f32], want: impl Fn(usize) -> f32) -> CliResult {
     }
 }
 
-impl Ctx {
-    /// "Kernel loop": upload x, saxpy, read y back, `iterations` times per call.
-    pub(super) fn kernel_loop(&self, sizes: &KernelSizes) -> CliResult<Vec<Row>> {
-        let backend = opencl_backend(self)?;
-        let n = sizes.bytes / 4;
-        let a = 1.0f32;
-        // Small integers: y grows by x each iteration and stays exact in f32.
-        let xs: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
-        let y0: Vec<f32> = (0..n).map(|i| (i % 5) as f32).collect();
+/// "Kernel loop": upload x, saxpy, read y back, `iterations` times per call.
+pub(super) fn kernel_loop(ctx: &Ctx) -> CliResult<Vec<Row>> {
+    let backend = opencl_backend(ctx)?;
+    let (bytes, iterations, plan) = ctx.sizes().kernels;
+    let n = bytes / 4;
+    let a = 1.0f32;
+    // Small integers: y grows by x each iteration and stays exact in f32.
+    let xs: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+    let y0: Vec<f32> = (0..n).map(|i| (i % 5) as f32).collect();
 
-        let context = our_context(backend)?;
-        let (_program, saxpy, _) = build(&context)?;
-        let mut x = self.pooled.allocate::<f32>(n)?;
-        let mut y = self.pooled.allocate_from(&y0)?;
-        let mut out = vec![0f32; n];
+    let context = our_context(backend)?;
+    let (_program, saxpy, _) = build(&context)?;
+    let mut x = ctx.pooled().allocate::<f32>(n)?;
+    let mut y = ctx.pooled().allocate_from(&y0)?;
+    let mut out = vec![0f32; n];
 
-        let native = Native::new(backend)?;
-        let mut nx = native.buffer(n)?;
-        let mut ny = native.buffer(n)?;
-        native.write(&mut ny, &y0)?;
-        let mut native_out = vec![0f32; n];
+    let native = Native::new(backend)?;
+    let mut nx = native.buffer(n)?;
+    let mut ny = native.buffer(n)?;
+    native.write(&mut ny, &y0)?;
+    let mut native_out = vec![0f32; n];
 
-        let (mut ours_runs, mut native_runs) = (0usize, 0usize);
-        let iterations = sizes.iterations;
-        let pair = compare(
-            &sizes.plan,
-            &mut || {
-                for _ in 0..iterations {
-                    native.write(&mut nx, &xs)?;
-                    saxpy_args(&native.saxpy, nx.get(), 0, ny.get(), 0, a, n)?;
-                    native.run(&native.saxpy, n)?;
-                    native.read(&ny, &mut native_out)?;
-                    black_box(native_out.as_ptr());
+    let (mut ours_runs, mut native_runs) = (0usize, 0usize);
+    let pair = compare(
+        &plan,
+        &mut || {
+            for _ in 0..iterations {
+                native.write(&mut nx, &xs)?;
+                saxpy_args(&native.saxpy, nx.get(), 0, ny.get(), 0, a, n)?;
+                native.run(&native.saxpy, n)?;
+                native.read(&ny, &mut native_out)?;
+                black_box(native_out.as_ptr());
+            }
+            native_runs += iterations;
+            Ok(())
+        },
+        &mut || {
+            for _ in 0..iterations {
+                x.upload(&xs)?;
+                {
+                    let xv = x.device_view()?;
+                    let yv = y.device_view_mut(Access::ReadWrite)?;
+                    let (xm, ym) = match (xv.opencl(), yv.opencl()) {
+                        (Some(xm), Some(ym)) => (xm, ym),
+                        _ => return Err(CliError::Other("kernel rows: a view has no OpenCL memory".into())),
+                    };
+                    saxpy_args(&saxpy, xm.mem, element_offset(&xm)?, ym.mem, element_offset(&ym)?, a, n)?;
+                    launch(&saxpy, ym.queue, n)?;
                 }
-                native_runs += iterations;
-                Ok(())
-            },
-            &mut || {
-                for _ in 0..iterations {
-                    x.upload(&xs)?;
-                    {
-                        let xv = x.device_view()?;
-                        let yv = y.device_view_mut(Access::ReadWrite)?;
-                        let (xm, ym) = match (xv.opencl(), yv.opencl()) {
-                            (Some(xm), Some(ym)) => (xm, ym),
-                            _ => return Err(CliError::Other("kernel rows: a view has no OpenCL memory".into())),
-                        };
-                        saxpy_args(&saxpy, xm.mem, element_offset(&xm)?, ym.mem, element_offset(&ym)?, a, n)?;
-                        launch(&saxpy, ym.queue, n)?;
-                    }
-                    y.copy_to(&mut out)?;
-                    black_box(out.as_ptr());
-                }
-                ours_runs += iterations;
-                Ok(())
-            },
-        )?;
-        check("kernel loop (raw opencl3)", &native_out, |i| y0[i] + native_runs as f32 * xs[i])?;
-        check("kernel loop (ours)", &out, |i| y0[i] + ours_runs as f32 * xs[i])?;
-        // y uploads once, for the first view (HostOnly); from then on its device side is current.
-        if y.metrics().host_to_device != 1 {
-            return Err(wrong_data("kernel loop (ours uploaded y again, though its device side was current)"));
-        }
-        let size = units::bytes(sizes.bytes as u64);
-        Ok(vec![row(
-            &format!("Kernel loop ({iterations} x upload {size}, saxpy, read back)"),
-            sizes.bytes,
-            format!(
-                "raw opencl3, {iterations} x: blocking clEnqueueWriteBuffer of x, saxpy kernel, blocking \
-                 clEnqueueReadBuffer of y"
-            ),
-            format!(
-                "{iterations} x: x.upload(), device_view() of x + device_view_mut(ReadWrite) of y, the same kernel on \
-                 view.opencl().queue, y.copy_to()"
-            ),
-            pair,
-        )])
+                y.copy_to(&mut out)?;
+                black_box(out.as_ptr());
+            }
+            ours_runs += iterations;
+            Ok(())
+        },
+    )?;
+    check("kernel loop (raw opencl3)", &native_out, |i| y0[i] + native_runs as f32 * xs[i])?;
+    check("kernel loop (ours)", &out, |i| y0[i] + ours_runs as f32 * xs[i])?;
+    // y uploads once, for the first view (HostOnly); from then on its device side is current.
+    if y.metrics().host_to_device != 1 {
+        return Err(wrong_data("kernel loop (ours uploaded y again, though its device side was current)"));
     }
+    let size = units::bytes(bytes as u64);
+    Ok(vec![Row::new(
+        &format!("Kernel loop ({iterations} x upload {size}, saxpy, read back)"),
+        bytes,
+        format!(
+            "raw opencl3, {iterations} x: blocking clEnqueueWriteBuffer of x, saxpy kernel, blocking \
+             clEnqueueReadBuffer of y"
+        ),
+        format!(
+            "{iterations} x: x.upload(), device_view() of x + device_view_mut(ReadWrite) of y, the same kernel on \
+             view.opencl().queue, y.copy_to()"
+        ),
+        pair,
+    )])
+}
 
-    /// "Kernel chain": kernel then host read on one buffer, `iterations` times per call.
-    pub(super) fn kernel_chain(&self, sizes: &KernelSizes) -> CliResult<Vec<Row>> {
-        let backend = opencl_backend(self)?;
-        let n = sizes.bytes / 4;
-        let init: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
+/// "Kernel chain": kernel then host read on one buffer, `iterations` times per call.
+pub(super) fn kernel_chain(ctx: &Ctx) -> CliResult<Vec<Row>> {
+    let backend = opencl_backend(ctx)?;
+    let (bytes, iterations, plan) = ctx.sizes().kernels;
+    let n = bytes / 4;
+    let init: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
 
-        let context = our_context(backend)?;
-        let (_program, _, add_one) = build(&context)?;
-        let mut y = self.pooled.allocate_from(&init)?;
-        y.ensure_on_device()?;
+    let context = our_context(backend)?;
+    let (_program, _, add_one) = build(&context)?;
+    let mut y = ctx.pooled().allocate_from(&init)?;
+    y.ensure_on_device()?;
 
-        let native = Native::new(backend)?;
-        let mut ny = native.buffer(n)?;
-        let mut host = init.clone();
+    let native = Native::new(backend)?;
+    let mut ny = native.buffer(n)?;
+    let mut host = init.clone();
 
-        let (mut ours_runs, mut native_runs) = (0usize, 0usize);
-        let iterations = sizes.iterations;
-        let before = y.metrics();
-        let pair = compare(
-            &sizes.plan,
-            &mut || {
-                for _ in 0..iterations {
-                    native.write(&mut ny, &host)?;
-                    add_one_args(&native.add_one, ny.get(), 0, n)?;
-                    native.run(&native.add_one, n)?;
-                    native.read(&ny, &mut host)?;
-                    black_box(host[0] + host[n - 1]);
+    let (mut ours_runs, mut native_runs) = (0usize, 0usize);
+    let before = y.metrics();
+    let pair = compare(
+        &plan,
+        &mut || {
+            for _ in 0..iterations {
+                native.write(&mut ny, &host)?;
+                add_one_args(&native.add_one, ny.get(), 0, n)?;
+                native.run(&native.add_one, n)?;
+                native.read(&ny, &mut host)?;
+                black_box(host[0] + host[n - 1]);
+            }
+            native_runs += iterations;
+            Ok(())
+        },
+        &mut || {
+            for _ in 0..iterations {
+                {
+                    let v = y.device_view_mut(Access::ReadWrite)?;
+                    let m = v.opencl().ok_or_else(|| CliError::Other("kernel rows: no OpenCL memory".into()))?;
+                    add_one_args(&add_one, m.mem, element_offset(&m)?, n)?;
+                    launch(&add_one, m.queue, n)?;
                 }
-                native_runs += iterations;
-                Ok(())
-            },
-            &mut || {
-                for _ in 0..iterations {
-                    {
-                        let v = y.device_view_mut(Access::ReadWrite)?;
-                        let m = v.opencl().ok_or_else(|| CliError::Other("kernel rows: no OpenCL memory".into()))?;
-                        add_one_args(&add_one, m.mem, element_offset(&m)?, n)?;
-                        launch(&add_one, m.queue, n)?;
-                    }
-                    let s = y.as_slice()?;
-                    black_box(s[0] + s[n - 1]);
-                }
-                ours_runs += iterations;
-                Ok(())
-            },
-        )?;
-        check("kernel chain (raw opencl3)", &host, |i| init[i] + native_runs as f32)?;
-        check("kernel chain (ours)", y.as_slice()?, |i| init[i] + ours_runs as f32)?;
-        let after = y.metrics();
-        let (uploads, downloads) =
-            (after.host_to_device - before.host_to_device, after.device_to_host - before.device_to_host);
-        if uploads != 0 || downloads != ours_runs as u64 {
-            return Err(CliError::Other(format!(
-                "benchmark self-check failed: kernel chain (ours) made {uploads} uploads and {downloads} downloads \
-                 for {ours_runs} steps, expected 0 and {ours_runs}"
-            )));
-        }
-        let size = units::bytes(sizes.bytes as u64);
-        Ok(vec![row(
-            &format!("Kernel chain ({iterations} x kernel + host read, {size})"),
-            sizes.bytes,
-            format!(
-                "raw opencl3 naive, {iterations} x: blocking clEnqueueWriteBuffer, add-one kernel, blocking \
-                 clEnqueueReadBuffer, read 2 elements"
-            ),
-            format!(
-                "{iterations} x: device_view_mut(ReadWrite) + the same kernel (no upload: host side unchanged), \
-                 as_slice() (one download), read 2 elements"
-            ),
-            pair,
-        )])
+                let s = y.as_slice()?;
+                black_box(s[0] + s[n - 1]);
+            }
+            ours_runs += iterations;
+            Ok(())
+        },
+    )?;
+    check("kernel chain (raw opencl3)", &host, |i| init[i] + native_runs as f32)?;
+    check("kernel chain (ours)", y.as_slice()?, |i| init[i] + ours_runs as f32)?;
+    let after = y.metrics();
+    let (uploads, downloads) =
+        (after.host_to_device - before.host_to_device, after.device_to_host - before.device_to_host);
+    if uploads != 0 || downloads != ours_runs as u64 {
+        return Err(CliError::Other(format!(
+            "benchmark self-check failed: kernel chain (ours) made {uploads} uploads and {downloads} downloads \
+             for {ours_runs} steps, expected 0 and {ours_runs}"
+        )));
     }
+    let size = units::bytes(bytes as u64);
+    Ok(vec![Row::new(
+        &format!("Kernel chain ({iterations} x kernel + host read, {size})"),
+        bytes,
+        format!(
+            "raw opencl3 naive, {iterations} x: blocking clEnqueueWriteBuffer, add-one kernel, blocking \
+             clEnqueueReadBuffer, read 2 elements"
+        ),
+        format!(
+            "{iterations} x: device_view_mut(ReadWrite) + the same kernel (no upload: host side unchanged), \
+             as_slice() (one download), read 2 elements"
+        ),
+        pair,
+    )])
 }

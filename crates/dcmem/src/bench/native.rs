@@ -1,16 +1,17 @@
-//! Baselines from a backend's own native API, for backends that have one in this build.
+//! Baselines from the backend's own API: plain `opencl3` calls where the backend is OpenCL
+//! (`bench/opencl_baseline.rs`, feature `opencl`), the raw `Backend` trait calls everywhere else.
 //!
 //! With the `opencl` feature, `--backend opencl` sets its copy and device-allocation rows
 //! against plain `opencl3` calls on the same device, in a context and command queue of their
 //! own: a blocking `clEnqueueWriteBuffer`/`clEnqueueReadBuffer`, a `clEnqueueCopyBuffer`
 //! waited for, and a plain `clCreateBuffer` + release (no fill, no wait). The baseline is timed
 //! exactly as ours is, by [`crate::measure::compare`]: warm-up, batches of calls, samples
-//! alternating with ours, median. Every other backend uses the raw `Backend` trait calls
-//! instead.
+//! alternating with ours, median.
 
-use super::Ctx;
+use super::ctx::Ctx;
+use super::data::PAGE;
 use crate::measure::{Op, Pair};
-use crate::CliResult;
+use crate::{CliError, CliResult};
 
 /// Which native operation a row is set against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,136 +42,28 @@ impl NativeOp {
     }
 }
 
-impl Ctx {
-    /// `ours` against the native `op` on `n` bytes, or `None` when this backend has no native
-    /// baseline in this build (the caller then uses the `Backend` trait's raw calls).
-    pub(super) fn against_native(&self, op: NativeOp, n: usize, ours: Op<'_>) -> CliResult<Option<(Pair, String)>> {
-        #[cfg(feature = "opencl")]
-        if self.backend.name() == "opencl" {
-            let pair = opencl::against(&self.plan, op, n, ours)?;
-            return Ok(Some((pair, op.label().to_string())));
-        }
-        let _ = (op, n, ours);
-        Ok(None)
+/// `ours` against the native `op` on `n` bytes, or `None` when this backend has no native
+/// baseline in this build (the caller then uses the `Backend` trait's raw calls).
+pub(super) fn against_native(ctx: &Ctx, op: NativeOp, n: usize, ours: Op<'_>) -> CliResult<Option<(Pair, String)>> {
+    #[cfg(feature = "opencl")]
+    if let Some(backend) = ctx.opencl() {
+        let pair = super::opencl_baseline::against(ctx.plan(), backend, op, n, ours)?;
+        return Ok(Some((pair, op.label().to_string())));
     }
+    let _ = (ctx, op, n, ours);
+    Ok(None)
 }
 
-#[cfg(feature = "opencl")]
-mod opencl {
-    use super::super::{pattern, wrong_data};
-    use super::NativeOp;
-    use crate::measure::{compare, Op, Pair, Plan};
-    use crate::{CliError, CliResult};
-    use dotcompute_memory::backend::opencl::OpenClBackend;
-    use opencl3::command_queue::CommandQueue;
-    use opencl3::context::Context;
-    use opencl3::device::{Device, CL_DEVICE_TYPE_ALL};
-    use opencl3::error_codes::ClError;
-    use opencl3::memory::{Buffer, CL_MEM_READ_WRITE};
-    use opencl3::platform::get_platforms;
-    use opencl3::types::CL_BLOCKING;
-    use std::hint::black_box;
-    use std::ptr;
+/// A native baseline that was there a moment ago is gone (cannot happen: the backend is fixed).
+pub(super) fn unreachable_native() -> CliError {
+    CliError::Other("internal error: the native baseline disappeared between two rows".into())
+}
 
-    fn cl(call: &'static str) -> impl Fn(ClError) -> CliError {
-        move |e| CliError::Other(format!("raw opencl3 baseline: {call} failed: {e} ({})", e.0))
-    }
-
-    /// The device an `OpenClBackend` opened now uses (the same `DCMEM_OPENCL_*` selectors),
-    /// found again through opencl3 by its platform and in-platform indices.
-    fn backend_device() -> CliResult<Device> {
-        let summary = OpenClBackend::new()?.device().clone();
-        let platforms = get_platforms().map_err(cl("clGetPlatformIDs"))?;
-        let missing = || {
-            CliError::Other(format!(
-                "raw opencl3 baseline: device #{} of platform #{} (\"{}\") not found again",
-                summary.index_in_platform, summary.platform_index, summary.name
-            ))
-        };
-        let platform = platforms.get(summary.platform_index).ok_or_else(missing)?;
-        let ids = platform.get_devices(CL_DEVICE_TYPE_ALL).map_err(cl("clGetDeviceIDs"))?;
-        let device = Device::new(*ids.get(summary.index_in_platform).ok_or_else(missing)?);
-        let name = device.name().map_err(cl("clGetDeviceInfo"))?;
-        if name.trim_end_matches('\0').trim() != summary.name.trim() {
-            return Err(missing());
-        }
-        Ok(device)
-    }
-
-    /// Times `op` on `n` bytes with plain opencl3 calls against `ours`, then checks the data the
-    /// baseline moved.
-    pub(super) fn against(plan: &Plan, op: NativeOp, n: usize, ours: Op<'_>) -> CliResult<Pair> {
-        let context = Context::from_device(&backend_device()?).map_err(cl("clCreateContext"))?;
-        let queue = CommandQueue::create_default_with_properties(&context, 0, 0).map_err(cl("clCreateCommandQueue"))?;
-        let create = || {
-            // SAFETY: a valid context, no host pointer and no host-pointer flags.
-            unsafe { Buffer::<u8>::create(&context, CL_MEM_READ_WRITE, n, ptr::null_mut()) }
-                .map_err(cl("clCreateBuffer"))
-        };
-        let write = |buf: &mut Buffer<u8>, data: &[u8]| -> CliResult {
-            // SAFETY: `buf` holds `n` bytes and `data` is `n` bytes; the call is blocking, so
-            // `data` outlives the transfer.
-            unsafe { queue.enqueue_write_buffer(buf, CL_BLOCKING, 0, data, &[]) }
-                .map_err(cl("clEnqueueWriteBuffer"))?;
-            Ok(())
-        };
-        let read = |buf: &Buffer<u8>, out: &mut [u8]| -> CliResult {
-            // SAFETY: `buf` holds `n` bytes and `out` is `n` bytes; the call is blocking, so
-            // `out` outlives the transfer.
-            unsafe { queue.enqueue_read_buffer(buf, CL_BLOCKING, 0, out, &[]) }.map_err(cl("clEnqueueReadBuffer"))?;
-            Ok(())
-        };
-        let data = pattern(n, 13);
-        let mut out = vec![0u8; n];
-        match op {
-            NativeOp::Alloc => compare(
-                plan,
-                &mut || {
-                    let b = create()?;
-                    black_box(&b);
-                    drop(b);
-                    Ok(())
-                },
-                ours,
-            ),
-            NativeOp::Write => {
-                let mut a = create()?;
-                let pair = compare(plan, &mut || write(&mut a, &data), ours)?;
-                read(&a, &mut out)?;
-                if out != data {
-                    return Err(wrong_data("raw clEnqueueWriteBuffer"));
-                }
-                Ok(pair)
-            }
-            NativeOp::Read => {
-                let mut a = create()?;
-                write(&mut a, &data)?;
-                let pair = compare(plan, &mut || read(&a, &mut out), ours)?;
-                if out != data {
-                    return Err(wrong_data("raw clEnqueueReadBuffer"));
-                }
-                Ok(pair)
-            }
-            NativeOp::Copy => {
-                let mut a = create()?;
-                let mut b = create()?;
-                write(&mut a, &data)?;
-                let pair = compare(
-                    plan,
-                    &mut || {
-                        // SAFETY: both buffers hold `n` bytes.
-                        let ev = unsafe { queue.enqueue_copy_buffer(&a, &mut b, 0, 0, n, &[]) }
-                            .map_err(cl("clEnqueueCopyBuffer"))?;
-                        ev.wait().map_err(cl("clWaitForEvents"))
-                    },
-                    ours,
-                )?;
-                read(&b, &mut out)?;
-                if out != data {
-                    return Err(wrong_data("raw clEnqueueCopyBuffer"));
-                }
-                Ok(pair)
-            }
-        }
-    }
+/// `ours` against a raw `Backend::write` of `src` into a fresh device allocation.
+pub(super) fn against_raw_write(ctx: &Ctx, src: &[u8], ours: Op<'_>) -> CliResult<(Pair, String)> {
+    let backend = ctx.backend();
+    let mem = backend.allocate(src.len(), PAGE)?;
+    let result = ctx.compare(&mut || Ok(backend.write(&mem, 0, src)?), ours);
+    backend.free(mem)?;
+    Ok((result?, format!("raw Backend::write ({}), Vec<u8> to device", backend.name())))
 }

@@ -1,14 +1,15 @@
-//! Rows beyond the seed's table: device allocation, the transfer engine (pipelined and
-//! batched uploads) and device-to-device copies. Each checks the data it moved afterwards.
+//! Transfer rows: the transfer engine (pipelined, pinned-source, batched uploads and its
+//! copies against raw calls) and device-to-device copies. Each checks the data it moved.
 
-use super::{pattern, row, wrong_data, Ctx, NativeOp, Row, PAGE};
-use crate::measure::{compare, Op, Pair};
+use super::ctx::Ctx;
+use super::data::{pattern, wrong_data, PAGE};
+use super::native::{against_native, against_raw_write, NativeOp};
+use crate::report::Row;
 use crate::{units, CliError, CliResult};
 use dotcompute_memory::{
-    BufferState, MemoryManager, SimOptions, StagingPolicy, TransferBatch, TransferEngine, TransferOptions,
-    TransferReport, UnifiedBuffer,
+    MemoryManager, SimOptions, StagingPolicy, TransferBatch, TransferEngine, TransferOptions, TransferReport,
+    UnifiedBuffer,
 };
-use std::hint::black_box;
 use std::time::Duration;
 
 /// Per-operation latency of the simulated device in the batched rows: submitting and completing
@@ -76,408 +77,345 @@ fn check_report(report: &TransferReport) -> CliResult {
     }
 }
 
-impl Ctx {
-    /// `ours` against a raw `Backend::write` of `src` into a fresh device allocation.
-    pub(super) fn against_raw_write(&self, src: &[u8], ours: Op<'_>) -> CliResult<(Pair, String)> {
-        let backend = &*self.backend;
-        let mem = backend.allocate(src.len(), PAGE)?;
-        let result = compare(&self.plan, &mut || Ok(backend.write(&mem, 0, src)?), ours);
-        backend.free(mem)?;
-        Ok((result?, format!("raw Backend::write ({}), Vec<u8> to device", backend.name())))
+/// A large upload through the engine: with default options against a raw write of the same
+/// bytes; always staged and pipelined against always staged with `pipelining: false` (the
+/// ratio is the overlap alone); and, on discrete backends, default options (adaptive
+/// staging) against always staged and pipelined.
+pub(super) fn pipelined(ctx: &Ctx, n: usize) -> CliResult<Vec<Row>> {
+    let src = pattern(n, 241);
+    let engine = ctx.pooled().transfer_engine();
+    let unified = ctx.unified();
+    let mut a = ctx.pooled().allocate::<u8>(n)?;
+    let mut how = String::new();
+    let mut adaptive = || -> CliResult {
+        how = decision(&engine_upload(&engine, &src, &mut a, TransferOptions::default())?, unified);
+        Ok(())
+    };
+    let (first, first_baseline) = match against_native(ctx, NativeOp::Write, n, &mut adaptive)? {
+        Some(r) => r,
+        None => against_raw_write(ctx, &src, &mut adaptive)?,
+    };
+    let mut b = ctx.pooled().allocate::<u8>(n)?;
+    let mut c = ctx.pooled().allocate::<u8>(n)?;
+    let (mut b_how, mut c_how) = (String::new(), String::new());
+    let mut unpipelined = || -> CliResult {
+        b_how = decision(&engine_upload(&engine, &src, &mut b, staged_unpipelined())?, unified);
+        Ok(())
+    };
+    let mut pipelined = || -> CliResult {
+        c_how = decision(&engine_upload(&engine, &src, &mut c, staged_pipelined())?, unified);
+        Ok(())
+    };
+    let overlap = ctx.compare(&mut unpipelined, &mut pipelined)?;
+    let adaptive_vs_staged = if unified { None } else { Some(ctx.compare(&mut pipelined, &mut adaptive)?) };
+    for (buf, what) in [
+        (&a, "engine upload with default options"),
+        (&b, "staged engine upload, pipelining: false"),
+        (&c, "staged engine upload, pipelined"),
+    ] {
+        if buf.as_slice()? != &src[..] {
+            return Err(wrong_data(what));
+        }
     }
-
-    /// Pooled `allocate_device` + drop against a fresh device allocation (discrete backends).
-    pub(super) fn device_alloc(&self, n: usize) -> CliResult<Row> {
-        let pooled = &self.pooled;
-        let mut ours = || -> CliResult {
-            let b = pooled.allocate_device::<u8>(n)?;
-            black_box(&b);
-            drop(b);
-            Ok(())
-        };
-        let (pair, baseline) = match self.against_native(NativeOp::Alloc, n, &mut ours)? {
-            Some(r) => r,
-            None => {
-                let backend = &*self.backend;
-                let pair = compare(
-                    &self.plan,
-                    &mut || {
-                        let m = backend.allocate(n, PAGE)?;
-                        black_box(&m);
-                        backend.free(m)?;
-                        Ok(())
-                    },
-                    &mut ours,
-                )?;
-                (
-                    pair,
-                    format!(
-                        "raw Backend::allocate + Backend::free ({}; the trait's allocate returns zeroed memory)",
-                        backend.name()
-                    ),
-                )
-            }
-        };
-        let b = pooled.allocate_device::<u8>(n)?;
-        if b.state() != BufferState::DeviceOnly {
-            return Err(CliError::Other(format!("allocate_device gave a {:?} buffer, expected DeviceOnly", b.state())));
-        }
-        Ok(row(
-            "Buffer allocation (device, pooled vs fresh)",
-            n,
-            baseline,
-            "pooled allocate_device + drop, warm pool (device memory reused)",
-            pair,
-        ))
-    }
-
-    /// A large upload through the engine: with default options against a raw write of the same
-    /// bytes; always staged and pipelined against always staged with `pipelining: false` (the
-    /// ratio is the overlap alone); and, on discrete backends, default options (adaptive
-    /// staging) against always staged and pipelined.
-    pub(super) fn pipelined(&self, n: usize) -> CliResult<Vec<Row>> {
-        let src = pattern(n, 241);
-        let engine = self.pooled.transfer_engine();
-        let unified = self.unified();
-        let mut a = self.pooled.allocate::<u8>(n)?;
-        let mut how = String::new();
-        let mut adaptive = || -> CliResult {
-            how = decision(&engine_upload(&engine, &src, &mut a, TransferOptions::default())?, unified);
-            Ok(())
-        };
-        let (first, first_baseline) = match self.against_native(NativeOp::Write, n, &mut adaptive)? {
-            Some(r) => r,
-            None => self.against_raw_write(&src, &mut adaptive)?,
-        };
-        let mut b = self.pooled.allocate::<u8>(n)?;
-        let mut c = self.pooled.allocate::<u8>(n)?;
-        let (mut b_how, mut c_how) = (String::new(), String::new());
-        let mut unpipelined = || -> CliResult {
-            b_how = decision(&engine_upload(&engine, &src, &mut b, staged_unpipelined())?, unified);
-            Ok(())
-        };
-        let mut pipelined = || -> CliResult {
-            c_how = decision(&engine_upload(&engine, &src, &mut c, staged_pipelined())?, unified);
-            Ok(())
-        };
-        let overlap = compare(&self.plan, &mut unpipelined, &mut pipelined)?;
-        let adaptive_vs_staged = if unified { None } else { Some(compare(&self.plan, &mut pipelined, &mut adaptive)?) };
-        for (buf, what) in [
-            (&a, "engine upload with default options"),
-            (&b, "staged engine upload, pipelining: false"),
-            (&c, "staged engine upload, pipelined"),
-        ] {
-            if buf.as_slice()? != &src[..] {
-                return Err(wrong_data(what));
-            }
-        }
-        let adaptive_text = format!("engine upload, TransferOptions::default() (last call: {how})");
-        let staged_text =
-            format!("engine upload, staging: Always, pipelining: true (the default) (last call: {c_how})");
-        let mut rows = vec![
-            row("Pipelined transfer", n, first_baseline, adaptive_text.clone(), first),
-            row(
-                "Pipelined transfer (vs pipelining: false)",
-                n,
-                format!(
-                    "engine upload, staging: Always, pipelining: false (whole staging copy, then one transfer) (last \
-                     call: {b_how})"
-                ),
-                staged_text.clone(),
-                overlap,
-            ),
-        ];
-        if let Some(pair) = adaptive_vs_staged {
-            rows.push(row("Pipelined transfer (adaptive vs always staged)", n, staged_text, adaptive_text, pair));
-        }
-        Ok(rows)
-    }
-
-    /// On the simulated device with a bandwidth cap (so transfers take device time the host can
-    /// overlap): an always-staged upload pipelined against the same upload with
-    /// `pipelining: false`, which stages the whole transfer first and then sends it.
-    pub(super) fn pipelined_capped(&self, n: usize, bandwidth: f64) -> CliResult<Row> {
-        let sim = dotcompute_memory::MemoryManager::sim(dotcompute_memory::SimOptions {
-            bandwidth: Some(bandwidth),
-            ..Default::default()
-        });
-        let src = pattern(n, 97);
-        let engine = sim.transfer_engine();
-        let mut a = sim.allocate::<u8>(n)?;
-        let mut b = sim.allocate::<u8>(n)?;
-        let (mut a_how, mut b_how) = (String::new(), String::new());
-        let pair = compare(
-            &self.plan,
-            &mut || {
-                b_how = decision(&engine_upload(&engine, &src, &mut b, staged_unpipelined())?, false);
-                Ok(())
-            },
-            &mut || {
-                a_how = decision(&engine_upload(&engine, &src, &mut a, staged_pipelined())?, false);
-                Ok(())
-            },
-        )?;
-        for buf in [&a, &b] {
-            if buf.as_slice()? != &src[..] {
-                return Err(wrong_data("bandwidth-capped engine upload"));
-            }
-        }
-        Ok(row(
-            "Pipelined transfer (sim, bandwidth cap)",
+    let adaptive_text = format!("engine upload, TransferOptions::default() (last call: {how})");
+    let staged_text = format!("engine upload, staging: Always, pipelining: true (the default) (last call: {c_how})");
+    let mut rows = vec![
+        Row::new("Pipelined transfer", n, first_baseline, adaptive_text.clone(), first),
+        Row::new(
+            "Pipelined transfer (vs pipelining: false)",
             n,
             format!(
-                "engine upload, staging: Always, pipelining: false (whole staging copy, then one transfer) on sim \
-                 capped at {:.0} GB/s (last call: {b_how})",
-                bandwidth / 1e9
+                "engine upload, staging: Always, pipelining: false (whole staging copy, then one transfer) (last \
+                 call: {b_how})"
             ),
-            format!("engine upload, staging: Always, pipelining: true (the default), same sim (last call: {a_how})"),
-            pair,
-        ))
+            staged_text.clone(),
+            overlap,
+        ),
+    ];
+    if let Some(pair) = adaptive_vs_staged {
+        rows.push(Row::new("Pipelined transfer (adaptive vs always staged)", n, staged_text, adaptive_text, pair));
     }
+    Ok(rows)
+}
 
-    /// The seed's 10 MB rows through the engine: an engine upload against a raw write, and an
-    /// engine download against a raw read, on the same backend.
-    pub(super) fn engine_copies(&self, n: usize) -> CliResult<Vec<Row>> {
-        let src = pattern(n, 61);
-        let engine = self.pooled.transfer_engine();
-        let mut a = self.pooled.allocate::<u8>(n)?;
-        let mut up_how = String::new();
-        let (up, up_baseline) = self.against_raw_write(&src, &mut || {
-            up_how = decision(&engine_upload(&engine, &src, &mut a, TransferOptions::default())?, self.unified());
+/// On the simulated device with a bandwidth cap (so transfers take device time the host can
+/// overlap): an always-staged upload pipelined against the same upload with
+/// `pipelining: false`, which stages the whole transfer first and then sends it.
+pub(super) fn pipelined_capped(ctx: &Ctx, n: usize, bandwidth: f64) -> CliResult<Row> {
+    let sim = dotcompute_memory::MemoryManager::sim(dotcompute_memory::SimOptions {
+        bandwidth: Some(bandwidth),
+        ..Default::default()
+    });
+    let src = pattern(n, 97);
+    let engine = sim.transfer_engine();
+    let mut a = sim.allocate::<u8>(n)?;
+    let mut b = sim.allocate::<u8>(n)?;
+    let (mut a_how, mut b_how) = (String::new(), String::new());
+    let pair = ctx.compare(
+        &mut || {
+            b_how = decision(&engine_upload(&engine, &src, &mut b, staged_unpipelined())?, false);
             Ok(())
-        })?;
-        let backend = &*self.backend;
-        let mem = backend.allocate(n, PAGE)?;
-        backend.write(&mem, 0, &src)?;
-        let mut raw_out = vec![0u8; n];
-        let mut out = vec![0u8; n];
-        let mut down_how = String::new();
-        let down = compare(&self.plan, &mut || Ok(backend.read(&mem, 0, &mut raw_out)?), &mut || {
-            let mut batch = TransferBatch::new();
-            batch.download(&a, &mut out)?;
-            let r = engine.execute(batch, TransferOptions::default())?;
-            check_report(&r)?;
-            down_how = decision(&r, self.unified());
+        },
+        &mut || {
+            a_how = decision(&engine_upload(&engine, &src, &mut a, staged_pipelined())?, false);
             Ok(())
-        });
-        backend.free(mem)?;
-        let down = down?;
-        if out != src || raw_out != src {
-            return Err(wrong_data("engine download"));
+        },
+    )?;
+    for buf in [&a, &b] {
+        if buf.as_slice()? != &src[..] {
+            return Err(wrong_data("bandwidth-capped engine upload"));
         }
-        Ok(vec![
-            row(
-                "Host-to-device copy (engine)",
-                n,
-                up_baseline,
-                format!("engine upload, default options (last call: {up_how})"),
-                up,
-            ),
-            row(
-                "Device-to-host copy (engine)",
-                n,
-                format!("raw Backend::read ({}), device to Vec<u8>", backend.name()),
-                format!("engine download, default options (last call: {down_how})"),
-                down,
-            ),
-        ])
     }
+    Ok(Row::new(
+        "Pipelined transfer (sim, bandwidth cap)",
+        n,
+        format!(
+            "engine upload, staging: Always, pipelining: false (whole staging copy, then one transfer) on sim \
+             capped at {:.0} GB/s (last call: {b_how})",
+            bandwidth / 1e9
+        ),
+        format!("engine upload, staging: Always, pipelining: true (the default), same sim (last call: {a_how})"),
+        pair,
+    ))
+}
 
-    /// A pageable upload pipelined through pinned staging against the same upload from an
-    /// already page-locked source (which skips staging): the issue's "≥ 0.95× of the pinned
-    /// path". Skipped, with a message, where memory cannot be locked.
-    pub(super) fn pageable_vs_pinned(&self, n: usize) -> CliResult<Vec<Row>> {
-        let mut pinned = match dotcompute_memory::host::pinned::PinnedBuffer::<u8>::new(n) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("dcmem: skipping the pageable-vs-pinned row: {e}");
-                return Ok(Vec::new());
-            }
-        };
-        let src = pattern(n, 83);
-        pinned.copy_from_slice(&src);
-        let engine = self.pooled.transfer_engine();
-        let mut a = self.pooled.allocate::<u8>(n)?;
-        let mut b = self.pooled.allocate::<u8>(n)?;
-        let mut how = String::new();
-        let pair = compare(
-            &self.plan,
-            &mut || {
-                let mut batch = TransferBatch::new();
-                batch.upload_pinned(&pinned, &mut b)?;
-                check_report(&engine.execute(batch, TransferOptions::default())?)
-            },
-            &mut || {
-                how = decision(&engine_upload(&engine, &src, &mut a, TransferOptions::default())?, self.unified());
-                Ok(())
-            },
-        )?;
-        if a.as_slice()? != &src[..] || b.as_slice()? != &src[..] {
-            return Err(wrong_data("pinned/pageable upload"));
-        }
-        Ok(vec![row(
-            "Pipelined transfer (pageable vs pinned source)",
+/// The seed's 10 MB rows through the engine: an engine upload against a raw write, and an
+/// engine download against a raw read, on the same backend.
+pub(super) fn engine_copies(ctx: &Ctx, n: usize) -> CliResult<Vec<Row>> {
+    let src = pattern(n, 61);
+    let engine = ctx.pooled().transfer_engine();
+    let mut a = ctx.pooled().allocate::<u8>(n)?;
+    let mut up_how = String::new();
+    let (up, up_baseline) = against_raw_write(ctx, &src, &mut || {
+        up_how = decision(&engine_upload(&engine, &src, &mut a, TransferOptions::default())?, ctx.unified());
+        Ok(())
+    })?;
+    let backend = ctx.backend();
+    let mem = backend.allocate(n, PAGE)?;
+    backend.write(&mem, 0, &src)?;
+    let mut raw_out = vec![0u8; n];
+    let mut out = vec![0u8; n];
+    let mut down_how = String::new();
+    let down = ctx.compare(&mut || Ok(backend.read(&mem, 0, &mut raw_out)?), &mut || {
+        let mut batch = TransferBatch::new();
+        batch.download(&a, &mut out)?;
+        let r = engine.execute(batch, TransferOptions::default())?;
+        check_report(&r)?;
+        down_how = decision(&r, ctx.unified());
+        Ok(())
+    });
+    backend.free(mem)?;
+    let down = down?;
+    if out != src || raw_out != src {
+        return Err(wrong_data("engine download"));
+    }
+    Ok(vec![
+        Row::new(
+            "Host-to-device copy (engine)",
             n,
-            "engine upload_pinned from a page-locked source (no staging)".into(),
-            format!("engine upload from pageable memory, TransferOptions::default() (last call: {how})"),
-            pair,
-        )])
-    }
+            up_baseline,
+            format!("engine upload, default options (last call: {up_how})"),
+            up,
+        ),
+        Row::new(
+            "Device-to-host copy (engine)",
+            n,
+            format!("raw Backend::read ({}), device to Vec<u8>", backend.name()),
+            format!("engine download, default options (last call: {down_how})"),
+            down,
+        ),
+    ])
+}
 
-    /// `count` small uploads as one engine batch against the same uploads one by one, two ways:
-    /// what a user writes without the engine (one blocking `Backend::write`, i.e. write + wait,
-    /// per transfer, into one device allocation at consecutive offsets), and one
-    /// `TransferEngine::execute` per transfer. On the simulator both sides run on a simulated
-    /// device with a per-operation latency ([`SIM_SUBMIT_LATENCY`]): without one a simulated
-    /// "transfer" is a memcpy and a lock, and no submission cost exists for batching to save.
-    pub(super) fn batched(&self, count: usize, size: usize) -> CliResult<Vec<Row>> {
-        let latency_sim;
-        let (mm, device) = if self.backend.name() == "sim" {
-            latency_sim = MemoryManager::sim(SimOptions { latency: SIM_SUBMIT_LATENCY, ..Default::default() });
-            (&latency_sim, format!("sim with {} µs latency per operation", SIM_SUBMIT_LATENCY.as_micros()))
-        } else {
-            (&self.pooled, self.backend.name().to_string())
-        };
-        let backend = mm.backend();
-        let sources: Vec<Vec<u8>> = (0..count).map(|i| pattern(size, 200 + (i % 50) as u8)).collect();
-        let alloc = |_| mm.allocate::<u8>(size);
-        let mut ours_bufs = (0..count).map(alloc).collect::<Result<Vec<_>, _>>()?;
-        let mut each_bufs = (0..count).map(alloc).collect::<Result<Vec<_>, _>>()?;
-        let engine = mm.transfer_engine();
-        let mut report = None;
-        let mut ours = || -> CliResult {
-            let mut batch = TransferBatch::with_capacity(count);
-            for (src, dst) in sources.iter().zip(ours_bufs.iter_mut()) {
-                batch.upload(src, dst)?;
-            }
-            let r = engine.execute(batch, TransferOptions::default())?;
-            check_report(&r)?;
-            report = Some(r);
+/// A pageable upload pipelined through pinned staging against the same upload from an
+/// already page-locked source (which skips staging): the target is at least 0.95× the pinned
+/// path. Skipped, with a message, where memory cannot be locked.
+pub(super) fn pageable_vs_pinned(ctx: &Ctx, n: usize) -> CliResult<Vec<Row>> {
+    let mut pinned = match dotcompute_memory::host::pinned::PinnedBuffer::<u8>::new(n) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("dcmem: skipping the pageable-vs-pinned row: {e}");
+            return Ok(Vec::new());
+        }
+    };
+    let src = pattern(n, 83);
+    pinned.copy_from_slice(&src);
+    let engine = ctx.pooled().transfer_engine();
+    let mut a = ctx.pooled().allocate::<u8>(n)?;
+    let mut b = ctx.pooled().allocate::<u8>(n)?;
+    let mut how = String::new();
+    let pair = ctx.compare(
+        &mut || {
+            let mut batch = TransferBatch::new();
+            batch.upload_pinned(&pinned, &mut b)?;
+            check_report(&engine.execute(batch, TransferOptions::default())?)
+        },
+        &mut || {
+            how = decision(&engine_upload(&engine, &src, &mut a, TransferOptions::default())?, ctx.unified());
             Ok(())
-        };
-        let mem = backend.allocate(count * size, PAGE)?;
-        let raw = compare(
-            &self.plan,
-            &mut || {
-                for (i, src) in sources.iter().enumerate() {
-                    backend.write(&mem, i * size, src)?;
-                }
-                Ok(())
-            },
-            &mut ours,
-        );
-        let mut back = vec![0u8; count * size];
-        let read = backend.read(&mem, 0, &mut back);
-        backend.free(mem)?;
-        let raw = raw?;
-        read?;
-        if back.chunks(size).zip(&sources).any(|(a, b)| a != &b[..]) {
-            return Err(wrong_data("raw Backend::write loop"));
-        }
-        let per_execute = compare(
-            &self.plan,
-            &mut || {
-                for (src, dst) in sources.iter().zip(each_bufs.iter_mut()) {
-                    let mut batch = TransferBatch::new();
-                    batch.upload(src, dst)?;
-                    check_report(&engine.execute(batch, TransferOptions::default())?)?;
-                }
-                Ok(())
-            },
-            &mut ours,
-        )?;
-        for (src, (o, e)) in sources.iter().zip(ours_bufs.iter().zip(&each_bufs)) {
-            if o.as_slice()? != &src[..] {
-                return Err(wrong_data("batched engine upload"));
-            }
-            if e.as_slice()? != &src[..] {
-                return Err(wrong_data("one engine execute per upload"));
-            }
-        }
-        let report = report.ok_or_else(|| CliError::Other("the batched upload never ran".into()))?;
-        let submissions = report.transfers.iter().map(|t| t.start_order).max().map_or(0, |m| m + 1);
-        let each = units::bytes(size as u64);
-        let staged = if backend.is_unified() {
-            "copied inline: unified memory"
-        } else if report.staged == 0 {
-            "device reads the callers' slices directly"
-        } else {
-            "staged"
-        };
-        let ours_text = format!(
-            "one engine batch of {count} uploads on {device}, TransferOptions::default() (adaptive batching: {} of \
-             {count} packed into {submissions} batch(es), {staged})",
-            report.batched
-        );
-        let operation = format!("Batched transfers ({count} × {each})");
-        Ok(vec![
-            row(
-                &operation,
-                count * size,
-                format!(
-                    "{count} blocking Backend::write calls (write + wait each) on {device}, {each} each, into one \
-                     device allocation"
-                ),
-                ours_text.clone(),
-                raw,
-            ),
-            row(
-                &format!("{operation} (vs one execute each)"),
-                count * size,
-                format!("{count} TransferEngine::execute calls of one {each} upload each, on {device}"),
-                ours_text,
-                per_execute,
-            ),
-        ])
+        },
+    )?;
+    if a.as_slice()? != &src[..] || b.as_slice()? != &src[..] {
+        return Err(wrong_data("pinned/pageable upload"));
     }
+    Ok(vec![Row::new(
+        "Pipelined transfer (pageable vs pinned source)",
+        n,
+        "engine upload_pinned from a page-locked source (no staging)".into(),
+        format!("engine upload from pageable memory, TransferOptions::default() (last call: {how})"),
+        pair,
+    )])
+}
 
-    /// `copy_from_buffer` between two buffers whose data is on the device, against a raw
-    /// `Backend::copy` between two device allocations.
-    pub(super) fn device_to_device(&self, n: usize) -> CliResult<Row> {
-        let data = pattern(n, 239);
-        let mut src = self.pooled.allocate::<u8>(n)?;
-        src.upload(&data)?;
-        let mut dst = self.pooled.allocate::<u8>(n)?;
-        dst.upload(&pattern(n, 7))?;
-        let before = dst.metrics();
-        let mut ours = || -> CliResult { Ok(dst.copy_from_buffer(&src)?) };
-        let (pair, baseline) = match self.against_native(NativeOp::Copy, n, &mut ours)? {
-            Some(r) => r,
-            None => {
-                let backend = &*self.backend;
-                let from = backend.allocate(n, PAGE)?;
-                let to = match backend.allocate(n, PAGE) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        backend.free(from)?;
-                        return Err(e.into());
-                    }
-                };
-                let result = backend
-                    .write(&from, 0, &data)
-                    .map_err(CliError::from)
-                    .and_then(|()| compare(&self.plan, &mut || Ok(backend.copy(&from, 0, &to, 0, n)?), &mut ours));
-                let mut check = vec![0u8; n];
-                let read = backend.read(&to, 0, &mut check);
-                backend.free(from)?;
-                backend.free(to)?;
-                let pair = result?;
-                read?;
-                if check != data {
-                    return Err(wrong_data("raw Backend::copy"));
-                }
-                (pair, format!("raw Backend::copy ({}) between two device allocations", backend.name()))
+/// `count` small uploads as one engine batch against the same uploads one by one, two ways:
+/// what a user writes without the engine (one blocking `Backend::write`, i.e. write + wait,
+/// per transfer, into one device allocation at consecutive offsets), and one
+/// `TransferEngine::execute` per transfer. On the simulator both sides run on a simulated
+/// device with a per-operation latency ([`SIM_SUBMIT_LATENCY`]): without one a simulated
+/// "transfer" is a memcpy and a lock, and no submission cost exists for batching to save.
+pub(super) fn batched(ctx: &Ctx, count: usize, size: usize) -> CliResult<Vec<Row>> {
+    let latency_sim;
+    let (mm, device) = if ctx.caps().simulated_device() {
+        latency_sim = MemoryManager::sim(SimOptions { latency: SIM_SUBMIT_LATENCY, ..Default::default() });
+        (&latency_sim, format!("sim with {} µs latency per operation", SIM_SUBMIT_LATENCY.as_micros()))
+    } else {
+        (ctx.pooled(), ctx.backend().name().to_string())
+    };
+    let backend = mm.backend();
+    let sources: Vec<Vec<u8>> = (0..count).map(|i| pattern(size, 200 + (i % 50) as u8)).collect();
+    let alloc = |_| mm.allocate::<u8>(size);
+    let mut ours_bufs = (0..count).map(alloc).collect::<Result<Vec<_>, _>>()?;
+    let mut each_bufs = (0..count).map(alloc).collect::<Result<Vec<_>, _>>()?;
+    let engine = mm.transfer_engine();
+    let mut report = None;
+    let mut ours = || -> CliResult {
+        let mut batch = TransferBatch::with_capacity(count);
+        for (src, dst) in sources.iter().zip(ours_bufs.iter_mut()) {
+            batch.upload(src, dst)?;
+        }
+        let r = engine.execute(batch, TransferOptions::default())?;
+        check_report(&r)?;
+        report = Some(r);
+        Ok(())
+    };
+    let mem = backend.allocate(count * size, PAGE)?;
+    let raw = ctx.compare(
+        &mut || {
+            for (i, src) in sources.iter().enumerate() {
+                backend.write(&mem, i * size, src)?;
             }
-        };
-        let after = dst.metrics();
-        if !self.unified() && after.host_to_device != before.host_to_device {
-            return Err(CliError::Other(
-                "device-to-device copy went through the host: copy_from_buffer uploaded".into(),
-            ));
-        }
-        if dst.as_slice()? != &data[..] {
-            return Err(wrong_data("copy_from_buffer"));
-        }
-        Ok(row("Device-to-device copy", n, baseline, "dst.copy_from_buffer(&src), both current on the device", pair))
+            Ok(())
+        },
+        &mut ours,
+    );
+    let mut back = vec![0u8; count * size];
+    let read = backend.read(&mem, 0, &mut back);
+    backend.free(mem)?;
+    let raw = raw?;
+    read?;
+    if back.chunks(size).zip(&sources).any(|(a, b)| a != &b[..]) {
+        return Err(wrong_data("raw Backend::write loop"));
     }
+    let per_execute = ctx.compare(
+        &mut || {
+            for (src, dst) in sources.iter().zip(each_bufs.iter_mut()) {
+                let mut batch = TransferBatch::new();
+                batch.upload(src, dst)?;
+                check_report(&engine.execute(batch, TransferOptions::default())?)?;
+            }
+            Ok(())
+        },
+        &mut ours,
+    )?;
+    for (src, (o, e)) in sources.iter().zip(ours_bufs.iter().zip(&each_bufs)) {
+        if o.as_slice()? != &src[..] {
+            return Err(wrong_data("batched engine upload"));
+        }
+        if e.as_slice()? != &src[..] {
+            return Err(wrong_data("one engine execute per upload"));
+        }
+    }
+    let report = report.ok_or_else(|| CliError::Other("the batched upload never ran".into()))?;
+    let submissions = report.transfers.iter().map(|t| t.start_order).max().map_or(0, |m| m + 1);
+    let each = units::bytes(size as u64);
+    let staged = if backend.is_unified() {
+        "copied inline: unified memory"
+    } else if report.staged == 0 {
+        "device reads the callers' slices directly"
+    } else {
+        "staged"
+    };
+    let ours_text = format!(
+        "one engine batch of {count} uploads on {device}, TransferOptions::default() (adaptive batching: {} of \
+         {count} packed into {submissions} batch(es), {staged})",
+        report.batched
+    );
+    let operation = format!("Batched transfers ({count} × {each})");
+    Ok(vec![
+        Row::new(
+            &operation,
+            count * size,
+            format!(
+                "{count} blocking Backend::write calls (write + wait each) on {device}, {each} each, into one \
+                 device allocation"
+            ),
+            ours_text.clone(),
+            raw,
+        ),
+        Row::new(
+            &format!("{operation} (vs one execute each)"),
+            count * size,
+            format!("{count} TransferEngine::execute calls of one {each} upload each, on {device}"),
+            ours_text,
+            per_execute,
+        ),
+    ])
+}
+
+/// `copy_from_buffer` between two buffers whose data is on the device, against a raw
+/// `Backend::copy` between two device allocations.
+pub(super) fn device_to_device(ctx: &Ctx, n: usize) -> CliResult<Row> {
+    let data = pattern(n, 239);
+    let mut src = ctx.pooled().allocate::<u8>(n)?;
+    src.upload(&data)?;
+    let mut dst = ctx.pooled().allocate::<u8>(n)?;
+    dst.upload(&pattern(n, 7))?;
+    let before = dst.metrics();
+    let mut ours = || -> CliResult { Ok(dst.copy_from_buffer(&src)?) };
+    let (pair, baseline) = match against_native(ctx, NativeOp::Copy, n, &mut ours)? {
+        Some(r) => r,
+        None => {
+            let backend = ctx.backend();
+            let from = backend.allocate(n, PAGE)?;
+            let to = match backend.allocate(n, PAGE) {
+                Ok(m) => m,
+                Err(e) => {
+                    backend.free(from)?;
+                    return Err(e.into());
+                }
+            };
+            let result = backend
+                .write(&from, 0, &data)
+                .map_err(CliError::from)
+                .and_then(|()| ctx.compare(&mut || Ok(backend.copy(&from, 0, &to, 0, n)?), &mut ours));
+            let mut check = vec![0u8; n];
+            let read = backend.read(&to, 0, &mut check);
+            backend.free(from)?;
+            backend.free(to)?;
+            let pair = result?;
+            read?;
+            if check != data {
+                return Err(wrong_data("raw Backend::copy"));
+            }
+            (pair, format!("raw Backend::copy ({}) between two device allocations", backend.name()))
+        }
+    };
+    let after = dst.metrics();
+    if !ctx.unified() && after.host_to_device != before.host_to_device {
+        return Err(CliError::Other("device-to-device copy went through the host: copy_from_buffer uploaded".into()));
+    }
+    if dst.as_slice()? != &data[..] {
+        return Err(wrong_data("copy_from_buffer"));
+    }
+    Ok(Row::new("Device-to-device copy", n, baseline, "dst.copy_from_buffer(&src), both current on the device", pair))
 }

@@ -4,7 +4,7 @@
 //! (the buffer is allocated device-only), except by `--verify`, which reads it back.
 
 use crate::{units, CliError, CliResult};
-use dotcompute_memory::{ManagerOptions, MemoryManager, TransferOptions, TransferReport};
+use dotcompute_memory::{TransferOptions, TransferReport};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -17,9 +17,8 @@ use std::path::{Path, PathBuf};
 pub struct StreamArgs {
     /// File to stream into a device buffer of its size.
     pub file: PathBuf,
-    /// Backend to stream to (cpu, sim, opencl, cuda, metal).
-    #[arg(long, env = "DCMEM_BACKEND", default_value = "sim", value_parser = crate::BackendName)]
-    pub backend: String,
+    #[command(flatten)]
+    pub backend: crate::BackendArg,
     /// Bytes per chunk (staging block size): a number with an optional unit, e.g. 65536, 64K,
     /// 64KiB, 4M, 1MB (K/M/G and KiB/MiB/GiB are binary, kB/MB/GB decimal).
     #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes, default_value = "1MiB")]
@@ -108,10 +107,7 @@ pub fn run(args: &StreamArgs) -> CliResult<String> {
     let len = usize::try_from(meta.len()).map_err(|_| {
         CliError::Other(format!("`{}` has {} bytes, more than this machine can address", path.display(), meta.len()))
     })?;
-    let mm = MemoryManager::with_backend_name(
-        &args.backend,
-        ManagerOptions { maintenance_interval: None, ..ManagerOptions::default() },
-    )?;
+    let mm = super::manager(&args.backend.name)?;
     let mut buf = mm.allocate_device::<u8>(len)?;
     let options = TransferOptions { chunk_size: args.chunk_size, ..TransferOptions::default() };
     let pb = progress_bar(len as u64, args.json);

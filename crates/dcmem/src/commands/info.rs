@@ -1,0 +1,99 @@
+//! `dcmem info`: every backend the library knows, whether this machine can use it and why not,
+//! and (feature `opencl`) the OpenCL platforms and devices found.
+
+use crate::units;
+use crate::CliResult;
+use dotcompute_memory::backend::{open, probe_all};
+use dotcompute_memory::Error;
+use std::fmt::Write as _;
+
+fn limit(bytes: u64) -> String {
+    if bytes >= 1 << 62 {
+        "no limit".into()
+    } else {
+        units::bytes(bytes)
+    }
+}
+
+/// `dcmem info`.
+pub fn run() -> CliResult<String> {
+    let mut out = String::new();
+    let features: Vec<&str> = [("opencl", cfg!(feature = "opencl")), ("cuda", cfg!(feature = "cuda"))]
+        .into_iter()
+        .filter_map(|(f, on)| on.then_some(f))
+        .collect();
+    say!(
+        out,
+        "dcmem {} — backends known to this build (optional features compiled in: {})",
+        env!("CARGO_PKG_VERSION"),
+        if features.is_empty() { "none".to_string() } else { features.join(", ") }
+    );
+    say!(out);
+    for (name, probe) in probe_all() {
+        match probe {
+            Ok(description) => {
+                say!(out, "{name:<7} available    {description}");
+                // Probe again for the memory figures (probe_all reports descriptions only).
+                if let Ok(backend) = open(name) {
+                    let m = backend.memory_info();
+                    say!(
+                        out,
+                        "{:<7}              memory: total {}, free {}, largest allocation {}; {}",
+                        "",
+                        limit(m.total),
+                        limit(m.free),
+                        limit(m.max_allocation),
+                        if backend.is_unified() {
+                            "unified with host memory"
+                        } else {
+                            "discrete (copies between host and device)"
+                        }
+                    );
+                }
+            }
+            Err(Error::BackendUnavailable { reason, .. }) => say!(out, "{name:<7} unavailable  {reason}"),
+            Err(e) => say!(out, "{name:<7} unavailable  {e}"),
+        }
+    }
+    #[cfg(feature = "opencl")]
+    opencl_devices(&mut out);
+    say!(out);
+    say!(out, "Pick one with `dcmem bench --backend NAME` or DCMEM_BACKEND=NAME for library users.");
+    Ok(out)
+}
+
+/// The OpenCL platforms and devices on this machine, as the opencl backend sees them.
+#[cfg(feature = "opencl")]
+fn opencl_devices(out: &mut String) {
+    use dotcompute_memory::backend::opencl::{devices, ENV_DEVICE, ENV_PLATFORM};
+    say!(out);
+    match devices() {
+        Ok(list) => {
+            say!(
+                out,
+                "OpenCL devices ({ENV_PLATFORM} / {ENV_DEVICE} select one by index or name; default: the first GPU, \
+                 else the first device):"
+            );
+            let mut platform = None;
+            for d in &list {
+                if platform != Some(d.platform_index) {
+                    platform = Some(d.platform_index);
+                    say!(out, "  platform #{} \"{}\" ({})", d.platform_index, d.platform_name, d.platform_version);
+                }
+                say!(
+                    out,
+                    "    device #{} (#{} in its platform) \"{}\": {}, {}, global memory {}, largest allocation {}",
+                    d.index,
+                    d.index_in_platform,
+                    d.name,
+                    d.kind,
+                    d.version,
+                    units::bytes(d.global_mem),
+                    units::bytes(d.max_alloc)
+                );
+            }
+        }
+        Err(Error::BackendUnavailable { reason, .. }) => say!(out, "OpenCL devices: none ({reason})"),
+        Err(e) => say!(out, "OpenCL devices: none ({e})"),
+    }
+}
