@@ -110,7 +110,7 @@ fn snapshot_text(s: &dotcompute_memory::MemorySnapshot) -> String {
         "\nDevice pool now: {} segment(s), {} reserved, {} handed out ({} of it cached whole in the pool's \
          front cache), {} free (largest block {}, fragmentation {:.0}%); per-thread magazines hold {}\n",
         s.segments.len(),
-        units::bytes(s.reserved_bytes),
+        units::bytes(s.device_reserved_bytes),
         units::bytes(s.in_use_bytes),
         units::bytes(s.front_cached_bytes),
         units::bytes(s.free_bytes),
