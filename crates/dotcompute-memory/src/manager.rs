@@ -107,7 +107,7 @@ pub(crate) struct ManagerShared {
     /// Set once the backend has refused pinned memory, so later staging does not ask again.
     pinned_unavailable: std::sync::atomic::AtomicBool,
     /// Measured transfer overhead and bandwidth, for the engine's batching threshold.
-    pub(crate) transfer_tuning: crate::transfer::schedule::Tuning,
+    pub(crate) transfer_tuning: crate::tuning::Tuning,
     /// Bumped when threads should hand their magazines back; [`magazine::CLOSED`] once the
     /// last handle is gone (see `pool::magazine`).
     pub(crate) recycle_epoch: AtomicU64,
@@ -191,8 +191,8 @@ impl ManagerShared {
 
     /// A staging block of at least `bytes` bytes: pinned memory from the backend when `pinned`
     /// is asked and the backend has it (cached by size class), pageable host memory otherwise.
-    pub(crate) fn acquire_staging(&self, bytes: usize, pinned: bool) -> Result<crate::transfer::staging::StagingSlot> {
-        use crate::transfer::staging::StagingSlot;
+    pub(crate) fn acquire_staging(&self, bytes: usize, pinned: bool) -> Result<crate::pool::staging::StagingSlot> {
+        use crate::pool::staging::StagingSlot;
         if pinned && !self.pinned_unavailable.load(Ordering::Relaxed) {
             let (index, size) = self.round(bytes)?;
             if let Some(p) = self.pinned_cache.take(index) {
@@ -212,8 +212,8 @@ impl ManagerShared {
         self.acquire_host(bytes).map(StagingSlot::Host)
     }
 
-    pub(crate) fn release_staging(&self, slot: crate::transfer::staging::StagingSlot) {
-        use crate::transfer::staging::StagingSlot;
+    pub(crate) fn release_staging(&self, slot: crate::pool::staging::StagingSlot) {
+        use crate::pool::staging::StagingSlot;
         match slot {
             StagingSlot::Host(b) => self.release_host(b),
             StagingSlot::Pinned(p) => {

@@ -12,3 +12,4 @@ pub(crate) mod magazine;
 pub mod object;
 pub mod size_class;
 pub mod snapshot;
+pub(crate) mod staging;

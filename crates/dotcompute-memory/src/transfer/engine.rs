@@ -2,12 +2,13 @@
 
 use super::batch::{BatchRun, Member};
 use super::pipeline::{Finished, Op, Plan, Run, SharedStaging, Source};
-use super::schedule::{Lane, Priority, RetryPolicy, StagingPolicy};
+use super::schedule::{Priority, RetryPolicy, StagingPolicy};
 use crate::buffer::raw::RawBuffer;
 use crate::buffer::UnifiedBuffer;
 use crate::element::Element;
 use crate::error::{Direction, Error, Result};
 use crate::manager::{ManagerShared, MemoryManager};
+use crate::tuning::Lane;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
