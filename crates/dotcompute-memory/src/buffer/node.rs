@@ -9,7 +9,7 @@
 
 use super::raw::RawBuffer;
 use crate::error::Result;
-use crate::manager::ManagerShared;
+use crate::pool::context::ManagerShared;
 use crate::pool::magazine::{self, Kind};
 use crate::pool::size_class::class_of;
 use std::mem::ManuallyDrop;

@@ -30,7 +30,7 @@ use crate::backend::region::DeviceRegion;
 use crate::backend::Event;
 use crate::error::{Direction, Error, Result};
 use crate::host::HostBlock;
-use crate::manager::{timed, ManagerShared};
+use crate::pool::context::ManagerShared;
 use crate::pool::magazine::{self, Kind};
 use std::cell::{Cell, OnceCell};
 use std::ptr::NonNull;
@@ -1183,6 +1183,17 @@ impl Drop for RawBuffer {
                 }
             }
         }
+    }
+}
+
+/// Time a closure, returning its result and the elapsed time (zero when statistics are off).
+pub(crate) fn timed<R>(enabled: bool, f: impl FnOnce() -> R) -> (R, Duration) {
+    if enabled {
+        let t = Instant::now();
+        let r = f();
+        (r, t.elapsed())
+    } else {
+        (f(), Duration::ZERO)
     }
 }
 

@@ -8,7 +8,7 @@ use super::state::BufferState;
 use super::view::{Access, DeviceView, DeviceViewMut};
 use crate::element::Element;
 use crate::error::{check_range, Error, Result};
-use crate::manager::ManagerShared;
+use crate::pool::context::ManagerShared;
 use std::marker::PhantomData;
 use std::ops::RangeBounds;
 use std::panic::Location;

@@ -37,7 +37,7 @@
 use crate::backend::region::DeviceRegion;
 use crate::buffer::raw::RawBuffer;
 use crate::host::HostBlock;
-use crate::manager::ManagerShared;
+use crate::pool::context::{ManagerShared, CLOSED};
 use crate::pool::size_class::class_of;
 use crate::stats::Shard;
 use crossbeam_utils::CachePadded;
@@ -52,10 +52,6 @@ pub(crate) const MAX_BLOCK: usize = 1 << 20;
 const CLASSES: usize = 45;
 /// Nodes kept per size class and kind.
 pub(crate) const PER_CLASS: usize = 8;
-/// Upper bound of a thread's magazine, in bytes.
-pub(crate) const MAX_THREAD_BYTES: usize = 2 << 20;
-/// A closed epoch: the manager has no handle left, so nothing more is parked for it.
-pub(crate) const CLOSED: u64 = u64::MAX;
 
 /// The kinds of node a magazine keeps apart, by the block made at allocation.
 #[derive(Clone, Copy)]

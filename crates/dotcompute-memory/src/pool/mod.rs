@@ -7,9 +7,11 @@
 pub(crate) mod arena;
 pub mod array;
 pub(crate) mod cache;
+pub(crate) mod context;
 pub(crate) mod device;
 pub(crate) mod magazine;
 pub mod object;
+pub(crate) mod options;
 pub mod size_class;
 pub mod snapshot;
 pub(crate) mod staging;

@@ -7,7 +7,7 @@ use crate::buffer::raw::RawBuffer;
 use crate::buffer::UnifiedBuffer;
 use crate::element::Element;
 use crate::error::{Direction, Error, Result};
-use crate::manager::{ManagerShared, MemoryManager};
+use crate::pool::context::ManagerShared;
 use crate::tuning::Lane;
 use std::future::Future;
 use std::pin::Pin;
@@ -283,10 +283,11 @@ impl std::fmt::Debug for TransferEngine {
     }
 }
 
-impl MemoryManager {
-    /// The transfer engine of this manager.
-    pub fn transfer_engine(&self) -> TransferEngine {
-        TransferEngine { mm: self.shared.clone() }
+impl TransferEngine {
+    /// The engine of the manager whose pool context is `mm` (made by
+    /// `MemoryManager::transfer_engine`).
+    pub(crate) fn new(mm: Arc<ManagerShared>) -> Self {
+        TransferEngine { mm }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::backend::region::DeviceRegion;
 use crate::backend::{Event, ReadyEvent};
 use crate::buffer::raw::RawBuffer;
 use crate::error::{Direction, Error, Result};
-use crate::manager::ManagerShared;
+use crate::pool::context::ManagerShared;
 use crate::pool::staging::StagingSlot;
 use crate::transfer::schedule::RetryPolicy;
 use crate::tuning::Lane;
