@@ -31,7 +31,6 @@ use crate::backend::Event;
 use crate::error::{Direction, Error, Result};
 use crate::host::HostBlock;
 use crate::pool::context::ManagerShared;
-use crate::pool::magazine::{self, Kind};
 use std::cell::{Cell, OnceCell};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -45,6 +44,16 @@ pub(crate) const HOST_ALIGN: usize = 64;
 #[repr(C, align(64))]
 struct AlignedEmpty([u8; HOST_ALIGN]);
 const _: () = assert!(std::mem::align_of::<AlignedEmpty>() == HOST_ALIGN);
+
+/// The block a buffer was allocated with: what a buffer parked in a magazine keeps.
+pub(crate) enum AllocationBlock<'a> {
+    /// Unified memory: the one region that is both parts.
+    Unified(&'a DeviceRegion),
+    /// A discrete buffer's host part.
+    Host(&'a HostBlock),
+    /// The device part of a discrete buffer without a host part.
+    Device(&'a DeviceRegion),
+}
 
 enum Parts {
     /// Unified backend, or zero bytes: one allocation serves both parts.
@@ -185,9 +194,8 @@ unsafe impl Send for RawBuffer {}
 
 impl RawBuffer {
     /// A buffer of `bytes` bytes with memory from the manager's shared caches or the backend
-    /// (a buffer parked in this thread's magazine is reused by `Node::new` before this).
+    /// (a buffer parked in this thread's magazine is reused by `BoxedBuffer::new` before this).
     pub(crate) fn new(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Box<Self>> {
-        magazine::flush_if_owner_closed();
         let parts = if bytes == 0 {
             // A dangling pointer aligned like real host memory (`[u8; N]` is only 1-aligned),
             // so empty `&[T]` views of any element type are well aligned.
@@ -223,68 +231,48 @@ impl RawBuffer {
         }
     }
 
-    /// Where this buffer's node would be parked: `(slot, block size)` of the block made at
-    /// allocation (see `pool::magazine`), `None` when it may not be.
+    /// The block made at allocation, which a parked buffer keeps (`None` for a zero-byte
+    /// buffer, which is never parked).
     #[inline]
-    fn park_slot(&self) -> Option<(usize, usize)> {
+    pub(crate) fn allocation_block(&self) -> Option<AllocationBlock<'_>> {
         match &self.parts {
-            Parts::Unified { memory: Some(region), .. } => magazine::slot_of_region(Kind::Unified, region),
-            Parts::Unified { memory: None, .. } => None,
+            Parts::Unified { memory, .. } => memory.as_ref().map(AllocationBlock::Unified),
             Parts::Discrete { host, device } => match (host.get(), device.get()) {
-                (Some(host), _) => magazine::slot_of_host(host),
-                (None, Some(region)) => magazine::slot_of_region(Kind::Device, region),
+                (Some(host), _) => Some(AllocationBlock::Host(host)),
+                (None, Some(region)) => Some(AllocationBlock::Device(region)),
                 (None, None) => None,
             },
         }
     }
 
-    /// The end of a buffer: pending work settled, registry and statistics updated, then the
-    /// node parked in this thread's magazine (small buffers) or dropped, which releases its
-    /// memory to the pools.
-    ///
-    /// The common case (nothing pending, not tracked, parked) stays inline and everything else
-    /// is out of line, so that a caller that does not inline this keeps a small frame.
+    /// True when retiring the buffer has work beyond parking or releasing it: a pending
+    /// transfer to settle, or a registry entry to remove ([`RawBuffer::wind_down`]).
     #[inline]
-    pub(crate) fn retire(self: Box<Self>) {
-        if self.has_pending.get() || self.extra.get().is_some() {
-            return self.retire_slow();
-        }
-        // The common case, parked into the current magazine, calls nothing; every other case
-        // is one (tail) call, so the caller needs no stack frame for this path.
-        if let (Some((slot, size)), false) = (self.park_slot(), self.holds_second_part()) {
-            let bytes = self.bytes;
-            if let Err((node, _)) = magazine::try_park(self, slot, size, bytes) {
-                node.park_or_release();
-            }
-            return;
-        }
-        self.park_or_release();
+    pub(crate) fn needs_wind_down(&self) -> bool {
+        self.has_pending.get() || self.extra.get().is_some()
     }
 
-    /// True for a discrete buffer that has both a host and a device part (a parked node keeps
-    /// only the part made at allocation, so the other one is released first).
-    #[inline]
-    fn holds_second_part(&self) -> bool {
-        matches!(&self.parts, Parts::Discrete { host, device } if host.get().is_some() && device.get().is_some())
-    }
-
-    #[inline(never)]
-    fn retire_slow(self: Box<Self>) {
+    /// Settles pending work and removes the buffer from the live-buffer registry, before it is
+    /// parked or released.
+    pub(crate) fn wind_down(&self) {
         if self.has_pending.get() {
             let _ = self.settle_slow();
         }
         if let Some(extra) = self.extra.get() {
             self.mm.diagnostics.unregister(extra.registry_id);
         }
-        self.park_or_release();
     }
 
-    #[inline(never)]
-    fn park_or_release(mut self: Box<Self>) {
-        let bytes = self.bytes;
-        let Some((slot, size)) = self.park_slot() else { return self.release(bytes) };
-        // A parked node keeps only the block made at allocation (the host part, or the device
-        // part of a device-only buffer).
+    /// True for a discrete buffer that has both a host and a device part (a parked buffer keeps
+    /// only the part made at allocation, so the other one is released first).
+    #[inline]
+    pub(crate) fn holds_second_part(&self) -> bool {
+        matches!(&self.parts, Parts::Discrete { host, device } if host.get().is_some() && device.get().is_some())
+    }
+
+    /// Releases the device part of a discrete buffer allocated with its host part, so that only
+    /// the block made at allocation is left (for parking).
+    pub(crate) fn release_second_part(&mut self) {
         if let Parts::Discrete { host, device } = &mut self.parts {
             if host.get().is_some() {
                 if let Some(d) = device.take() {
@@ -292,18 +280,6 @@ impl RawBuffer {
                 }
             }
         }
-        if let Some(back) = magazine::park(self, slot, size, bytes) {
-            back.release(bytes);
-        }
-    }
-
-    /// A retired buffer that is not parked: counted as dropped, its memory released (and its
-    /// node freed: the box is the point, hence the allow).
-    #[inline(never)]
-    #[allow(clippy::boxed_local)]
-    fn release(self: Box<Self>, bytes: usize) {
-        magazine::flush_if_owner_closed();
-        self.mm.stats.buffer_dropped(bytes);
     }
 
     #[inline]
@@ -341,7 +317,7 @@ impl RawBuffer {
     }
 
     /// A buffer with only a device part (`DeviceOnly`) on a discrete backend; the host part is
-    /// made when first needed. (On unified memory, `Node::new_device_only` makes a buffer and
+    /// made when first needed. (On unified memory, `BoxedBuffer::new_device_only` makes a buffer and
     /// [`RawBuffer::detach_host_unified`] flips its flags.)
     pub(crate) fn new_device_only(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Box<Self>> {
         let device = mm.acquire_device(bytes)?;
@@ -1161,7 +1137,8 @@ impl RawBuffer {
 }
 
 /// Releases the buffer's memory to the pools. Statistics and the registry were updated by
-/// [`RawBuffer::retire`]; a node dropped from a magazine was retired when it was parked.
+/// `buffer::boxed` when the buffer was retired; a buffer dropped from a magazine was retired
+/// when it was parked.
 impl Drop for RawBuffer {
     fn drop(&mut self) {
         // In-flight transfers must finish before their memory is reused.
@@ -1202,11 +1179,11 @@ fn internal(what: &str) -> Error {
 }
 #[cfg(test)]
 mod size {
-    /// A buffer is one pointer to its node (moving it right after it was built copies 8
+    /// A buffer is one pointer to its box (moving it right after it was built copies 8
     /// bytes, not a struct whose fields were just written one by one, which stalls store
-    /// forwarding); the node stays within two cache lines.
+    /// forwarding); the box stays within two cache lines.
     #[test]
-    fn a_buffer_is_one_pointer_and_its_node_two_cache_lines() {
+    fn a_buffer_is_one_pointer_and_its_box_two_cache_lines() {
         assert!(std::mem::size_of::<super::RawBuffer>() <= 128);
         assert_eq!(std::mem::size_of::<crate::UnifiedBuffer<f64>>(), std::mem::size_of::<usize>());
     }

@@ -1,7 +1,7 @@
 //! `UnifiedBuffer<T>`: a typed array with a host part and a device part kept coherent.
 
+use super::boxed::BoxedBuffer;
 use super::future::TransferFuture;
-use super::node::Node;
 use super::raw::HOST_ALIGN;
 use super::slice::{AsBufferView, BufferSlice, BufferSliceMut};
 use super::state::BufferState;
@@ -30,9 +30,9 @@ pub use super::raw::BufferMetrics;
 /// hand out the `&[T]` from `as_slice` (which is `Sync`) or split the `&mut [T]` from
 /// `as_mut_slice` (`chunks_mut`, `split_at_mut`) across scoped threads.
 pub struct UnifiedBuffer<T: Element> {
-    /// The buffer's state on the heap (a buffer is one pointer; see `buffer::node`). The
+    /// The buffer's state on the heap (a buffer is one pointer; see `buffer::boxed`). The
     /// length is `raw.bytes() / size_of::<T>()`.
-    pub(crate) raw: Node,
+    pub(crate) raw: BoxedBuffer,
     _element: PhantomData<T>,
 }
 
@@ -94,8 +94,9 @@ impl<T: Element> UnifiedBuffer<T> {
             });
         }
         let id = mm.diagnostics.register(len, bytes, T::TYPE_TAG.name, location);
-        let node = if device_only { Node::new_device_only(mm, bytes, id) } else { Node::new(mm, bytes, id) };
-        match node {
+        let boxed =
+            if device_only { BoxedBuffer::new_device_only(mm, bytes, id) } else { BoxedBuffer::new(mm, bytes, id) };
+        match boxed {
             Ok(raw) => Ok(UnifiedBuffer { raw, _element: PhantomData }),
             Err(e) => {
                 mm.diagnostics.unregister(id);

@@ -11,10 +11,10 @@ mod allocate;
 mod maintenance;
 
 use crate::backend::{cpu::CpuBackend, sim::SimBackend, sim::SimOptions, Backend};
+use crate::buffer::magazine;
 use crate::diagnostics::Diagnostics;
 use crate::error::{Error, Result};
 use crate::pool::context::ManagerShared;
-use crate::pool::magazine;
 use crate::pool::snapshot::MemorySnapshot;
 use crate::stats::MemoryStatistics;
 use crate::transfer::TransferEngine;

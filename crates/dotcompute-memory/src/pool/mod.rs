@@ -1,4 +1,6 @@
-//! Pools: size classes and the free-block caches the manager allocates through.
+//! Pools: size classes, the free-block caches the manager allocates through, and the pool
+//! context (`context::ManagerShared`) that a manager shares with its buffers and transfer
+//! engines, with the options it is built from and the staging blocks it hands out.
 //!
 //! Everything here is safe Rust; the memory it caches is owned by `HostBlock` and backend
 //! handles, whose own modules hold the unsafe parts.
@@ -9,7 +11,6 @@ pub mod array;
 pub(crate) mod cache;
 pub(crate) mod context;
 pub(crate) mod device;
-pub(crate) mod magazine;
 pub mod object;
 pub(crate) mod options;
 pub mod size_class;
