@@ -128,7 +128,10 @@ impl<T: Element> UnifiedBuffer<T> {
         self.raw.state()
     }
 
-    /// The host and device modification epochs (for diagnostics and tests).
+    /// The host and device modification epochs (see `buffer::state`).
+    ///
+    /// Unstable, for tests: hidden from the documentation, and may change without notice.
+    #[doc(hidden)]
     pub fn epochs(&self) -> (u64, u64) {
         self.raw.epochs()
     }
@@ -224,9 +227,18 @@ impl<T: Element> UnifiedBuffer<T> {
         Ok(())
     }
 
-    /// Frees the device part after bringing the host part up to date (-> `HostOnly`).
-    pub fn compact(&mut self) -> Result<()> {
+    /// Frees the device part after bringing the host part up to date (a download when the
+    /// device part is newer), so the buffer holds host memory only.
+    ///
+    /// After this call the state is `HostOnly`.
+    pub fn release_device_part(&mut self) -> Result<()> {
         self.raw.release_device_part()
+    }
+
+    /// Frees the device part; see [`UnifiedBuffer::release_device_part`].
+    #[deprecated(note = "renamed to `release_device_part`: it frees the device part, it does not compact anything")]
+    pub fn compact(&mut self) -> Result<()> {
+        self.release_device_part()
     }
 
     /// Device-to-device copy of all of `src` (a buffer or a view of equal length, from the same

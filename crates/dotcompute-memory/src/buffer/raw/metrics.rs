@@ -5,6 +5,7 @@ use crate::error::{Direction, Result};
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+/// The cells behind a buffer's [`BufferMetrics`] transfer counters.
 #[derive(Default)]
 pub(super) struct TransferCells {
     h2d: Cell<u64>,
@@ -38,8 +39,12 @@ pub struct BufferMetrics {
     pub cache_hits: u64,
     /// Accesses that needed a transfer first.
     pub cache_misses: u64,
-    /// When the buffer last moved data (host accesses are not timestamped: they are the hot
-    /// path and a clock read would cost more than the access).
+    /// When the buffer's last transfer ended (`None` before the first, or with statistics
+    /// disabled). Host accesses are not timestamped: they are the hot path, and a clock read
+    /// would cost more than the access.
+    pub last_transfer: Option<Instant>,
+    /// The same value as `last_transfer`, under its former name.
+    #[deprecated(note = "renamed to `last_transfer`: it records the last transfer, not the last access")]
     pub last_access: Option<Instant>,
 }
 
@@ -109,6 +114,8 @@ impl RawBuffer {
             skipped_syncs: extra.skipped_syncs.get(),
             cache_hits: self.hits.get(),
             cache_misses: self.misses.get(),
+            last_transfer: m.last_transfer.get(),
+            #[allow(deprecated)]
             last_access: m.last_transfer.get(),
         }
     }
