@@ -65,6 +65,18 @@ impl BoxedBuffer {
         RawBuffer::new_device_only(mm, bytes, registry_id).map(Self::from_box)
     }
 
+    /// A buffer with both parts made now (`Synchronized`; see `RawBuffer::new_on_device`). On
+    /// unified memory the one allocation already is device memory: only its flag changes.
+    pub(crate) fn new_on_device(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<BoxedBuffer> {
+        if bytes == 0 || mm.unified {
+            let boxed = BoxedBuffer::new(mm, bytes, registry_id)?;
+            boxed.ensure_device_part()?;
+            return Ok(boxed);
+        }
+        magazine::flush_if_owner_closed();
+        RawBuffer::new_on_device(mm, bytes, registry_id).map(Self::from_box)
+    }
+
     #[inline(always)]
     fn from_box(raw: Box<RawBuffer>) -> BoxedBuffer {
         BoxedBuffer(ManuallyDrop::new(raw))

@@ -11,6 +11,14 @@ impl MemoryManager {
     /// Allocates a buffer of `len` elements. Its contents are unspecified (zero when the memory
     /// is fresh, earlier data when it comes from the pool; use [`MemoryManager::allocate_zeroed`]
     /// or [`UnifiedBuffer::fill`]). Length 0 is a valid empty buffer.
+    ///
+    /// The state is `HostOnly`. On a discrete device only the host part is made here; device
+    /// memory is taken when first needed ([`UnifiedBuffer::ensure_on_device`], a device view,
+    /// a transfer), so a buffer larger than the device is allocated without error and fails
+    /// there with [`Error::OutOfMemory`](crate::Error::OutOfMemory) (or
+    /// [`Error::MemoryLimitExceeded`](crate::Error::MemoryLimitExceeded)). To get that error
+    /// here, use [`MemoryManager::allocate_on_device`]. On unified memory (cpu) the buffer's
+    /// memory is device memory, so it fails here either way.
     // Always inlined: a program calls it from many places, and left to the compiler it then
     // stays out of line, a measurable share of a small pooled allocate + drop.
     #[track_caller]
@@ -21,8 +29,11 @@ impl MemoryManager {
         UnifiedBuffer::new(&self.shared, len, bytes, location)
     }
 
-    /// Allocates a buffer that exists only on the device (`DeviceOnly`), for scratch data that
-    /// kernels fill; its host part is made on first host access. Contents are unspecified.
+    /// Allocates a buffer that exists only on the device, for scratch data that kernels fill;
+    /// its host part is made on first host access. Contents are unspecified. Device memory is
+    /// taken now, so a device that is too small fails here.
+    ///
+    /// The state is `DeviceOnly`.
     #[track_caller]
     pub fn allocate_device<T: Element>(&self, len: usize) -> Result<UnifiedBuffer<T>> {
         let location = std::panic::Location::caller();
@@ -30,7 +41,55 @@ impl MemoryManager {
         UnifiedBuffer::new_device_only(&self.shared, len, bytes, location)
     }
 
-    /// Allocates a buffer of `len` zeroed elements.
+    /// Allocates a buffer of `len` elements with its host and its device part made now, so that
+    /// a device too small for it fails here rather than at the first
+    /// [`UnifiedBuffer::ensure_on_device`]. Contents are unspecified, as with
+    /// [`MemoryManager::allocate`].
+    ///
+    /// The state is `Synchronized`: both parts exist and, their contents being unspecified
+    /// until written, nothing is copied between them. A later host write and
+    /// `ensure_on_device` upload into the device part made here, taking no new device memory.
+    /// (`upload` and whole-buffer device copies still fill a fresh block, which replaces the
+    /// device part only once they succeed.)
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`](crate::Error::OutOfMemory) or
+    /// [`Error::MemoryLimitExceeded`](crate::Error::MemoryLimitExceeded) when either part cannot
+    /// be had; nothing stays allocated and no buffer is counted.
+    /// [`Error::LengthOverflow`](crate::Error::LengthOverflow) and the element-type errors of
+    /// [`MemoryManager::allocate`].
+    ///
+    /// ```
+    /// use dotcompute_memory::*;
+    ///
+    /// let mm = MemoryManager::sim(SimOptions { capacity: 1 << 20, ..SimOptions::default() });
+    /// // Lazily, a buffer larger than the device is allocated; its upload fails.
+    /// let mut lazy = mm.allocate::<u8>(2 << 20)?;
+    /// assert!(matches!(lazy.ensure_on_device(), Err(Error::OutOfMemory { .. })));
+    /// drop(lazy);
+    /// // Eagerly, the allocation itself fails, and nothing is left allocated.
+    /// assert!(matches!(mm.allocate_on_device::<u8>(2 << 20), Err(Error::OutOfMemory { .. })));
+    /// assert_eq!(mm.statistics().active_allocations, 0);
+    ///
+    /// let mut buf = mm.allocate_on_device::<u8>(4096)?;
+    /// assert_eq!(buf.state(), BufferState::Synchronized);
+    /// buf.fill(7)?;
+    /// buf.ensure_on_device()?; // into the device part made at allocation
+    /// assert_eq!(buf.state(), BufferState::Synchronized);
+    /// # Ok::<(), Error>(())
+    /// ```
+    #[track_caller]
+    pub fn allocate_on_device<T: Element>(&self, len: usize) -> Result<UnifiedBuffer<T>> {
+        let location = std::panic::Location::caller();
+        let bytes = byte_len::<T>(len)?;
+        UnifiedBuffer::new_on_device(&self.shared, len, bytes, location)
+    }
+
+    /// Allocates a buffer of `len` zeroed elements (a host write, like
+    /// [`UnifiedBuffer::fill`]).
+    ///
+    /// The state is `HostOnly`.
     #[track_caller]
     pub fn allocate_zeroed<T: Element>(&self, len: usize) -> Result<UnifiedBuffer<T>> {
         let mut buf = self.allocate::<T>(len)?;
@@ -38,7 +97,10 @@ impl MemoryManager {
         Ok(buf)
     }
 
-    /// Allocates a buffer and copies `data` into it.
+    /// Allocates a buffer and copies `data` into it (a host write, like
+    /// [`UnifiedBuffer::copy_from`]).
+    ///
+    /// The state is `HostOnly`.
     #[track_caller]
     pub fn allocate_from<T: Element>(&self, data: &[T]) -> Result<UnifiedBuffer<T>> {
         let mut buf = self.allocate::<T>(data.len())?;

@@ -27,6 +27,28 @@ pub use crate::pool::options::ManagerOptions;
 ///
 /// Cheap to clone (all clones share one pool). Buffers keep what they need alive, so they may
 /// outlive the manager handle; the maintenance thread stops when the last handle is dropped.
+///
+/// ```
+/// use dotcompute_memory::*;
+///
+/// let mm = MemoryManager::with_backend(
+///     CpuBackend::new(),
+///     ManagerOptions { maintenance_interval: None, ..ManagerOptions::default() },
+/// )?;
+/// let buf = mm.allocate_from(&[1.0f64, 2.0, 3.0])?;
+/// assert_eq!(mm.statistics().active_allocations, 1);
+///
+/// // A dropped buffer's memory stays cached for the next allocation of its size class ...
+/// drop(buf);
+/// let again = mm.allocate::<f64>(3)?;
+/// assert_eq!(mm.statistics().pool_hits, 1);
+/// drop(again);
+///
+/// // ... until the caches are trimmed (down to `min_pool_bytes`).
+/// mm.trim_excess()?;
+/// assert_eq!(mm.statistics().cached_bytes, 0);
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Clone)]
 pub struct MemoryManager {
     shared: Arc<ManagerShared>,

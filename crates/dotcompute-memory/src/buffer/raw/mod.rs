@@ -193,6 +193,24 @@ impl RawBuffer {
         Ok(Box::new(Self::with_parts(mm.clone(), bytes, parts, registry_id)))
     }
 
+    /// A buffer with both parts made now on a discrete backend, the device part first (the
+    /// allocation that fails when the device is full); a failure releases what was taken and
+    /// counts no buffer. Both parts count as current (`Synchronized`): like any new buffer's,
+    /// their contents are unspecified until written, so nothing is copied between them.
+    pub(crate) fn new_on_device(mm: &Arc<ManagerShared>, bytes: usize, registry_id: u64) -> Result<Box<Self>> {
+        let device = mm.acquire_device(bytes)?;
+        let host = match mm.acquire_host(bytes) {
+            Ok(host) => host,
+            Err(e) => {
+                mm.release_device(device);
+                return Err(e);
+            }
+        };
+        mm.stats.buffer_created(bytes);
+        let parts = Parts::Discrete { host: OnceCell::from(host), device: OnceCell::from(device) };
+        Ok(Box::new(Self::with_parts(mm.clone(), bytes, parts, registry_id)))
+    }
+
     /// On unified memory (or a zero-length buffer): marks the one allocation as holding only
     /// device data (`DeviceOnly`); no memory changes.
     pub(crate) fn detach_host_unified(&mut self) {
