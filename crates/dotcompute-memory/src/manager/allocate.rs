@@ -138,8 +138,8 @@ impl MemoryManager {
     /// # }
     /// ```
     ///
-    /// Errors: [`Error::SharedName`] (empty, `/`, too long), [`Error::SharedExists`],
-    /// [`Error::LengthOverflow`], [`Error::Os`], [`Error::Unsupported`].
+    /// Errors: [`Error::SharedName`](crate::Error::SharedName) (empty, `/`, too long), [`Error::SharedExists`](crate::Error::SharedExists),
+    /// [`Error::LengthOverflow`](crate::Error::LengthOverflow), [`Error::Os`](crate::Error::Os), [`Error::Unsupported`](crate::Error::Unsupported).
     pub fn allocate_shared<T: Element>(&self, name: &str, len: usize) -> Result<crate::host::SharedBuffer<T>> {
         Ok(crate::host::SharedBuffer::<T>::create(name, len)?.with_stats(self.shared.stats.clone()))
     }
@@ -147,11 +147,11 @@ impl MemoryManager {
     /// Opens the named buffer `name` created by [`MemoryManager::allocate_shared`] (in any
     /// process), after validating its header. A process holds at most one handle to a segment.
     ///
-    /// Errors: [`Error::SharedName`], [`Error::SharedNotFound`],
-    /// [`Error::SharedTypeMismatch`] (element type or size differ), [`Error::SharedCorrupt`]
-    /// (not our header, damaged, or truncated), [`Error::SharedAlreadyOpen`] (this process
-    /// has a handle to it: the creator's or an earlier open's), [`Error::Os`],
-    /// [`Error::Unsupported`].
+    /// Errors: [`Error::SharedName`](crate::Error::SharedName), [`Error::SharedNotFound`](crate::Error::SharedNotFound),
+    /// [`Error::SharedTypeMismatch`](crate::Error::SharedTypeMismatch) (element type or size differ), [`Error::SharedCorrupt`](crate::Error::SharedCorrupt)
+    /// (not our header, damaged, or truncated), [`Error::SharedAlreadyOpen`](crate::Error::SharedAlreadyOpen) (this process
+    /// has a handle to it: the creator's or an earlier open's), [`Error::Os`](crate::Error::Os),
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
     pub fn open_shared<T: Element>(&self, name: &str) -> Result<crate::host::SharedBuffer<T>> {
         Ok(crate::host::SharedBuffer::<T>::open(name)?.with_stats(self.shared.stats.clone()))
     }
