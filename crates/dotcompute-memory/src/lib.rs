@@ -79,7 +79,6 @@ pub mod pool;
 pub mod stats;
 mod thread_exit;
 pub mod transfer;
-mod tuning;
 pub mod units;
 
 pub use backend::cpu::CpuBackend;

@@ -8,7 +8,7 @@ use crate::buffer::UnifiedBuffer;
 use crate::element::Element;
 use crate::error::{Direction, Error, Result};
 use crate::pool::context::ManagerShared;
-use crate::tuning::Lane;
+use crate::pool::tuning::Lane;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 //!   execution) straight from the callers' slices.
 //! - [`schedule`]: priority order, retry backoff, and the staging policy. The measurements
 //!   behind the small-transfer threshold and [`StagingPolicy::Adaptive`] live in the pool
-//!   context (`crate::tuning`), which every engine of a manager shares.
+//!   context (`pool::tuning`), which every engine of a manager shares.
 //!
 //! Staging (a host copy into pooled, pinned where possible, blocks) pays where the device moves
 //! page-locked memory faster and the copy overlaps the transfer; on host-backed devices (the

@@ -1,5 +1,5 @@
 //! Scheduling policy: priorities, retry backoff, and whether host memory is staged (the
-//! measurements behind the adaptive choices are in `crate::tuning`).
+//! measurements behind the adaptive choices are in `pool::tuning`).
 #![deny(unsafe_code)]
 
 use crate::error::{Error, Result};

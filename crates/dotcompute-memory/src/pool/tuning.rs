@@ -1,7 +1,6 @@
 //! Per-manager transfer measurements: the adaptive small-transfer threshold and the
 //! staged-or-direct costs behind `StagingPolicy::Adaptive`, kept by the pool context and read
 //! and updated by the transfer engine.
-#![deny(unsafe_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
