@@ -7,8 +7,9 @@ The library is built in layers, each using only the ones below it (docs/ARCHITEC
     1 host-side     ops, stats, diagnostics
     2 host          host memory
     3 backend       the Backend trait and its implementations
-    4 pool          size classes, caches, arena, device pool, object and array pools
-    5 buffer        the pool context, unified buffers, views, per-thread magazines
+    4 pool          size classes, caches, arena, device pool, the pool context the buffers
+                    and the engine share, object and array pools
+    5 buffer        unified buffers, views, per-thread magazines
     6 transfer      the transfer engine
     7 manager       the MemoryManager facade
     8 root          lib.rs and the prelude

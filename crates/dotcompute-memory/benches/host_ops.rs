@@ -94,7 +94,7 @@ fn main() {
         ops::copy_bytes(&mut dst, &src).unwrap();
         assert!(dst == src);
         let b = HostAlloc::new().alignment(64).allocate::<u8>(8192).unwrap();
-        assert!(b.as_ptr() as usize % 64 == 0 && b.iter().all(|&x| x == 0));
+        assert!((b.as_ptr() as usize).is_multiple_of(64) && b.iter().all(|&x| x == 0));
         #[cfg(unix)]
         shared::check();
         println!("host_ops bench: smoke test passed (run `cargo bench` to measure)");

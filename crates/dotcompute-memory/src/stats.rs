@@ -57,7 +57,7 @@ pub(crate) struct Shard {
     /// counted as `buffers_allocated - created_outside_magazine` so its hot path bumps one
     /// counter fewer.
     created_outside_magazine: AtomicU64,
-    /// Bytes parked in this thread's magazine for this manager (see `pool::magazine`; written
+    /// Bytes parked in this thread's magazine for this manager (see `buffer::magazine`; written
     /// by the magazine, which keeps the shard, so also when it is emptied at thread exit).
     pub(crate) magazine_bytes: AtomicU64,
     /// This thread's net active bytes not yet folded into `StatCounters::active_bytes` (an
@@ -69,7 +69,7 @@ pub(crate) struct Shard {
 // thread that is not ready counts in the shared counters and parks nothing (a drop that made
 // the thread ready in a late thread-local destructor would print the `thread_local` crate's
 // panic, which `thread_exit::become_ready` catches). The magazine registers its exit flush
-// after the thread is ready (see `pool::magazine::restock`), so it is flushed while the
+// after the thread is ready (see `buffer::magazine::restock`), so it is flushed while the
 // thread's id is still valid.
 
 /// Net bytes a thread allocates (or frees) before folding them into the shared active count.
@@ -139,7 +139,7 @@ impl StatCounters {
         }
     }
 
-    /// This thread's shard, to keep (see `pool::magazine`); `None` unless the thread is ready
+    /// This thread's shard, to keep (see `buffer::magazine`); `None` unless the thread is ready
     /// (a drop asks for it, see `crate::thread_exit`).
     pub(crate) fn thread_shard(&self) -> Option<Arc<CachePadded<Shard>>> {
         self.ready_shard()?;

@@ -2,13 +2,15 @@
 //!
 //! - [`state`]: the coherence model (two modification epochs, as Kokkos DualView).
 //! - `raw`: the untyped memory of a buffer and every transfer between its parts.
-//! - `node`: the heap node a buffer points to, and its reuse through per-thread magazines.
+//! - `boxed`: the heap box a buffer points to, and the end of a buffer (parked or released).
+//! - `magazine`: per-thread stacks of retired small buffers, reused by the next allocations.
 //! - [`unified`]: `UnifiedBuffer<T>`, the typed API.
 //! - [`slice`](mod@slice): views that share the buffer's memory.
 //! - [`future`]: runtime-agnostic futures for the async forms.
 
+pub(crate) mod boxed;
 pub mod future;
-pub(crate) mod node;
+pub(crate) mod magazine;
 pub(crate) mod raw;
 pub mod slice;
 pub mod state;

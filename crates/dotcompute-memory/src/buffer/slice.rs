@@ -79,11 +79,15 @@ impl<'a, T: Element> BufferSlice<'a, T> {
 
     /// Read access to the view's device memory for a kernel (see
     /// [`UnifiedBuffer::device_view`]); its `byte_offset` includes the view's offset.
+    ///
+    /// After this call the buffer's state is as after [`UnifiedBuffer::ensure_on_device`].
     pub fn device_view(&self) -> Result<DeviceView<'a, T>> {
         self.buf.device_view_range(self.start, self.len)
     }
 
     /// Zero-copy host access (pulls the buffer from the device first when needed).
+    ///
+    /// After this call the buffer's state is as after [`UnifiedBuffer::ensure_on_host`].
     pub fn as_slice(&self) -> Result<&'a [T]> {
         self.buf.host_range(self.start, self.len)
     }
@@ -144,7 +148,11 @@ impl<'a, T: Element> BufferSliceMut<'a, T> {
         Ok(BufferSliceMut { buf: self.buf, start: self.start + s, len: e - s })
     }
 
-    /// Copies `src` (same length) into the view: a host write.
+    /// Copies `src` (same length) into the view: a host write (the rest of the buffer is
+    /// pulled first when the device part is newer).
+    ///
+    /// After this call the buffer's state is `HostDirty`, or `HostOnly` when it has no device
+    /// part (an empty view of a non-empty buffer changes nothing).
     pub fn copy_from(&mut self, src: &[T]) -> Result<()> {
         check_len("copy_from", self.len, src.len())?;
         self.buf.write_range(self.start, src)
@@ -156,18 +164,26 @@ impl<'a, T: Element> BufferSliceMut<'a, T> {
         self.buf.read_range(self.start, out)
     }
 
-    /// Sets every element of the view to `value`.
+    /// Sets every element of the view to `value` (a host write, as
+    /// [`BufferSliceMut::copy_from`]).
+    ///
+    /// After this call the buffer's state is `HostDirty`, or `HostOnly` when it has no device
+    /// part (an empty view of a non-empty buffer changes nothing).
     pub fn fill(&mut self, value: T) -> Result<()> {
         self.buf.fill_range(self.start, self.len, value)
     }
 
     /// Zero-copy host access.
+    ///
+    /// After this call the buffer's state is as after [`UnifiedBuffer::ensure_on_host`].
     pub fn as_slice(&self) -> Result<&[T]> {
         self.buf.host_range(self.start, self.len)
     }
 
     /// Read access to the view's device memory for a kernel (see
     /// [`UnifiedBuffer::device_view`]); its `byte_offset` includes the view's offset.
+    ///
+    /// After this call the buffer's state is as after [`UnifiedBuffer::ensure_on_device`].
     pub fn device_view(&self) -> Result<DeviceView<'_, T>> {
         self.buf.device_view_range(self.start, self.len)
     }
@@ -175,11 +191,16 @@ impl<'a, T: Element> BufferSliceMut<'a, T> {
     /// Access to the view's device memory for a kernel (see
     /// [`UnifiedBuffer::device_view_mut`]). `Overwrite` of a view that does not cover the
     /// whole buffer uploads first, as `ReadWrite` does: the rest of the buffer stays correct.
+    ///
+    /// After the view ends the buffer's state is as after the view of
+    /// [`UnifiedBuffer::device_view_mut`] ends.
     pub fn device_view_mut(&mut self, access: Access) -> Result<DeviceViewMut<'_, T>> {
         self.buf.device_view_mut_range(self.start, self.len, access)
     }
 
     /// Runs `kernel` on [`BufferSliceMut::device_view_mut`] and ends the view when it returns.
+    ///
+    /// After this call the buffer's state is as after that view ends.
     pub fn with_device_mut<R>(
         &mut self,
         access: Access,
@@ -189,12 +210,19 @@ impl<'a, T: Element> BufferSliceMut<'a, T> {
         Ok(kernel(&mut view))
     }
 
-    /// Zero-copy mutable host access; marks the host part written.
+    /// Zero-copy mutable host access; pulls first when needed and marks the host part written.
+    ///
+    /// After this call the buffer's state is `HostDirty`, or `HostOnly` when it has no device
+    /// part.
     pub fn as_mut_slice(&mut self) -> Result<&mut [T]> {
         self.buf.host_range_mut(self.start, self.len)
     }
 
-    /// Device-to-device copy of `src` (same length, same manager) into this view.
+    /// Device-to-device copy of `src` (same length, same manager) into this view (the rest of
+    /// the buffer is uploaded first when the host part is newer).
+    ///
+    /// After this call the buffer's state is `DeviceDirty`, or `DeviceOnly` when it has no host
+    /// part (an empty view of a non-empty buffer changes nothing).
     pub fn copy_from_buffer<S: AsBufferView<T> + ?Sized>(&mut self, src: &S) -> Result<()> {
         let view = src.view();
         self.buf.copy_range_from(self.start, self.len, &view)

@@ -13,6 +13,8 @@
 //! | both         | host >  device      | `HostDirty`    |
 //! | both         | device > host       | `DeviceDirty`  |
 //!
+//! Each method that changes a buffer's state says in its documentation which state it leaves.
+//!
 //! Declaring a device write while the host part has unsynchronised writes is a conflict
 //! ([`Error::ConcurrentModification`](crate::Error::ConcurrentModification)): one side's data
 //! would be lost, so the call fails and nothing changes.
@@ -26,9 +28,11 @@ pub enum BufferState {
     DeviceOnly,
     /// Both parts exist and hold the same data.
     Synchronized,
-    /// The host part was written since the last synchronisation.
+    /// The host part was written since the last synchronisation (`copy_from`, `fill`,
+    /// `as_mut_slice`); the device part is stale.
     HostDirty,
-    /// The device part was written since the last synchronisation.
+    /// The device part was written since the last synchronisation (a kernel through a device
+    /// view, `copy_from_buffer`, `upload`); the host part is stale.
     DeviceDirty,
 }
 

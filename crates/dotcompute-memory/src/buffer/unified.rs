@@ -1,14 +1,14 @@
 //! `UnifiedBuffer<T>`: a typed array with a host part and a device part kept coherent.
 
+use super::boxed::BoxedBuffer;
 use super::future::TransferFuture;
-use super::node::Node;
 use super::raw::HOST_ALIGN;
 use super::slice::{AsBufferView, BufferSlice, BufferSliceMut};
 use super::state::BufferState;
 use super::view::{Access, DeviceView, DeviceViewMut};
 use crate::element::Element;
 use crate::error::{check_range, Error, Result};
-use crate::manager::ManagerShared;
+use crate::pool::context::ManagerShared;
 use std::marker::PhantomData;
 use std::ops::RangeBounds;
 use std::panic::Location;
@@ -17,10 +17,36 @@ use std::sync::Arc;
 pub use super::raw::BufferMetrics;
 
 /// A buffer of `len` elements of `T` whose data lives on the host, on the device, or both, with
-/// its coherence state tracked (see [`BufferState`] and the table in DESIGN.md).
+/// its coherence state tracked (see [`BufferState`] and the table in
+/// [`buffer::state`](crate::buffer::state)).
 ///
-/// Made by [`MemoryManager::allocate`](crate::MemoryManager::allocate); dropping it returns its
-/// memory to the manager's pool (after any in-flight transfer has finished).
+/// Made by [`MemoryManager::allocate`](crate::MemoryManager::allocate) and its siblings;
+/// dropping it returns its memory to the manager's pool (after any in-flight transfer has
+/// finished). Each method that changes the state says which state it leaves.
+///
+/// ```
+/// use dotcompute_memory::*;
+///
+/// let mm = MemoryManager::cpu();
+/// let mut buf = mm.allocate::<u32>(4)?;
+/// assert_eq!(buf.state(), BufferState::HostOnly);
+///
+/// buf.copy_from(&[1, 2, 3, 4])?; // a host write
+/// buf.ensure_on_device()?; // both parts now hold the data
+/// assert_eq!(buf.state(), BufferState::Synchronized);
+///
+/// buf.as_mut_slice()?[0] = 10; // the host part is newer
+/// assert_eq!(buf.state(), BufferState::HostDirty);
+///
+/// buf.upload(&[5, 6, 7, 8])?; // straight to the device: the device part is newer
+/// assert_eq!(buf.state(), BufferState::DeviceDirty);
+/// assert_eq!(buf.to_vec()?, [5, 6, 7, 8]); // reads whichever part is current
+///
+/// buf.release_device_part()?; // downloads, then frees the device part
+/// assert_eq!(buf.state(), BufferState::HostOnly);
+/// assert_eq!(buf.as_slice()?, [5, 6, 7, 8]);
+/// # Ok::<(), Error>(())
+/// ```
 ///
 /// # Threads
 ///
@@ -30,9 +56,9 @@ pub use super::raw::BufferMetrics;
 /// hand out the `&[T]` from `as_slice` (which is `Sync`) or split the `&mut [T]` from
 /// `as_mut_slice` (`chunks_mut`, `split_at_mut`) across scoped threads.
 pub struct UnifiedBuffer<T: Element> {
-    /// The buffer's state on the heap (a buffer is one pointer; see `buffer::node`). The
+    /// The buffer's state on the heap (a buffer is one pointer; see `buffer::boxed`). The
     /// length is `raw.bytes() / size_of::<T>()`.
-    pub(crate) raw: Node,
+    pub(crate) raw: BoxedBuffer,
     _element: PhantomData<T>,
 }
 
@@ -47,6 +73,17 @@ impl<T: Element> std::fmt::Debug for UnifiedBuffer<T> {
     }
 }
 
+/// The parts a new buffer is made with.
+#[derive(Clone, Copy)]
+enum Placement {
+    /// The host part only (`allocate`): the device part is made when first needed.
+    Host,
+    /// The device part only (`allocate_device`).
+    Device,
+    /// Both parts (`allocate_on_device`).
+    Both,
+}
+
 fn size<T>() -> usize {
     std::mem::size_of::<T>()
 }
@@ -59,7 +96,7 @@ impl<T: Element> UnifiedBuffer<T> {
         bytes: usize,
         location: &'static Location<'static>,
     ) -> Result<Self> {
-        Self::make(mm, len, bytes, location, false)
+        Self::make(mm, len, bytes, location, Placement::Host)
     }
 
     pub(crate) fn new_device_only(
@@ -68,7 +105,16 @@ impl<T: Element> UnifiedBuffer<T> {
         bytes: usize,
         location: &'static Location<'static>,
     ) -> Result<Self> {
-        Self::make(mm, len, bytes, location, true)
+        Self::make(mm, len, bytes, location, Placement::Device)
+    }
+
+    pub(crate) fn new_on_device(
+        mm: &Arc<ManagerShared>,
+        len: usize,
+        bytes: usize,
+        location: &'static Location<'static>,
+    ) -> Result<Self> {
+        Self::make(mm, len, bytes, location, Placement::Both)
     }
 
     #[inline(always)]
@@ -77,7 +123,7 @@ impl<T: Element> UnifiedBuffer<T> {
         len: usize,
         bytes: usize,
         location: &'static Location<'static>,
-        device_only: bool,
+        placement: Placement,
     ) -> Result<Self> {
         if std::mem::size_of::<T>() == 0 {
             return Err(Error::InvalidArgument {
@@ -94,8 +140,12 @@ impl<T: Element> UnifiedBuffer<T> {
             });
         }
         let id = mm.diagnostics.register(len, bytes, T::TYPE_TAG.name, location);
-        let node = if device_only { Node::new_device_only(mm, bytes, id) } else { Node::new(mm, bytes, id) };
-        match node {
+        let boxed = match placement {
+            Placement::Host => BoxedBuffer::new(mm, bytes, id),
+            Placement::Device => BoxedBuffer::new_device_only(mm, bytes, id),
+            Placement::Both => BoxedBuffer::new_on_device(mm, bytes, id),
+        };
+        match boxed {
             Ok(raw) => Ok(UnifiedBuffer { raw, _element: PhantomData }),
             Err(e) => {
                 mm.diagnostics.unregister(id);
@@ -127,7 +177,10 @@ impl<T: Element> UnifiedBuffer<T> {
         self.raw.state()
     }
 
-    /// The host and device modification epochs (for diagnostics and tests).
+    /// The host and device modification epochs (see `buffer::state`).
+    ///
+    /// Unstable, for tests: hidden from the documentation, and may change without notice.
+    #[doc(hidden)]
     pub fn epochs(&self) -> (u64, u64) {
         self.raw.epochs()
     }
@@ -144,23 +197,33 @@ impl<T: Element> UnifiedBuffer<T> {
 
     // ---- host access ----
 
-    /// Copies `src` into the buffer (a host write: -> `HostDirty`, or `HostOnly` before the
-    /// device part exists). `src.len()` must equal `len()`.
+    /// Copies `src` into the buffer's host part (a host write; no transfer). `src.len()` must
+    /// equal `len()`.
+    ///
+    /// After this call the state is `HostDirty`, or `HostOnly` when the buffer has no device
+    /// part.
     pub fn copy_from(&mut self, src: &[T]) -> Result<()> {
         check_len("copy_from", self.len(), src.len())?;
         self.write_range(0, src)
     }
 
     /// Host-to-device in one copy: writes `data` straight into device memory (through a fresh
-    /// block that replaces the device part only on success), so the device part becomes current
-    /// and the host part stale (`DeviceDirty`, or `DeviceOnly` without a host part). Use it
-    /// instead of `copy_from` + `ensure_on_device` when the host copy is not needed.
+    /// block that replaces the device part only on success). Use it instead of `copy_from` +
+    /// `ensure_on_device` when the host copy is not needed.
+    ///
+    /// After this call the state is `DeviceDirty`, or `DeviceOnly` when the buffer has no host
+    /// part (a zero-length buffer is left as it was). The device part holds the new data and
+    /// the host part does not: keeping a host copy as well would cost the second copy this
+    /// method exists to avoid, so the host part is stale, and `DeviceDirty` says exactly that
+    /// (the next host access downloads), whether a kernel or an upload wrote the device part.
     pub fn upload(&mut self, data: &[T]) -> Result<()> {
         check_len("upload", self.len(), data.len())?;
         self.raw.upload(bytemuck::cast_slice(data))
     }
 
-    /// Copies the buffer into `out`, reading whichever part is current (no state change).
+    /// Copies the buffer into `out`, reading whichever part is current.
+    ///
+    /// The state does not change.
     pub fn copy_to(&self, out: &mut [T]) -> Result<()> {
         check_len("copy_to", self.len(), out.len())?;
         self.read_range(0, out)
@@ -174,25 +237,35 @@ impl<T: Element> UnifiedBuffer<T> {
     }
 
     /// Zero-copy host view; pulls from the device first when the device part is newer.
+    ///
+    /// After this call the state is as after [`UnifiedBuffer::ensure_on_host`].
     #[inline]
     pub fn as_slice(&self) -> Result<&[T]> {
         self.host_range(0, self.len())
     }
 
     /// Zero-copy mutable host view; pulls first when needed and marks the host part written.
+    ///
+    /// After this call the state is `HostDirty`, or `HostOnly` when the buffer has no device
+    /// part.
     pub fn as_mut_slice(&mut self) -> Result<&mut [T]> {
         self.host_range_mut(0, self.len())
     }
 
     /// Sets every element to `value` (a host write covering the whole buffer: no pull).
+    ///
+    /// After this call the state is `HostDirty`, or `HostOnly` when the buffer has no device
+    /// part.
     pub fn fill(&mut self, value: T) -> Result<()> {
         self.fill_range(0, self.len(), value)
     }
 
     // ---- coherence ----
 
-    /// Makes host and device parts equal, copying only the stale side, once (-> `Synchronized`).
-    /// A buffer with no device part gets one (H2D).
+    /// Makes host and device parts equal, copying only the stale side, once. A buffer with no
+    /// device part gets one (H2D), a buffer with no host part gets one (D2H).
+    ///
+    /// After this call the state is `Synchronized`.
     pub fn synchronize(&mut self) -> Result<()> {
         self.raw.settle()?;
         match self.state() {
@@ -202,19 +275,30 @@ impl<T: Element> UnifiedBuffer<T> {
         }
     }
 
-    /// Makes the device part current (allocating it if needed).
+    /// Makes the device part current (allocating it if needed): an upload when the host part
+    /// is newer.
+    ///
+    /// After this call the state is `Synchronized`, or unchanged (`DeviceOnly`,
+    /// `DeviceDirty`) when the device part already held the newest data.
     pub fn ensure_on_device(&mut self) -> Result<()> {
         self.raw.push()
     }
 
-    /// Makes the host part current (allocating it if needed).
+    /// Makes the host part current (allocating it if needed): a download when the device part
+    /// is newer.
+    ///
+    /// After this call the state is `Synchronized`, or unchanged (`HostOnly`, `HostDirty`,
+    /// `Synchronized`) when the host part already held the newest data.
     pub fn ensure_on_host(&self) -> Result<()> {
         self.raw.pull()
     }
 
-    /// Declares that device memory was written (by a kernel): -> `DeviceDirty`. A buffer with no
-    /// device part is uploaded first. Fails with [`Error::ConcurrentModification`], changing
-    /// nothing, when the host part has writes the device has not seen.
+    /// Declares that device memory was written (by a kernel). A buffer with no device part is
+    /// uploaded first. Fails with [`Error::ConcurrentModification`], changing nothing, when the
+    /// host part has writes the device has not seen.
+    ///
+    /// After this call the state is `DeviceDirty`, or `DeviceOnly` when the buffer has no host
+    /// part.
     pub fn mark_device_dirty(&mut self) -> Result<()> {
         self.raw.settle()?;
         self.raw.check_no_host_writes("mark_device_dirty")?;
@@ -223,19 +307,33 @@ impl<T: Element> UnifiedBuffer<T> {
         Ok(())
     }
 
-    /// Frees the device part after bringing the host part up to date (-> `HostOnly`).
-    pub fn compact(&mut self) -> Result<()> {
+    /// Frees the device part after bringing the host part up to date (a download when the
+    /// device part is newer), so the buffer holds host memory only.
+    ///
+    /// After this call the state is `HostOnly`.
+    pub fn release_device_part(&mut self) -> Result<()> {
         self.raw.release_device_part()
     }
 
+    /// Frees the device part; see [`UnifiedBuffer::release_device_part`].
+    #[deprecated(note = "renamed to `release_device_part`: it frees the device part, it does not compact anything")]
+    pub fn compact(&mut self) -> Result<()> {
+        self.release_device_part()
+    }
+
     /// Device-to-device copy of all of `src` (a buffer or a view of equal length, from the same
-    /// manager) into this buffer, which ends device-current.
+    /// manager) into this buffer (H2D from `src`'s host part when that is its current one).
+    ///
+    /// After this call the state is `DeviceDirty`, or `DeviceOnly` when the buffer has no host
+    /// part.
     pub fn copy_from_buffer<S: AsBufferView<T> + ?Sized>(&mut self, src: &S) -> Result<()> {
         let view = src.view();
         self.copy_range_from(0, self.len(), &view)
     }
 
-    /// A new buffer from the same manager with the same contents.
+    /// A new buffer from the same manager with the same contents, copied on the device (see
+    /// [`UnifiedBuffer::copy_from_buffer`]). This buffer's state does not change; the clone's
+    /// is `DeviceDirty`.
     pub fn try_clone(&self) -> Result<Self> {
         let mut out = UnifiedBuffer::new(self.raw.manager(), self.len(), self.raw.bytes(), Location::caller())?;
         out.copy_from_buffer(self)?;
@@ -245,12 +343,17 @@ impl<T: Element> UnifiedBuffer<T> {
     // ---- views ----
 
     /// A read-only view of `range`, sharing this buffer's memory.
+    ///
+    /// The state does not change (reads through the view change it as their buffer methods
+    /// do: [`BufferSlice::as_slice`] as [`UnifiedBuffer::as_slice`]).
     pub fn slice(&self, range: impl RangeBounds<usize>) -> Result<BufferSlice<'_, T>> {
         let (start, end) = check_range(range, self.len())?;
         Ok(BufferSlice::new(self, start, end - start))
     }
 
     /// A mutable view of `range`, sharing this buffer's memory.
+    ///
+    /// The state does not change (writes through the view do, as each of its methods says).
     pub fn slice_mut(&mut self, range: impl RangeBounds<usize>) -> Result<BufferSliceMut<'_, T>> {
         let (start, end) = check_range(range, self.len())?;
         Ok(BufferSliceMut::new(self, start, end - start))
@@ -259,15 +362,20 @@ impl<T: Element> UnifiedBuffer<T> {
     // ---- device views ----
 
     /// Read access to the buffer's device memory for a kernel; uploads first when the host
-    /// part is newer. The buffer's state does not change. See [`DeviceView`].
+    /// part is newer. See [`DeviceView`].
+    ///
+    /// After this call the state is as after [`UnifiedBuffer::ensure_on_device`]; ending the
+    /// view does not change it.
     pub fn device_view(&self) -> Result<DeviceView<'_, T>> {
         self.device_view_range(0, self.len())
     }
 
     /// Access to the buffer's device memory for a kernel. `Read` and `ReadWrite` upload first
-    /// when the host part is newer; `Overwrite` never uploads. Dropping the view makes the
-    /// device side current (`DeviceDirty`, or `DeviceOnly` without a host part) unless the
-    /// access was `Read`. See [`DeviceViewMut`].
+    /// when the host part is newer; `Overwrite` never uploads. See [`DeviceViewMut`].
+    ///
+    /// After the view ends the state is `DeviceDirty`, or `DeviceOnly` when the buffer has no
+    /// host part, for `ReadWrite` and `Overwrite`; for `Read` it is as after
+    /// [`UnifiedBuffer::ensure_on_device`].
     pub fn device_view_mut(&mut self, access: Access) -> Result<DeviceViewMut<'_, T>> {
         let len = self.len();
         self.device_view_mut_range(0, len, access)
@@ -275,6 +383,9 @@ impl<T: Element> UnifiedBuffer<T> {
 
     /// Runs `kernel` on a [`DeviceViewMut`] of the whole buffer and ends the view when it
     /// returns, so the view cannot be dropped before the kernel is enqueued.
+    ///
+    /// After this call the state is as after the view of [`UnifiedBuffer::device_view_mut`]
+    /// ends.
     ///
     /// ```
     /// use dotcompute_memory::*;
@@ -342,7 +453,7 @@ impl<T: Element> UnifiedBuffer<T> {
             let e = fail("the target type has size 0");
             return Err((self, e));
         }
-        if bytes % size::<U>() != 0 {
+        if !bytes.is_multiple_of(size::<U>()) {
             let e = fail("the byte size is not a multiple of the target size");
             return Err((self, e));
         }
@@ -361,9 +472,13 @@ impl<T: Element> UnifiedBuffer<T> {
     // the new ones are installed only on success.
 
     /// Copies `data` into the buffer's own staging memory now (so `data` need not outlive the
-    /// call), then uploads it; the future resolves when both parts hold it (`Synchronized`).
-    /// If the upload fails, when it is started or when it completes, the buffer keeps its old
-    /// contents, state and epochs.
+    /// call), then uploads it; the future resolves when both parts hold it. If the upload
+    /// fails, when it is started or when it completes, the buffer keeps its old contents, state
+    /// and epochs.
+    ///
+    /// After the future resolves the state is `Synchronized`: exactly what `copy_from`
+    /// followed by `ensure_on_device` gives (same contents, state and epochs), as one
+    /// asynchronous step.
     pub fn copy_from_async(&mut self, data: &[T]) -> TransferFuture<'_, T> {
         let r = check_len("copy_from_async", self.len(), data.len())
             .and_then(|()| self.raw.start_replace(0, bytemuck::cast_slice(data)));
@@ -372,6 +487,8 @@ impl<T: Element> UnifiedBuffer<T> {
 
     /// Brings the host part up to date without blocking, then copies it into `out`. On failure
     /// the buffer is unchanged (`out` may hold part of the data).
+    ///
+    /// After the future resolves the state is as after [`UnifiedBuffer::ensure_on_host`].
     pub fn copy_to_async<'a>(&'a mut self, out: &'a mut [T]) -> TransferFuture<'a, T> {
         let r = check_len("copy_to_async", self.len(), out.len()).and_then(|()| self.raw.start_download(0));
         TransferFuture::new(self, Some(out), r.err())
@@ -379,6 +496,8 @@ impl<T: Element> UnifiedBuffer<T> {
 
     /// `synchronize` without blocking. On failure the buffer is unchanged: a part is marked
     /// current only once the transfer that fills it has completed.
+    ///
+    /// After the future resolves the state is `Synchronized`.
     pub fn synchronize_async(&mut self) -> TransferFuture<'_, T> {
         let r = self.raw.settle().and_then(|()| match self.state() {
             BufferState::Synchronized => Ok(()),

@@ -119,7 +119,7 @@ impl<T: Element> HostBuffer<T> {
                 })
             }
         };
-        if (nn.as_ptr() as usize) % element_align != 0 {
+        if !(nn.as_ptr() as usize).is_multiple_of(element_align) {
             return Err(Error::InvalidAlignment {
                 alignment: nn.as_ptr() as usize % element_align,
                 type_name: std::any::type_name::<T>(),

@@ -23,7 +23,7 @@ fn element_count<T: Element>(size: u64) -> Result<usize> {
         element_size: 1,
         type_name: "u8 (file size does not fit in usize)",
     })?;
-    if elem == 0 || size % elem != 0 {
+    if elem == 0 || !size.is_multiple_of(elem) {
         return Err(Error::CastMismatch {
             len: size_usize,
             from: "u8 (file bytes)",

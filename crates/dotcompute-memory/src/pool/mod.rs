@@ -1,4 +1,7 @@
-//! Pools: size classes and the free-block caches the manager allocates through.
+//! Pools: size classes, the free-block caches the manager allocates through, and the pool
+//! context (`context::ManagerShared`) that a manager shares with its buffers and transfer
+//! engines, with the options it is built from, the staging blocks it hands out and the
+//! transfer measurements it keeps.
 //!
 //! Everything here is safe Rust; the memory it caches is owned by `HostBlock` and backend
 //! handles, whose own modules hold the unsafe parts.
@@ -7,8 +10,11 @@
 pub(crate) mod arena;
 pub mod array;
 pub(crate) mod cache;
+pub(crate) mod context;
 pub(crate) mod device;
-pub(crate) mod magazine;
 pub mod object;
+pub(crate) mod options;
 pub mod size_class;
 pub mod snapshot;
+pub(crate) mod staging;
+pub(crate) mod tuning;

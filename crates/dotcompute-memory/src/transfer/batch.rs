@@ -13,7 +13,7 @@ use crate::backend::region::DeviceRegion;
 use crate::backend::{BatchWrite, Event};
 use crate::buffer::raw::RawBuffer;
 use crate::error::{Direction, Error, Result};
-use crate::manager::ManagerShared;
+use crate::pool::context::ManagerShared;
 use crate::transfer::schedule::RetryPolicy;
 use std::sync::Arc;
 use std::time::Instant;

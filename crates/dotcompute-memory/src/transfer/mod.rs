@@ -6,8 +6,9 @@
 //!   blocks, so the host copy of chunk N+1 overlaps the DMA of chunk N, with per-chunk retries.
 //! - `batch`: many small uploads as one submission, from one staging fill or (synchronous
 //!   execution) straight from the callers' slices.
-//! - [`schedule`]: priority order, retry backoff, the adaptive small-transfer threshold, and the
-//!   staged-or-direct measurements behind [`StagingPolicy::Adaptive`].
+//! - [`schedule`]: priority order, retry backoff, and the staging policy. The measurements
+//!   behind the small-transfer threshold and [`StagingPolicy::Adaptive`] live in the pool
+//!   context (`pool::tuning`), which every engine of a manager shares.
 //!
 //! Staging (a host copy into pooled, pinned where possible, blocks) pays where the device moves
 //! page-locked memory faster and the copy overlaps the transfer; on host-backed devices (the
@@ -23,7 +24,6 @@ mod batch;
 pub mod engine;
 mod pipeline;
 pub mod schedule;
-pub(crate) mod staging;
 
 pub use engine::{TransferBatch, TransferEngine, TransferError, TransferOptions, TransferOutcome, TransferReport};
 pub use schedule::{Priority, RetryPolicy, StagingPolicy};

@@ -144,7 +144,7 @@ pub unsafe fn sub_buffer<'a>(parent: cl_mem, origin: usize, len: usize) -> Resul
     }
     let alignment_bits = sub_buffer_alignment_bits(parent)?;
     let alignment = (alignment_bits / 8).max(1) as usize;
-    if origin % alignment != 0 {
+    if !origin.is_multiple_of(alignment) {
         return Err(Error::MisalignedSubBuffer { byte_offset: origin, alignment, alignment_bits });
     }
     let region = cl_buffer_region { origin, size: len };

@@ -67,7 +67,7 @@ impl Window {
     fn host_ptr<T: Element>(&self, raw: &RawBuffer) -> Option<NonNull<T>> {
         let base = raw.device_ptr_on_host()?;
         let ptr = base.as_ptr().wrapping_add(self.start * std::mem::size_of::<T>());
-        if ptr as usize % std::mem::align_of::<T>() != 0 {
+        if !(ptr as usize).is_multiple_of(std::mem::align_of::<T>()) {
             return None;
         }
         NonNull::new(ptr.cast::<T>())

@@ -49,7 +49,7 @@ impl OpenClMemory {
     /// element sizes that are not powers of two: then pass the byte offset).
     pub fn element_offset<T>(&self) -> Option<usize> {
         let size = std::mem::size_of::<T>();
-        (size != 0 && self.byte_offset % size == 0).then(|| self.byte_offset / size)
+        (size != 0 && self.byte_offset.is_multiple_of(size)).then(|| self.byte_offset / size)
     }
 
     /// A sub-buffer covering exactly the view (see [`DeviceView::opencl_sub_buffer`], the safe

@@ -159,7 +159,7 @@ impl SharedHeader {
         if !h.elem_align.is_power_of_two() || h.elem_align > 4096 {
             return Err(corrupt("element alignment", "a power of two up to 4096".into(), h.elem_align.to_string()));
         }
-        if h.data_offset < HEADER_SIZE as u64 || h.data_offset % u64::from(h.elem_align) != 0 {
+        if h.data_offset < HEADER_SIZE as u64 || !h.data_offset.is_multiple_of(u64::from(h.elem_align)) {
             return Err(corrupt(
                 "data offset",
                 format!("at least {HEADER_SIZE} and a multiple of {}", h.elem_align),

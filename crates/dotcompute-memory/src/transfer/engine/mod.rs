@@ -23,7 +23,7 @@ use self::execution::ExecuteFuture;
 use crate::buffer::UnifiedBuffer;
 use crate::element::Element;
 use crate::error::Result;
-use crate::manager::{ManagerShared, MemoryManager};
+use crate::pool::context::ManagerShared;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -65,10 +65,11 @@ impl std::fmt::Debug for TransferEngine {
     }
 }
 
-impl MemoryManager {
-    /// The transfer engine of this manager.
-    pub fn transfer_engine(&self) -> TransferEngine {
-        TransferEngine { mm: self.shared.clone() }
+impl TransferEngine {
+    /// The engine of the manager whose context this is
+    /// ([`MemoryManager::transfer_engine`](crate::MemoryManager::transfer_engine)).
+    pub(crate) fn new(mm: Arc<ManagerShared>) -> Self {
+        TransferEngine { mm }
     }
 }
 

@@ -7,7 +7,7 @@ use super::requests::TransferReport;
 use crate::buffer::UnifiedBuffer;
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::manager::ManagerShared;
+use crate::pool::context::ManagerShared;
 use crate::transfer::pipeline::{Op, Plan, Run, Source};
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! Staging memory for the transfer engine: pinned where the backend has it, pageable otherwise.
+//! Staging blocks for transfers: pinned memory where the backend has it, pooled pageable
+//! host memory otherwise (handed out and taken back by the pool context).
 
 use crate::backend::PinnedHost;
 use crate::host::HostBlock;

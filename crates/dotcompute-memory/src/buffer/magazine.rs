@@ -3,10 +3,10 @@
 //!
 //! A buffer allocated and dropped on one thread is the common case (temporaries, per-request
 //! scratch). Served through the shared caches, that pair costs several atomic read-modify-writes
-//! (queue pop and push, the cached-bytes counter, the manager's reference count) at ~8.5 ns each
-//! here. Served from the thread's magazine (Bonwick & Adams' name; tcmalloc's and jemalloc's
+//! (queue pop and push, the cached-bytes counter, the manager's reference count), each a
+//! contended cache line in the worst case. Served from the thread's magazine (Bonwick & Adams' name; tcmalloc's and jemalloc's
 //! thread caches, .NET's per-thread `ArrayPool` storage) it costs none: the magazine is a plain
-//! thread-local stack of whole retired buffer nodes (`buffer::node`), each still holding its
+//! thread-local stack of whole retired buffers (`buffer::boxed`), each still holding its
 //! block and its manager reference, so reusing one is a pop and a reset of a few fields.
 //!
 //! # Bounds and reclaim
@@ -34,10 +34,10 @@
 //!
 //! Blocks in magazines count as cached memory in [`crate::MemoryStatistics::cached_bytes`].
 
+use super::raw::RawBuffer;
 use crate::backend::region::DeviceRegion;
-use crate::buffer::raw::RawBuffer;
 use crate::host::HostBlock;
-use crate::manager::ManagerShared;
+use crate::pool::context::{ManagerShared, CLOSED};
 use crate::pool::size_class::class_of;
 use crate::stats::Shard;
 use crossbeam_utils::CachePadded;
@@ -50,14 +50,10 @@ use std::sync::Arc;
 pub(crate) const MAX_BLOCK: usize = 1 << 20;
 /// Size classes up to [`MAX_BLOCK`] (`class_of(MAX_BLOCK).0 + 1`, checked by a test).
 const CLASSES: usize = 45;
-/// Nodes kept per size class and kind.
+/// Buffers kept per size class and kind.
 pub(crate) const PER_CLASS: usize = 8;
-/// Upper bound of a thread's magazine, in bytes.
-pub(crate) const MAX_THREAD_BYTES: usize = 2 << 20;
-/// A closed epoch: the manager has no handle left, so nothing more is parked for it.
-pub(crate) const CLOSED: u64 = u64::MAX;
 
-/// The kinds of node a magazine keeps apart, by the block made at allocation.
+/// The kinds of buffer a magazine keeps apart, by the block made at allocation.
 #[derive(Clone, Copy)]
 pub(crate) enum Kind {
     /// Unified memory: one region is both parts.
@@ -106,7 +102,7 @@ struct Magazine {
     bytes: usize,
     /// The owner's statistics shard of this thread (looked up once, not per allocation).
     shard: ManuallyDrop<Option<Arc<CachePadded<Shard>>>>,
-    /// Retired nodes by slot (`Kind` × size class).
+    /// Retired buffers by slot (`Kind` × size class).
     slots: ManuallyDrop<Vec<Stack>>,
 }
 
@@ -115,36 +111,36 @@ impl Magazine {
         Magazine { owner: 0, epoch: 0, bytes: 0, shard: ManuallyDrop::new(None), slots: ManuallyDrop::new(Vec::new()) };
 }
 
-/// The retired nodes of one slot: a fixed array, so a push or pop touches no other memory
-/// and never grows (a `Vec` of nodes per slot made every pop two dependent loads deep and
+/// The retired buffers of one slot: a fixed array, so a push or pop touches no other memory
+/// and never grows (a `Vec` per slot would make every pop two dependent loads deep and
 /// every push a call).
 #[derive(Default)]
 struct Stack {
     len: usize,
-    /// Block size of each node. Blocks of one size class may differ in size: the device pool's
+    /// Block size of each buffer. Blocks of one size class may differ in size: the device pool's
     /// arena hands out a whole free block when the rest would be too small to split off.
     sizes: [usize; PER_CLASS],
-    nodes: [Option<Box<RawBuffer>>; PER_CLASS],
+    buffers: [Option<Box<RawBuffer>>; PER_CLASS],
 }
 
 impl Stack {
-    /// The top node and its block size.
+    /// The top buffer and its block size.
     #[inline(always)]
     fn pop(&mut self) -> Option<(Box<RawBuffer>, usize)> {
         let top = self.len.checked_sub(1)?;
         let size = *self.sizes.get(top)?;
-        let node = self.nodes.get_mut(top)?.take()?;
+        let buffer = self.buffers.get_mut(top)?.take()?;
         self.len = top;
-        Some((node, size))
+        Some((buffer, size))
     }
 
-    /// Pushes `node`, whose block is `size` bytes, if there is room; gives it back otherwise.
+    /// Pushes `buffer`, whose block is `size` bytes, if there is room; gives it back otherwise.
     #[inline(always)]
-    fn push(&mut self, node: Box<RawBuffer>, size: usize) -> Option<Box<RawBuffer>> {
-        let (Some(free), Some(slot_size)) = (self.nodes.get_mut(self.len), self.sizes.get_mut(self.len)) else {
-            return Some(node);
+    fn push(&mut self, buffer: Box<RawBuffer>, size: usize) -> Option<Box<RawBuffer>> {
+        let (Some(free), Some(slot_size)) = (self.buffers.get_mut(self.len), self.sizes.get_mut(self.len)) else {
+            return Some(buffer);
         };
-        *free = Some(node);
+        *free = Some(buffer);
         *slot_size = size;
         self.len += 1;
         None
@@ -152,7 +148,7 @@ impl Stack {
 }
 
 /// A magazine taken out of its thread-local: dropping it hands every parked block back to its
-/// manager's shared caches (dropping a node releases its memory). Callers drop it after the
+/// manager's shared caches (dropping a buffer releases its memory). Callers drop it after the
 /// thread-local's borrow has ended, since releasing calls into the pools.
 struct Retired(Magazine);
 
@@ -182,9 +178,9 @@ thread_local! {
     static EXIT_FLUSH: ExitFlush = const { ExitFlush };
 }
 
-/// A retired node of `mm` of `kind` for a new buffer of `bytes` bytes in size class `class`,
+/// A retired buffer of `mm` of `kind` for a new buffer of `bytes` bytes in size class `class`,
 /// from this thread's magazine; `None` when it has none. Counts the buffer as created (the
-/// caller resets the node with `RawBuffer::reuse`).
+/// caller resets the buffer with `RawBuffer::reuse`).
 #[inline]
 pub(crate) fn take(mm: &ManagerShared, kind: Kind, class: usize, bytes: usize) -> Option<Box<RawBuffer>> {
     if class >= CLASSES {
@@ -201,18 +197,18 @@ pub(crate) fn take(mm: &ManagerShared, kind: Kind, class: usize, bytes: usize) -
             if m.owner != mm.id || m.epoch != epoch {
                 return None;
             }
-            let (node, size) = m.slots.get_mut(slot)?.pop()?;
+            let (buffer, size) = m.slots.get_mut(slot)?.pop()?;
             m.bytes -= size;
             if let Some(shard) = &*m.shard {
                 mm.stats.buffer_created_from_magazine(shard, bytes, m.bytes);
             }
-            Some(node)
+            Some(buffer)
         })
         .ok()
         .flatten()
 }
 
-/// Why [`try_park`] did not park a node.
+/// Why [`try_park`] did not park a buffer.
 #[derive(Clone, Copy)]
 pub(crate) enum Miss {
     /// The manager keeps no magazines (no pooling, or no handle left).
@@ -223,27 +219,27 @@ pub(crate) enum Miss {
     Full,
 }
 
-/// Parks the retired `node` (of a buffer of `bytes` bytes, whose block of `size` bytes goes to
+/// Parks the retired `buffer` (of a buffer of `bytes` bytes, whose block of `size` bytes goes to
 /// `slot`) in this thread's magazine and counts the buffer as dropped, if that takes nothing
 /// but the current magazine; gives it back with the reason otherwise ([`park`] handles those).
 /// It calls nothing, so a caller that inlines it needs no stack frame on this path.
 #[inline(always)]
 pub(crate) fn try_park(
-    node: Box<RawBuffer>,
+    buffer: Box<RawBuffer>,
     slot: usize,
     size: usize,
     bytes: usize,
 ) -> Result<(), (Box<RawBuffer>, Miss)> {
-    let mm = node.manager();
+    let mm = buffer.manager();
     let epoch = mm.recycle_epoch.load(Relaxed);
     if mm.magazine_cap == 0 || epoch == CLOSED {
-        return Err((node, Miss::Off));
+        return Err((buffer, Miss::Off));
     }
-    let mut node = Some(node);
+    let mut buffer = Some(buffer);
     let outcome = MAGAZINE.try_with(|m| {
         let mut m = m.try_borrow_mut().map_err(|_| Miss::Full)?;
         let m = &mut *m;
-        let mm = node.as_ref().ok_or(Miss::Full)?.manager();
+        let mm = buffer.as_ref().ok_or(Miss::Full)?.manager();
         if m.owner != mm.id || m.epoch != epoch {
             return Err(Miss::Stale);
         }
@@ -256,44 +252,44 @@ pub(crate) fn try_park(
             mm.stats.buffer_dropped_into_magazine(shard, bytes, held);
         }
         m.bytes = held;
-        node = stack.push(node.take().ok_or(Miss::Full)?, size);
+        buffer = stack.push(buffer.take().ok_or(Miss::Full)?, size);
         Ok(())
     });
-    match (node, outcome) {
+    match (buffer, outcome) {
         (None, _) => Ok(()),
-        (Some(node), Ok(Err(miss))) => Err((node, miss)),
-        (Some(node), _) => Err((node, Miss::Full)),
+        (Some(buffer), Ok(Err(miss))) => Err((buffer, miss)),
+        (Some(buffer), _) => Err((buffer, Miss::Full)),
     }
 }
 
-/// As [`try_park`], and on a miss: starts a magazine for `node`'s manager when this thread's
-/// is stale, or empties it when its manager is closed. Gives `node` back when it was not
+/// As [`try_park`], and on a miss: starts a magazine for `buffer`'s manager when this thread's
+/// is stale, or empties it when its manager is closed. Gives `buffer` back when it was not
 /// parked.
-pub(crate) fn park(node: Box<RawBuffer>, slot: usize, size: usize, bytes: usize) -> Option<Box<RawBuffer>> {
-    match try_park(node, slot, size, bytes) {
+pub(crate) fn park(buffer: Box<RawBuffer>, slot: usize, size: usize, bytes: usize) -> Option<Box<RawBuffer>> {
+    match try_park(buffer, slot, size, bytes) {
         Ok(()) => None,
-        Err((node, Miss::Off)) => {
+        Err((buffer, Miss::Off)) => {
             flush_if_owner_closed();
-            Some(node)
+            Some(buffer)
         }
-        Err((node, Miss::Stale)) => {
-            let epoch = node.manager().recycle_epoch.load(Relaxed);
-            let mut node = Some(node);
-            restock(&mut node, epoch, slot, size, bytes);
-            node
+        Err((buffer, Miss::Stale)) => {
+            let epoch = buffer.manager().recycle_epoch.load(Relaxed);
+            let mut buffer = Some(buffer);
+            restock(&mut buffer, epoch, slot, size, bytes);
+            buffer
         }
-        Err((node, Miss::Full)) => Some(node),
+        Err((buffer, Miss::Full)) => Some(buffer),
     }
 }
 
-/// The magazine belongs to another manager or an older epoch: hand its nodes back and start a
-/// fresh one for `node`'s manager, holding `node`.
+/// The magazine belongs to another manager or an older epoch: hand its buffers back and start a
+/// fresh one for `buffer`'s manager, holding `buffer`.
 #[cold]
-fn restock(node: &mut Option<Box<RawBuffer>>, epoch: u64, slot: usize, size: usize, bytes: usize) {
-    // First the stale magazine goes, outside the borrow (dropping nodes calls into the pools)
+fn restock(buffer: &mut Option<Box<RawBuffer>>, epoch: u64, slot: usize, size: usize, bytes: usize) {
+    // First the stale magazine goes, outside the borrow (dropping buffers calls into the pools)
     // and before the fresh one counts its bytes (both may share a statistics shard).
     drop(take_out_if(|_| true));
-    let Some(mm) = node.as_ref().map(|n| n.manager().clone()) else { return };
+    let Some(mm) = buffer.as_ref().map(|n| n.manager().clone()) else { return };
     if size > mm.magazine_cap {
         return;
     }
@@ -312,7 +308,7 @@ fn restock(node: &mut Option<Box<RawBuffer>>, epoch: u64, slot: usize, size: usi
         mm.stats.buffer_dropped_into_magazine(&shard, bytes, size);
         let mut slots: Vec<Stack> = (0..KINDS * CLASSES).map(|_| Stack::default()).collect();
         let stack = slots.get_mut(slot)?;
-        *node = stack.push(node.take()?, size);
+        *buffer = stack.push(buffer.take()?, size);
         *m = Magazine {
             owner: mm.id,
             epoch,
@@ -327,25 +323,25 @@ fn restock(node: &mut Option<Box<RawBuffer>>, epoch: u64, slot: usize, size: usi
 /// Empties this thread's magazine if its manager has no handle left, so that a thread that
 /// goes on using other managers (or large buffers) does not keep a closed manager alive. Called
 /// on the paths that do not park (large buffers, managers without magazines, allocations that
-/// miss the magazine), where a look at one parked node costs little.
+/// miss the magazine), where a look at one parked buffer costs little.
 #[inline(never)]
 pub(crate) fn flush_if_owner_closed() {
     drop(take_out_if(|m| {
         m.bytes > 0
             && m.slots
                 .iter()
-                .find_map(|s| s.nodes.first().and_then(Option::as_ref))
-                .is_some_and(|node| node.manager().recycle_epoch.load(Relaxed) == CLOSED)
+                .find_map(|s| s.buffers.first().and_then(Option::as_ref))
+                .is_some_and(|buffer| buffer.manager().recycle_epoch.load(Relaxed) == CLOSED)
     }));
 }
 
-/// Empties this thread's magazine if it holds nodes of `mm`; true if it held any.
+/// Empties this thread's magazine if it holds buffers of `mm`; true if it held any.
 pub(crate) fn flush_current(mm: &ManagerShared) -> bool {
     take_out_if(|m| m.owner == mm.id && m.bytes > 0).is_some()
 }
 
 /// This thread's magazine, taken out (an empty one left in its place) when `stale` says so.
-/// Dropping the result hands its nodes back to the pools.
+/// Dropping the result hands its buffers back to the pools.
 fn take_out_if(stale: impl FnOnce(&Magazine) -> bool) -> Option<Retired> {
     MAGAZINE
         .try_with(|m| {
