@@ -3,7 +3,7 @@
 
 The library is built in layers, each using only the ones below it (docs/ARCHITECTURE.md):
 
-    0 foundations   units, element, error, environment, thread_exit
+    0 foundations   units, element, error, environment, thread_exit, setters
     1 host-side     ops, stats, diagnostics
     2 host          host memory
     3 backend       the Backend trait and its implementations
@@ -22,7 +22,7 @@ import re
 import sys
 
 LAYERS = {
-    "units": 0, "element": 0, "error": 0, "environment": 0, "thread_exit": 0,
+    "units": 0, "element": 0, "error": 0, "environment": 0, "thread_exit": 0, "setters": 0,
     "ops": 1, "stats": 1, "diagnostics": 1,
     "host": 2,
     "backend": 3,

@@ -6,12 +6,12 @@ pub fn bytes(n: u64) -> String {
     const BIN: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     const DEC: [(u64, &str); 3] = [(1_000_000_000, "GB"), (1_000_000, "MB"), (1_000, "kB")];
     for (unit, name) in BIN {
-        if n >= unit && n % unit == 0 && n / unit < 1024 {
+        if n >= unit && n.is_multiple_of(unit) && n / unit < 1024 {
             return format!("{} {name}", n / unit);
         }
     }
     for (unit, name) in DEC {
-        if n >= unit && n % unit == 0 && n / unit < 1000 {
+        if n >= unit && n.is_multiple_of(unit) && n / unit < 1000 {
             return format!("{} {name}", n / unit);
         }
     }

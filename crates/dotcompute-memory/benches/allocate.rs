@@ -29,7 +29,7 @@ fn touch_pages(bytes: &mut [u8]) {
 const SIZES: [(&str, usize); 3] = [("4KiB", 4 << 10), ("1MiB", 1 << 20), ("16MiB", 16 << 20)];
 
 fn allocate(c: &mut Criterion) {
-    let opts = |pooling| ManagerOptions { enable_pooling: pooling, maintenance_interval: None, ..Default::default() };
+    let opts = |pooling| ManagerOptions::default().with_enable_pooling(pooling).with_maintenance_interval(None);
     let pooled = MemoryManager::with_backend(CpuBackend::new(), opts(true)).expect("valid options");
     let fresh = MemoryManager::with_backend(CpuBackend::new(), opts(false)).expect("valid options");
 

@@ -13,9 +13,8 @@ use std::time::Duration;
 const N: usize = 10_000_000;
 
 fn copy(c: &mut Criterion) {
-    let mm =
-        MemoryManager::with_backend_name("cpu", ManagerOptions { maintenance_interval: None, ..Default::default() })
-            .expect("cpu backend");
+    let mm = MemoryManager::with_backend_name("cpu", ManagerOptions::default().with_maintenance_interval(None))
+        .expect("cpu backend");
     let src: Vec<u8> = (0..N).map(|i| (i % 251) as u8).collect();
     let mut dst = vec![0u8; N];
     let mut buf = mm.allocate::<u8>(N).expect("allocate");

@@ -175,7 +175,7 @@ fn workload(count: usize, min: usize, max: usize, live_cap: usize) -> Vec<Step> 
 }
 
 fn random_allocations(c: &mut Criterion) {
-    let opts = |pooling| ManagerOptions { enable_pooling: pooling, maintenance_interval: None, ..Default::default() };
+    let opts = |pooling| ManagerOptions::default().with_enable_pooling(pooling).with_maintenance_interval(None);
     let pooled = MemoryManager::with_backend(CpuBackend::new(), opts(true)).expect("valid options");
     let fresh = MemoryManager::with_backend(CpuBackend::new(), opts(false)).expect("valid options");
     let steps = workload(1000, 1 << 10, 4 << 20, 128 << 20);

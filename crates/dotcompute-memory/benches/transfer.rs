@@ -27,17 +27,14 @@ const COUNT: usize = 10_000;
 const SMALL: usize = 4 << 10;
 
 fn opts() -> ManagerOptions {
-    ManagerOptions { maintenance_interval: None, ..Default::default() }
+    ManagerOptions::default().with_maintenance_interval(None)
 }
 
 fn managers() -> Vec<(&'static str, MemoryManager)> {
     let mut v = vec![
         ("cpu", MemoryManager::with_backend_name("cpu", opts()).expect("cpu backend")),
         ("sim", MemoryManager::sim(SimOptions::default())),
-        (
-            "sim_latency10us",
-            MemoryManager::sim(SimOptions { latency: Duration::from_micros(10), ..Default::default() }),
-        ),
+        ("sim_latency10us", MemoryManager::sim(SimOptions::default().with_latency(Duration::from_micros(10)))),
     ];
     if cfg!(feature = "opencl") {
         match MemoryManager::with_backend_name("opencl", opts()) {
@@ -111,7 +108,7 @@ fn batched(c: &mut Criterion) {
 
 fn pipelined(c: &mut Criterion) {
     let n = 64 << 20;
-    let mm = MemoryManager::sim(SimOptions { bandwidth: Some(4e9), ..Default::default() });
+    let mm = MemoryManager::sim(SimOptions::default().with_bandwidth(Some(4e9)));
     let engine = mm.transfer_engine();
     let src = pattern(n, 7);
     let mut dst = mm.allocate::<u8>(n).expect("allocate");
@@ -119,11 +116,8 @@ fn pipelined(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(n as u64));
     slow(&mut group);
     let cases = [
-        (
-            "unpipelined_staged",
-            TransferOptions { pipelining: false, staging: StagingPolicy::Always, ..Default::default() },
-        ),
-        ("pipelined_staged", TransferOptions { staging: StagingPolicy::Always, ..Default::default() }),
+        ("unpipelined_staged", TransferOptions::default().with_pipelining(false).with_staging(StagingPolicy::Always)),
+        ("pipelined_staged", TransferOptions::default().with_staging(StagingPolicy::Always)),
         ("default_adaptive", TransferOptions::default()),
     ];
     for (name, options) in cases {

@@ -85,6 +85,7 @@ pub mod manager;
 pub mod ops;
 pub mod pool;
 pub mod prelude;
+mod setters;
 pub mod stats;
 mod thread_exit;
 pub mod transfer;

@@ -135,6 +135,6 @@ impl Ctx {
 fn manager(backend: &Arc<dyn Backend>, pooling: bool) -> CliResult<MemoryManager> {
     Ok(MemoryManager::with_shared_backend(
         backend.clone(),
-        ManagerOptions { enable_pooling: pooling, maintenance_interval: None, ..ManagerOptions::default() },
+        ManagerOptions::default().with_enable_pooling(pooling).with_maintenance_interval(None),
     )?)
 }

@@ -92,7 +92,7 @@ pub(super) fn aligned_alloc(ctx: &Ctx, n: usize) -> CliResult<Vec<Row>> {
     let zeroed = ctx.compare(&mut || raw(true), &mut ours)?;
     // What ours returns: zeroed memory with the asked alignment.
     let probe = alloc.allocate::<u8>(n)?;
-    if probe.as_ptr() as usize % ALIGN != 0 || probe.iter().any(|&b| b != 0) {
+    if !(probe.as_ptr() as usize).is_multiple_of(ALIGN) || probe.iter().any(|&b| b != 0) {
         return Err(wrong_data("HostAlloc::allocate"));
     }
     let ours_text = format!(

@@ -255,7 +255,7 @@ pub(super) fn object_pool_two_threads(ctx: &Ctx, per_thread: usize) -> CliResult
 pub(super) fn array_pool(ctx: &Ctx, n: usize) -> CliResult<Vec<Row>> {
     let mut rows = Vec::new();
     for clear in [false, true] {
-        let pool = ArrayPool::<u8>::new(ArrayPoolOptions { clear_on_return: clear, ..Default::default() });
+        let pool = ArrayPool::<u8>::new(ArrayPoolOptions::default().with_clear_on_return(clear));
         let pair = ctx.compare(
             &mut || {
                 let mut v = vec![0u8; black_box(n)];

@@ -18,13 +18,13 @@ const SIM_SUBMIT_LATENCY: Duration = Duration::from_micros(10);
 
 /// Always staged, not pipelined: the whole transfer copied into staging, then sent.
 fn staged_unpipelined() -> TransferOptions {
-    TransferOptions { pipelining: false, staging: StagingPolicy::Always, ..TransferOptions::default() }
+    TransferOptions::default().with_pipelining(false).with_staging(StagingPolicy::Always)
 }
 
 /// Always staged and pipelined (the default `pipelining: true`): chunks copied into the staging
 /// ring while earlier chunks are sent.
 fn staged_pipelined() -> TransferOptions {
-    TransferOptions { staging: StagingPolicy::Always, ..TransferOptions::default() }
+    TransferOptions::default().with_staging(StagingPolicy::Always)
 }
 
 /// How the engine sent the first transfer of `report`: staged in chunks, direct, or (unified
@@ -142,10 +142,8 @@ pub(super) fn pipelined(ctx: &Ctx, n: usize) -> CliResult<Vec<Row>> {
 /// overlap): an always-staged upload pipelined against the same upload with
 /// `pipelining: false`, which stages the whole transfer first and then sends it.
 pub(super) fn pipelined_capped(ctx: &Ctx, n: usize, bandwidth: f64) -> CliResult<Row> {
-    let sim = dotcompute_memory::MemoryManager::sim(dotcompute_memory::SimOptions {
-        bandwidth: Some(bandwidth),
-        ..Default::default()
-    });
+    let sim =
+        dotcompute_memory::MemoryManager::sim(dotcompute_memory::SimOptions::default().with_bandwidth(Some(bandwidth)));
     let src = pattern(n, 97);
     let engine = sim.transfer_engine();
     let mut a = sim.allocate::<u8>(n)?;
@@ -276,7 +274,7 @@ pub(super) fn pageable_vs_pinned(ctx: &Ctx, n: usize) -> CliResult<Vec<Row>> {
 pub(super) fn batched(ctx: &Ctx, count: usize, size: usize) -> CliResult<Vec<Row>> {
     let latency_sim;
     let (mm, device) = if ctx.caps().simulated_device() {
-        latency_sim = MemoryManager::sim(SimOptions { latency: SIM_SUBMIT_LATENCY, ..Default::default() });
+        latency_sim = MemoryManager::sim(SimOptions::default().with_latency(SIM_SUBMIT_LATENCY));
         (&latency_sim, format!("sim with {} µs latency per operation", SIM_SUBMIT_LATENCY.as_micros()))
     } else {
         (ctx.pooled(), ctx.backend().name().to_string())

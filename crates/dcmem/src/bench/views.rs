@@ -57,7 +57,7 @@ pub(super) fn create_drop(ctx: &Ctx, elems: usize) -> CliResult<Row> {
 
 /// "Kernel chain (closure kernels)" on `elems` f32 of a sim capped at `bandwidth` bytes/s.
 pub(super) fn kernel_chain_closures(ctx: &Ctx, elems: usize, bandwidth: f64) -> CliResult<Row> {
-    let sim = MemoryManager::sim(SimOptions { bandwidth: Some(bandwidth), ..Default::default() });
+    let sim = MemoryManager::sim(SimOptions::default().with_bandwidth(Some(bandwidth)));
     let start: Vec<f32> = vec![0.0; elems];
     let mut ours_buf = sim.allocate_from(&start)?;
     let mut naive_buf = sim.allocate_from(&start)?;

@@ -17,5 +17,5 @@ use dotcompute_memory::{ManagerOptions, MemoryManager};
 /// A manager on the backend called `backend`, with no maintenance thread (the commands are
 /// short).
 fn manager(backend: &str) -> CliResult<MemoryManager> {
-    Ok(MemoryManager::with_backend_name(backend, ManagerOptions { maintenance_interval: None, ..Default::default() })?)
+    Ok(MemoryManager::with_backend_name(backend, ManagerOptions::default().with_maintenance_interval(None))?)
 }

@@ -109,7 +109,7 @@ pub fn run(args: &StreamArgs) -> CliResult<String> {
     })?;
     let mm = super::manager(&args.backend.name)?;
     let mut buf = mm.allocate_device::<u8>(len)?;
-    let options = TransferOptions { chunk_size: args.chunk_size, ..TransferOptions::default() };
+    let options = TransferOptions::default().with_chunk_size(args.chunk_size);
     let pb = progress_bar(len as u64, args.json);
     let started = std::time::Instant::now();
     let report = mm.transfer_engine().stream_to_device(&mut file, &mut buf, options, &mut |done, total| {

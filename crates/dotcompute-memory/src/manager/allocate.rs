@@ -63,7 +63,7 @@ impl MemoryManager {
     /// ```
     /// use dotcompute_memory::*;
     ///
-    /// let mm = MemoryManager::sim(SimOptions { capacity: 1 << 20, ..SimOptions::default() });
+    /// let mm = MemoryManager::sim(SimOptions::default().with_capacity(1 << 20));
     /// // Lazily, a buffer larger than the device is allocated; its upload fails.
     /// let mut lazy = mm.allocate::<u8>(2 << 20)?;
     /// assert!(matches!(lazy.ensure_on_device(), Err(Error::OutOfMemory { .. })));

@@ -33,7 +33,7 @@ pub use crate::pool::options::ManagerOptions;
 ///
 /// let mm = MemoryManager::with_backend(
 ///     CpuBackend::new(),
-///     ManagerOptions { maintenance_interval: None, ..ManagerOptions::default() },
+///     ManagerOptions::default().with_maintenance_interval(None),
 /// )?;
 /// let buf = mm.allocate_from(&[1.0f64, 2.0, 3.0])?;
 /// assert_eq!(mm.statistics().active_allocations, 1);

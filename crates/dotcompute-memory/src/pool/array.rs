@@ -87,8 +87,9 @@ pub fn class_len(index: usize) -> Option<usize> {
 }
 
 /// Options of an [`ArrayPool`]. Build with struct update syntax:
-/// `ArrayPoolOptions { clear_on_return: true, ..Default::default() }`.
+/// `ArrayPoolOptions::default().with_clear_on_return(true)`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct ArrayPoolOptions {
     /// Longest array (in elements) the pool rents; longer requests fail with
     /// [`Error::ArrayTooLarge`]. Default 16 Mi elements.
@@ -103,6 +104,13 @@ pub struct ArrayPoolOptions {
     /// another renter's data.
     pub clear_on_return: bool,
 }
+
+crate::setters::with_setters!(ArrayPoolOptions {
+    with_max_array_len => max_array_len: usize,
+    with_max_arrays_per_class => max_arrays_per_class: usize,
+    with_max_bytes_per_class => max_bytes_per_class: usize,
+    with_clear_on_return => clear_on_return: bool,
+});
 
 impl Default for ArrayPoolOptions {
     fn default() -> Self {

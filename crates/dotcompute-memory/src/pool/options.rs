@@ -7,6 +7,7 @@ use std::time::Duration;
 /// How a [`MemoryManager`](crate::MemoryManager) pools memory, keeps statistics and runs
 /// maintenance.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ManagerOptions {
     /// Cache freed blocks for reuse (default true). Off: every buffer allocates fresh memory.
     pub enable_pooling: bool,
@@ -36,6 +37,16 @@ pub struct ManagerOptions {
     /// against the limit for as long as that thread stays idle.
     pub device_memory_limit: Option<u64>,
 }
+
+crate::setters::with_setters!(ManagerOptions {
+    with_enable_pooling => enable_pooling: bool,
+    with_max_pool_bytes => max_pool_bytes: u64,
+    with_min_pool_bytes => min_pool_bytes: u64,
+    with_maintenance_interval => maintenance_interval: Option<Duration>,
+    with_enable_statistics => enable_statistics: bool,
+    with_track_allocations => track_allocations: bool,
+    with_device_memory_limit => device_memory_limit: Option<u64>,
+});
 
 impl Default for ManagerOptions {
     fn default() -> Self {

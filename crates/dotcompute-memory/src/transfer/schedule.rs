@@ -23,6 +23,7 @@ const MAX_BACKOFF_SECS: u64 = 3600;
 
 /// Retry with exponential backoff for transient errors (`Error::is_transient`).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts per chunk in total, including the first (default 4; 1 = no retries).
     pub max_attempts: u32,
@@ -35,6 +36,14 @@ pub struct RetryPolicy {
     /// Randomise each wait in [50 %, 100 %] so retries from many transfers spread out (default on).
     pub jitter: bool,
 }
+
+crate::setters::with_setters!(RetryPolicy {
+    with_max_attempts => max_attempts: u32,
+    with_initial_backoff => initial_backoff: Duration,
+    with_multiplier => multiplier: f64,
+    with_max_backoff => max_backoff: Duration,
+    with_jitter => jitter: bool,
+});
 
 impl Default for RetryPolicy {
     fn default() -> Self {

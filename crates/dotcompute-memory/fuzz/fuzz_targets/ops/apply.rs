@@ -180,7 +180,7 @@ pub(crate) fn apply(
         Op::Compact { slot } => {
             // The device epoch is set to the host's even when the state stays HostOnly.
             let expect = |c: &Expect| Outcome::Ok(c.with(HostOnly, c.data.clone()), None);
-            single(env, slots, slot, true, &expect, |b| b.compact().map(|()| None), ctx);
+            single(env, slots, slot, true, &expect, |b| b.release_device_part().map(|()| None), ctx);
         }
         Op::SliceCopyTo { slot, span, inner } => {
             let Some(len) = len_of(slots, slot) else { return };

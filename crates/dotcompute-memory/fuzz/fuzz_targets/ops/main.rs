@@ -155,14 +155,12 @@ fn pattern(seed: u32, len: usize) -> Vec<u32> {
 
 fn manager(setup: &Setup) -> (MemoryManager, Env) {
     let limit = setup.limit.map(|l| [512u64, 4096, 2 << 20, 4 << 20][l as usize % 4]);
-    let options = ManagerOptions {
-        enable_pooling: setup.pooling,
-        max_pool_bytes: if setup.small_pool { 1 << 20 } else { 1 << 30 },
-        maintenance_interval: None,
-        track_allocations: setup.track_allocations,
-        device_memory_limit: limit,
-        ..Default::default()
-    };
+    let options = ManagerOptions::default()
+        .with_enable_pooling(setup.pooling)
+        .with_max_pool_bytes(if setup.small_pool { 1 << 20 } else { 1 << 30 })
+        .with_maintenance_interval(None)
+        .with_track_allocations(setup.track_allocations)
+        .with_device_memory_limit(limit);
     if setup.backend % 8 == 0 {
         let mm = MemoryManager::with_backend(CpuBackend::new(), options).expect("cpu manager");
         return (mm, Env { sim: None, faults: false, scarce: limit.is_some() });
@@ -170,18 +168,19 @@ fn manager(setup: &Setup) -> (MemoryManager, Env) {
     let fail_probability = (setup.fail_tenths % 6) as f64 / 10.0;
     let fail_nth = setup.fail_nth.map(u64::from);
     let capacity = [1usize << 30, 512, 1024, 4096, 3 << 20, 1 << 30, 1 << 30, 1 << 30][setup.capacity as usize % 8];
-    let sim = Arc::new(SimBackend::new(SimOptions {
-        capacity,
-        latency: if setup.latency % 8 == 0 { Duration::from_micros(20) } else { Duration::ZERO },
-        faults: FaultPlan {
-            fail_nth,
-            fail_probability,
-            seed: setup.seed,
-            transient: setup.transient,
-            on_completion: setup.on_completion,
-        },
-        ..Default::default()
-    }));
+    let sim = Arc::new(SimBackend::new(
+        SimOptions::default()
+            .with_capacity(capacity)
+            .with_latency(if setup.latency % 8 == 0 { Duration::from_micros(20) } else { Duration::ZERO })
+            .with_faults(
+                FaultPlan::default()
+                    .with_fail_nth(fail_nth)
+                    .with_fail_probability(fail_probability)
+                    .with_seed(setup.seed)
+                    .with_transient(setup.transient)
+                    .with_on_completion(setup.on_completion),
+            ),
+    ));
     let mm = MemoryManager::with_shared_backend(sim.clone(), options).expect("sim manager");
     let env = Env {
         sim: Some(sim),

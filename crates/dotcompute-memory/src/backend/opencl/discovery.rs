@@ -23,6 +23,7 @@ pub const ENV_DEVICE: &str = "DCMEM_OPENCL_DEVICE";
 
 /// How to open an [`OpenClBackend`](super::OpenClBackend).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OpenClOptions {
     /// Platform selector: an index or a case-insensitive name substring (`None`: any).
     pub platform: Option<String>,
@@ -36,6 +37,13 @@ pub struct OpenClOptions {
     /// which tests use to exercise the driver-error path.
     pub check_max_alloc: bool,
 }
+
+crate::setters::with_setters!(OpenClOptions {
+    with_platform => platform: Option<String>,
+    with_device => device: Option<String>,
+    with_queues => queues: usize,
+    with_check_max_alloc => check_max_alloc: bool,
+});
 
 impl Default for OpenClOptions {
     fn default() -> Self {

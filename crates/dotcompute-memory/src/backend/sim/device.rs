@@ -33,10 +33,8 @@ pub(super) struct Device {
 /// use dotcompute_memory::{Backend, Error, FaultPlan, SimBackend, SimOptions};
 ///
 /// # fn main() -> dotcompute_memory::Result<()> {
-/// let sim = SimBackend::new(SimOptions {
-///     faults: FaultPlan { fail_nth: Some(3), transient: true, ..Default::default() },
-///     ..Default::default()
-/// });
+/// let faults = FaultPlan::default().with_fail_nth(Some(3)).with_transient(true);
+/// let sim = SimBackend::new(SimOptions::default().with_faults(faults));
 /// let memory = sim.allocate(8, 8)?;                 // operation 1
 /// sim.write(&memory, 0, &[1; 8])?;                  // operation 2
 /// let err = sim.write(&memory, 0, &[2; 8]).unwrap_err();

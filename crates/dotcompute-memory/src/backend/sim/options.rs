@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// Which operations fail, and how.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct FaultPlan {
     /// Fail exactly the Nth counted operation (1-based). Operations counted: allocate, write,
     /// read, copy, fill (sync or async).
@@ -20,6 +21,14 @@ pub struct FaultPlan {
     pub on_completion: bool,
 }
 
+crate::setters::with_setters!(FaultPlan {
+    with_fail_nth => fail_nth: Option<u64>,
+    with_fail_probability => fail_probability: f64,
+    with_seed => seed: u64,
+    with_transient => transient: bool,
+    with_on_completion => on_completion: bool,
+});
+
 impl Default for FaultPlan {
     fn default() -> Self {
         FaultPlan { fail_nth: None, fail_probability: 0.0, seed: 0x5eed, transient: true, on_completion: false }
@@ -28,6 +37,7 @@ impl Default for FaultPlan {
 
 /// Configuration of a [`SimBackend`](super::SimBackend).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct SimOptions {
     /// Device memory in bytes (default 1 GiB).
     pub capacity: usize,
@@ -43,6 +53,15 @@ pub struct SimOptions {
     /// Number of queues (default 2).
     pub queues: usize,
 }
+
+crate::setters::with_setters!(SimOptions {
+    with_capacity => capacity: usize,
+    with_latency => latency: Duration,
+    with_bandwidth => bandwidth: Option<f64>,
+    with_bandwidth_device_to_host => bandwidth_device_to_host: Option<f64>,
+    with_faults => faults: FaultPlan,
+    with_queues => queues: usize,
+});
 
 impl Default for SimOptions {
     fn default() -> Self {

@@ -6,6 +6,7 @@ use crate::transfer::schedule::{Priority, RetryPolicy, StagingPolicy};
 
 /// How a batch is executed. The defaults are good without tuning.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct TransferOptions {
     /// Transfers in flight at once, spread over the backend's queues (default 4).
     pub max_concurrency: usize,
@@ -30,6 +31,18 @@ pub struct TransferOptions {
     /// queue. `None` (default) adapts it from measured per-transfer overhead and bandwidth.
     pub batch_small_below: Option<usize>,
 }
+
+crate::setters::with_setters!(TransferOptions {
+    with_max_concurrency => max_concurrency: usize,
+    with_use_pinned => use_pinned: bool,
+    with_staging => staging: StagingPolicy,
+    with_pipelining => pipelining: bool,
+    with_chunk_size => chunk_size: usize,
+    with_staging_buffers => staging_buffers: usize,
+    with_priority => priority: Priority,
+    with_retry => retry: RetryPolicy,
+    with_batch_small_below => batch_small_below: Option<usize>,
+});
 
 impl Default for TransferOptions {
     fn default() -> Self {

@@ -1,0 +1,20 @@
+//! `with_*` setters for the option structs. The options are `#[non_exhaustive]`, so fields can
+//! be added without breaking callers, who build them as `Options::default().with_x(..)`.
+
+/// Defines, for each `setter => field: Type`, a method `setter(self, value: Type) -> Self` that
+/// returns the options with `field` set to `value`.
+macro_rules! with_setters {
+    ($ty:ident { $($setter:ident => $field:ident : $t:ty),* $(,)? }) => {
+        impl $ty {
+            $(
+                #[doc = concat!("Returns these options with `", stringify!($field), "` set to `value`.")]
+                #[must_use]
+                pub fn $setter(mut self, value: $t) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+pub(crate) use with_setters;
