@@ -55,7 +55,7 @@ pub const MIN_CLASS_LEN: usize = 16;
 pub const MAX_ARRAYS_PER_CLASS: usize = 1024;
 const STEPS_LOG2: u32 = 2;
 /// Number of classes (enough for every length whose rounding fits in `usize`).
-pub const CLASS_COUNT: usize = 1 + ((usize::BITS - MIN_CLASS_LEN.trailing_zeros()) as usize) * (1 << STEPS_LOG2);
+pub(crate) const CLASS_COUNT: usize = 1 + ((usize::BITS - MIN_CLASS_LEN.trailing_zeros()) as usize) * (1 << STEPS_LOG2);
 
 /// The class a request for `len` elements (`len >= 1`) is served from, as `(index, class_len)`;
 /// `None` when rounding would overflow `usize`. `len == 0` maps to the smallest class (the pool

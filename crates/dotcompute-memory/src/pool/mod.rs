@@ -14,7 +14,7 @@ pub(crate) mod context;
 pub(crate) mod device;
 pub mod object;
 pub(crate) mod options;
-pub mod size_class;
+pub(crate) mod size_class;
 pub mod snapshot;
 pub(crate) mod staging;
 pub(crate) mod tuning;
