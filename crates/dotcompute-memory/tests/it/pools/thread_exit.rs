@@ -62,8 +62,9 @@ fn a_get_and_return_in_a_late_thread_local_destructor_uses_the_shared_tier() {
         let worker = {
             let pool = pool.clone();
             std::thread::spawn(move || {
-                LATE.with(|l| *l.borrow_mut() = Some(UsesPoolOnDrop(pool))); // destroyed last
-                                                                             // Another library takes the thread's id: its guard is destroyed before LATE.
+                // LATE is registered first, so it is destroyed last.
+                LATE.with(|l| *l.borrow_mut() = Some(UsesPoolOnDrop(pool)));
+                // Another library takes the thread's id: its guard is destroyed before LATE.
                 let other = thread_local::ThreadLocal::<u32>::new();
                 assert_eq!(*other.get_or(|| 5), 5);
             })
