@@ -3,8 +3,8 @@
 #   driver       libcuda present and a GPU listed (fails at once without them)
 #   build        the CUDA test binaries, the example and dcmem (release), built once up front
 #   conformance  the conformance suite's cuda:: cases, DCMEM_REQUIRE_CUDA=1
-#   backend      tests/cuda_backend.rs except the kernel tests, DCMEM_REQUIRE_CUDA=1
-#   kernels      tests/cuda_backend.rs kernel_* (saxpy PTX on device views), DCMEM_REQUIRE_CUDA=1
+#   backend      tests/it/backends/cuda.rs except the kernel tests, DCMEM_REQUIRE_CUDA=1
+#   kernels      tests/it/backends/cuda.rs kernel_* (saxpy PTX on device views), DCMEM_REQUIRE_CUDA=1
 #   example      the cuda_saxpy example
 #   bench        dcmem bench --backend cuda --json
 # Every step runs (after the driver check) even if an earlier one failed; each has a time limit,
@@ -111,13 +111,13 @@ export CARGO_TERM_COLOR=never
 cargo_test=(cargo test -p dotcompute-memory --features cuda)
 step build 300 bash -c '
   set -e
-  cargo test -p dotcompute-memory --features cuda --no-run --test conformance --test cuda_backend
+  cargo test -p dotcompute-memory --features cuda --no-run --test conformance --test it
   cargo build -p dotcompute-memory --features cuda --example cuda_saxpy
   cargo build --release -p dcmem --features cuda'
 export DCMEM_REQUIRE_CUDA=1
 step conformance 120 "${cargo_test[@]}" --test conformance cuda::
-step backend 90 "${cargo_test[@]}" --test cuda_backend -- --skip kernel_
-step kernels 90 "${cargo_test[@]}" --test cuda_backend kernel_
+step backend 90 "${cargo_test[@]}" --test it -- backends::cuda:: --skip backends::cuda::kernel_
+step kernels 90 "${cargo_test[@]}" --test it -- backends::cuda::kernel_
 step example 60 cargo run -p dotcompute-memory --features cuda --example cuda_saxpy
 # The JSON goes to its own file (stdout); the log gets stderr.
 step bench 150 bash -c 'cargo run --release -p dcmem --features cuda -- bench --backend cuda --json >"$1"' \

@@ -122,7 +122,7 @@ fi
 # The same cargo flags as scripts/test.sh, so that after it (as in CI) nothing is rebuilt.
 echo "=== stress: $STRESS_OPS operations per thread ($(elapsed "$start"))"
 t=$(date +%s)
-if DCMEM_STRESS_OPS=$STRESS_OPS cargo test --workspace --all-features --test stress -- --nocapture \
+if DCMEM_STRESS_OPS=$STRESS_OPS cargo test --workspace --all-features --test it -- stress:: --nocapture \
   >"$logs/stress.log" 2>&1; then
   done_ops=$(grep -aoE 'stress [a-z]+: [0-9]+ operations' "$logs/stress.log" | awk '{s += $3} END {print s + 0}')
   note "stress (cpu + sim, 4 threads)" "ok: $done_ops operations ($(elapsed "$t"))"

@@ -9,11 +9,12 @@
 #
 # Not run, and why:
 # - loom_pool: a loom model, compiled only with --cfg loom (CI runs it separately);
-# - opencl_backend, cuda_backend: need the `opencl`/`cuda` features and a driver, which are
-#   not built instrumented here (without the features they are empty);
+# - the OpenCL and CUDA tests (it's backends::opencl and backends::cuda): they need the
+#   `opencl`/`cuda` features and a driver, which are not built instrumented here (without the
+#   features those modules are empty);
 # - doctests: they exercise nothing the unit and integration tests do not, and would need
 #   rustdoc's own sanitizer setup;
-# - host_pinned's pinned_buffers_are_locked_page_aligned_and_zeroed and
+# - host::pinned's pinned_buffers_are_locked_page_aligned_and_zeroed and
 #   exceeding_rlimit_memlock_is_a_clear_error: both sanitizers replace mlock with a no-op, so
 #   memory is never locked and RLIMIT_MEMLOCK never refuses (the other pinned tests run).
 # LeakSanitizer (part of the address run) skips the leaks listed in scripts/lsan.supp, which
@@ -36,7 +37,7 @@ for f in crates/dotcompute-memory/tests/*.rs crates/dotcompute-memory/tests/*/ma
   name=$(basename "$f" .rs)
   [ "$name" = main ] && name=$(basename "$(dirname "$f")")
   case "$name" in
-    loom_pool | opencl_backend | cuda_backend) continue ;;
+    loom_pool) continue ;;
   esac
   tests+=(--test "$name")
 done
