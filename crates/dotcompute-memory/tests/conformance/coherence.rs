@@ -1,4 +1,4 @@
-//! Every transition of DESIGN.md's coherence table, with the copies each one costs.
+//! Every transition of the coherence table (docs/ARCHITECTURE.md), with the copies each one costs.
 
 use crate::support::{in_state, snapshot, transfers, Ctx, STATES};
 use dotcompute_memory::BufferState::{self, *};
@@ -191,7 +191,7 @@ fn apply(ctx: &Ctx, op: Op, b: &mut UnifiedBuffer<i64>, data: &[i64]) -> Result<
             want[10..20].fill(-7);
         }
         Op::MarkDeviceDirty => b.mark_device_dirty()?,
-        Op::Compact => b.compact()?,
+        Op::Compact => b.release_device_part()?,
         Op::CopyFromBuffer => {
             want = (0..N as i64).map(|i| -i).collect();
             let mut src = ctx.mm.allocate_from(&want)?;

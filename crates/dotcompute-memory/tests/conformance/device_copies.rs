@@ -56,7 +56,7 @@ pub fn ranged_device_copies_at_every_offset_pair(ctx: &Ctx) {
                             dst.as_mut_slice().unwrap()[N - 1] = (d * 16 + s) as u32;
                             model[N - 1] = (d * 16 + s) as u32;
                         }
-                        _ => dst.compact().unwrap(),
+                        _ => dst.release_device_part().unwrap(),
                     }
                     dst.slice_mut(d..d + len).unwrap().copy_from_buffer(&src.slice(s..s + len).unwrap()).unwrap();
                     model[d..d + len].copy_from_slice(&src_data[s..s + len]);

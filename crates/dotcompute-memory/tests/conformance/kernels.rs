@@ -179,9 +179,9 @@ pub fn a_view_without_device_memory_changes_nothing(ctx: &Ctx) {
         return;
     }
     let limited = if ctx.name == "sim" {
-        MemoryManager::with_backend(SimBackend::new(SimOptions { capacity: 1 << 20, ..Default::default() }), options())
+        MemoryManager::with_backend(SimBackend::new(SimOptions::default().with_capacity(1 << 20)), options())
     } else {
-        MemoryManager::with_backend_name(ctx.name, ManagerOptions { device_memory_limit: Some(1 << 20), ..options() })
+        MemoryManager::with_backend_name(ctx.name, options().with_device_memory_limit(Some(1 << 20)))
     }
     .unwrap();
     let data = ramp((2 << 20) / 4, 1.0);

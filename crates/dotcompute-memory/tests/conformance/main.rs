@@ -11,8 +11,8 @@
 //! example `DCMEM_REQUIRE_OPENCL=1` in CI), in which case its absence fails the case.
 //!
 //! Each case compares the backend against a plain `Vec`, and checks the coherence states of
-//! DESIGN.md's table, including how many copies each transition costs (none on unified
-//! memory).
+//! the coherence table (docs/ARCHITECTURE.md), including how many copies each transition costs
+//! (none on unified memory).
 
 mod asynchronous;
 mod bad_input;

@@ -49,12 +49,9 @@ fn assert_refused(err: &Error, requested_bytes: u64, at: &str) {
 
 pub fn out_of_memory_is_an_error_that_changes_nothing(ctx: &Ctx) {
     let limited = if ctx.name == "sim" {
-        MemoryManager::with_backend(
-            SimBackend::new(SimOptions { capacity: BUDGET as usize, ..Default::default() }),
-            options(),
-        )
+        MemoryManager::with_backend(SimBackend::new(SimOptions::default().with_capacity(BUDGET as usize)), options())
     } else {
-        MemoryManager::with_backend_name(ctx.name, ManagerOptions { device_memory_limit: Some(BUDGET), ..options() })
+        MemoryManager::with_backend_name(ctx.name, options().with_device_memory_limit(Some(BUDGET)))
     };
     let mm = &limited.unwrap_or_else(|e| panic!("{}: a manager with a {BUDGET}-byte budget: {e}", ctx.at()));
     // Blocks of an eighth of the budget (a power of two, so a pool size class).
@@ -104,11 +101,9 @@ const LARGEST_MAXIMUM: u64 = 1 << 30;
 pub fn allocations_above_the_device_maximum_fail(ctx: &Ctx) {
     let small_sim;
     let mm = if ctx.name == "sim" {
-        small_sim = MemoryManager::with_backend(
-            SimBackend::new(SimOptions { capacity: 8 << 20, ..Default::default() }),
-            options(),
-        )
-        .unwrap();
+        small_sim =
+            MemoryManager::with_backend(SimBackend::new(SimOptions::default().with_capacity(8 << 20)), options())
+                .unwrap();
         &small_sim
     } else {
         &ctx.mm

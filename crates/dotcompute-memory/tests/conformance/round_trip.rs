@@ -32,7 +32,7 @@ pub fn round_trips_from_1_byte_to_64_mib(ctx: &Ctx) {
         a.fill(0xEE).unwrap();
         a.ensure_on_device().unwrap();
         a.copy_from_buffer(&b).unwrap();
-        a.compact().unwrap();
+        a.release_device_part().unwrap();
         assert_eq!(a.state(), HostOnly, "{at}");
         same(&format!("{at}: after compact"), a.as_slice().unwrap(), &data);
         if !ctx.unified() {

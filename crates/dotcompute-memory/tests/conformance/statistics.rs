@@ -76,8 +76,7 @@ pub fn pool_hits_are_counted(ctx: &Ctx) {
     let fresh = if ctx.unified() { 0 } else { 1 };
     assert_eq!(mm.statistics().backend_allocations, blocks_per_buffer + fresh, "{at}");
     // Without pooling nothing hits and nothing stays cached.
-    let Ok(plain) = MemoryManager::with_backend_name(ctx.name, ManagerOptions { enable_pooling: false, ..options() })
-    else {
+    let Ok(plain) = MemoryManager::with_backend_name(ctx.name, options().with_enable_pooling(false)) else {
         return;
     };
     for _ in 0..5 {

@@ -42,7 +42,7 @@ impl Ctx {
 
 /// Manager options for the suite: defaults, without the background maintenance thread.
 pub fn options() -> ManagerOptions {
-    ManagerOptions { maintenance_interval: None, ..Default::default() }
+    ManagerOptions::default().with_maintenance_interval(None)
 }
 
 /// True when `DCMEM_REQUIRE_<NAME>` asks for the backend to be present.

@@ -5,7 +5,7 @@ use crate::support::{bytes, in_state, same, Ctx, STATES};
 use dotcompute_memory::*;
 
 fn chunked() -> TransferOptions {
-    TransferOptions { chunk_size: 64 << 10, ..Default::default() }
+    TransferOptions::default().with_chunk_size(64 << 10)
 }
 
 pub fn engine_round_trips_from_every_state(ctx: &Ctx) {
@@ -45,7 +45,7 @@ pub fn engine_async_and_concurrent(ctx: &Ctx) {
     for (b, d) in bufs.iter_mut().zip(&datas) {
         batch.upload(d, b).unwrap();
     }
-    let opts = TransferOptions { max_concurrency: 3, batch_small_below: Some(0), ..chunked() };
+    let opts = chunked().with_max_concurrency(3).with_batch_small_below(Some(0));
     let report = pollster::block_on(ctx.mm.transfer_engine().execute_async(batch, opts)).unwrap();
     assert!(report.is_success(), "{}: {report:?}", ctx.at());
     assert_eq!(report.transfers.len(), 6);
@@ -62,7 +62,7 @@ pub fn engine_stages_through_pinned_memory_when_the_backend_has_it(ctx: &Ctx) {
     let mut a = ctx.mm.allocate::<u8>(data.len()).unwrap();
     let mut batch = TransferBatch::new();
     batch.upload(&data, &mut a).unwrap();
-    let always = TransferOptions { staging: StagingPolicy::Always, ..chunked() };
+    let always = chunked().with_staging(StagingPolicy::Always);
     let report = ctx.mm.transfer_engine().execute(batch, always.clone()).unwrap();
     assert!(report.is_success(), "{}: {report:?}", ctx.at());
     // Unified memory never stages; a discrete device stages through pinned memory if it has any.
@@ -71,6 +71,6 @@ pub fn engine_stages_through_pinned_memory_when_the_backend_has_it(ctx: &Ctx) {
     // Without use_pinned, pageable staging is used.
     let mut batch = TransferBatch::new();
     batch.upload(&data, &mut a).unwrap();
-    let report = ctx.mm.transfer_engine().execute(batch, TransferOptions { use_pinned: false, ..always }).unwrap();
+    let report = ctx.mm.transfer_engine().execute(batch, always.with_use_pinned(false)).unwrap();
     assert!(!report.transfers[0].pinned_staging, "{}", ctx.at());
 }

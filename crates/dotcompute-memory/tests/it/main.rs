@@ -8,6 +8,7 @@
 //! - `backends`: OpenCL and CUDA against real drivers (with their features);
 //! - `bad_input`: what every public entry point does on bad input;
 //! - `stress`: threads doing random operations (`DCMEM_STRESS_OPS` per thread);
+//! - `public_paths`: the paths through which public items are reached;
 //! - `support`: what the tests share (managers, the environment lock, skips, child processes).
 //!
 //! Tests that must be alone in a process (an abort at thread exit, process-wide resource limits or
@@ -26,6 +27,7 @@ mod bad_input;
 mod buffer;
 mod host;
 mod pools;
+mod public_paths;
 mod stress;
 mod support;
 mod transfer;

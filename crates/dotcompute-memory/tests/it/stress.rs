@@ -154,7 +154,7 @@ fn worker(mm: MemoryManager, orphans: Vec<UnifiedBuffer<u32>>, seed: u64, ops: u
                             other => other,
                         }
                     }
-                    13 => h.buf.compact(),
+                    13 => h.buf.release_device_part(),
                     14 => {
                         let data = words(len, value);
                         h.model = Some(data.clone());
@@ -238,12 +238,10 @@ fn copy_between(held: &mut [Option<Held>], dst: usize, src: usize, what: &str) -
 }
 
 fn options() -> ManagerOptions {
-    ManagerOptions {
-        maintenance_interval: Some(Duration::from_millis(2)),
-        track_allocations: true,
-        max_pool_bytes: 8 << 20,
-        ..Default::default()
-    }
+    ManagerOptions::default()
+        .with_maintenance_interval(Some(Duration::from_millis(2)))
+        .with_track_allocations(true)
+        .with_max_pool_bytes(8 << 20)
 }
 
 /// Runs the stress on managers made by `make` (the second one is dropped early); returns the

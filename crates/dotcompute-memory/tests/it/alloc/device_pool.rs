@@ -58,7 +58,7 @@ fn small_buffers_are_carved_from_one_segment_and_coalesce() {
 fn freed_neighbours_merge_so_a_large_request_fits() {
     let sim = Arc::new(SimBackend::new(SimOptions::default()));
     // Keep one segment's worth cached, so trimming coalesces without returning the segment.
-    let opts = ManagerOptions { min_pool_bytes: 2 << 20, ..quiet() };
+    let opts = quiet().with_min_pool_bytes(2 << 20);
     let mm = MemoryManager::with_shared_backend(sim.clone(), opts).unwrap();
     let quarter = (512 << 10) - 512; // four of these fill one 2 MiB segment but for 2 KiB
     let parts: Vec<_> = (0..4).map(|_| device_buffer(&mm, quarter)).collect();
@@ -75,7 +75,7 @@ fn freed_neighbours_merge_so_a_large_request_fits() {
 
 #[test]
 fn out_of_memory_releases_the_cache_retries_and_then_reports() {
-    let sim = Arc::new(SimBackend::new(SimOptions { capacity: 24 << 20, ..Default::default() }));
+    let sim = Arc::new(SimBackend::new(SimOptions::default().with_capacity(24 << 20)));
     let mm = MemoryManager::with_shared_backend(sim.clone(), quiet()).unwrap();
     // A 2 MiB segment of small buffers stays cached after they are dropped.
     drop((0..8).map(|_| device_buffer(&mm, 100_000)).collect::<Vec<_>>());
@@ -104,7 +104,7 @@ fn out_of_memory_releases_the_cache_retries_and_then_reports() {
 /// bytes (class 3 MiB) on a device with 3,100,672 bytes free.
 #[test]
 fn out_of_memory_reports_the_bytes_asked_for() {
-    let sim = Arc::new(SimBackend::new(SimOptions { capacity: 3_100_672, ..Default::default() }));
+    let sim = Arc::new(SimBackend::new(SimOptions::default().with_capacity(3_100_672)));
     let mm = MemoryManager::with_shared_backend(sim.clone(), quiet()).unwrap();
     let mut b = mm.allocate_from(&vec![4u8; 3_000_001]).unwrap();
     let err = b.ensure_on_device().unwrap_err();
@@ -112,14 +112,17 @@ fn out_of_memory_reports_the_bytes_asked_for() {
         matches!(err, Error::OutOfMemory { requested: 3_000_001, rounded: 3_145_728, free: 3_100_672, .. }),
         "{err:?}"
     );
-    assert!(err.to_string().contains("requested 3000001 bytes (3145728 bytes after rounding"), "{err}");
+    assert!(
+        err.to_string().contains("requested 3000001 bytes (2.9 MiB); 3145728 bytes (3.0 MiB) after rounding"),
+        "{err}"
+    );
     assert_eq!(b.state(), BufferState::HostOnly);
     assert_eq!(sim.used(), 0);
 }
 
 #[test]
 fn oversize_buffers_get_their_own_segment_and_are_reused_whole() {
-    let sim = Arc::new(SimBackend::new(SimOptions { capacity: 512 << 20, ..Default::default() }));
+    let sim = Arc::new(SimBackend::new(SimOptions::default().with_capacity(512 << 20)));
     let mm = MemoryManager::with_shared_backend(sim.clone(), quiet()).unwrap();
     let big = device_buffer(&mm, 100 << 20);
     assert_eq!(mm.statistics().device_segments, 1);

@@ -8,16 +8,13 @@ use super::snapshot::check_snapshot;
 use super::{cpu_with, sim_used, sim_with, KIB, MIB};
 use crate::support::managers::quiet;
 use crate::support::rng::RngStar;
+use dotcompute_memory::units::format_bytes;
 use dotcompute_memory::*;
 use std::sync::atomic::Ordering;
 
 /// A cpu manager allowed `limit` bytes, with pooling.
 fn limited(limit: usize) -> MemoryManager {
-    MemoryManager::with_backend(
-        CpuBackend::new(),
-        ManagerOptions { device_memory_limit: Some(limit as u64), ..quiet() },
-    )
-    .unwrap()
+    MemoryManager::with_backend(CpuBackend::new(), quiet().with_device_memory_limit(Some(limit as u64))).unwrap()
 }
 
 #[test]
@@ -38,7 +35,7 @@ fn an_allocation_beyond_the_limit_fails_with_the_numbers_and_changes_nothing() {
         other => panic!("expected MemoryLimitExceeded, got {other:?}"),
     }
     let text = err.to_string();
-    assert!(text.contains("8388608-byte limit") && text.contains("device_memory_limit"), "{text}");
+    assert!(text.contains("of its 8388608 bytes (8.0 MiB) limit") && text.contains("device_memory_limit"), "{text}");
     assert!(err.is_transient(), "memory may be freed by others: retryable");
     // Nothing changed: the two buffers are intact and the counters are where they were.
     assert!(a.as_slice().unwrap().iter().all(|&x| x == 1));
@@ -133,11 +130,8 @@ fn threads_racing_for_the_limit_never_exceed_it() {
 
 #[test]
 fn reset_peak_starts_a_new_peak_at_what_is_alive() {
-    let mm = MemoryManager::with_backend(
-        CpuBackend::new(),
-        ManagerOptions { maintenance_interval: None, ..Default::default() },
-    )
-    .unwrap();
+    let mm = MemoryManager::with_backend(CpuBackend::new(), ManagerOptions::default().with_maintenance_interval(None))
+        .unwrap();
     drop(mm.allocate::<u8>(4 * MIB).unwrap());
     let keep = mm.allocate::<u8>(MIB).unwrap();
     assert_eq!(mm.statistics().peak_bytes, 4 * MIB as u64);
@@ -154,7 +148,7 @@ fn reset_peak_starts_a_new_peak_at_what_is_alive() {
 fn on_a_discrete_device_a_refused_upload_leaves_the_buffer_as_it_was() {
     let mm = MemoryManager::with_backend(
         SimBackend::new(SimOptions::default()),
-        ManagerOptions { maintenance_interval: None, device_memory_limit: Some(4 * MIB as u64), ..Default::default() },
+        ManagerOptions::default().with_maintenance_interval(None).with_device_memory_limit(Some(4 * MIB as u64)),
     )
     .unwrap();
     let mut on_device = mm.allocate::<u8>(3 * MIB).unwrap();
@@ -188,9 +182,10 @@ fn check_limit_error(err: &Error, mm: &MemoryManager, limit: usize, asked: usize
             assert!(held <= l, "held over the limit: {err}");
             assert!(cached <= held, "more cached than held: {err}");
             let text = err.to_string();
-            assert!(text.contains(&format!("requested {requested} bytes ({rounded} bytes")), "{text}");
+            let (asked_text, rounded_text) = (format_bytes(requested), format_bytes(rounded));
+            assert!(text.contains(&format!("requested {asked_text}; {rounded_text} after rounding")), "{text}");
             // Single-threaded here: what the error says is held is what the pool holds now.
-            assert_eq!(held, mm.memory_snapshot().reserved_bytes, "{err}");
+            assert_eq!(held, mm.memory_snapshot().device_reserved_bytes, "{err}");
         }
         ref other => panic!("expected MemoryLimitExceeded, got {other:?}"),
     }
@@ -241,13 +236,13 @@ fn held_matches_the_device_through_allocations_trims_and_maintenance() {
             }
         }
         let s = mm.memory_snapshot();
-        assert!(s.reserved_bytes <= limit as u64, "step {step}: {s:#?}");
-        assert_eq!(s.reserved_bytes, sim_used(&mm), "step {step}: held drifted from the device: {s:#?}");
+        assert!(s.device_reserved_bytes <= limit as u64, "step {step}: {s:#?}");
+        assert_eq!(s.device_reserved_bytes, sim_used(&mm), "step {step}: held drifted from the device: {s:#?}");
     }
     assert!(refused > 0, "the workload never reached the limit: nothing was tested");
     drop(live);
     mm.trim_excess().unwrap();
-    assert_eq!((mm.memory_snapshot().reserved_bytes, sim_used(&mm)), (0, 0));
+    assert_eq!((mm.memory_snapshot().device_reserved_bytes, sim_used(&mm)), (0, 0));
 }
 
 /// Without pooling every segment goes back when its buffer drops: the full limit is usable
@@ -260,11 +255,11 @@ fn without_pooling_the_whole_limit_is_reusable() {
         let mut b = mm.allocate::<u8>(limit).unwrap_or_else(|e| panic!("round {round}: {e}"));
         b.fill(round).unwrap();
         let s = check_snapshot(&mm);
-        assert_eq!(s.reserved_bytes, limit as u64);
+        assert_eq!(s.device_reserved_bytes, limit as u64);
         assert!(s.segments.iter().all(|g| g.blocks.iter().all(|blk| !blk.free)), "{s:#?}");
         drop(b);
         let s = check_snapshot(&mm);
-        assert_eq!(s.reserved_bytes, 0, "round {round}: a segment stayed without pooling: {s:#?}");
+        assert_eq!(s.device_reserved_bytes, 0, "round {round}: a segment stayed without pooling: {s:#?}");
     }
     let err = mm.allocate::<u8>(limit + 1).unwrap_err();
     check_limit_error(&err, &mm, limit, limit + 1);
@@ -281,7 +276,7 @@ fn a_request_of_exactly_the_limit_fits_and_is_reused() {
         b.fill(1).unwrap();
         let err = mm.allocate::<u8>(4096).unwrap_err();
         check_limit_error(&err, &mm, limit, 4096);
-        assert_eq!(check_snapshot(&mm).reserved_bytes, limit as u64);
+        assert_eq!(check_snapshot(&mm).device_reserved_bytes, limit as u64);
     }
     assert_eq!(mm.statistics().backend_allocations, 1, "later rounds reuse the cached region");
 
@@ -305,7 +300,7 @@ fn host_parts_on_a_discrete_backend_do_not_count_and_refused_device_parts_change
         b.fill(i as u32).unwrap();
     }
     let s = mm.memory_snapshot();
-    assert_eq!(s.reserved_bytes, 0, "host parts are not device memory: {s:#?}");
+    assert_eq!(s.device_reserved_bytes, 0, "host parts are not device memory: {s:#?}");
     assert!(mm.statistics().reserved_bytes >= 16 * MIB as u64);
     for (i, b) in bufs.iter_mut().enumerate() {
         let state = b.state();
@@ -318,7 +313,7 @@ fn host_parts_on_a_discrete_backend_do_not_count_and_refused_device_parts_change
         assert_eq!(b.state(), state);
         assert!(b.to_vec().unwrap().iter().all(|&x| x == i as u32), "a refused upload wrote data");
     }
-    assert_eq!((mm.memory_snapshot().reserved_bytes, sim_used(&mm)), (0, 0));
+    assert_eq!((mm.memory_snapshot().device_reserved_bytes, sim_used(&mm)), (0, 0));
 }
 
 /// The transfer engine's device targets come from the same limited pool: a batch of uploads
@@ -339,19 +334,17 @@ fn transfer_engine_targets_respect_the_limit_and_failed_uploads_change_nothing()
     for (s, d) in srcs.iter().zip(dsts.iter_mut()) {
         batch.upload(s, d).unwrap();
     }
-    let options = TransferOptions {
-        retry: RetryPolicy { max_attempts: 2, initial_backoff: std::time::Duration::ZERO, ..Default::default() },
-        ..Default::default()
-    };
+    let options = TransferOptions::default()
+        .with_retry(RetryPolicy::default().with_max_attempts(2).with_initial_backoff(std::time::Duration::ZERO));
     let report = mm.transfer_engine().execute(batch, options).unwrap();
     assert!(report.failed > 0, "4 MiB of targets fit a 3 MiB limit: {report:#?}");
     let s = mm.memory_snapshot();
-    assert!(s.reserved_bytes <= limit as u64, "{s:#?}");
-    assert_eq!(s.reserved_bytes, sim_used(&mm));
+    assert!(s.device_reserved_bytes <= limit as u64, "{s:#?}");
+    assert_eq!(s.device_reserved_bytes, sim_used(&mm));
     for (i, d) in dsts.iter().enumerate() {
         let outcome = &report.transfers[i];
         if let Some(e) = &outcome.error {
-            assert!(e.contains("device memory limit"), "transfer {i} failed otherwise: {e}");
+            assert!(e.message().contains("device memory limit"), "transfer {i} failed otherwise: {e}");
             assert_eq!(d.state(), states[i], "transfer {i} failed but changed its buffer's state");
             assert!(d.to_vec().unwrap().iter().all(|&x| x == 100 + i as u8), "transfer {i} failed but wrote");
         } else {
@@ -372,7 +365,7 @@ fn allocations_racing_trims_and_maintenance_keep_held_exact() {
             while !stop.load(Ordering::Relaxed) {
                 mm.trim_excess().unwrap();
                 mm.run_maintenance();
-                let r = mm.memory_snapshot().reserved_bytes;
+                let r = mm.memory_snapshot().device_reserved_bytes;
                 assert!(r <= limit as u64, "reserved {r} over the limit");
             }
         });
@@ -404,7 +397,7 @@ fn allocations_racing_trims_and_maintenance_keep_held_exact() {
                         if held.len() > 4 {
                             held.swap_remove(rng.below(held.len()));
                         }
-                        let r = mm.memory_snapshot().reserved_bytes;
+                        let r = mm.memory_snapshot().device_reserved_bytes;
                         assert!(r <= limit as u64, "reserved {r} over the limit");
                     }
                 })
@@ -416,10 +409,10 @@ fn allocations_racing_trims_and_maintenance_keep_held_exact() {
         stop.store(true, Ordering::Relaxed);
         trimmer.join().unwrap();
     });
-    assert_eq!(mm.memory_snapshot().reserved_bytes, sim_used(&mm), "held drifted from the device");
+    assert_eq!(mm.memory_snapshot().device_reserved_bytes, sim_used(&mm), "held drifted from the device");
     assert_eq!(mm.statistics().active_allocations, 0);
     mm.trim_excess().unwrap();
-    assert_eq!((mm.memory_snapshot().reserved_bytes, sim_used(&mm)), (0, 0));
+    assert_eq!((mm.memory_snapshot().device_reserved_bytes, sim_used(&mm)), (0, 0));
 }
 
 /// Small buffers dropped on another thread that then stays idle (a worker waiting for work):
@@ -448,5 +441,5 @@ fn memory_dropped_on_an_idle_thread_is_releasable_under_the_limit() {
     worker.join().unwrap();
     let mut big = big.unwrap_or_else(|e| panic!("no buffer is alive, yet: {e}"));
     big.fill(1).unwrap();
-    assert!(check_snapshot(&mm).reserved_bytes <= limit as u64);
+    assert!(check_snapshot(&mm).device_reserved_bytes <= limit as u64);
 }

@@ -14,15 +14,15 @@ const MIB: usize = 1 << 20;
 
 /// A cpu manager with an optional device memory limit, pooling on or off.
 fn cpu_with(limit: Option<usize>, pooling: bool) -> MemoryManager {
-    let options = ManagerOptions { enable_pooling: pooling, device_memory_limit: limit.map(|l| l as u64), ..quiet() };
+    let options = quiet().with_enable_pooling(pooling).with_device_memory_limit(limit.map(|l| l as u64));
     MemoryManager::with_backend(CpuBackend::new(), options).unwrap()
 }
 
 /// A manager on a simulated device of `capacity` bytes, allowed `limit` of them.
 fn sim_with(limit: usize, capacity: usize) -> MemoryManager {
     MemoryManager::with_backend(
-        SimBackend::new(SimOptions { capacity, ..Default::default() }),
-        ManagerOptions { device_memory_limit: Some(limit as u64), ..quiet() },
+        SimBackend::new(SimOptions::default().with_capacity(capacity)),
+        quiet().with_device_memory_limit(Some(limit as u64)),
     )
     .unwrap()
 }

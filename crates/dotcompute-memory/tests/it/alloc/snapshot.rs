@@ -21,8 +21,8 @@ fn check_consistent(s: &MemorySnapshot) {
     let reserved: u64 = s.segments.iter().map(|g| g.size).sum();
     let free: u64 = s.segments.iter().flat_map(|g| &g.blocks).filter(|b| b.free).map(|b| b.size).sum();
     let largest = s.segments.iter().flat_map(|g| &g.blocks).filter(|b| b.free).map(|b| b.size).max().unwrap_or(0);
-    assert_eq!((s.reserved_bytes, s.free_bytes, s.largest_free_block), (reserved, free, largest), "{s:#?}");
-    assert_eq!(s.in_use_bytes + s.free_bytes, s.reserved_bytes);
+    assert_eq!((s.device_reserved_bytes, s.free_bytes, s.largest_free_block), (reserved, free, largest), "{s:#?}");
+    assert_eq!(s.in_use_bytes + s.free_bytes, s.device_reserved_bytes);
     assert!(s.segments.windows(2).all(|w| w[0].size >= w[1].size), "largest segment first");
 }
 
@@ -52,8 +52,8 @@ pub(super) fn check_snapshot(mm: &MemoryManager) -> MemorySnapshot {
     let reserved: u64 = s.segments.iter().map(|g| g.size).sum();
     let free: u64 = s.segments.iter().flat_map(|g| &g.blocks).filter(|b| b.free).map(|b| b.size).sum();
     let largest = s.segments.iter().flat_map(|g| &g.blocks).filter(|b| b.free).map(|b| b.size).max().unwrap_or(0);
-    assert_eq!((s.reserved_bytes, s.free_bytes, s.largest_free_block), (reserved, free, largest), "{s:#?}");
-    assert_eq!(s.in_use_bytes + s.free_bytes, s.reserved_bytes, "{s:#?}");
+    assert_eq!((s.device_reserved_bytes, s.free_bytes, s.largest_free_block), (reserved, free, largest), "{s:#?}");
+    assert_eq!(s.in_use_bytes + s.free_bytes, s.device_reserved_bytes, "{s:#?}");
     assert!(s.front_cached_bytes <= s.in_use_bytes, "{s:#?}");
     assert!((0.0..=1.0).contains(&s.fragmentation()), "{s:#?}");
     let stats = mm.statistics();
@@ -61,7 +61,7 @@ pub(super) fn check_snapshot(mm: &MemoryManager) -> MemorySnapshot {
     if mm.backend().is_unified() {
         // (On discrete backends magazines hold host blocks, which are not in any segment.)
         assert!(s.front_cached_bytes + s.magazine_bytes <= s.in_use_bytes, "{s:#?}");
-        assert_eq!(stats.reserved_bytes, s.reserved_bytes, "statistics vs snapshot: {stats:#?}\n{s:#?}");
+        assert_eq!(stats.reserved_bytes, s.device_reserved_bytes, "statistics vs snapshot: {stats:#?}\n{s:#?}");
         assert_eq!(
             stats.cached_bytes,
             s.free_bytes + s.front_cached_bytes + s.magazine_bytes,
@@ -70,7 +70,7 @@ pub(super) fn check_snapshot(mm: &MemoryManager) -> MemorySnapshot {
     }
     // The JSON form carries the same numbers.
     let json = serde_json::to_value(&s).unwrap();
-    assert_eq!(json["reserved_bytes"], s.reserved_bytes);
+    assert_eq!(json["reserved_bytes"], s.device_reserved_bytes);
     assert_eq!(json["free_bytes"], s.free_bytes);
     assert_eq!(json["segments"].as_array().map(Vec::len), Some(s.segments.len()));
     s
@@ -81,7 +81,7 @@ fn an_idle_manager_holds_nothing() {
     let s = cpu().memory_snapshot();
     assert_eq!(s.backend, "cpu");
     assert!(s.segments.is_empty());
-    assert_eq!((s.reserved_bytes, s.in_use_bytes, s.free_bytes, s.front_cached_bytes), (0, 0, 0, 0));
+    assert_eq!((s.device_reserved_bytes, s.in_use_bytes, s.free_bytes, s.front_cached_bytes), (0, 0, 0, 0));
     assert_eq!(s.fragmentation(), 0.0);
 }
 
@@ -98,7 +98,7 @@ fn a_hole_in_a_segment_shows_as_a_free_block_and_as_fragmentation() {
     let used: Vec<_> = seg.blocks.iter().filter(|b| !b.free).collect();
     assert_eq!(used.len(), 3, "{seg:?}");
     assert!(used[1].size >= 3 * MIB as u64);
-    assert_eq!(s.reserved_bytes, mm.statistics().reserved_bytes);
+    assert_eq!(s.device_reserved_bytes, mm.statistics().reserved_bytes);
     assert_eq!(s.fragmentation(), 0.0, "one free remainder: {s:#?}");
 
     // The middle buffer goes to the front cache first (still handed out by the arena) ...
@@ -181,7 +181,7 @@ fn snapshots_stay_consistent_with_the_statistics_through_a_random_workload() {
     drop(live);
     mm.trim_excess().unwrap();
     let s = check_snapshot(&mm);
-    assert_eq!(s.reserved_bytes, 0, "{s:#?}");
+    assert_eq!(s.device_reserved_bytes, 0, "{s:#?}");
 }
 
 /// On a discrete backend the snapshot shows device memory only: host parts are absent, the
@@ -196,11 +196,11 @@ fn a_snapshot_on_a_discrete_backend_shows_device_memory_only() {
     let device_only = mm.allocate_device::<u8>(5 * MIB).unwrap();
     let s = check_snapshot(&mm);
     assert_eq!(s.backend, "sim");
-    assert_eq!(s.reserved_bytes, sim_used(&mm), "{s:#?}");
+    assert_eq!(s.device_reserved_bytes, sim_used(&mm), "{s:#?}");
     let in_use: u64 = s.segments.iter().flat_map(|g| &g.blocks).filter(|b| !b.free).map(|b| b.size).sum();
     assert!(in_use >= 7 * MIB as u64 && in_use < 10 * MIB as u64, "device parts only: {s:#?}");
-    assert!(mm.statistics().reserved_bytes >= s.reserved_bytes + 5 * MIB as u64, "host parts count there");
+    assert!(mm.statistics().reserved_bytes >= s.device_reserved_bytes + 5 * MIB as u64, "host parts count there");
     drop((host_only, both, device_only));
     mm.trim_excess().unwrap();
-    assert_eq!((check_snapshot(&mm).reserved_bytes, sim_used(&mm)), (0, 0));
+    assert_eq!((check_snapshot(&mm).device_reserved_bytes, sim_used(&mm)), (0, 0));
 }

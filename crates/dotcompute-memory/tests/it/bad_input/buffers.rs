@@ -119,7 +119,7 @@ pub(super) mod allocate {
             b.mark_device_dirty().unwrap();
             b.copy_from_buffer(&c).unwrap();
             c.copy_from_buffer(&b.slice(..).unwrap()).unwrap();
-            b.compact().unwrap();
+            b.release_device_part().unwrap();
             assert_eq!(b.state(), HostOnly);
             pollster::block_on(b.copy_from_async(&[])).unwrap();
             pollster::block_on(b.copy_to_async(&mut [])).unwrap();

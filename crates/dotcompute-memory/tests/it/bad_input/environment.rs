@@ -169,7 +169,7 @@ pub(super) mod from_env {
                     assert_eq!(backend, name);
                     assert!(!reason.trim().is_empty(), "{name}: empty reason");
                     if !compiled(name) && name != "metal" {
-                        assert!(reason.contains(&format!("--features {name}")), "{name}: {reason}");
+                        assert!(reason.contains(&format!("features = [\"{name}\"]")), "{name}: {reason}");
                     }
                     if name == "metal" && !cfg!(target_os = "macos") {
                         assert!(reason.contains("Apple"), "{reason}");

@@ -14,7 +14,7 @@ pub(super) mod manager_options {
         Case {
             name: "ManagerOptions: min_pool_bytes above max_pool_bytes",
             run: || {
-                let o = ManagerOptions { min_pool_bytes: 2000, max_pool_bytes: 1000, ..quiet() };
+                let o = quiet().with_min_pool_bytes(2000).with_max_pool_bytes(1000);
                 fails!(
                     MemoryManager::with_backend(CpuBackend::new(), o),
                     Error::InvalidArgument { option: "ManagerOptions::min_pool_bytes", value, .. }
@@ -25,7 +25,7 @@ pub(super) mod manager_options {
         Case {
             name: "ManagerOptions: min_pool_bytes 1 with max_pool_bytes 0",
             run: || {
-                let o = ManagerOptions { min_pool_bytes: 1, max_pool_bytes: 0, ..quiet() };
+                let o = quiet().with_min_pool_bytes(1).with_max_pool_bytes(0);
                 fails!(
                     MemoryManager::with_backend(SimBackend::new(SimOptions::default()), o),
                     Error::InvalidArgument { option: "ManagerOptions::min_pool_bytes", value, .. }
@@ -36,7 +36,7 @@ pub(super) mod manager_options {
         Case {
             name: "ManagerOptions: device_memory_limit Some(0)",
             run: || {
-                let o = ManagerOptions { device_memory_limit: Some(0), ..quiet() };
+                let o = quiet().with_device_memory_limit(Some(0));
                 fails!(
                     open_with("sim", o),
                     Error::InvalidArgument { option: "ManagerOptions::device_memory_limit", value, .. } if value == "Some(0)"
@@ -48,7 +48,7 @@ pub(super) mod manager_options {
             run: || {
                 // A shared backend: the refused manager must not keep a handle to it.
                 let backend: Arc<dyn Backend> = Arc::new(SimBackend::new(SimOptions::default()));
-                let o = ManagerOptions { maintenance_interval: Some(Duration::ZERO), ..Default::default() };
+                let o = ManagerOptions::default().with_maintenance_interval(Some(Duration::ZERO));
                 fails!(
                     MemoryManager::with_shared_backend(backend.clone(), o),
                     Error::InvalidArgument { option: "ManagerOptions::maintenance_interval", value, .. } if value == "0s"
@@ -70,11 +70,9 @@ pub(super) mod manager_options {
 
     #[test]
     fn manager_options_that_contradict_each_other() {
-        let err = MemoryManager::with_backend(
-            CpuBackend::new(),
-            ManagerOptions { min_pool_bytes: 2000, max_pool_bytes: 1000, ..quiet() },
-        )
-        .unwrap_err();
+        let err =
+            MemoryManager::with_backend(CpuBackend::new(), quiet().with_min_pool_bytes(2000).with_max_pool_bytes(1000))
+                .unwrap_err();
         match &err {
             Error::InvalidArgument { option, value, .. } => {
                 assert!(option.contains("min_pool_bytes"), "{option}");
@@ -82,30 +80,23 @@ pub(super) mod manager_options {
             }
             other => panic!("expected InvalidArgument, got {other:?}"),
         }
-        let err = open_with(
-            "sim",
-            ManagerOptions { maintenance_interval: Some(std::time::Duration::ZERO), ..Default::default() },
-        )
-        .unwrap_err();
+        let err =
+            open_with("sim", ManagerOptions::default().with_maintenance_interval(Some(std::time::Duration::ZERO)))
+                .unwrap_err();
         assert!(
             matches!(err, Error::InvalidArgument { option, .. } if option.contains("maintenance_interval")),
             "{err:?}"
         );
         // Equal bounds are fine.
-        MemoryManager::with_backend(
-            CpuBackend::new(),
-            ManagerOptions { min_pool_bytes: 1000, max_pool_bytes: 1000, ..quiet() },
-        )
-        .unwrap();
+        MemoryManager::with_backend(CpuBackend::new(), quiet().with_min_pool_bytes(1000).with_max_pool_bytes(1000))
+            .unwrap();
     }
 
     #[test]
     fn a_zero_limit_is_rejected_with_a_reason() {
-        let err = MemoryManager::with_backend(
-            CpuBackend::new(),
-            ManagerOptions { device_memory_limit: Some(0), ..Default::default() },
-        )
-        .unwrap_err();
+        let err =
+            MemoryManager::with_backend(CpuBackend::new(), ManagerOptions::default().with_device_memory_limit(Some(0)))
+                .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument { option: "ManagerOptions::device_memory_limit", .. }), "{err}");
         assert!(err.to_string().contains("use None for no limit"), "{err}");
     }
@@ -120,7 +111,7 @@ pub(super) mod out_of_memory {
 
     /// A manager on a simulated device of 1 MiB, and the device.
     fn small_device() -> (Arc<SimBackend>, MemoryManager) {
-        let sim = Arc::new(SimBackend::new(SimOptions { capacity: MIB, ..Default::default() }));
+        let sim = Arc::new(SimBackend::new(SimOptions::default().with_capacity(MIB)));
         let mm = MemoryManager::with_shared_backend(sim.clone(), quiet()).unwrap();
         (sim, mm)
     }
@@ -164,8 +155,7 @@ pub(super) mod out_of_memory {
     /// A manager on `name` allowed 1 MiB of device memory.
     fn limited(name: &str) -> MemoryManager {
         let _guard = env::lock();
-        MemoryManager::with_backend_name(name, ManagerOptions { device_memory_limit: Some(MIB as u64), ..quiet() })
-            .unwrap()
+        MemoryManager::with_backend_name(name, quiet().with_device_memory_limit(Some(MIB as u64))).unwrap()
     }
 
     pub const CASES: &[Case] = &[
@@ -219,7 +209,7 @@ pub(super) mod out_of_memory {
                 batch.upload(&data, &mut big).unwrap();
                 let report = mm.transfer_engine().execute(batch, TransferOptions::default()).unwrap();
                 assert_eq!(report.failed, 1, "{report:?}");
-                let msg = report.transfers[0].error.as_deref().unwrap_or_default();
+                let msg = report.transfers[0].error.as_ref().map(|e| e.message()).unwrap_or_default();
                 assert!(msg.starts_with("out of memory on sim"), "{msg}");
                 check_counters(&mm, &c, Check::PoolsMayMove, "execute");
                 before.check(&big, "execute");

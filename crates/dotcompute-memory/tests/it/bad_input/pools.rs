@@ -121,7 +121,7 @@ pub(super) mod array_pool {
     }
 
     fn pool<T: Element>(max_array_len: usize) -> ArrayPool<T> {
-        ArrayPool::new(ArrayPoolOptions { max_array_len, ..Default::default() })
+        ArrayPool::new(ArrayPoolOptions::default().with_max_array_len(max_array_len))
     }
 
     pub const CASES: &[Case] = &[
@@ -277,7 +277,7 @@ pub(super) mod array_pool {
 
     #[test]
     fn rent_too_large_is_an_error_with_the_numbers() {
-        let arrays = ArrayPool::<u8>::new(ArrayPoolOptions { max_array_len: 4096, ..Default::default() });
+        let arrays = ArrayPool::<u8>::new(ArrayPoolOptions::default().with_max_array_len(4096));
         for len in [4097, 1 << 40, usize::MAX] {
             let err = arrays.rent(len).unwrap_err();
             assert!(
@@ -289,7 +289,7 @@ pub(super) mod array_pool {
         }
         assert_eq!(arrays.rent(4096).unwrap().len(), 4096);
         // With no limit, sizes whose bytes overflow are still errors, not panics.
-        let unlimited = ArrayPool::<u64>::new(ArrayPoolOptions { max_array_len: usize::MAX, ..Default::default() });
+        let unlimited = ArrayPool::<u64>::new(ArrayPoolOptions::default().with_max_array_len(usize::MAX));
         assert!(matches!(unlimited.rent(usize::MAX / 4), Err(Error::LengthOverflow { .. })));
         assert!(matches!(unlimited.rent(usize::MAX), Err(Error::ArrayTooLarge { .. })));
         let s = unlimited.statistics();

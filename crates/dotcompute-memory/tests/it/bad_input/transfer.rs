@@ -142,58 +142,58 @@ pub(super) mod execute {
     }
 
     fn retry(retry: RetryPolicy) -> TransferOptions {
-        TransferOptions { retry, ..Default::default() }
+        TransferOptions::default().with_retry(retry)
     }
 
     const TWO_HOURS: Duration = Duration::from_secs(7200);
 
     pub const CASES: &[BufferCase] = &[
         case("TransferOptions: max_concurrency 0", |fx, b| {
-            let o = TransferOptions { max_concurrency: 0, ..Default::default() };
+            let o = TransferOptions::default().with_max_concurrency(0);
             refused(fx, b, o, "TransferOptions::max_concurrency", "0");
         }),
         case("TransferOptions: chunk_size 0", |fx, b| {
-            let o = TransferOptions { chunk_size: 0, ..Default::default() };
+            let o = TransferOptions::default().with_chunk_size(0);
             refused(fx, b, o, "TransferOptions::chunk_size", "0");
         }),
         case("TransferOptions: staging_buffers 0", |fx, b| {
-            let o = TransferOptions { staging_buffers: 0, ..Default::default() };
+            let o = TransferOptions::default().with_staging_buffers(0);
             refused(fx, b, o, "TransferOptions::staging_buffers", "0");
         }),
         case("TransferOptions: staging_buffers 1 (below 2..=8)", |fx, b| {
-            let o = TransferOptions { staging_buffers: 1, ..Default::default() };
+            let o = TransferOptions::default().with_staging_buffers(1);
             refused(fx, b, o, "TransferOptions::staging_buffers", "1");
         }),
         case("TransferOptions: staging_buffers 9 (above 2..=8)", |fx, b| {
-            let o = TransferOptions { staging_buffers: 9, ..Default::default() };
+            let o = TransferOptions::default().with_staging_buffers(9);
             refused(fx, b, o, "TransferOptions::staging_buffers", "9");
         }),
         case("TransferOptions: staging_buffers usize::MAX", |fx, b| {
-            let o = TransferOptions { staging_buffers: usize::MAX, ..Default::default() };
+            let o = TransferOptions::default().with_staging_buffers(usize::MAX);
             refused(fx, b, o, "TransferOptions::staging_buffers", &usize::MAX.to_string());
         }),
         case("RetryPolicy: max_attempts 0", |fx, b| {
-            let o = retry(RetryPolicy { max_attempts: 0, ..Default::default() });
+            let o = retry(RetryPolicy::default().with_max_attempts(0));
             refused(fx, b, o, "RetryPolicy::max_attempts", "0");
         }),
         case("RetryPolicy: initial_backoff above one hour", |fx, b| {
-            let o = retry(RetryPolicy { initial_backoff: TWO_HOURS, ..Default::default() });
+            let o = retry(RetryPolicy::default().with_initial_backoff(TWO_HOURS));
             refused(fx, b, o, "RetryPolicy::initial_backoff / max_backoff", "7200s / 100ms");
         }),
         case("RetryPolicy: max_backoff above one hour", |fx, b| {
-            let o = retry(RetryPolicy { max_backoff: TWO_HOURS, ..Default::default() });
+            let o = retry(RetryPolicy::default().with_max_backoff(TWO_HOURS));
             refused(fx, b, o, "RetryPolicy::initial_backoff / max_backoff", "1ms / 7200s");
         }),
         case("RetryPolicy: multiplier below 1", |fx, b| {
-            let o = retry(RetryPolicy { multiplier: 0.5, ..Default::default() });
+            let o = retry(RetryPolicy::default().with_multiplier(0.5));
             refused(fx, b, o, "RetryPolicy::multiplier", "0.5");
         }),
         case("RetryPolicy: multiplier NaN", |fx, b| {
-            let o = retry(RetryPolicy { multiplier: f64::NAN, ..Default::default() });
+            let o = retry(RetryPolicy::default().with_multiplier(f64::NAN));
             refused(fx, b, o, "RetryPolicy::multiplier", "NaN");
         }),
         case("RetryPolicy: multiplier infinite", |fx, b| {
-            let o = retry(RetryPolicy { multiplier: f64::INFINITY, ..Default::default() });
+            let o = retry(RetryPolicy::default().with_multiplier(f64::INFINITY));
             refused(fx, b, o, "RetryPolicy::multiplier", "inf");
         }),
         case("execute: upload into a buffer of another manager", |fx, b| {
@@ -298,10 +298,10 @@ pub(super) mod execute {
         }
         let data = [1u32; 10];
         for opts in [
-            TransferOptions { max_concurrency: 0, ..Default::default() },
-            TransferOptions { chunk_size: 0, ..Default::default() },
-            TransferOptions { staging_buffers: 1, ..Default::default() },
-            TransferOptions { retry: RetryPolicy { max_attempts: 0, ..Default::default() }, ..Default::default() },
+            TransferOptions::default().with_max_concurrency(0),
+            TransferOptions::default().with_chunk_size(0),
+            TransferOptions::default().with_staging_buffers(1),
+            TransferOptions::default().with_retry(RetryPolicy::default().with_max_attempts(0)),
         ] {
             let mut batch = TransferBatch::new();
             batch.upload(&data, &mut a).unwrap();
@@ -357,7 +357,7 @@ pub(super) mod stream_to_device {
     /// Chunks of 8 bytes: the 40-byte buffer is streamed in five, so a short reader fails
     /// after some chunks went to the device.
     fn options() -> TransferOptions {
-        TransferOptions { chunk_size: 8, ..Default::default() }
+        TransferOptions::default().with_chunk_size(8)
     }
 
     /// Streams `reader` into `b`: the transfer is reported failed with the reader's error
@@ -369,7 +369,7 @@ pub(super) mod stream_to_device {
             .stream_to_device(&mut reader, b, options(), &mut |_, _| {})
             .expect("a failed stream is reported, not returned");
         assert_eq!((report.failed, report.transfers.len(), report.total_bytes), (1, 1, 0), "{report:?}");
-        let msg = report.transfers[0].error.as_deref().unwrap_or_default();
+        let msg = report.transfers[0].error.as_ref().map(|e| e.message()).unwrap_or_default();
         assert!(msg.starts_with("invalid value for stream reader: ") && msg.contains(fragment), "{msg}");
     }
 
@@ -477,7 +477,7 @@ pub(super) mod stream_to_device {
             let new: Vec<u8> = (0..BYTES).map(|i| (i % 253) as u8).collect();
             let mut buf = mm.allocate_from(&old).unwrap();
             buf.ensure_on_device().unwrap();
-            let opts = TransferOptions { chunk_size: 300_000, ..Default::default() };
+            let opts = TransferOptions::default().with_chunk_size(300_000);
             let trickle = |data, step, tail, overclaim| Trickle { data, step, tail, overclaim };
             let cases: Vec<(&str, Trickle<'_>, u64, bool)> = vec![
                 ("one byte more", trickle(&new, BYTES, 1, false), BYTES as u64 + 1, true),

@@ -1,4 +1,4 @@
-//! The coherence table of DESIGN.md, walked on the simulated discrete device and on the CPU, with
+//! The coherence table (docs/ARCHITECTURE.md), walked on the simulated discrete device and on the CPU, with
 //! its copies, statistics and edge cases (empty views, zero-sized elements, coalesced free space).
 
 use dotcompute_memory::*;
@@ -27,7 +27,7 @@ fn sim_walks_the_table_with_the_right_copies() {
     assert_eq!(b.as_slice().unwrap()[0], 10);
     assert_eq!(b.state(), Synchronized);
     assert_eq!(b.metrics().device_to_host, 1);
-    b.compact().unwrap();
+    b.release_device_part().unwrap();
     assert_eq!(b.state(), HostOnly);
     assert_eq!(b.to_vec().unwrap(), vec![10, 2, 3, 4, 5, 6, 7, 8]);
 }
@@ -68,7 +68,7 @@ fn cpu_tracks_states_without_copies() {
 
 #[test]
 fn async_round_trip_with_latency() {
-    let mm = MemoryManager::sim(SimOptions { latency: std::time::Duration::from_millis(5), ..Default::default() });
+    let mm = MemoryManager::sim(SimOptions::default().with_latency(std::time::Duration::from_millis(5)));
     let mut b = mm.allocate::<i32>(100).unwrap();
     let data: Vec<i32> = (0..100).collect();
     pollster::block_on(b.copy_from_async(&data)).unwrap();
@@ -111,10 +111,9 @@ fn upload_is_one_copy_and_checks_lengths() {
     assert_eq!(b.metrics().host_to_device, 1);
     assert_eq!(b.to_vec().unwrap(), vec![7, 8, 9]);
     // A failed upload leaves the device data it would have replaced.
-    let faulty = MemoryManager::sim(SimOptions {
-        faults: FaultPlan { fail_nth: Some(3), transient: false, ..Default::default() },
-        ..Default::default()
-    });
+    let faulty = MemoryManager::sim(
+        SimOptions::default().with_faults(FaultPlan::default().with_fail_nth(Some(3)).with_transient(false)),
+    );
     let mut c = faulty.allocate::<u16>(3).unwrap();
     c.upload(&[4, 5, 6]).unwrap(); // ops 1 (alloc) and 2 (write)
     assert!(c.upload(&[0, 0, 0]).is_err()); // op 3: the allocation of the new block fails
@@ -145,7 +144,7 @@ fn an_empty_view_of_a_device_only_buffer_copies_into_an_empty_buffer() {
 /// Out of memory is not reported while a coalesced free block fits (on a 2 MiB device).
 #[test]
 fn a_request_that_fits_coalesced_free_blocks_is_not_out_of_memory() {
-    let small = MemoryManager::sim(SimOptions { capacity: 2 << 20, ..Default::default() });
+    let small = MemoryManager::sim(SimOptions::default().with_capacity(2 << 20));
     let keep = small.allocate_device::<u8>(512 << 10).unwrap();
     {
         let a = small.allocate_device::<u8>(512 << 10).unwrap();

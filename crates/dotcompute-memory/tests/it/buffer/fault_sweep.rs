@@ -39,7 +39,7 @@ fn pattern(seed: u32) -> Vec<u32> {
 impl World {
     fn new(faults: FaultPlan) -> Self {
         let plan = format!("{faults:?}");
-        let sim = Arc::new(SimBackend::new(SimOptions { faults, ..Default::default() }));
+        let sim = Arc::new(SimBackend::new(SimOptions::default().with_faults(faults)));
         let backend: Arc<dyn Backend> = sim.clone();
         let mm = MemoryManager::with_shared_backend(backend, quiet()).expect("sim manager");
         // Leaves device regions holding a pattern in the pool (faults here are fine: the
@@ -200,7 +200,7 @@ const SCENARIOS: &[Scenario] = &[
         device_write(w, 0);
         w.step("ensure_on_host", |b, _| b[0].ensure_on_host(), |_| {});
         device_write(w, 0);
-        w.step("compact", |b, _| b[0].compact(), |_| {});
+        w.step("compact", |b, _| b[0].release_device_part(), |_| {});
         w.step("fill", |b, _| b[1].fill(7), |m| m[1].fill(7));
         w.step("ensure_on_device", |b, _| b[1].ensure_on_device(), |_| {});
     }),
@@ -211,7 +211,7 @@ const SCENARIOS: &[Scenario] = &[
     ("async upload of a compacted buffer", |w| {
         write_all(w, 0, 2);
         sync(w, 0);
-        w.step("compact", |b, _| b[0].compact(), |_| {});
+        w.step("compact", |b, _| b[0].release_device_part(), |_| {});
         sync_async(w, 0);
         w.step("mark_device_dirty", |b, _| b[0].mark_device_dirty(), |_| {});
     }),
@@ -324,7 +324,7 @@ const SCENARIOS: &[Scenario] = &[
             "stream_to_device",
             move |b, mm| {
                 let mut reader = std::io::Cursor::new(bytes);
-                let options = TransferOptions { chunk_size: CHUNK, ..Default::default() };
+                let options = TransferOptions::default().with_chunk_size(CHUNK);
                 let report = mm.transfer_engine().stream_to_device(&mut reader, &mut b[0], options, &mut |_, _| {})?;
                 let failure = report.failures().next().map(reported);
                 failure.map_or(Ok(()), Err)
@@ -340,7 +340,7 @@ fn reported(t: &TransferOutcome) -> Error {
         backend: "sim",
         operation: "engine transfer",
         code: 0,
-        message: t.error.clone().unwrap_or_default(),
+        message: t.error.as_ref().map(|e| e.message().to_owned()).unwrap_or_default(),
         transient: false,
     }
 }
@@ -360,7 +360,7 @@ fn engine(w: &mut World, asynchronous: bool) {
     write_all(w, 1, 23);
     device_write(w, 1);
     let up = pattern(24);
-    let options = TransferOptions { chunk_size: CHUNK, ..Default::default() };
+    let options = TransferOptions::default().with_chunk_size(CHUNK);
     w.steps += 1;
     let before = w.snapshot();
     let want_download = w.model[1].clone();
@@ -418,7 +418,10 @@ fn sweep(scenario: fn(&mut World)) -> usize {
     };
     for nth in (1..=operations + 3).step_by(step) {
         for &(on_completion, transient) in kinds {
-            let plan = FaultPlan { fail_nth: Some(nth), on_completion, transient, ..Default::default() };
+            let plan = FaultPlan::default()
+                .with_fail_nth(Some(nth))
+                .with_on_completion(on_completion)
+                .with_transient(transient);
             let mut w = World::new(plan);
             scenario(&mut w);
             w.finish();

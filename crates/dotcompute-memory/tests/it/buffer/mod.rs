@@ -6,3 +6,4 @@ mod device_views;
 mod fault_sweep;
 mod model;
 mod threads;
+mod write_states;

@@ -1,6 +1,6 @@
 //! State-machine property test: random sequences of buffer operations on two buffers of one
 //! manager, compared after every step against a plain `Vec<u32>` reference model and an
-//! expected-state model derived from the coherence table in DESIGN.md.
+//! expected-state model derived from the coherence table (docs/ARCHITECTURE.md, `buffer::state`).
 //!
 //! What is checked after every operation:
 //! - the value it returned (slices, copies) equals the model's data;
@@ -179,10 +179,7 @@ proptest! {
         seed in any::<u64>(),
         transient in any::<bool>(),
     ) {
-        let sim = SimBackend::new(SimOptions {
-            faults: FaultPlan { fail_probability: 0.25, seed, transient, ..Default::default() },
-            ..Default::default()
-        });
+        let sim = SimBackend::new(SimOptions::default().with_faults(FaultPlan::default().with_fail_probability(0.25).with_seed(seed).with_transient(transient)));
         let mm = MemoryManager::with_backend(sim, quiet()).unwrap();
         run(&mm, lens, &ops, true)?;
     }
@@ -192,10 +189,9 @@ proptest! {
 /// and the buffers still end with the right contents.
 #[test]
 fn fault_injection_really_fails_calls() {
-    let sim = SimBackend::new(SimOptions {
-        faults: FaultPlan { fail_probability: 0.3, seed: 7, ..Default::default() },
-        ..Default::default()
-    });
+    let sim = SimBackend::new(
+        SimOptions::default().with_faults(FaultPlan::default().with_fail_probability(0.3).with_seed(7)),
+    );
     let mm = MemoryManager::with_backend(sim, quiet()).unwrap();
     let mut b = mm.allocate_from(&[1u32, 2, 3, 4]).unwrap();
     let mut failed = 0;

@@ -139,8 +139,7 @@ fn threads_share_a_sim_manager() {
 fn threads_contend_on_a_small_pool() {
     // A pool too small for the working set: blocks are cached, refused and freed concurrently.
     let sim = Arc::new(SimBackend::new(SimOptions::default()));
-    let mm = MemoryManager::with_shared_backend(sim.clone(), ManagerOptions { max_pool_bytes: 64 << 10, ..quiet() })
-        .unwrap();
+    let mm = MemoryManager::with_shared_backend(sim.clone(), quiet().with_max_pool_bytes(64 << 10)).unwrap();
     let tally = run_workers(&mm, 4, 200);
     let s = mm.statistics();
     assert!(s.cached_bytes <= 2 * (64 << 10), "host and device caches each hold at most max_pool_bytes");
@@ -150,7 +149,7 @@ fn threads_contend_on_a_small_pool() {
 
 #[test]
 fn threads_share_a_manager_without_pooling() {
-    let mm = MemoryManager::with_backend_name("sim", ManagerOptions { enable_pooling: false, ..quiet() }).unwrap();
+    let mm = MemoryManager::with_backend_name("sim", quiet().with_enable_pooling(false)).unwrap();
     let tally = run_workers(&mm, 3, 100);
     let s = mm.statistics();
     assert_eq!(s.pool_hits, 0);

@@ -43,7 +43,7 @@ fn rent_zero_is_empty_and_allocates_nothing() {
 
 #[test]
 fn clear_on_return_zeroes_what_was_used() {
-    let arrays = ArrayPool::<i32>::new(ArrayPoolOptions { clear_on_return: true, ..Default::default() });
+    let arrays = ArrayPool::<i32>::new(ArrayPoolOptions::default().with_clear_on_return(true));
     let mut a = arrays.rent(100).unwrap();
     a.fill(-1);
     drop(a);
@@ -54,17 +54,17 @@ fn clear_on_return_zeroes_what_was_used() {
 
 #[test]
 fn per_class_caps_bound_what_is_kept() {
-    let arrays = ArrayPool::<u8>::new(ArrayPoolOptions { max_arrays_per_class: 2, ..Default::default() });
+    let arrays = ArrayPool::<u8>::new(ArrayPoolOptions::default().with_max_arrays_per_class(2));
     let held: Vec<_> = (0..5).map(|_| arrays.rent(64).unwrap()).collect();
     drop(held);
     let s = arrays.statistics();
     assert_eq!((s.returns, s.arrays_held, s.dropped, s.bytes_held), (5, 2, 3, 128));
     // A byte cap smaller than one array still keeps one.
-    let arrays = ArrayPool::<u64>::new(ArrayPoolOptions { max_bytes_per_class: 100, ..Default::default() });
+    let arrays = ArrayPool::<u64>::new(ArrayPoolOptions::default().with_max_bytes_per_class(100));
     drop((0..3).map(|_| arrays.rent(1000).unwrap()).collect::<Vec<_>>());
     assert_eq!(arrays.statistics().arrays_held, 1);
     // Zero arrays per class keeps none.
-    let arrays = ArrayPool::<u8>::new(ArrayPoolOptions { max_arrays_per_class: 0, ..Default::default() });
+    let arrays = ArrayPool::<u8>::new(ArrayPoolOptions::default().with_max_arrays_per_class(0));
     drop(arrays.rent(10).unwrap());
     assert_eq!(arrays.statistics().arrays_held, 0);
     assert_eq!(arrays.clear(), 0);
@@ -149,7 +149,7 @@ fn raw_array_survives_a_panic_inside_with_raw_mut() {
 fn array_pool_threads_never_share_an_array() {
     const THREADS: u32 = 4;
     const ROUNDS: u32 = 2000;
-    let arrays = ArrayPool::<u32>::new(ArrayPoolOptions { max_arrays_per_class: 4, ..Default::default() });
+    let arrays = ArrayPool::<u32>::new(ArrayPoolOptions::default().with_max_arrays_per_class(4));
     std::thread::scope(|s| {
         for t in 0..THREADS {
             let arrays = &arrays;
@@ -219,7 +219,7 @@ proptest! {
     #[test]
     fn rent_length_and_capacity_match_the_oracle(lens in proptest::collection::vec(0usize..20_000, 1..20)) {
         let classes = oracle_classes();
-        let arrays = ArrayPool::<u16>::new(ArrayPoolOptions { max_array_len: 20_000, ..Default::default() });
+        let arrays = ArrayPool::<u16>::new(ArrayPoolOptions::default().with_max_array_len(20_000));
         let held: Vec<_> = lens.iter().map(|&n| arrays.rent(n).unwrap()).collect();
         for (r, &n) in held.iter().zip(&lens) {
             prop_assert_eq!(r.len(), n);

@@ -139,11 +139,9 @@ fn array_pool_accepts_the_largest_per_class_limits() {
     for (arrays, bytes) in [(usize::MAX, usize::MAX), (1 << 40, usize::MAX), (usize::MAX, 1 << 50), (1 << 40, 1 << 50)]
     {
         let case = format!("max_arrays_per_class {arrays}, max_bytes_per_class {bytes}");
-        let pool = ArrayPool::<u64>::new(ArrayPoolOptions {
-            max_arrays_per_class: arrays,
-            max_bytes_per_class: bytes,
-            ..Default::default()
-        });
+        let pool = ArrayPool::<u64>::new(
+            ArrayPoolOptions::default().with_max_arrays_per_class(arrays).with_max_bytes_per_class(bytes),
+        );
         let a = pool.rent(100).unwrap();
         let ((), largest) = largest_allocation(|| drop(a));
         assert!(largest <= SMALL, "{case}: returning the first array allocated {largest} bytes");
@@ -159,11 +157,9 @@ fn array_pool_accepts_the_largest_per_class_limits() {
 /// are freed and counted as dropped.
 #[test]
 fn a_class_keeps_at_most_max_arrays_per_class() {
-    let pool = ArrayPool::<u8>::new(ArrayPoolOptions {
-        max_arrays_per_class: usize::MAX,
-        max_bytes_per_class: usize::MAX,
-        ..Default::default()
-    });
+    let pool = ArrayPool::<u8>::new(
+        ArrayPoolOptions::default().with_max_arrays_per_class(usize::MAX).with_max_bytes_per_class(usize::MAX),
+    );
     let extra = 10;
     drop((0..MAX_ARRAYS_PER_CLASS + extra).map(|_| pool.rent(16).unwrap()).collect::<Vec<_>>());
     let s = pool.statistics();
@@ -175,11 +171,9 @@ fn a_class_keeps_at_most_max_arrays_per_class() {
 /// the pool (a panic in that drop would abort the process).
 #[test]
 fn a_guard_dropped_during_unwinding_with_unbounded_limits_is_kept() {
-    let pool = ArrayPool::<f32>::new(ArrayPoolOptions {
-        max_arrays_per_class: usize::MAX,
-        max_bytes_per_class: usize::MAX,
-        ..Default::default()
-    });
+    let pool = ArrayPool::<f32>::new(
+        ArrayPoolOptions::default().with_max_arrays_per_class(usize::MAX).with_max_bytes_per_class(usize::MAX),
+    );
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut a = pool.rent(1000).unwrap();
         a[0] = 1.0;

@@ -3,6 +3,7 @@
 
 mod array_pool;
 mod limits;
+mod object_eviction;
 mod object_pool;
 mod thread_exit;
 mod unslotted;

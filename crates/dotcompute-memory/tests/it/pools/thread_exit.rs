@@ -93,11 +93,9 @@ fn an_allocation_in_a_late_thread_local_destructor_is_counted_on_shared_counters
         thread_local! {
             static LATE: RefCell<Option<AllocatesOnDrop>> = const { RefCell::new(None) };
         }
-        let mm = MemoryManager::with_backend(
-            CpuBackend::new(),
-            ManagerOptions { maintenance_interval: None, ..Default::default() },
-        )
-        .unwrap();
+        let mm =
+            MemoryManager::with_backend(CpuBackend::new(), ManagerOptions::default().with_maintenance_interval(None))
+                .unwrap();
         let worker = {
             let mm = mm.clone();
             std::thread::spawn(move || {

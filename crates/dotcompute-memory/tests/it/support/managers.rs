@@ -7,7 +7,7 @@ use dotcompute_memory::*;
 
 /// Default options without the maintenance thread.
 pub fn quiet() -> ManagerOptions {
-    ManagerOptions { maintenance_interval: None, ..Default::default() }
+    ManagerOptions::default().with_maintenance_interval(None)
 }
 
 /// A manager on a new cpu backend, with [`quiet`] options.

@@ -12,7 +12,7 @@ fn upload_download_copy_round_trip_on_sim_and_cpu() {
         let data = words(300_000, 1); // 1.2 MB: several 256 KiB chunks
         let mut a = mm.allocate::<u32>(data.len()).unwrap();
         let mut b = mm.allocate::<u32>(data.len()).unwrap();
-        let opts = TransferOptions { chunk_size: 256 << 10, staging: StagingPolicy::Always, ..Default::default() };
+        let opts = TransferOptions::default().with_chunk_size(256 << 10).with_staging(StagingPolicy::Always);
         let mut batch = TransferBatch::new();
         batch.upload(&data, &mut a).unwrap();
         let report = mm.transfer_engine().execute(batch, opts.clone()).unwrap();
@@ -51,7 +51,7 @@ fn priorities_start_first_without_dropping_the_rest() {
     batch.upload(&data, it.next().unwrap()).unwrap();
     batch.upload(&data, it.next().unwrap()).unwrap().with_priority(Priority::High);
     batch.upload(&data, it.next().unwrap()).unwrap();
-    let opts = TransferOptions { max_concurrency: 1, batch_small_below: Some(0), ..Default::default() };
+    let opts = TransferOptions::default().with_max_concurrency(1).with_batch_small_below(Some(0));
     let report = mm.transfer_engine().execute(batch, opts).unwrap();
     let order: Vec<usize> = report.transfers.iter().map(|t| t.start_order).collect();
     assert_eq!(order, vec![3, 1, 0, 2]);
@@ -90,7 +90,7 @@ fn batching_uses_fewer_submissions_than_transfers() {
     for (b, d) in bufs.iter_mut().zip(&datas) {
         batch.upload(d, b).unwrap();
     }
-    let opts = TransferOptions { batch_small_below: Some(8192), chunk_size: 1 << 20, ..Default::default() };
+    let opts = TransferOptions::default().with_batch_small_below(Some(8192)).with_chunk_size(1 << 20);
     let report = mm.transfer_engine().execute(batch, opts).unwrap();
     assert!(report.is_success(), "{report:?}");
     assert_eq!(report.batched, 100);
@@ -106,13 +106,13 @@ fn batching_uses_fewer_submissions_than_transfers() {
     for (b, d) in bufs.iter_mut().zip(&datas) {
         batch.upload(d, b).unwrap();
     }
-    mm.transfer_engine().execute(batch, TransferOptions { batch_small_below: Some(0), ..Default::default() }).unwrap();
+    mm.transfer_engine().execute(batch, TransferOptions::default().with_batch_small_below(Some(0))).unwrap();
     assert_eq!(sim.submissions() - before, 100);
 }
 
 #[test]
 fn async_execute_with_latency() {
-    let mm = MemoryManager::sim(SimOptions { latency: Duration::from_millis(2), ..Default::default() });
+    let mm = MemoryManager::sim(SimOptions::default().with_latency(Duration::from_millis(2)));
     let data = words(10_000, 6);
     let mut a = mm.allocate::<u32>(data.len()).unwrap();
     let mut out = vec![0u32; data.len()];
@@ -131,7 +131,7 @@ fn async_execute_with_latency() {
 
 #[test]
 fn concurrent_batches_from_several_threads() {
-    let mm = MemoryManager::sim(SimOptions { latency: Duration::from_micros(200), ..Default::default() });
+    let mm = MemoryManager::sim(SimOptions::default().with_latency(Duration::from_micros(200)));
     std::thread::scope(|s| {
         for t in 0..4u32 {
             let mm = mm.clone();
@@ -161,7 +161,7 @@ fn streaming_fills_a_buffer_with_progress() {
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     let mut buf = mm.allocate::<u8>(data.len()).unwrap();
     let mut seen = Vec::new();
-    let opts = TransferOptions { chunk_size: 300_000, ..Default::default() };
+    let opts = TransferOptions::default().with_chunk_size(300_000);
     let report = mm
         .transfer_engine()
         .stream_to_device(&mut std::io::Cursor::new(&data), &mut buf, opts.clone(), &mut |d, t| seen.push((d, t)))
@@ -191,7 +191,7 @@ fn statistics_and_metrics_see_engine_transfers() {
     let mut a = mm.allocate::<u32>(1000).unwrap();
     let mut batch = TransferBatch::new();
     batch.upload(&data, &mut a).unwrap();
-    mm.transfer_engine().execute(batch, TransferOptions { batch_small_below: Some(0), ..Default::default() }).unwrap();
+    mm.transfer_engine().execute(batch, TransferOptions::default().with_batch_small_below(Some(0))).unwrap();
     assert_eq!(mm.statistics().host_to_device.bytes, 4000);
     assert_eq!(a.metrics().host_to_device, 1);
 }
@@ -199,7 +199,7 @@ fn statistics_and_metrics_see_engine_transfers() {
 #[test]
 fn transfer_statistics_report_efficiency_against_the_best_stream() {
     // A bandwidth cap makes every large transfer run at about the same speed.
-    let mm = MemoryManager::sim(SimOptions { bandwidth: Some(2e9), ..Default::default() });
+    let mm = MemoryManager::sim(SimOptions::default().with_bandwidth(Some(2e9)));
     let mut a = mm.allocate::<u8>(1 << 20).unwrap();
     for _ in 0..3 {
         a.upload(&vec![1u8; 1 << 20]).unwrap();
@@ -214,8 +214,7 @@ fn transfer_statistics_report_efficiency_against_the_best_stream() {
 
 #[test]
 fn sim_bandwidth_can_differ_per_direction() {
-    let mm =
-        MemoryManager::sim(SimOptions { bandwidth: None, bandwidth_device_to_host: Some(2e8), ..Default::default() });
+    let mm = MemoryManager::sim(SimOptions::default().with_bandwidth(None).with_bandwidth_device_to_host(Some(2e8)));
     let mut a = mm.allocate::<u8>(1 << 20).unwrap();
     a.upload(&vec![1u8; 1 << 20]).unwrap();
     let mut out = vec![0u8; 1 << 20];

@@ -2,5 +2,6 @@
 //! and whether it stages. Its bad inputs are in `bad_input::transfer`.
 
 mod engine;
+mod errors;
 mod faults;
 mod staging;

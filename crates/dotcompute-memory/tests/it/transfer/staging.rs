@@ -26,7 +26,7 @@ fn upload_report(mm: &MemoryManager, src: &[u32], dst: &mut UnifiedBuffer<u32>, 
 fn adaptive_staging_tries_staged_then_direct_then_decides_and_reports_it() {
     for mm in discrete_managers() {
         let name = mm.backend().name();
-        let opts = TransferOptions { chunk_size: 64 << 10, ..Default::default() };
+        let opts = TransferOptions::default().with_chunk_size(64 << 10);
         let mut a = mm.allocate::<u32>(100_000).unwrap(); // 400 KB: 7 chunks when staged
         let mut seen = Vec::new();
         for round in 0..6u32 {
@@ -67,19 +67,16 @@ fn one_chunk_transfers_go_direct_and_policies_are_obeyed() {
         let mut a = mm.allocate::<u32>(50_000).unwrap();
         // One chunk (200 KB under the default 1 MiB): staging could overlap nothing.
         let data = words(50_000, 7);
-        let r =
-            upload_report(&mm, &data, &mut a, &TransferOptions { batch_small_below: Some(0), ..Default::default() });
+        let r = upload_report(&mm, &data, &mut a, &TransferOptions::default().with_batch_small_below(Some(0)));
         assert!(!r.transfers[0].staged && !r.transfers[0].staging_measured, "{name}: {r:?}");
         assert_eq!(a.to_vec().unwrap(), data, "{name}");
         // Always stages, in chunks; Never sends the caller's memory in one piece.
         for (policy, staged, chunks) in [(StagingPolicy::Always, true, 4), (StagingPolicy::Never, false, 1)] {
             let data = words(50_000, 8 + chunks);
-            let o = TransferOptions {
-                staging: policy,
-                chunk_size: 64 << 10,
-                batch_small_below: Some(0),
-                ..Default::default()
-            };
+            let o = TransferOptions::default()
+                .with_staging(policy)
+                .with_chunk_size(64 << 10)
+                .with_batch_small_below(Some(0));
             let r = upload_report(&mm, &data, &mut a, &o);
             assert_eq!((r.transfers[0].staged, r.transfers[0].chunks), (staged, chunks), "{name} {policy:?}");
             assert!(!r.transfers[0].staging_measured);
@@ -101,7 +98,7 @@ fn asynchronous_execution_stages_whatever_the_policy() {
         let name = mm.backend().name();
         let data = words(100_000, 9);
         let mut a = mm.allocate::<u32>(data.len()).unwrap();
-        let o = TransferOptions { staging: StagingPolicy::Never, chunk_size: 64 << 10, ..Default::default() };
+        let o = TransferOptions::default().with_staging(StagingPolicy::Never).with_chunk_size(64 << 10);
         let mut batch = TransferBatch::new();
         batch.upload(&data, &mut a).unwrap();
         let r = pollster::block_on(mm.transfer_engine().execute_async(batch, o.clone())).unwrap();
@@ -120,7 +117,7 @@ fn asynchronous_execution_stages_whatever_the_policy() {
         for (s, b) in smalls.iter().zip(bufs.iter_mut()) {
             batch.upload(s, b).unwrap();
         }
-        let o = TransferOptions { staging: StagingPolicy::Never, ..Default::default() };
+        let o = TransferOptions::default().with_staging(StagingPolicy::Never);
         let r = pollster::block_on(mm.transfer_engine().execute_async(batch, o)).unwrap();
         assert!(r.is_success(), "{name}: {r:?}");
         assert_eq!((r.batched, r.staged), (10, 10), "{name}");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 /// parked and statistics match the no-magazine behaviour.
 #[test]
 fn a_tiny_pool_bound_parks_nothing_it_cannot_hold() {
-    let options = ManagerOptions { max_pool_bytes: 256, ..quiet() }; // cap 16 bytes
+    let options = quiet().with_max_pool_bytes(256); // cap 16 bytes
     let mm = MemoryManager::with_backend(CpuBackend::new(), options).unwrap();
     for _ in 0..4 {
         drop(mm.allocate::<u8>(64).unwrap());
@@ -68,7 +68,7 @@ fn a_full_slot_hands_the_rest_to_the_shared_cache() {
 /// passed: two 8 KiB blocks are parked, the other two go to the shared cache.
 #[test]
 fn the_byte_bound_is_filled_exactly_and_not_passed() {
-    let options = ManagerOptions { max_pool_bytes: 256 << 10, ..quiet() };
+    let options = quiet().with_max_pool_bytes(256 << 10);
     let mm = MemoryManager::with_shared_backend(Arc::new(SimBackend::new(SimOptions::default())), options).unwrap();
     let bufs: Vec<_> = (0..4).map(|_| mm.allocate::<u8>(8192).unwrap()).collect();
     drop(bufs);
@@ -86,7 +86,7 @@ fn the_byte_bound_is_filled_exactly_and_not_passed() {
 /// the retry empties the magazine and the allocation succeeds.
 #[test]
 fn out_of_memory_empties_this_threads_magazine_and_retries() {
-    let sim = Arc::new(SimBackend::new(SimOptions { capacity: 2 << 20, ..Default::default() }));
+    let sim = Arc::new(SimBackend::new(SimOptions::default().with_capacity(2 << 20)));
     let mm = MemoryManager::with_shared_backend(sim.clone(), quiet()).unwrap();
     let parked: Vec<_> = (0..4).map(|_| mm.allocate_device::<u8>(512 << 10).unwrap()).collect();
     assert_eq!(sim.used(), 2 << 20);

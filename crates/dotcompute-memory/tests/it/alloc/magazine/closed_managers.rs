@@ -35,9 +35,7 @@ fn a_thread_that_keeps_running_releases_a_closed_manager_when_it_next_uses_one()
             // The last handle is gone. This thread now drops the manager's last buffer ...
             drop(live);
             // ... and uses another manager (pooling off, like a scratch manager).
-            let other =
-                MemoryManager::with_backend(CpuBackend::new(), ManagerOptions { enable_pooling: false, ..quiet() })
-                    .unwrap();
+            let other = MemoryManager::with_backend(CpuBackend::new(), quiet().with_enable_pooling(false)).unwrap();
             drop(other.allocate::<u8>(4096).unwrap());
             drop(other.allocate::<u8>(8 << 20).unwrap());
             to_main.send(sim.used()).unwrap();

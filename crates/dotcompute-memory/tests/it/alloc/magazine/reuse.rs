@@ -144,7 +144,7 @@ fn trim_from_another_thread_recalls_magazines_on_their_next_drop() {
 
 #[test]
 fn without_pooling_nothing_is_parked() {
-    let options = ManagerOptions { enable_pooling: false, ..quiet() };
+    let options = quiet().with_enable_pooling(false);
     let mm = MemoryManager::with_backend(CpuBackend::new(), options).unwrap();
     for _ in 0..3 {
         drop(mm.allocate::<u8>(1000).unwrap());

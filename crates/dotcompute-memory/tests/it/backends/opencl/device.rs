@@ -238,7 +238,7 @@ fn buffer_coherence_walk_on_opencl() {
     assert_eq!(b.as_slice().unwrap()[..3], [99, 8, 15]);
     assert_eq!(b.state(), Synchronized);
     assert_eq!(b.metrics().device_to_host, 1);
-    b.compact().unwrap();
+    b.release_device_part().unwrap();
     assert_eq!(b.state(), HostOnly);
     let mut expected = data.clone();
     expected[0] = 99;

@@ -176,5 +176,5 @@ pub fn pooled(backend: OpenClBackend) -> MemoryManager {
 
 /// A manager on `backend` without pooling (every buffer a fresh allocation).
 pub fn fresh(backend: OpenClBackend) -> MemoryManager {
-    MemoryManager::with_backend(backend, ManagerOptions { enable_pooling: false, ..ManagerOptions::default() }).unwrap()
+    MemoryManager::with_backend(backend, ManagerOptions::default().with_enable_pooling(false)).unwrap()
 }

@@ -256,7 +256,7 @@ pub fn apply(mm: &MemoryManager, bufs: &mut [UnifiedBuffer<u32>; 2], op: &Op) ->
             let src_view = s.slice(ss..ss + k)?;
             d.slice_mut(ds..ds + k)?.copy_from_buffer(&src_view).map(|()| None)
         }
-        Op::Compact { buf } => bufs[buf].compact().map(|()| None),
+        Op::Compact { buf } => bufs[buf].release_device_part().map(|()| None),
         Op::CopyFromAsync { buf, seed } => {
             let data = pattern(seed, bufs[buf].len());
             pollster::block_on(bufs[buf].copy_from_async(&data)).map(|()| None)

@@ -1,5 +1,6 @@
 //! The reference side of the model-based test: the contents as plain vectors, the coherence
-//! state each buffer must be in, and the copies each transition of DESIGN.md's table costs.
+//! state each buffer must be in, and the copies each transition of the coherence table
+//! (docs/ARCHITECTURE.md) costs.
 
 use super::ops::Op;
 use dotcompute_memory::*;
