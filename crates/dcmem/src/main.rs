@@ -1,6 +1,6 @@
 //! `dcmem`: command-line front end of dotcompute-memory.
 //!
-//! - `dcmem bench`: the seed's benchmark table, every row against a baseline measured in the
+//! - `dcmem bench`: the benchmark table, every row against a baseline measured in the
 //!   same run (`--json`, `--plot FILE.png`, `--quick`, `--backend NAME`).
 //! - `dcmem info`: every known backend, whether it can be used here, and why not.
 //! - `dcmem demo`: a short guided walk through allocate → copy → sync → views → statistics.
@@ -33,7 +33,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Measure the seed's benchmark table: each row against a baseline from the same run.
+    /// Measure the benchmark table: each row against a baseline from the same run.
     Bench(BenchArgs),
     /// List every known backend: available (with description and memory) or why not.
     Info,

@@ -9,7 +9,7 @@ use serde::Serialize;
 /// One line of the table.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// What is measured; starts with the seed's wording ("Buffer allocation", ...).
+    /// What is measured; starts with the table's wording ("Buffer allocation", ...).
     pub operation: String,
     /// Bytes per operation.
     pub size_bytes: u64,

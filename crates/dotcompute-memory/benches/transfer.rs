@@ -12,7 +12,7 @@
 //! - `pipelined_64MiB_sim_4GBps`: a 64 MiB pageable upload on a simulator capped at 4 GB/s:
 //!   staged in one piece then sent (`unpipelined_staged`), pipelined through the staging ring
 //!   (`pipelined_staged`), and with the default options (`default_adaptive`).
-//! - `engine_10MB_<backend>`: the seed's 10 MB upload and download, raw backend call vs engine
+//! - `engine_10MB_<backend>`: the 10 MB upload and download, raw backend call vs engine
 //!   with default options (adaptive staging).
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};

@@ -1,4 +1,4 @@
-//! The seed's copy rows: host to device (`upload`, and `copy_from` + `ensure_on_device`),
+//! The copy rows: host to device (`upload`, and `copy_from` + `ensure_on_device`),
 //! device to host (`copy_to`, and `as_slice` on discrete backends) and zero-copy access, each
 //! against memcpy on unified memory and against the backend's own calls elsewhere.
 

@@ -1,4 +1,4 @@
-//! `dcmem bench`: the seed's benchmark table, each row against a baseline measured in the same
+//! `dcmem bench`: the benchmark table, each row against a baseline measured in the same
 //! run. See [`crate::measure`] for how times are taken, [`registry`] for every step and the
 //! backends it applies to, [`sizes`] for the sizes of each mode, [`ctx`] for the context a row
 //! is measured in, and the row groups: [`alloc`], [`copies`], [`views`], [`transfer`],

@@ -37,7 +37,7 @@ pub(super) struct Sizes {
     pub fresh: &'static [usize],
     /// Pooled allocations vs malloc (bytes).
     pub malloc: &'static [usize],
-    /// The seed's host/device copies (bytes).
+    /// The host/device copy sizes (bytes).
     pub copy: usize,
     /// The buffer pool hit (bytes).
     pub pool_hit: usize,

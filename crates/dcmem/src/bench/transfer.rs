@@ -177,7 +177,7 @@ pub(super) fn pipelined_capped(ctx: &Ctx, n: usize, bandwidth: f64) -> CliResult
     ))
 }
 
-/// The seed's 10 MB rows through the engine: an engine upload against a raw write, and an
+/// The 10 MB rows through the engine: an engine upload against a raw write, and an
 /// engine download against a raw read, on the same backend.
 pub(super) fn engine_copies(ctx: &Ctx, n: usize) -> CliResult<Vec<Row>> {
     let src = pattern(n, 61);

@@ -3,7 +3,7 @@
 use crate::support::{dcmem, json, num, number_before, row, rows_starting, text};
 use serde_json::Value;
 
-/// The seed's operations: every backend's table has a row starting with each.
+/// The operations of the DotCompute.Memory benchmark table: every backend's table has a row starting with each.
 pub const OPERATIONS: [&str; 11] = [
     "Buffer allocation",
     "Host-to-device copy",
@@ -18,7 +18,7 @@ pub const OPERATIONS: [&str; 11] = [
     "Random allocations",
 ];
 
-/// What every backend's table has beyond the seed's rows, with its baselines named.
+/// What every backend's table has beyond those rows, with its baselines named.
 pub fn check_transfer_rows(v: &Value, raw: &str, unified: bool) {
     let h2d = row(v, "Host-to-device copy");
     assert!(text(h2d, "ours").starts_with("upload("), "{h2d}");
