@@ -13,6 +13,7 @@ mod host;
 #[cfg(feature = "opencl")]
 mod kernels;
 mod native;
+mod native_op;
 #[cfg(feature = "opencl")]
 mod opencl_baseline;
 mod pools;

@@ -6,7 +6,7 @@
 //! [`crate::measure`]); [`raw_copy_baseline`] times each call alone, as a set of medians.
 
 use super::data::{pattern, wrong_data};
-use super::native::NativeOp;
+use super::native_op::NativeOp;
 use crate::measure::{compare, Op, Pair, Plan};
 use crate::{CliError, CliResult};
 use dotcompute_memory::backend::opencl::OpenClBackend;

@@ -12,6 +12,19 @@ use std::ptr::NonNull;
 use std::sync::Mutex;
 
 /// Host memory presented as a unified device.
+///
+/// ```
+/// use dotcompute_memory::{BufferState, CpuBackend, ManagerOptions, MemoryManager};
+///
+/// # fn main() -> dotcompute_memory::Result<()> {
+/// let mm = MemoryManager::with_backend(CpuBackend::new(), ManagerOptions::default())?;
+/// let mut buf = mm.allocate_from(&[1u32, 2, 3])?;
+/// buf.ensure_on_device()?; // unified memory: nothing is copied
+/// assert_eq!(buf.state(), BufferState::Synchronized);
+/// assert_eq!(mm.statistics().host_to_device.count, 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct CpuBackend {
     id: BackendId,

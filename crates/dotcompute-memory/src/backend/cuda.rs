@@ -123,6 +123,27 @@ impl Drop for Bound {
 }
 
 /// A CUDA device's memory and streams.
+///
+/// The driver is loaded when the backend opens, so a program built with the `cuda` feature
+/// runs anywhere and falls back where there is no GPU:
+///
+/// ```
+/// use dotcompute_memory::{CudaBackend, ManagerOptions, MemoryManager};
+///
+/// # fn main() -> dotcompute_memory::Result<()> {
+/// let mm = match CudaBackend::new(0) {
+///     Ok(backend) => MemoryManager::with_backend(backend, ManagerOptions::default())?,
+///     Err(e) => {
+///         eprintln!("{e}; using the CPU");
+///         MemoryManager::cpu()
+///     }
+/// };
+/// let mut buf = mm.allocate_from(&[7u8; 4096])?;
+/// buf.ensure_on_device()?;
+/// assert_eq!(buf.to_vec()?, vec![7u8; 4096]);
+/// # Ok(())
+/// # }
+/// ```
 pub struct CudaBackend {
     id: BackendId,
     ordinal: usize,

@@ -28,6 +28,27 @@ pub(super) struct Table {
 }
 
 /// A device reached through OpenCL. See the [module docs](super).
+///
+/// Opening fails with a clear [`Error::BackendUnavailable`](crate::Error::BackendUnavailable)
+/// where no OpenCL driver or device exists, so a program can fall back:
+///
+/// ```
+/// use dotcompute_memory::{ManagerOptions, MemoryManager, OpenClBackend};
+///
+/// # fn main() -> dotcompute_memory::Result<()> {
+/// let mm = match OpenClBackend::new() {
+///     Ok(backend) => MemoryManager::with_backend(backend, ManagerOptions::default())?,
+///     Err(e) => {
+///         eprintln!("{e}; using the CPU");
+///         MemoryManager::cpu()
+///     }
+/// };
+/// let mut buf = mm.allocate_from(&[1.0f32; 1024])?;
+/// buf.ensure_on_device()?;
+/// assert_eq!(buf.to_vec()?, vec![1.0f32; 1024]);
+/// # Ok(())
+/// # }
+/// ```
 pub struct OpenClBackend {
     pub(super) id: BackendId,
     // Field order is drop order: buffers, then queues, then the device and the context.
