@@ -41,86 +41,20 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
+mod context;
+mod event;
+mod pinned;
+
+use context::{Bound, Context};
+use event::CudaEvent;
+use pinned::CudaPinned;
+
 /// The `cudarc` crate this backend is built on, for callers' contexts, streams, events and
 /// kernel launches ([`CudaBackend::from_stream`], the views' CUDA accessors) of the same version.
 pub use cudarc;
 
 /// Streams per device.
 const STREAMS: usize = 2;
-
-/// The retained primary context of a device and the backend's streams on it, shared by the
-/// backend and everything it made that uses them; the last owner to drop tears them down,
-/// unless they are the caller's (`caller`).
-struct Context {
-    device: sys::CUdevice,
-    ctx: sys::CUcontext,
-    streams: Vec<sys::CUstream>,
-    /// For a backend made by `CudaBackend::from_stream`: the caller's stream, whose `Arc` keeps
-    /// it and its context alive as long as this `Context` lives. Then `streams` is that one
-    /// stream, `ctx` its context, and neither is destroyed or released here.
-    caller: Option<Arc<CudaStream>>,
-}
-
-// SAFETY: CUDA driver handles may be used from any thread (the driver API is thread-safe);
-// every call makes the context current on the calling thread first (`bind`).
-unsafe impl Send for Context {}
-// SAFETY: as above; the handles are never changed after construction, only passed to the driver.
-unsafe impl Sync for Context {}
-
-impl Context {
-    /// Makes this context current on the calling thread until the returned guard drops.
-    fn bind(&self) -> Result<Bound> {
-        let current = cu::ctx::get_current().map_err(|e| driver("cuCtxGetCurrent", e))?;
-        if current == Some(self.ctx) {
-            return Ok(Bound { previous: None });
-        }
-        // SAFETY: `ctx` is the primary context retained in `CudaBackend::new` and released only
-        // when this `Context` drops, or the context of the caller's stream that `caller` keeps
-        // alive; either way it is live here.
-        unsafe { cu::ctx::set_current(self.ctx) }.map_err(|e| driver("cuCtxSetCurrent", e))?;
-        Ok(Bound { previous: Some(current.unwrap_or(std::ptr::null_mut())) })
-    }
-}
-
-impl Drop for Context {
-    fn drop(&mut self) {
-        if self.caller.is_some() {
-            // The caller's stream and context: dropping `caller` (after this) only gives back
-            // our reference.
-            return;
-        }
-        if let Ok(_bound) = self.bind() {
-            for &s in &self.streams {
-                // SAFETY: our streams, destroyed only here. Waiting first means no copy or host
-                // function enqueued on a stream is left when it is destroyed.
-                unsafe {
-                    let _ = cu::stream::synchronize(s);
-                    let _ = cu::stream::destroy(s);
-                }
-            }
-        }
-        // SAFETY: balanced with the retain in `CudaBackend::new`; this was the context's last
-        // owner, so nothing uses it any more.
-        let _ = unsafe { cu::primary_ctx::release(self.device) };
-    }
-}
-
-/// Keeps a context current on the calling thread; on drop the thread's previous context (or
-/// none) is current again. Not `Send`: it restores the state of the thread that made it.
-struct Bound {
-    /// What to make current again (null: no context), or `None` when nothing was changed.
-    previous: Option<sys::CUcontext>,
-}
-
-impl Drop for Bound {
-    fn drop(&mut self) {
-        if let Some(previous) = self.previous {
-            // SAFETY: `previous` was current on this thread when the guard was made (null
-            // unbinds); only this module's driver calls on its own context ran since.
-            let _ = unsafe { cu::ctx::set_current(previous) };
-        }
-    }
-}
 
 /// A CUDA device's memory and streams.
 ///
@@ -603,107 +537,5 @@ unsafe impl Backend for CudaBackend {
     fn synchronize(&self) -> Result<()> {
         let _bound = self.context.bind()?;
         cu::ctx::synchronize().map_err(|e| driver("cuCtxSynchronize", e))
-    }
-}
-
-/// Page-locked host memory from `cuMemHostAlloc`; keeps the context it was allocated in.
-struct CudaPinned {
-    ptr: NonNull<u8>,
-    len: usize,
-    context: Arc<Context>,
-}
-
-// SAFETY: owned host memory, like a Box<[u8]>; the context is thread-safe (see `Context`).
-unsafe impl Send for CudaPinned {}
-// SAFETY: shared access only reads; mutation needs &mut self.
-unsafe impl Sync for CudaPinned {}
-
-impl super::PinnedHost for CudaPinned {
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `len` bytes at `ptr`, zeroed at allocation, live until Drop.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `bytes`, and &mut self excludes other references.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for CudaPinned {
-    fn drop(&mut self) {
-        let _bound = self.context.bind();
-        // SAFETY: the allocation made in allocate_pinned, freed once, in its own context (kept
-        // alive by `self.context`).
-        let _ = unsafe { cu::free_host(self.ptr.as_ptr().cast()) };
-    }
-}
-
-/// A recorded CUDA event, the stream it was recorded on, and the context both belong to.
-struct CudaEvent {
-    event: sys::CUevent,
-    stream: sys::CUstream,
-    context: Arc<Context>,
-}
-
-// SAFETY: CUDA events and streams may be queried, synchronised and destroyed from any thread;
-// the stream and context stay alive while `context` is held.
-unsafe impl Send for CudaEvent {}
-// SAFETY: as above; all methods take &self and the driver serialises internally.
-unsafe impl Sync for CudaEvent {}
-
-/// Host function run by the stream after the copy: wakes the boxed waker.
-unsafe extern "C" fn wake_boxed(arg: *mut c_void) {
-    // SAFETY: `arg` is the Box<Waker> leaked in `on_complete`, handed to exactly one call.
-    let waker = unsafe { Box::from_raw(arg as *mut Waker) };
-    waker.wake();
-}
-
-impl DeviceEvent for CudaEvent {
-    fn is_complete(&self) -> Result<bool> {
-        let _bound = self.context.bind()?;
-        // SAFETY: our live event.
-        match unsafe { cu::event::query(self.event) } {
-            Ok(()) => Ok(true),
-            Err(e) if e.0 == sys::CUresult::CUDA_ERROR_NOT_READY => Ok(false),
-            Err(e) => Err(driver("cuEventQuery", e)),
-        }
-    }
-
-    fn wait(&self) -> Result<()> {
-        let _bound = self.context.bind()?;
-        // SAFETY: our live event.
-        unsafe { cu::event::synchronize(self.event) }.map_err(|e| driver("cuEventSynchronize", e))
-    }
-
-    fn on_complete(&self, waker: Waker) {
-        if let Ok(true) = self.is_complete() {
-            waker.wake();
-            return;
-        }
-        // Without the context, wake now: the poller's `is_complete` then reports the error.
-        let Ok(_bound) = self.context.bind() else {
-            waker.wake();
-            return;
-        };
-        let arg = Box::into_raw(Box::new(waker)) as *mut c_void;
-        // SAFETY: the stream is alive while `self.context` is (its last owner waits for the
-        // stream before destroying it, so the host function runs); the host function runs once,
-        // after all work enqueued so far on the stream (including this event's copy), and takes
-        // ownership of `arg`.
-        if unsafe { cu::stream::launch_host_function(self.stream, wake_boxed, arg) }.is_err() {
-            // SAFETY: the launch failed, so the box was not handed over; take it back.
-            let waker = unsafe { Box::from_raw(arg as *mut Waker) };
-            waker.wake();
-        }
-    }
-}
-
-impl Drop for CudaEvent {
-    fn drop(&mut self) {
-        let _bound = self.context.bind();
-        // SAFETY: our event, destroyed once; destroying an incomplete event releases it once it
-        // completes. The context outlives this call (`self.context` drops afterwards).
-        let _ = unsafe { cu::event::destroy(self.event) };
     }
 }
