@@ -60,6 +60,6 @@ mod tests {
             assert_eq!(var, format!("DCMEM_REQUIRE_{}", name.to_ascii_uppercase()));
         }
         assert_eq!(super::variable("vulkan"), None);
-        assert!(matches!(super::required("vulkan"), Err(crate::Error::UnknownBackend { .. })));
+        assert!(matches!(super::required("vulkan"), Err(crate::error::Error::UnknownBackend { .. })));
     }
 }

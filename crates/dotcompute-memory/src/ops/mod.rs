@@ -72,7 +72,7 @@ pub(crate) fn copy_into(dst: &mut [u8], src: &[u8]) {
 
 /// [`copy_into`] for typed slices.
 #[inline]
-pub(crate) fn copy_into_typed<T: crate::Element>(dst: &mut [T], src: &[T]) {
+pub(crate) fn copy_into_typed<T: crate::element::Element>(dst: &mut [T], src: &[T]) {
     copy_into(bytemuck::cast_slice_mut(dst), bytemuck::cast_slice(src));
 }
 

@@ -298,6 +298,6 @@ mod size {
     #[test]
     fn a_buffer_is_one_pointer_and_its_box_two_cache_lines() {
         assert!(std::mem::size_of::<super::RawBuffer>() <= 128);
-        assert_eq!(std::mem::size_of::<crate::UnifiedBuffer<f64>>(), std::mem::size_of::<usize>());
+        assert_eq!(std::mem::size_of::<crate::buffer::UnifiedBuffer<f64>>(), std::mem::size_of::<usize>());
     }
 }
