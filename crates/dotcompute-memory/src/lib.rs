@@ -54,15 +54,19 @@
 //!
 //! - [`MemoryManager`]: allocation, pools, statistics, maintenance.
 //! - [`UnifiedBuffer`], [`BufferSlice`], [`BufferSliceMut`], [`BufferState`]: buffers and the
-//!   coherence model (see `buffer::state`).
-//! - [`DeviceView`], [`DeviceViewMut`], [`Access`]: kernels on a buffer's device memory (see
-//!   `buffer::view`).
+//!   coherence model (its table is on [`BufferState`]).
+//! - [`DeviceView`], [`DeviceViewMut`], [`Access`]: kernels on a buffer's device memory.
 //! - [`Backend`]: what a device provides; [`CpuBackend`], [`SimBackend`], and with the
 //!   `opencl` / `cuda` features `OpenClBackend` and `CudaBackend`.
 //! - [`ObjectPool`] ([`Pooled`] guards) and [`ArrayPool`] ([`Rented`] guards, raw [`ArrayHandle`]s):
 //!   pools of reusable objects and arrays (see `pool::object`, `pool::array`).
 //! - [`Error`]: every failure, with the values that caused it.
 //! - [`prelude`]: the names most programs need, for one glob import.
+//!
+//! Every type is named from the root. The public modules hold what is specific to one part
+//! and not re-exported there: [`backend`] (each backend's own options and accessors, backend
+//! selection), [`host`] (host-memory builders and handles), [`pool`] (the pools' limits),
+//! [`ops`] (host-side copies and conversions) and [`units`].
 
 /// The repository README's examples, compiled and run as doctests.
 #[cfg(doctest)]
@@ -75,20 +79,20 @@ pub struct ReadmeDoctests;
 pub struct CrateReadmeDoctests;
 
 pub mod backend;
-pub mod buffer;
-pub mod diagnostics;
-pub mod element;
+mod buffer;
+mod diagnostics;
+mod element;
 mod environment;
-pub mod error;
+mod error;
 pub mod host;
-pub mod manager;
+mod manager;
 pub mod ops;
 pub mod pool;
 pub mod prelude;
 mod setters;
-pub mod stats;
+mod stats;
 mod thread_exit;
-pub mod transfer;
+mod transfer;
 pub mod units;
 
 pub use backend::cpu::CpuBackend;

@@ -55,7 +55,9 @@ impl DeviceRegion {
     fn at(&self, offset: usize, len: usize) -> Result<usize> {
         match offset.checked_add(len) {
             Some(end) if end <= self.size => Ok(self.offset + offset),
-            _ => Err(crate::error::Error::OutOfRange { start: offset, end: offset.saturating_add(len), len: self.size }),
+            _ => {
+                Err(crate::error::Error::OutOfRange { start: offset, end: offset.saturating_add(len), len: self.size })
+            }
         }
     }
 

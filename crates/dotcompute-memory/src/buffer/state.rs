@@ -20,6 +20,21 @@
 //! would be lost, so the call fails and nothing changes.
 
 /// Where a buffer's current data lives.
+///
+/// A buffer has a host part and a device part; either may be absent. Each part has a
+/// modification epoch: writing a part sets its epoch one past the larger of the two, and
+/// synchronising copies the newer part over the older and makes the epochs equal. The state
+/// is derived from the epochs and from which parts exist:
+///
+/// | parts        | epochs              | state          |
+/// |--------------|---------------------|----------------|
+/// | host only    | –                   | `HostOnly`     |
+/// | device only  | –                   | `DeviceOnly`   |
+/// | both         | host == device      | `Synchronized` |
+/// | both         | host >  device      | `HostDirty`    |
+/// | both         | device > host       | `DeviceDirty`  |
+///
+/// Each method that changes the state says on its own documentation which state it leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum BufferState {
     /// Only the host part exists.

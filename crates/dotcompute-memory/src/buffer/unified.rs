@@ -17,8 +17,7 @@ use std::sync::Arc;
 pub use super::raw::BufferMetrics;
 
 /// A buffer of `len` elements of `T` whose data lives on the host, on the device, or both, with
-/// its coherence state tracked (see [`BufferState`] and the table in
-/// [`buffer::state`](crate::buffer::state)).
+/// its coherence state tracked (see [`BufferState`], whose documentation has the table).
 ///
 /// Made by [`MemoryManager::allocate`](crate::MemoryManager::allocate) and its siblings;
 /// dropping it returns its memory to the manager's pool (after any in-flight transfer has

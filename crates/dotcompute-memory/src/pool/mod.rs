@@ -15,6 +15,6 @@ pub(crate) mod device;
 pub mod object;
 pub(crate) mod options;
 pub(crate) mod size_class;
-pub mod snapshot;
+pub(crate) mod snapshot;
 pub(crate) mod staging;
 pub(crate) mod tuning;

@@ -21,9 +21,9 @@
 //! inline.
 
 mod batch;
-pub mod engine;
+pub(crate) mod engine;
 mod pipeline;
-pub mod schedule;
+pub(crate) mod schedule;
 
 pub use engine::{TransferBatch, TransferEngine, TransferError, TransferOptions, TransferOutcome, TransferReport};
 pub use schedule::{Priority, RetryPolicy, StagingPolicy};

@@ -1,7 +1,7 @@
 //! A failed transfer's report line carries the error itself: its kind can be matched, its
 //! message read, and the report still serialises it as the message.
 
-use dotcompute_memory::transfer::TransferError;
+use dotcompute_memory::TransferError;
 use dotcompute_memory::*;
 
 /// A report whose only transfer failed permanently: op 1 allocates the device segment, op 2
