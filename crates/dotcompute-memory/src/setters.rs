@@ -1,5 +1,7 @@
-//! `with_*` setters for the option structs. The options are `#[non_exhaustive]`, so fields can
-//! be added without breaking callers, who build them as `Options::default().with_x(..)`.
+//! `with_*` setters for the option structs, so callers can write
+//! `Options::default().with_x(..)` as well as `Options { x, ..Default::default() }`. The
+//! structs are not `#[non_exhaustive]`: that would forbid the struct-update form outside the
+//! crate, which the documented API uses.
 
 /// Defines, for each `setter => field: Type`, a method `setter(self, value: Type) -> Self` that
 /// returns the options with `field` set to `value`.

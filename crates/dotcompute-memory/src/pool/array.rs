@@ -89,7 +89,6 @@ pub fn class_len(index: usize) -> Option<usize> {
 /// Options of an [`ArrayPool`]. Build with struct update syntax:
 /// `ArrayPoolOptions::default().with_clear_on_return(true)`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
 pub struct ArrayPoolOptions {
     /// Longest array (in elements) the pool rents; longer requests fail with
     /// [`Error::ArrayTooLarge`]. Default 16 Mi elements.

@@ -7,7 +7,6 @@ use std::time::Duration;
 /// How a [`MemoryManager`](crate::MemoryManager) pools memory, keeps statistics and runs
 /// maintenance.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct ManagerOptions {
     /// Cache freed blocks for reuse (default true). Off: every buffer allocates fresh memory.
     pub enable_pooling: bool,

@@ -23,7 +23,6 @@ const MAX_BACKOFF_SECS: u64 = 3600;
 
 /// Retry with exponential backoff for transient errors (`Error::is_transient`).
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts per chunk in total, including the first (default 4; 1 = no retries).
     pub max_attempts: u32,

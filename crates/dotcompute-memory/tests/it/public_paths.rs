@@ -3,7 +3,7 @@
 
 use dotcompute_memory::backend;
 use dotcompute_memory::host;
-use dotcompute_memory::Error;
+use dotcompute_memory::{Error, FaultPlan, ManagerOptions, SimOptions, TransferOptions};
 
 /// Compiling this is most of the test: every path below is one that existed before the split.
 #[test]
@@ -79,4 +79,22 @@ fn a_compiled_out_backend_says_what_to_put_in_cargo_toml() {
             Ok(_) => panic!("{name} opened in a build without it"),
         }
     }
+}
+
+/// Option structs are built both ways: struct update from `Default`, and the setters.
+#[test]
+fn option_structs_build_by_struct_update_and_by_setters() {
+    let by_update = TransferOptions { max_concurrency: 4, use_pinned: true, ..Default::default() };
+    let by_setters = TransferOptions::default().with_max_concurrency(4).with_use_pinned(true);
+    assert_eq!(by_update, by_setters);
+    let sim = SimOptions {
+        capacity: 1 << 20,
+        faults: FaultPlan { fail_nth: Some(3), ..Default::default() },
+        ..Default::default()
+    };
+    let sim_by_setters =
+        SimOptions::default().with_capacity(1 << 20).with_faults(FaultPlan::default().with_fail_nth(Some(3)));
+    assert_eq!(sim, sim_by_setters);
+    let manager = ManagerOptions { device_memory_limit: Some(1 << 20), ..Default::default() };
+    assert_eq!(manager, ManagerOptions::default().with_device_memory_limit(Some(1 << 20)));
 }

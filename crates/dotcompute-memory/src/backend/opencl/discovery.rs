@@ -23,7 +23,6 @@ pub const ENV_DEVICE: &str = "DCMEM_OPENCL_DEVICE";
 
 /// How to open an [`OpenClBackend`](super::OpenClBackend).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct OpenClOptions {
     /// Platform selector: an index or a case-insensitive name substring (`None`: any).
     pub platform: Option<String>,

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 /// Which operations fail, and how.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct FaultPlan {
     /// Fail exactly the Nth counted operation (1-based). Operations counted: allocate, write,
     /// read, copy, fill (sync or async).
@@ -37,7 +36,6 @@ impl Default for FaultPlan {
 
 /// Configuration of a [`SimBackend`](super::SimBackend).
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct SimOptions {
     /// Device memory in bytes (default 1 GiB).
     pub capacity: usize,

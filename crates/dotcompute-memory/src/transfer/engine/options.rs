@@ -6,7 +6,6 @@ use crate::transfer::schedule::{Priority, RetryPolicy, StagingPolicy};
 
 /// How a batch is executed. The defaults are good without tuning.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct TransferOptions {
     /// Transfers in flight at once, spread over the backend's queues (default 4).
     pub max_concurrency: usize,
