@@ -4,7 +4,7 @@
 The library is built in layers, each using only the ones below it (docs/ARCHITECTURE.md):
 
     0 foundations   units, element, error, environment, thread_exit, setters
-    1 host-side     ops, stats, diagnostics
+    1 host-side     ops, stats, diagnostics, buffer_trait
     2 host          host memory
     3 backend       the Backend trait and its implementations
     4 pool          size classes, caches, arena, device pool, the pool context the buffers
@@ -24,7 +24,7 @@ import sys
 
 LAYERS = {
     "units": 0, "element": 0, "error": 0, "environment": 0, "thread_exit": 0, "setters": 0,
-    "ops": 1, "stats": 1, "diagnostics": 1,
+    "ops": 1, "stats": 1, "diagnostics": 1, "buffer_trait": 1,
     "host": 2,
     "backend": 3,
     "pool": 4,

@@ -55,6 +55,8 @@
 //! - [`MemoryManager`]: allocation, pools, statistics, maintenance.
 //! - [`UnifiedBuffer`], [`BufferSlice`], [`BufferSliceMut`], [`BufferState`]: buffers and the
 //!   coherence model (its table is on [`BufferState`]).
+//! - [`MemoryBuffer`]: the trait of every buffer kind (unified, views, host, pinned, shared and
+//!   your own), for code generic over them.
 //! - [`DeviceView`], [`DeviceViewMut`], [`Access`]: kernels on a buffer's device memory.
 //! - [`Backend`]: what a device provides; [`CpuBackend`], [`SimBackend`], and with the
 //!   `opencl` / `cuda` features `OpenClBackend` and `CudaBackend`.
@@ -80,6 +82,7 @@ pub struct CrateReadmeDoctests;
 
 pub mod backend;
 mod buffer;
+mod buffer_trait;
 mod diagnostics;
 mod element;
 mod environment;
@@ -112,6 +115,7 @@ pub use buffer::{
     Access, AsBufferView, BufferMetrics, BufferSlice, BufferSliceMut, BufferState, DeviceView, DeviceViewMut,
     TransferFuture, UnifiedBuffer,
 };
+pub use buffer_trait::MemoryBuffer;
 pub use diagnostics::{Diagnostics, LiveBuffer};
 pub use element::{Element, TypeTag};
 pub use error::{Direction, Error, Result};

@@ -7,6 +7,7 @@
 //! - [`unified`]: `UnifiedBuffer<T>`, the typed API.
 //! - [`slice`](mod@slice): views that share the buffer's memory.
 //! - [`future`]: runtime-agnostic futures for the async forms.
+//! - `trait_impls`: [`MemoryBuffer`](crate::MemoryBuffer) for `UnifiedBuffer` and `BufferSliceMut`.
 
 pub(crate) mod boxed;
 pub mod future;
@@ -14,6 +15,7 @@ pub(crate) mod magazine;
 pub(crate) mod raw;
 pub mod slice;
 pub mod state;
+mod trait_impls;
 pub mod unified;
 pub mod view;
 

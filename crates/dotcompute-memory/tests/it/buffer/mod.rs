@@ -1,9 +1,11 @@
 //! `UnifiedBuffer`: the coherence table, device views, the model-based test, failures injected at
-//! every backend call, and buffers shared by many threads.
+//! every backend call, buffers shared by many threads, and the `MemoryBuffer` trait on every
+//! implementation.
 
 mod coherence;
 mod device_views;
 mod fault_sweep;
 mod model;
 mod threads;
+mod trait_impls;
 mod write_states;
