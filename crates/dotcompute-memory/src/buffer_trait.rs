@@ -1,7 +1,7 @@
 //! `MemoryBuffer<T>`: the operations every kind of buffer offers, for code generic over them.
 
 use crate::element::Element;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A typed array of `len()` elements that can be read and written from the host: the one
 /// interface of [`UnifiedBuffer`](crate::UnifiedBuffer), [`BufferSliceMut`](crate::BufferSliceMut),
@@ -80,23 +80,59 @@ pub trait MemoryBuffer<T: Element> {
     }
 }
 
-/// `MemoryBuffer::copy_from` for a buffer whose elements are the host slice `dst`.
-pub(crate) fn slice_copy_from<T: Element>(dst: &mut [T], src: &[T]) -> Result<()> {
-    check_len("copy_from", dst.len(), src.len())?;
-    dst.copy_from_slice(src);
-    Ok(())
-}
+/// [`MemoryBuffer`] for a host buffer that dereferences to `[T]`, and inherent `to_vec` and
+/// `fill` with the slice's signatures, so that calls on the type keep the slice's meaning where
+/// the trait is in scope (the trait's versions return a `Result`).
+macro_rules! slice_backed_buffer {
+    ($ty:ident) => {
+        impl<T: $crate::element::Element> $ty<T> {
+            /// The elements as a new `Vec`, as the slice's own `to_vec` (kept where
+            /// [`MemoryBuffer`](crate::MemoryBuffer) is in scope, whose `to_vec` returns a `Result`).
+            pub fn to_vec(&self) -> Vec<T> {
+                <[T]>::to_vec(self)
+            }
 
-/// `MemoryBuffer::copy_to` for a buffer whose elements are the host slice `src`.
-pub(crate) fn slice_copy_to<T: Element>(src: &[T], out: &mut [T]) -> Result<()> {
-    check_len("copy_to", src.len(), out.len())?;
-    out.copy_from_slice(src);
-    Ok(())
-}
+            /// Sets every element to `value`, as the slice's own `fill` (kept where
+            /// [`MemoryBuffer`](crate::MemoryBuffer) is in scope, whose `fill` returns a `Result`).
+            pub fn fill(&mut self, value: T) {
+                <[T]>::fill(self, value)
+            }
+        }
 
-fn check_len(operation: &'static str, expected: usize, actual: usize) -> Result<()> {
-    if expected != actual {
-        return Err(Error::LengthMismatch { operation, expected, actual });
-    }
-    Ok(())
+        impl<T: $crate::element::Element> $crate::buffer_trait::MemoryBuffer<T> for $ty<T> {
+            fn len(&self) -> usize {
+                <[T]>::len(self)
+            }
+
+            fn copy_from(&mut self, src: &[T]) -> $crate::error::Result<()> {
+                $crate::error::check_len("copy_from", <[T]>::len(self), src.len())?;
+                <[T]>::copy_from_slice(self, src);
+                Ok(())
+            }
+
+            fn copy_to(&self, out: &mut [T]) -> $crate::error::Result<()> {
+                $crate::error::check_len("copy_to", <[T]>::len(self), out.len())?;
+                out.copy_from_slice(self);
+                Ok(())
+            }
+
+            fn as_slice(&self) -> $crate::error::Result<&[T]> {
+                Ok(self)
+            }
+
+            fn as_mut_slice(&mut self) -> $crate::error::Result<&mut [T]> {
+                Ok(self)
+            }
+
+            fn to_vec(&self) -> $crate::error::Result<Vec<T>> {
+                Ok(<[T]>::to_vec(self))
+            }
+
+            fn fill(&mut self, value: T) -> $crate::error::Result<()> {
+                <[T]>::fill(self, value);
+                Ok(())
+            }
+        }
+    };
 }
+pub(crate) use slice_backed_buffer;

@@ -468,6 +468,14 @@ pub(crate) fn byte_len<T>(len: usize) -> Result<usize> {
     })
 }
 
+/// `Error::LengthMismatch` unless the two sides of a copy have the same length.
+pub(crate) fn check_len(operation: &'static str, expected: usize, actual: usize) -> Result<()> {
+    if expected != actual {
+        return Err(Error::LengthMismatch { operation, expected, actual });
+    }
+    Ok(())
+}
+
 /// Validates `range` against `len` and returns `(start, end)`.
 pub(crate) fn check_range(range: impl std::ops::RangeBounds<usize>, len: usize) -> Result<(usize, usize)> {
     use std::ops::Bound;

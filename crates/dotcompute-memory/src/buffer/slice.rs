@@ -4,10 +4,10 @@
 //! coherence (a read may pull the whole buffer from the device; a partial write pulls first, so
 //! the rest of the buffer stays correct). Bounds given to a view are the view's own.
 
-use super::unified::{check_len, UnifiedBuffer};
+use super::unified::UnifiedBuffer;
 use super::view::{Access, DeviceView, DeviceViewMut};
 use crate::element::Element;
-use crate::error::{check_range, Result};
+use crate::error::{check_len, check_range, Result};
 use std::ops::RangeBounds;
 
 /// Anything that can be read as a range of a buffer: a buffer or one of its views.

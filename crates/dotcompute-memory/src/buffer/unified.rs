@@ -7,7 +7,7 @@ use super::slice::{AsBufferView, BufferSlice, BufferSliceMut};
 use super::state::BufferState;
 use super::view::{Access, DeviceView, DeviceViewMut};
 use crate::element::Element;
-use crate::error::{check_range, Error, Result};
+use crate::error::{check_len, check_range, Error, Result};
 use crate::pool::context::ManagerShared;
 use std::marker::PhantomData;
 use std::ops::RangeBounds;
@@ -578,11 +578,4 @@ impl<T: Element> AsBufferView<T> for UnifiedBuffer<T> {
     fn view(&self) -> BufferSlice<'_, T> {
         BufferSlice::new(self, 0, self.len())
     }
-}
-
-pub(crate) fn check_len(operation: &'static str, expected: usize, actual: usize) -> Result<()> {
-    if expected != actual {
-        return Err(Error::LengthMismatch { operation, expected, actual });
-    }
-    Ok(())
 }

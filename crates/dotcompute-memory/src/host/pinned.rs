@@ -12,7 +12,6 @@
 //! which takes milliseconds per tens of MiB, so the pool keeps released buffers for reuse.
 
 use super::aligned::{HostAlloc, HostBuffer};
-use crate::buffer_trait::{slice_copy_from, slice_copy_to, MemoryBuffer};
 use crate::element::Element;
 use crate::error::{byte_len, Error, Result};
 use std::ops::{Deref, DerefMut};
@@ -65,18 +64,6 @@ impl<T: Element> PinnedBuffer<T> {
         let locked_len = super::os::round_up(bytes, super::os::page_size()).expect("fits: the mapping exists");
         sys::lock(buf.as_ptr().cast::<u8>().cast_mut(), locked_len, bytes)?;
         Ok(PinnedBuffer { buf, locked_len })
-    }
-
-    /// The elements as a new `Vec`, as the slice's own `to_vec` (this method keeps that
-    /// meaning where [`MemoryBuffer`] is in scope; `MemoryBuffer::to_vec` returns a `Result`).
-    pub fn to_vec(&self) -> Vec<T> {
-        self.buf.as_slice().to_vec()
-    }
-
-    /// Sets every element to `value`, as the slice's own `fill` (this method keeps that
-    /// meaning where [`MemoryBuffer`] is in scope; `MemoryBuffer::fill` returns a `Result`).
-    pub fn fill(&mut self, value: T) {
-        self.buf.as_mut_slice().fill(value)
     }
 }
 
@@ -297,27 +284,7 @@ impl Drop for PooledPinned {
     }
 }
 
-impl<T: Element> MemoryBuffer<T> for PinnedBuffer<T> {
-    fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    fn copy_from(&mut self, src: &[T]) -> Result<()> {
-        slice_copy_from(self.buf.as_mut_slice(), src)
-    }
-
-    fn copy_to(&self, out: &mut [T]) -> Result<()> {
-        slice_copy_to(self.buf.as_slice(), out)
-    }
-
-    fn as_slice(&self) -> Result<&[T]> {
-        Ok(self.buf.as_slice())
-    }
-
-    fn as_mut_slice(&mut self) -> Result<&mut [T]> {
-        Ok(self.buf.as_mut_slice())
-    }
-}
+crate::buffer_trait::slice_backed_buffer!(PinnedBuffer);
 
 #[cfg(test)]
 mod tests {

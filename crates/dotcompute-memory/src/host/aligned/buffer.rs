@@ -1,9 +1,7 @@
 //! `HostBuffer<T>`: host memory holding initialised `T`s, with the pages it got (`PageInfo`,
 //! `PageKind`), its alignment and NUMA node; freed on drop as its `Storage` says.
 
-use crate::buffer_trait::{slice_copy_from, slice_copy_to, MemoryBuffer};
 use crate::element::Element;
-use crate::error::Result;
 #[cfg(all(unix, not(miri)))]
 use crate::host::mmap;
 #[cfg(all(target_os = "linux", not(miri)))]
@@ -176,18 +174,6 @@ impl<T: Element> HostBuffer<T> {
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
         bytemuck::cast_slice_mut(self.as_mut_slice())
     }
-
-    /// The elements as a new `Vec`, as the slice's own `to_vec` (this method keeps that
-    /// meaning where [`MemoryBuffer`] is in scope; `MemoryBuffer::to_vec` returns a `Result`).
-    pub fn to_vec(&self) -> Vec<T> {
-        self.as_slice().to_vec()
-    }
-
-    /// Sets every element to `value`, as the slice's own `fill` (this method keeps that
-    /// meaning where [`MemoryBuffer`] is in scope; `MemoryBuffer::fill` returns a `Result`).
-    pub fn fill(&mut self, value: T) {
-        self.as_mut_slice().fill(value)
-    }
 }
 
 impl<T> Deref for HostBuffer<T> {
@@ -257,24 +243,4 @@ impl<T> Drop for HostBuffer<T> {
     }
 }
 
-impl<T: Element> MemoryBuffer<T> for HostBuffer<T> {
-    fn len(&self) -> usize {
-        HostBuffer::len(self)
-    }
-
-    fn copy_from(&mut self, src: &[T]) -> Result<()> {
-        slice_copy_from(HostBuffer::as_mut_slice(self), src)
-    }
-
-    fn copy_to(&self, out: &mut [T]) -> Result<()> {
-        slice_copy_to(HostBuffer::as_slice(self), out)
-    }
-
-    fn as_slice(&self) -> Result<&[T]> {
-        Ok(HostBuffer::as_slice(self))
-    }
-
-    fn as_mut_slice(&mut self) -> Result<&mut [T]> {
-        Ok(HostBuffer::as_mut_slice(self))
-    }
-}
+crate::buffer_trait::slice_backed_buffer!(HostBuffer);

@@ -4,7 +4,6 @@
 use super::header::SharedHeader;
 use super::name::validate_name;
 use super::posix::{self, Mapping};
-use crate::buffer_trait::{slice_copy_from, slice_copy_to, MemoryBuffer};
 use crate::element::Element;
 #[cfg(doc)]
 use crate::error::Error;
@@ -66,18 +65,6 @@ impl<T: Element> SharedBuffer<T> {
     pub fn open(name: &str) -> Result<Self> {
         validate_name(name)?;
         posix::open::<T>(name).map(|m| Self::from_mapping(name, m, false))
-    }
-
-    /// The elements as a new `Vec`, as the slice's own `to_vec` (this method keeps that
-    /// meaning where [`MemoryBuffer`] is in scope; `MemoryBuffer::to_vec` returns a `Result`).
-    pub fn to_vec(&self) -> Vec<T> {
-        (**self).to_vec()
-    }
-
-    /// Sets every element to `value`, as the slice's own `fill` (this method keeps that
-    /// meaning where [`MemoryBuffer`] is in scope; `MemoryBuffer::fill` returns a `Result`).
-    pub fn fill(&mut self, value: T) {
-        (**self).fill(value)
     }
 }
 
@@ -216,27 +203,7 @@ impl<T> Drop for SharedBuffer<T> {
     }
 }
 
-impl<T: Element> MemoryBuffer<T> for SharedBuffer<T> {
-    fn len(&self) -> usize {
-        SharedBuffer::len(self)
-    }
-
-    fn copy_from(&mut self, src: &[T]) -> Result<()> {
-        slice_copy_from(self, src)
-    }
-
-    fn copy_to(&self, out: &mut [T]) -> Result<()> {
-        slice_copy_to(self, out)
-    }
-
-    fn as_slice(&self) -> Result<&[T]> {
-        Ok(&**self)
-    }
-
-    fn as_mut_slice(&mut self) -> Result<&mut [T]> {
-        Ok(&mut **self)
-    }
-}
+crate::buffer_trait::slice_backed_buffer!(SharedBuffer);
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 use crate::buffer::raw::RawBuffer;
 use crate::buffer::UnifiedBuffer;
 use crate::element::Element;
-use crate::error::{Direction, Error, Result};
+use crate::error::{check_len, Direction, Error, Result};
 use crate::transfer::schedule::Priority;
 use std::fmt;
 use std::sync::Arc;
@@ -96,7 +96,7 @@ impl<'a> TransferBatch<'a> {
     /// Host-to-device: `src` becomes `dst`'s device contents (`dst` ends `DeviceDirty`, or
     /// `DeviceOnly` if it has no host part... until read back).
     pub fn upload<T: Element>(&mut self, src: &'a [T], dst: &'a mut UnifiedBuffer<T>) -> Result<&mut Self> {
-        check("upload", dst.len(), src.len())?;
+        check_len("upload", dst.len(), src.len())?;
         self.items.push((Spec::Upload(bytemuck::cast_slice(src), &mut dst.raw), None));
         Ok(self)
     }
@@ -112,21 +112,21 @@ impl<'a> TransferBatch<'a> {
         dst: &'a mut UnifiedBuffer<T>,
     ) -> Result<&mut Self> {
         let src: &'a [T] = src;
-        check("upload_pinned", dst.len(), src.len())?;
+        check_len("upload_pinned", dst.len(), src.len())?;
         self.items.push((Spec::UploadPinned(bytemuck::cast_slice(src), &mut dst.raw), None));
         Ok(self)
     }
 
     /// Device-to-host: `src`'s current contents into `dst` (`src` is not changed).
     pub fn download<T: Element>(&mut self, src: &'a UnifiedBuffer<T>, dst: &'a mut [T]) -> Result<&mut Self> {
-        check("download", src.len(), dst.len())?;
+        check_len("download", src.len(), dst.len())?;
         self.items.push((Spec::Download(&src.raw, bytemuck::cast_slice_mut(dst)), None));
         Ok(self)
     }
 
     /// Device-to-device: `src`'s contents into `dst` (same manager, same length).
     pub fn copy<T: Element>(&mut self, src: &'a UnifiedBuffer<T>, dst: &'a mut UnifiedBuffer<T>) -> Result<&mut Self> {
-        check("copy", dst.len(), src.len())?;
+        check_len("copy", dst.len(), src.len())?;
         let (left, right) = (dst.manager_id(), src.manager_id());
         if left != right {
             return Err(Error::ManagerMismatch { operation: "TransferBatch::copy", left, right });
@@ -142,14 +142,6 @@ impl<'a> TransferBatch<'a> {
         }
         self
     }
-}
-
-/// A length mismatch between the two sides of a transfer as the error.
-fn check(operation: &'static str, expected: usize, actual: usize) -> Result<()> {
-    if expected != actual {
-        return Err(Error::LengthMismatch { operation, expected, actual });
-    }
-    Ok(())
 }
 
 /// One transfer's result in a [`TransferReport`].
