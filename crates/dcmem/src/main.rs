@@ -82,18 +82,9 @@ pub struct BenchArgs {
 /// backend, which every build has.
 pub const DEFAULT_BACKEND: &str = "cpu";
 
-/// The backends compiled into this binary, the default first.
-pub const COMPILED_BACKENDS: &[&str] = &[
-    DEFAULT_BACKEND,
-    "sim",
-    #[cfg(feature = "opencl")]
-    "opencl",
-    #[cfg(feature = "cuda")]
-    "cuda",
-];
-
-/// Backends that a build with a cargo feature of the same name adds.
-const FEATURE_BACKENDS: &[&str] = &["opencl", "cuda"];
+/// The backends compiled into this binary (dcmem's features enable the library's of the same
+/// name), the default first.
+pub use dotcompute_memory::backend::{COMPILED_BACKENDS, FEATURE_BACKENDS};
 
 /// `--backend NAME`, the same for every command that runs on a backend.
 #[derive(Debug, Args)]

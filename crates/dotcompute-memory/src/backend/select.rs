@@ -11,6 +11,20 @@ use crate::error::{Error, Result};
 /// The names `MemoryManager::from_env` accepts, in the order `dcmem info` lists them.
 pub const BACKEND_NAMES: &[&str] = &["cpu", "sim", "opencl", "cuda", "metal"];
 
+/// The backends compiled into this build (`cpu` first): every name of [`BACKEND_NAMES`] whose
+/// cargo feature, if it has one, is enabled.
+pub const COMPILED_BACKENDS: &[&str] = &[
+    "cpu",
+    "sim",
+    #[cfg(feature = "opencl")]
+    "opencl",
+    #[cfg(feature = "cuda")]
+    "cuda",
+];
+
+/// The backends that a cargo feature of the same name adds to a build.
+pub const FEATURE_BACKENDS: &[&str] = &["opencl", "cuda"];
+
 /// Why a backend that is not compiled in cannot be used, and what a library user puts in
 /// Cargo.toml to get it.
 #[cfg_attr(all(feature = "opencl", feature = "cuda"), allow(dead_code))]
