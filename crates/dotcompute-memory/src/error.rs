@@ -187,6 +187,18 @@ pub enum Error {
         right: u64,
     },
 
+    /// A device stopped answering (reset, removed, or its driver failed): its memory and every
+    /// buffer on it are gone.
+    #[error("{backend} device {device} was lost during {operation}: its memory and the buffers on it are gone; drop its manager and open a new one on a working device")]
+    DeviceLost {
+        /// Backend name.
+        backend: &'static str,
+        /// The device's label ([`Backend::device_label`](crate::backend::Backend::device_label)).
+        device: String,
+        /// The call that failed.
+        operation: &'static str,
+    },
+
     /// A reinterpreting cast whose sizes or alignment do not fit.
     #[error("cannot cast {len} elements of {from} ({from_size} bytes each) to {to} ({to_size} bytes each): {reason}")]
     CastMismatch {

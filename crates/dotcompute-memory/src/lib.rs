@@ -132,6 +132,6 @@ pub use pool::object::{
 pub use pool::snapshot::{BlockSnapshot, MemorySnapshot, SegmentSnapshot};
 pub use stats::{MemoryStatistics, TransferStatistics};
 pub use transfer::{
-    Priority, RetryPolicy, StagingPolicy, TransferBatch, TransferEngine, TransferError, TransferOptions,
-    TransferOutcome, TransferReport,
+    PeerBandwidth, PeerCopy, Priority, RetryPolicy, StagingPolicy, TransferBatch, TransferEngine, TransferError,
+    TransferOptions, TransferOutcome, TransferReport,
 };

@@ -83,6 +83,12 @@ pub unsafe trait Backend: Send + Sync + 'static {
         self.name().to_string()
     }
 
+    /// A short name for this device among others (`sim:1`, `cuda:0`), for reports of copies
+    /// between devices. The default is the backend's name and instance id (`cpu#3`).
+    fn device_label(&self) -> String {
+        format!("{}#{}", self.name(), self.id().get())
+    }
+
     /// True when host and device share one memory, so the host can read and write device
     /// allocations directly ([`Backend::host_ptr`]) and no transfer ever copies.
     fn is_unified(&self) -> bool;
@@ -136,6 +142,33 @@ pub unsafe trait Backend: Send + Sync + 'static {
     /// backend offers nothing beyond the trait.
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         None
+    }
+
+    /// True when this backend can copy directly from allocations of `src`, another device:
+    /// CUDA devices with peer access, simulated devices of one group. Where it cannot (the
+    /// default), a copy between the two is staged through host memory.
+    fn can_copy_from_peer(&self, src: &dyn Backend) -> bool {
+        let _ = src;
+        false
+    }
+
+    /// Copies `len` bytes from `src` (an allocation of `src_backend`, a peer for which
+    /// [`Backend::can_copy_from_peer`] is true) at `src_offset` into `dst` at `dst_offset`,
+    /// returning when done. Both ranges are checked against their allocations.
+    fn copy_from_peer(
+        &self,
+        src_backend: &dyn Backend,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        let _ = (src_backend, src, src_offset, dst, dst_offset, len);
+        Err(Error::Unsupported {
+            operation: "Backend::copy_from_peer",
+            reason: "this backend cannot reach another device's memory; copy through host memory",
+        })
     }
 
     /// Page-locked host memory of `size` bytes for staging transfers, or

@@ -93,6 +93,21 @@ impl DeviceRegion {
         backend.copy(src.memory(), src.at(src_offset, len)?, self.memory(), self.at(offset, len)?, len)
     }
 
+    /// Copies `len` bytes from `src`, a region of `src_backend` (a peer device `backend` can
+    /// reach), into this region of `backend`.
+    pub(crate) fn copy_from_peer(
+        &self,
+        backend: &dyn Backend,
+        offset: usize,
+        src_backend: &dyn Backend,
+        src: &DeviceRegion,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        let (from, to) = (src.at(src_offset, len)?, self.at(offset, len)?);
+        backend.copy_from_peer(src_backend, src.memory(), from, self.memory(), to, len)
+    }
+
     pub(crate) fn copy_from_async(
         &self,
         backend: &dyn Backend,

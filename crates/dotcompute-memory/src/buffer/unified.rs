@@ -320,11 +320,40 @@ impl<T: Element> UnifiedBuffer<T> {
         self.release_device_part()
     }
 
-    /// Device-to-device copy of all of `src` (a buffer or a view of equal length, from the same
-    /// manager) into this buffer (H2D from `src`'s host part when that is its current one).
+    /// Device-to-device copy of all of `src` (a buffer or a view of equal length) into this
+    /// buffer (H2D from `src`'s host part when that is its current one).
+    ///
+    /// `src` may belong to another manager, on another device: the copy is then a peer copy,
+    /// direct where this device can reach the other ([`Backend::can_copy_from_peer`]: CUDA peer
+    /// access, simulated devices of one group), else staged through host memory in pipelined
+    /// chunks. Either way it counts as a device-to-device transfer of this buffer's manager.
+    /// Between two unified (cpu) managers it is a plain copy.
     ///
     /// After this call the state is `DeviceDirty`, or `DeviceOnly` when the buffer has no host
-    /// part.
+    /// part. On error (lengths differ, a device fault or a lost device) this buffer's contents
+    /// and state are as they were.
+    ///
+    /// ```
+    /// use dotcompute_memory::*;
+    /// use std::sync::Arc;
+    ///
+    /// # fn main() -> Result<()> {
+    /// let mut devices = SimBackend::group(2, SimOptions::default());
+    /// let (b, a) = (devices.pop().unwrap(), devices.pop().unwrap());
+    /// let options = ManagerOptions::default().with_maintenance_interval(None);
+    /// let (mm0, mm1) = (MemoryManager::with_backend(a, options.clone())?, MemoryManager::with_backend(b, options)?);
+    ///
+    /// let mut src = mm0.allocate_from(&[1u32, 2, 3, 4])?;
+    /// src.ensure_on_device()?;                          // current on device 0
+    /// let mut dst = mm1.allocate::<u32>(4)?;
+    /// dst.copy_from_buffer(&src)?;                      // device 0 -> device 1, direct
+    /// assert_eq!(dst.to_vec()?, [1, 2, 3, 4]);
+    /// assert_eq!(mm1.statistics().device_to_device.count, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// [`Backend::can_copy_from_peer`]: crate::backend::Backend::can_copy_from_peer
     pub fn copy_from_buffer<S: AsBufferView<T> + ?Sized>(&mut self, src: &S) -> Result<()> {
         let view = src.view();
         self.copy_range_from(0, self.len(), &view)
@@ -560,10 +589,6 @@ impl<T: Element> UnifiedBuffer<T> {
 
     pub(crate) fn copy_range_from(&mut self, start: usize, len: usize, src: &BufferSlice<'_, T>) -> Result<()> {
         check_len("copy_from_buffer", len, src.len())?;
-        let (left, right) = (self.manager_id(), src.buffer().manager_id());
-        if left != right {
-            return Err(Error::ManagerMismatch { operation: "copy_from_buffer", left, right });
-        }
         if len == 0 && !self.is_empty() {
             // An empty range of a non-empty buffer: nothing to copy, no state change. (A whole
             // empty buffer still takes the device write's state change, like any other size.)

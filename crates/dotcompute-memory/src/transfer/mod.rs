@@ -25,5 +25,8 @@ pub(crate) mod engine;
 mod pipeline;
 pub(crate) mod schedule;
 
-pub use engine::{TransferBatch, TransferEngine, TransferError, TransferOptions, TransferOutcome, TransferReport};
+pub use engine::{
+    PeerBandwidth, PeerCopy, TransferBatch, TransferEngine, TransferError, TransferOptions, TransferOutcome,
+    TransferReport,
+};
 pub use schedule::{Priority, RetryPolicy, StagingPolicy};

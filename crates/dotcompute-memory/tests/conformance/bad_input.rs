@@ -1,7 +1,6 @@
 //! Bad inputs, on every backend: specific errors, nothing changed.
 
 use crate::support::{in_state, snapshot, Ctx, STATES};
-use dotcompute_memory::BufferState::*;
 use dotcompute_memory::*;
 
 #[allow(clippy::reversed_empty_ranges)]
@@ -34,24 +33,6 @@ pub fn bad_lengths_and_ranges(ctx: &Ctx) {
         assert!(matches!(err, Error::CastMismatch { len: 15, from_size: 4, to_size: 8, .. }), "{at}: {err:?}");
         assert_eq!(snapshot(&b2), before2, "{at}");
     }
-}
-
-pub fn buffers_of_another_manager(ctx: &Ctx) {
-    let Some(other) = ctx.another_manager() else { return };
-    let foreign = other.allocate_from(&[1u64; 32]).unwrap();
-    for state in STATES {
-        let at = format!("{} into {state:?}", ctx.at());
-        let mut b = in_state(&ctx.mm, &[2u64; 32], state);
-        let before = snapshot(&b);
-        match b.copy_from_buffer(&foreign) {
-            Err(Error::ManagerMismatch { left, right, .. }) => assert_eq!((left, right), (ctx.mm.id(), other.id())),
-            r => panic!("{at}: expected ManagerMismatch, got {r:?}"),
-        }
-        let r = b.slice_mut(0..4).unwrap().copy_from_buffer(&foreign.slice(4..8).unwrap());
-        assert!(matches!(r, Err(Error::ManagerMismatch { .. })), "{at}");
-        assert_eq!(snapshot(&b), before, "{at}");
-    }
-    assert_eq!(foreign.state(), HostOnly);
 }
 
 pub fn zero_length_buffers(ctx: &Ctx) {

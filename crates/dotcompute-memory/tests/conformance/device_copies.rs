@@ -1,7 +1,8 @@
 //! Device-to-device copies, whole and ranged, from sources in every state.
 
-use crate::support::{in_state, transfers, Ctx, STATES};
+use crate::support::{in_state, snapshot, transfers, Ctx, STATES};
 use dotcompute_memory::BufferState::*;
+use dotcompute_memory::Error;
 
 pub fn whole_device_copies_from_every_source_state(ctx: &Ctx) {
     let src_data: Vec<u32> = (0..300).map(|i| i * 3 + 1).collect();
@@ -93,5 +94,48 @@ pub fn device_copies_keep_the_rest_of_the_destination(ctx: &Ctx) {
         let before = (dst.state(), dst.epochs(), dst.metrics().transfer_count);
         dst.slice_mut(5..5).unwrap().copy_from_buffer(&src.slice(1..1).unwrap()).unwrap();
         assert_eq!((dst.state(), dst.epochs(), dst.metrics().transfer_count), before, "{at}");
+    }
+}
+
+/// Copies from a buffer of another manager on a second instance of the backend (a second
+/// device, as far as the buffers know): whole and ranged, from every source state into every
+/// destination state, with the source unchanged.
+pub fn copies_from_another_device(ctx: &Ctx) {
+    let Some(other) = ctx.another_manager() else { return };
+    let src_data: Vec<u64> = (0..32).map(|i| i * 11 + 3).collect();
+    for src_state in STATES {
+        let src = in_state(&other, &src_data, src_state);
+        let src_epochs = src.epochs();
+        for dst_state in STATES {
+            let at = format!("{} {src_state:?} on another device -> {dst_state:?}", ctx.at());
+            let mut dst = in_state(&ctx.mm, &[2u64; 32], dst_state);
+            let before = dst.metrics();
+            dst.copy_from_buffer(&src).unwrap();
+            let device_written = if dst_state == DeviceOnly { DeviceOnly } else { DeviceDirty };
+            assert_eq!(dst.state(), device_written, "{at}");
+            let (h2d, d2h, d2d) = transfers(&dst.metrics());
+            let delta = (h2d - before.host_to_device, d2h - before.device_to_host, d2d - before.device_to_device);
+            let from_host = !other.backend().is_unified() && matches!(src_state, HostOnly | HostDirty | Synchronized);
+            let expected = if ctx.unified() || !from_host { (0, 0, 1) } else { (1, 0, 0) };
+            assert_eq!(delta, expected, "{at}: (h2d, d2h, d2d)");
+            assert_eq!(dst.to_vec().unwrap(), src_data, "{at}");
+            // A range of one into a range of the other keeps the rest of the destination.
+            let mut want = src_data.clone();
+            dst.slice_mut(0..4).unwrap().copy_from_buffer(&src.slice(4..8).unwrap()).unwrap();
+            want[..4].copy_from_slice(&src_data[4..8]);
+            assert_eq!(dst.to_vec().unwrap(), want, "{at}: ranged");
+            // Lengths that differ: an error that changes nothing.
+            let before = snapshot(&dst);
+            let err = dst.copy_from_buffer(&src.slice(0..31).unwrap()).unwrap_err();
+            assert!(matches!(err, Error::LengthMismatch { expected: 32, actual: 31, .. }), "{at}: {err:?}");
+            assert_eq!(snapshot(&dst), before, "{at}");
+        }
+        assert_eq!(
+            (src.state(), src.epochs()),
+            (src_state, src_epochs),
+            "{} {src_state:?}: the source changed",
+            ctx.at()
+        );
+        assert_eq!(src.to_vec().unwrap(), src_data);
     }
 }

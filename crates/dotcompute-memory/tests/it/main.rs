@@ -5,6 +5,7 @@
 //! - `pools`: `ObjectPool` and `ArrayPool`, their limits, threads without a slot, thread exit;
 //! - `host`: aligned, mapped, pinned and shared host memory, host operations;
 //! - `transfer`: the transfer engine, under faults, staged or direct;
+//! - `devices`: several devices, one manager each: copies between them, direct or staged;
 //! - `backends`: OpenCL and CUDA against real drivers (with their features);
 //! - `bad_input`: what every public entry point does on bad input;
 //! - `stress`: threads doing random operations (`DCMEM_STRESS_OPS` per thread);
@@ -25,6 +26,7 @@ mod alloc;
 mod backends;
 mod bad_input;
 mod buffer;
+mod devices;
 mod host;
 mod pools;
 mod public_paths;

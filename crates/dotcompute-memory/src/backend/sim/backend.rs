@@ -28,8 +28,53 @@ unsafe impl Backend for SimBackend {
         )
     }
 
+    fn device_label(&self) -> String {
+        self.label()
+    }
+
     fn is_unified(&self) -> bool {
         false
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
+    fn can_copy_from_peer(&self, src: &dyn Backend) -> bool {
+        src.downcast_ref::<SimBackend>().is_some_and(|peer| self.reaches(peer))
+    }
+
+    /// A direct copy between two devices of one group, taking the simulated time of
+    /// [`SimOptions::peer_bandwidth`](super::SimOptions::peer_bandwidth). A fault on either
+    /// device (counted on both) fails it before anything is copied.
+    fn copy_from_peer(
+        &self,
+        src_backend: &dyn Backend,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        let peer =
+            src_backend.downcast_ref::<SimBackend>().filter(|peer| self.reaches(peer)).ok_or(Error::Unsupported {
+                operation: "SimBackend::copy_from_peer",
+                reason: "the source is not a reachable device of this device's group; copy through host memory",
+            })?;
+        src.check(peer, src_offset, len)?;
+        dst.check(self, dst_offset, len)?;
+        peer.inject("copy_from_peer")?;
+        self.inject("copy_from_peer")?;
+        // Locks are taken in instance order, so copies in both directions at once cannot
+        // deadlock.
+        let copy = |from: &[u8], to: &mut [u8]| to.copy_from_slice(from);
+        if peer.id.get() < self.id.get() {
+            peer.with_range(src, src_offset, len, |s| self.with_range(dst, dst_offset, len, |d| copy(s, d)))??;
+        } else {
+            self.with_range(dst, dst_offset, len, |d| peer.with_range(src, src_offset, len, |s| copy(s, d)))??;
+        }
+        self.sleep_for_peer_copy(len);
+        Ok(())
     }
 
     fn memory_info(&self) -> MemoryInfo {

@@ -8,7 +8,7 @@ use crate::backend::{BackendId, DeviceMemory, Event};
 use crate::error::{Direction, Error, Result};
 use crate::host::HostBlock;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,12 @@ pub struct SimBackend {
     busy_until: Mutex<Vec<Instant>>,
     rng: AtomicU64,
     gate: Arc<Gate>,
+    /// The group this device belongs to and its index in it ([`SimBackend::group`]).
+    membership: Option<(u64, usize)>,
+    /// Set by [`SimBackend::lose_device`]: every later operation fails.
+    lost: AtomicBool,
+    /// The counted operation that [`SimBackend::fail_operation_after`] set to fail (0: none).
+    armed_failure: AtomicU64,
 }
 
 impl std::fmt::Debug for SimBackend {
@@ -80,6 +86,68 @@ impl SimBackend {
             busy_until: Mutex::new(vec![Instant::now(); queues]),
             rng: AtomicU64::new(seed),
             gate: Arc::default(),
+            membership: None,
+            lost: AtomicBool::new(false),
+            armed_failure: AtomicU64::new(0),
+        }
+    }
+
+    /// `n` simulated devices that can reach each other, as GPUs with peer access: a copy from
+    /// a buffer on one to a buffer on another is direct, capped by
+    /// [`SimOptions::peer_bandwidth`], except between the pairs listed in
+    /// [`SimOptions::unreachable_peers`], where it is staged through host memory.
+    ///
+    /// ```
+    /// use dotcompute_memory::{Backend, SimBackend, SimOptions};
+    ///
+    /// let devices = SimBackend::group(3, SimOptions::default().with_unreachable_peers(vec![(0, 2)]));
+    /// assert_eq!(devices[1].device_label(), "sim:1");
+    /// assert!(devices[1].can_copy_from_peer(&devices[0]));
+    /// assert!(!devices[2].can_copy_from_peer(&devices[0]), "0 and 2 are unreachable");
+    /// ```
+    pub fn group(n: usize, options: SimOptions) -> Vec<SimBackend> {
+        static NEXT_GROUP: AtomicU64 = AtomicU64::new(1);
+        let group = NEXT_GROUP.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|index| SimBackend { membership: Some((group, index)), ..SimBackend::new(options.clone()) })
+            .collect()
+    }
+
+    /// This device's index in its group, or `None` for a device made alone with
+    /// [`SimBackend::new`].
+    pub fn group_index(&self) -> Option<usize> {
+        self.membership.map(|(_, index)| index)
+    }
+
+    /// True when this device can copy directly from `other`: both are distinct devices of one
+    /// group and the pair is not listed in [`SimOptions::unreachable_peers`].
+    pub fn reaches(&self, other: &SimBackend) -> bool {
+        match (self.membership, other.membership) {
+            (Some((g, a)), Some((h, b))) if g == h && a != b => {
+                !self.options.unreachable_peers.iter().any(|&(x, y)| (x, y) == (a, b) || (x, y) == (b, a))
+            }
+            _ => false,
+        }
+    }
+
+    /// Simulates losing the device (a reset, or a GPU falling off the bus): every later
+    /// operation on it fails with [`Error::DeviceLost`], and nothing it held can be read back.
+    pub fn lose_device(&self) {
+        self.lost.store(true, Ordering::Relaxed);
+    }
+
+    /// Makes the `n`th counted operation from now (1: the next one) fail with a permanent
+    /// injected fault, as [`FaultPlan::fail_nth`](super::FaultPlan::fail_nth) does from the
+    /// start: for a test that sets up buffers first and then fails one step of a copy.
+    pub fn fail_operation_after(&self, n: u64) {
+        self.armed_failure.store(self.operations() + n.max(1), Ordering::Relaxed);
+    }
+
+    /// `sim:<index>` for a device of a group, else `sim#<instance id>`.
+    pub(super) fn label(&self) -> String {
+        match self.membership {
+            Some((_, index)) => format!("sim:{index}"),
+            None => format!("sim#{}", self.id.get()),
         }
     }
 
@@ -124,12 +192,16 @@ impl SimBackend {
 
     /// Counts an operation and decides whether the fault plan fails it.
     pub(super) fn inject(&self, operation: &'static str) -> Result<()> {
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(Error::DeviceLost { backend: "sim", device: self.label(), operation });
+        }
         if operation != "allocate" && operation != "write_batch_async" {
             self.submissions.fetch_add(1, Ordering::Relaxed);
         }
         let n = self.ops.fetch_add(1, Ordering::Relaxed) + 1;
         let plan = &self.options.faults;
-        let mut fail = plan.fail_nth == Some(n);
+        let armed = self.armed_failure.load(Ordering::Relaxed) == n;
+        let mut fail = plan.fail_nth == Some(n) || armed;
         if !fail && plan.fail_probability > 0.0 {
             // xorshift64*: small, seeded, good enough to spread failures.
             let mut x = self.rng.load(Ordering::Relaxed);
@@ -141,15 +213,16 @@ impl SimBackend {
             fail = r < plan.fail_probability;
         }
         if fail {
+            let transient = plan.transient && !armed;
             return Err(Error::Backend {
                 backend: "sim",
                 operation,
-                code: if plan.transient { -1 } else { -2 },
+                code: if transient { -1 } else { -2 },
                 message: format!(
                     "injected {} fault on operation #{n}",
-                    if plan.transient { "transient" } else { "permanent" }
+                    if transient { "transient" } else { "permanent" }
                 ),
-                transient: plan.transient,
+                transient,
             });
         }
         Ok(())
@@ -188,7 +261,17 @@ impl SimBackend {
     }
 
     pub(super) fn sleep_for(&self, bytes: usize, dir: Direction) {
-        let d = self.transfer_delay(bytes, dir);
+        self.sleep(self.transfer_delay(bytes, dir));
+    }
+
+    /// Waits out the simulated time of a direct copy of `bytes` from a peer device.
+    pub(super) fn sleep_for_peer_copy(&self, bytes: usize) {
+        let bw = self.options.peer_bandwidth.or(self.options.bandwidth).filter(|b| *b > 0.0 && b.is_finite());
+        let d = self.options.latency + bw.map(|b| Duration::from_secs_f64(bytes as f64 / b)).unwrap_or_default();
+        self.sleep(d);
+    }
+
+    fn sleep(&self, d: Duration) {
         if !d.is_zero() {
             wait_until(Instant::now() + d);
         }

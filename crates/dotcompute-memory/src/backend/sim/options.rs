@@ -50,6 +50,13 @@ pub struct SimOptions {
     pub faults: FaultPlan,
     /// Number of queues (default 2).
     pub queues: usize,
+    /// Bandwidth cap in bytes per second for direct copies from another device of the same
+    /// group ([`SimBackend::group`](super::SimBackend::group)); default: `bandwidth`.
+    pub peer_bandwidth: Option<f64>,
+    /// Pairs of devices of a group, by their index in it, that cannot reach each other (both
+    /// directions): copies between them are staged through host memory, as between GPUs
+    /// without peer access. Default: none, every pair is reachable.
+    pub unreachable_peers: Vec<(usize, usize)>,
 }
 
 crate::setters::with_setters!(SimOptions {
@@ -59,6 +66,8 @@ crate::setters::with_setters!(SimOptions {
     with_bandwidth_device_to_host => bandwidth_device_to_host: Option<f64>,
     with_faults => faults: FaultPlan,
     with_queues => queues: usize,
+    with_peer_bandwidth => peer_bandwidth: Option<f64>,
+    with_unreachable_peers => unreachable_peers: Vec<(usize, usize)>,
 });
 
 impl Default for SimOptions {
@@ -70,6 +79,8 @@ impl Default for SimOptions {
             bandwidth_device_to_host: None,
             faults: FaultPlan::default(),
             queues: 2,
+            peer_bandwidth: None,
+            unreachable_peers: Vec::new(),
         }
     }
 }

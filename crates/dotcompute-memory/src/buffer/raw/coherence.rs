@@ -137,8 +137,10 @@ impl RawBuffer {
     }
 
     /// Device-side copy of `len` bytes from `src` at `src_offset` to `dst_offset`: D2D when the
-    /// source's device part is current, else H2D from its host part. The destination ends
-    /// device-current; a partial copy first brings the rest of the device part up to date.
+    /// source's device part is current (on this device, a peer device, or staged through host
+    /// memory when `src` is on a device this one cannot reach), else H2D from its host part. The
+    /// destination ends device-current; a partial copy first brings the rest of the device part
+    /// up to date.
     pub(crate) fn device_write_from(
         &mut self,
         dst_offset: usize,
@@ -148,20 +150,26 @@ impl RawBuffer {
     ) -> Result<()> {
         self.settle()?;
         src.settle()?;
-        if matches!(self.parts, Parts::Unified { .. }) && len == 0 {
+        if self.is_unified() && len == 0 {
             // An empty (zero-byte) buffer: nothing to read from the source, which may not even
             // have a host part; only the state changes.
             self.ensure_device_part()?;
             self.device_written();
             return Ok(());
         }
-        if matches!(self.parts, Parts::Unified { .. }) {
-            // One memory: a plain copy, then the same state change as on a discrete device.
-            let data = &src.host()[src_offset..src_offset + len];
-            let enabled = self.mm.options.enable_statistics;
-            let dst = &mut self.host_mut()[dst_offset..dst_offset + len];
-            let ((), elapsed) = timed(enabled, || crate::ops::copy_into(dst, data));
-            self.record(Direction::DeviceToDevice, len, elapsed);
+        if self.is_unified() {
+            if src.data_on_host() {
+                // One memory: a plain copy, then the same state change as on a discrete device.
+                let data = &src.host()[src_offset..src_offset + len];
+                let enabled = self.mm.options.enable_statistics;
+                let dst = &mut self.host_mut()[dst_offset..dst_offset + len];
+                let ((), elapsed) = timed(enabled, || crate::ops::copy_into(dst, data));
+                self.record(Direction::DeviceToDevice, len, elapsed);
+            } else {
+                // The source is current on another (discrete) device: read straight into this
+                // memory, which stays as it was if the read fails.
+                self.read_peer_into_unified(dst_offset, src, src_offset, len)?;
+            }
             self.ensure_device_part()?;
             self.device_written();
             return Ok(());
@@ -171,17 +179,7 @@ impl RawBuffer {
             // The current device data must survive a failed copy: fill a fresh block and
             // install it only on success.
             let block = self.mm.acquire_device(self.bytes)?;
-            let backend = self.mm.backend();
-            let r = if src.device_current() {
-                let from = src.device().ok_or_else(|| internal("copy: source has no device part"));
-                from.and_then(|from| {
-                    self.transfer(Direction::DeviceToDevice, len, || block.copy_from(backend, 0, from, src_offset, len))
-                })
-            } else {
-                let data = &src.host()[src_offset..src_offset + len];
-                self.transfer(Direction::HostToDevice, len, || block.write(backend, 0, data))
-            };
-            if let Err(e) = r {
+            if let Err(e) = self.write_region_from(&block, 0, src, src_offset, len, true) {
                 self.mm.release_device(block);
                 return Err(e);
             }
@@ -197,16 +195,8 @@ impl RawBuffer {
         } else {
             self.push()?;
         }
-        let backend = self.mm.backend();
         let dst = self.device().ok_or_else(|| internal("copy: no device part"))?;
-        let r = if src.device_current() {
-            let from = src.device().ok_or_else(|| internal("copy: source has no device part"))?;
-            self.transfer(Direction::DeviceToDevice, len, || dst.copy_from(backend, dst_offset, from, src_offset, len))
-        } else {
-            let data = &src.host()[src_offset..src_offset + len];
-            self.transfer(Direction::HostToDevice, len, || dst.write(backend, dst_offset, data))
-        };
-        if let Err(e) = r {
+        if let Err(e) = self.write_region_from(dst, dst_offset, src, src_offset, len, covers_all) {
             if !had_device {
                 self.drop_device_part();
             }

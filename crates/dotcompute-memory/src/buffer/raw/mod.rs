@@ -3,6 +3,7 @@
 //!
 //! - `parts`: where the bytes live (host part, device part, or one unified allocation).
 //! - `coherence`: the blocking transitions between the parts, and writes that change state.
+//! - `peer`: device copies from any source: this device, a peer device, or staged through host.
 //! - `pending`: asynchronous transfers in flight, and how they complete or are abandoned.
 //! - `views`: the hooks of device views (kernels on the device part).
 //! - `metrics`: per-buffer transfer counters (`BufferMetrics`).
@@ -34,6 +35,7 @@
 mod coherence;
 mod metrics;
 mod parts;
+mod peer;
 mod pending;
 mod views;
 
@@ -50,6 +52,7 @@ use std::sync::Arc;
 
 pub use metrics::BufferMetrics;
 pub(crate) use parts::AllocationBlock;
+pub(crate) use peer::PeerRoute;
 
 /// Alignment every buffer's host bytes are guaranteed to have.
 pub(crate) const HOST_ALIGN: usize = 64;

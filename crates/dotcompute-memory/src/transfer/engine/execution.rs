@@ -4,7 +4,7 @@
 
 use super::inline::InlineRun;
 use super::options::TransferOptions;
-use super::requests::{TransferError, TransferOutcome, TransferReport};
+use super::requests::{PeerBandwidth, PeerCopy, TransferError, TransferOutcome, TransferReport};
 use crate::error::{Direction, Error, Result};
 use crate::pool::context::ManagerShared;
 use crate::pool::tuning::Lane;
@@ -37,6 +37,8 @@ pub(super) struct Execution<'a> {
     batch_retries: u32,
     /// The adaptive staged-or-direct measurement of this execution's batches.
     pub(super) batch_lane: Option<BatchLane>,
+    /// The devices of each peer copy, by batch index.
+    pub(super) peers: Vec<(usize, PeerCopy)>,
 }
 
 /// The batches of one execution share one staged-or-direct choice and are measured together,
@@ -126,6 +128,7 @@ impl<'a> Execution<'a> {
             started_count: 0,
             batch_retries: 0,
             batch_lane: None,
+            peers: Vec::new(),
         }
     }
 
@@ -232,6 +235,7 @@ impl<'a> Execution<'a> {
             staging_measured: f.measured,
             duration: f.duration,
             error: f.error.map(TransferError::from),
+            peer: self.peers.iter().position(|(i, _)| *i == f.index).map(|k| self.peers.swap_remove(k).1),
         });
     }
 
@@ -269,9 +273,34 @@ impl<'a> Execution<'a> {
             batched: self.batched,
             staged,
             queues_used: self.queues_used,
+            peer_bandwidth: peer_bandwidth(&transfers),
             transfers,
         }
     }
+}
+
+/// Per pair of devices and route, the successful peer copies' bytes over the sum of their
+/// durations.
+fn peer_bandwidth(transfers: &[TransferOutcome]) -> Vec<PeerBandwidth> {
+    let mut pairs: Vec<PeerBandwidth> = Vec::new();
+    for t in transfers.iter().filter(|t| t.error.is_none()) {
+        let Some(pair) = &t.peer else { continue };
+        let at = match pairs.iter().position(|p| &p.pair == pair) {
+            Some(at) => at,
+            None => {
+                pairs.push(PeerBandwidth { pair: pair.clone(), copies: 0, bytes: 0, seconds: 0.0, bandwidth: 0.0 });
+                pairs.len() - 1
+            }
+        };
+        let p = &mut pairs[at];
+        p.copies += 1;
+        p.bytes += t.bytes;
+        p.seconds += t.duration.as_secs_f64();
+    }
+    for p in &mut pairs {
+        p.bandwidth = p.bytes as f64 / p.seconds.max(1e-9);
+    }
+    pairs
 }
 
 /// [`TransferEngine::execute_async`](super::TransferEngine::execute_async): advances the

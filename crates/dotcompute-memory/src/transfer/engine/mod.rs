@@ -17,7 +17,7 @@ mod requests;
 mod stream;
 
 pub use self::options::TransferOptions;
-pub use self::requests::{TransferBatch, TransferError, TransferOutcome, TransferReport};
+pub use self::requests::{PeerBandwidth, PeerCopy, TransferBatch, TransferError, TransferOutcome, TransferReport};
 
 use self::execution::ExecuteFuture;
 use crate::buffer::UnifiedBuffer;

@@ -5,8 +5,8 @@
 use super::execution::{BatchLane, Execution, Work};
 use super::inline::{InlineOp, InlineRun};
 use super::options::TransferOptions;
-use super::requests::{Spec, TransferBatch};
-use crate::buffer::raw::RawBuffer;
+use super::requests::{PeerCopy, Spec, TransferBatch};
+use crate::buffer::raw::{PeerRoute, RawBuffer};
 use crate::error::{Error, Result};
 use crate::pool::context::ManagerShared;
 use crate::pool::tuning::Lane;
@@ -17,7 +17,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Checks a batch (valid options, every buffer of `mm`'s manager) and plans it into an
+/// Checks a batch (valid options, every destination of `mm`'s manager, and every other buffer
+/// too except the sources of copies, which may be on another device) and plans it into an
 /// execution. `owned`: asynchronous execution, where host memory is always staged.
 pub(super) fn prepare<'a>(
     mm: &Arc<ManagerShared>,
@@ -60,6 +61,7 @@ pub(super) fn prepare<'a>(
         group_bytes: 0,
         batch_mode: None,
         batch_lane: None,
+        peers: Vec::new(),
     };
     if mixed {
         let mut items: Vec<(usize, Spec<'a>, Priority)> =
@@ -75,12 +77,13 @@ pub(super) fn prepare<'a>(
         }
     }
     planner.flush();
-    let (runs, batched, batch_lane) = (planner.runs, planner.batched, planner.batch_lane);
+    let (runs, batched, batch_lane, peers) = (planner.runs, planner.batched, planner.batch_lane, planner.peers);
     let mut exec = Execution::new(mm.clone(), options, runs, started, count);
     exec.threshold = threshold;
     exec.batched = batched;
     exec.queues_used = queues_used;
     exec.batch_lane = batch_lane;
+    exec.peers = peers;
     Ok(exec)
 }
 
@@ -105,6 +108,8 @@ struct Planner<'a, 'o> {
     /// whether it was measured), decided at the first batch.
     batch_mode: Option<(bool, Option<bool>)>,
     batch_lane: Option<BatchLane>,
+    /// The devices of each peer copy planned, by batch index.
+    peers: Vec<(usize, PeerCopy)>,
 }
 
 /// Members per batch at most: with `max_concurrency` batches in flight, each holding a fresh
@@ -121,6 +126,20 @@ impl<'a> Planner<'a, '_> {
 
     fn add(&mut self, index: usize, spec: Spec<'a>) {
         let limit = self.options.chunk_size.max(self.threshold);
+        let spec = match spec {
+            Spec::Copy(src, dst) if src.manager().id != dst.manager().id => {
+                // From another manager's device: the buffer's own peer copy (direct or staged),
+                // made when the work is advanced.
+                if let Some(route) = dst.peer_route(src) {
+                    let source = src.manager().backend().device_label();
+                    let destination = dst.manager().backend().device_label();
+                    self.peers.push((index, PeerCopy { source, destination, direct: route == PeerRoute::Direct }));
+                }
+                self.runs.push_back(Work::Inline(InlineRun::new(vec![(index, InlineOp::Copy(src, dst))], false)));
+                return;
+            }
+            spec => spec,
+        };
         if self.mm.unified {
             // One memory: every transfer is a host copy, made inline when the work is advanced
             // (no device ever holds a pointer to the caller's memory), small uploads together.

@@ -24,7 +24,7 @@ impl Spec<'_> {
         match self {
             Spec::Upload(_, d) | Spec::UploadPinned(_, d) => (d.manager().id, None),
             Spec::Download(s, _) => (s.manager().id, None),
-            Spec::Copy(s, d) => (d.manager().id, Some(s.manager().id)),
+            Spec::Copy(_, d) => (d.manager().id, None),
         }
     }
 }
@@ -124,13 +124,13 @@ impl<'a> TransferBatch<'a> {
         Ok(self)
     }
 
-    /// Device-to-device: `src`'s contents into `dst` (same manager, same length).
+    /// Device-to-device: `src`'s contents into `dst` (same length). `src` may belong to another
+    /// manager, on another device: a peer copy, as
+    /// [`UnifiedBuffer::copy_from_buffer`] makes it (direct or staged through host memory), whose
+    /// report line names both devices ([`TransferOutcome::peer`]). `dst` must belong to the
+    /// engine's manager.
     pub fn copy<T: Element>(&mut self, src: &'a UnifiedBuffer<T>, dst: &'a mut UnifiedBuffer<T>) -> Result<&mut Self> {
         check_len("copy", dst.len(), src.len())?;
-        let (left, right) = (dst.manager_id(), src.manager_id());
-        if left != right {
-            return Err(Error::ManagerMismatch { operation: "TransferBatch::copy", left, right });
-        }
         self.items.push((Spec::Copy(&src.raw, &mut dst.raw), None));
         Ok(self)
     }
@@ -176,6 +176,37 @@ pub struct TransferOutcome {
     /// Why it failed, if it did. A failed upload or copy leaves its destination buffer
     /// unchanged; a failed download may have written part of its destination slice.
     pub error: Option<TransferError>,
+    /// For a copy from a buffer on another device: the two devices and the route.
+    #[serde(default)]
+    pub peer: Option<PeerCopy>,
+}
+
+/// A copy between two devices: their labels
+/// ([`Backend::device_label`](crate::backend::Backend::device_label)) and whether the
+/// destination read the source directly or the bytes were staged through host memory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct PeerCopy {
+    /// The device the data came from.
+    pub source: String,
+    /// The device the data went to.
+    pub destination: String,
+    /// Direct (peer access, one device group); false: staged through host memory.
+    pub direct: bool,
+}
+
+/// The successful peer copies of one batch between one pair of devices, by route.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PeerBandwidth {
+    /// The devices and the route.
+    pub pair: PeerCopy,
+    /// Copies made.
+    pub copies: usize,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Sum of the copies' durations, in seconds.
+    pub seconds: f64,
+    /// `bytes / seconds`, in bytes per second.
+    pub bandwidth: f64,
 }
 
 /// Why a transfer failed: the [`Error`] it failed with, and that error's message.
@@ -277,6 +308,9 @@ pub struct TransferReport {
     pub staged: usize,
     /// Queues used.
     pub queues_used: usize,
+    /// Peer copies' bandwidth per pair of devices and route, in order of first appearance.
+    #[serde(default)]
+    pub peer_bandwidth: Vec<PeerBandwidth>,
 }
 
 impl TransferReport {

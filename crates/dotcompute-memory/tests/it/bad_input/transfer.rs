@@ -64,14 +64,15 @@ pub(super) mod transfer_batch {
             fails!(batch.copy(&fx.long, b), Error::LengthMismatch { operation: "copy", expected: 10, actual: 12 });
             assert!(batch.is_empty());
         }),
-        case("TransferBatch::copy: source of another manager", |fx, b| {
+        case("execute: copy into a buffer of another manager than the engine's", |fx, b| {
+            // A source on another device is a peer copy; the destination must be the engine's.
             let mut batch = TransferBatch::new();
+            batch.copy(&fx.foreign, b).unwrap();
             fails!(
-                batch.copy(&fx.foreign, b),
-                Error::ManagerMismatch { operation: "TransferBatch::copy", left, right }
-                    if (*left, *right) == (fx.mm.id(), fx.other.id())
+                fx.other.transfer_engine().execute(batch, TransferOptions::default()),
+                Error::ManagerMismatch { operation: "TransferEngine::execute", left, right }
+                    if (*left, *right) == (fx.other.id(), fx.mm.id())
             );
-            assert!(batch.is_empty());
         }),
     ];
 
@@ -294,7 +295,9 @@ pub(super) mod execute {
         let foreign = other.allocate::<u32>(10).unwrap();
         {
             let mut batch = TransferBatch::new();
-            assert!(matches!(batch.copy(&foreign, &mut a), Err(Error::ManagerMismatch { .. })));
+            batch.copy(&foreign, &mut a).unwrap();
+            let err = other.transfer_engine().execute(batch, TransferOptions::default()).unwrap_err();
+            assert!(matches!(err, Error::ManagerMismatch { .. }), "{err:?}");
         }
         let data = [1u32; 10];
         for opts in [

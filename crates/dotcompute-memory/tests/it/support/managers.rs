@@ -48,3 +48,16 @@ pub fn opencl(test: &str, options: ManagerOptions) -> Option<MemoryManager> {
         Err(e) => panic!("opening the OpenCL backend failed: {e:?}"),
     }
 }
+
+/// `n` simulated devices of one group ([`SimBackend::group`]) with `options`, each with a
+/// manager ([`quiet`] options); the devices are returned too, for their counters and faults.
+pub fn sim_group(n: usize, options: SimOptions) -> Vec<(std::sync::Arc<SimBackend>, MemoryManager)> {
+    SimBackend::group(n, options)
+        .into_iter()
+        .map(|device| {
+            let device = std::sync::Arc::new(device);
+            let mm = MemoryManager::with_shared_backend(device.clone(), quiet()).unwrap();
+            (device, mm)
+        })
+        .collect()
+}
