@@ -1,5 +1,6 @@
 //! Transfer rows: the transfer engine (pipelined, pinned-source, batched uploads and its
-//! copies against raw calls) and device-to-device copies. Each checks the data it moved.
+//! copies against raw calls), device-to-device copies, and copies between devices. Each checks the
+//! data it moved.
 
 use super::ctx::Ctx;
 use super::data::{pattern, wrong_data, PAGE};
@@ -7,8 +8,8 @@ use super::native::{against_native, against_raw_write, NativeOp};
 use crate::report::Row;
 use crate::{units, CliError, CliResult};
 use dotcompute_memory::{
-    MemoryManager, SimOptions, StagingPolicy, TransferBatch, TransferEngine, TransferOptions, TransferReport,
-    UnifiedBuffer,
+    ManagerOptions, MemoryManager, SimBackend, SimOptions, StagingPolicy, TransferBatch, TransferEngine,
+    TransferOptions, TransferReport, UnifiedBuffer,
 };
 use std::time::Duration;
 
@@ -416,4 +417,51 @@ pub(super) fn device_to_device(ctx: &Ctx, n: usize) -> CliResult<Row> {
         return Err(wrong_data("copy_from_buffer"));
     }
     Ok(Row::new("Device-to-device copy", n, baseline, "dst.copy_from_buffer(&src), both current on the device", pair))
+}
+
+/// Peer copy: a direct copy between two simulated devices of one group against a copy between
+/// two that cannot reach each other (staged through host memory in pipelined chunks), every
+/// link capped at `bandwidth`. The baseline's description gives the direct copy's share of the
+/// cap; the ratio is the staged copy's share of the direct one's bandwidth.
+pub(super) fn peer_copy(ctx: &Ctx, n: usize, bandwidth: f64) -> CliResult<Row> {
+    let options = SimOptions::default()
+        .with_bandwidth(Some(bandwidth))
+        .with_peer_bandwidth(Some(bandwidth))
+        .with_unreachable_peers(vec![(1, 2)]);
+    let managers = SimBackend::group(3, options)
+        .into_iter()
+        .map(|device| MemoryManager::with_backend(device, ManagerOptions::default().with_maintenance_interval(None)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let src = pattern(n, 89);
+    let mut on_1 = managers[1].allocate_from(&src)?;
+    on_1.mark_device_dirty()?;
+    let mut direct_dst = managers[0].allocate::<u8>(n)?;
+    let mut staged_dst = managers[2].allocate::<u8>(n)?;
+    let pair =
+        ctx.compare(&mut || Ok(direct_dst.copy_from_buffer(&on_1)?), &mut || Ok(staged_dst.copy_from_buffer(&on_1)?))?;
+    for dst in [&direct_dst, &staged_dst] {
+        if dst.to_vec()? != src {
+            return Err(wrong_data("peer copy"));
+        }
+    }
+    let direct_bw = n as f64 / (pair.baseline_ns * 1e-9);
+    let staged_bw = n as f64 / (pair.ours_ns * 1e-9);
+    Ok(Row::new(
+        "Peer copy (sim group, bandwidth cap)",
+        n,
+        format!(
+            "direct copy between two devices of a sim group, links capped at {:.0} GB/s: {:.2} GB/s, {:.2} of the cap",
+            bandwidth / 1e9,
+            direct_bw / 1e9,
+            direct_bw / bandwidth
+        ),
+        format!(
+            "staged copy between two devices of the group that cannot reach each other, through a ring of four 4 MiB \
+             host blocks (the source's read of one chunk overlapping the destination's write of the last): {:.2} GB/s, \
+             {:.2} of the direct copy",
+            staged_bw / 1e9,
+            staged_bw / direct_bw
+        ),
+        pair,
+    ))
 }

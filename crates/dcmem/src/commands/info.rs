@@ -1,9 +1,10 @@
 //! `dcmem info`: every backend the library knows, whether this machine can use it and why not,
-//! and (feature `opencl`) the OpenCL platforms and devices found.
+//! (feature `opencl`) the OpenCL platforms and devices found, and every backend's devices with
+//! the pairs that copy directly.
 
 use crate::units;
 use crate::CliResult;
-use dotcompute_memory::backend::{open, probe_all};
+use dotcompute_memory::backend::{open, open_devices, peer_matrix, probe_all, COMPILED_BACKENDS};
 use dotcompute_memory::Error;
 use std::fmt::Write as _;
 
@@ -57,9 +58,41 @@ pub fn run() -> CliResult<String> {
     }
     #[cfg(feature = "opencl")]
     opencl_devices(&mut out);
+    devices(&mut out);
     say!(out);
     say!(out, "Pick one with `dcmem bench --backend NAME` or DCMEM_BACKEND=NAME for library users.");
     Ok(out)
+}
+
+/// Every device of each available backend (one manager each), and which pairs copy directly;
+/// the other pairs copy through host memory.
+fn devices(out: &mut String) {
+    say!(out);
+    say!(
+        out,
+        "Devices (one manager each; `copy_from_buffer` between two is direct where listed, else staged through host memory):"
+    );
+    for &name in COMPILED_BACKENDS {
+        let Ok(list) = open_devices(name) else { continue };
+        let labels: Vec<String> = list.iter().map(|d| d.device_label()).collect();
+        let reach = peer_matrix(&list);
+        let mut direct = Vec::new();
+        for (i, row) in reach.iter().enumerate() {
+            for (j, &can) in row.iter().enumerate() {
+                if i < j && can && reach[j][i] {
+                    direct.push(format!("{} <-> {}", labels[i], labels[j]));
+                } else if i != j && can && !reach[j][i] {
+                    direct.push(format!("{} <- {}", labels[i], labels[j]));
+                }
+            }
+        }
+        let pairs = match (list.len(), direct.is_empty()) {
+            (1, _) => "one device".to_string(),
+            (_, true) => "no pair copies directly".to_string(),
+            (_, false) => format!("direct: {}", direct.join(", ")),
+        };
+        say!(out, "  {name:<7} {}; {pairs}", labels.join(", "));
+    }
 }
 
 /// The OpenCL platforms and devices on this machine, as the opencl backend sees them.

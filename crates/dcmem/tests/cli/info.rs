@@ -1,4 +1,4 @@
-//! `dcmem info`: every backend with its status, and the OpenCL devices.
+//! `dcmem info`: every backend with its status, the OpenCL devices, and each backend's devices.
 
 use crate::support::*;
 
@@ -39,5 +39,25 @@ fn info_lists_opencl_devices_or_why_there_are_none() {
         assert!(out.contains("  platform #0 \""), "{out}");
         let device = out.lines().find(|l| l.starts_with("    device #0 (#0 in its platform) \"")).expect("device #0");
         assert!(device.contains("global memory") && device.contains("largest allocation"), "{device}");
+    }
+}
+
+#[test]
+fn info_lists_each_backends_devices_and_the_pairs_that_copy_directly() {
+    let o = dcmem(&["info"]);
+    assert!(o.status.success(), "stderr: {}", stderr(&o));
+    let out = stdout(&o);
+    let section = out.split("\nDevices (").nth(1).unwrap_or_else(|| panic!("no Devices section:\n{out}"));
+    let line = |name: &str| {
+        section
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} devices:\n{out}"))
+    };
+    assert!(line("cpu").ends_with("cpu; one device"), "{out}");
+    assert!(line("sim").ends_with("sim:0, sim:1; direct: sim:0 <-> sim:1"), "{out}");
+    #[cfg(feature = "opencl")]
+    if opencl_required() {
+        assert!(line("opencl").contains("opencl:0"), "{out}");
     }
 }

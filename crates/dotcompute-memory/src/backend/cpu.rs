@@ -82,6 +82,10 @@ unsafe impl Backend for CpuBackend {
         self.id
     }
 
+    fn device_label(&self) -> String {
+        "cpu".to_string()
+    }
+
     fn description(&self) -> String {
         format!("host memory ({:.1} GiB), unified, zero-copy", system_memory() as f64 / (1u64 << 30) as f64)
     }

@@ -42,7 +42,7 @@ pub use event::{DeviceEvent, Event, ReadyEvent};
 pub use interface::Backend;
 pub use memory::{BackendId, BatchWrite, DeviceMemory, MemoryInfo};
 pub use required::{required, variable as required_variable};
-pub use select::{open, probe_all, BACKEND_NAMES, COMPILED_BACKENDS, FEATURE_BACKENDS};
+pub use select::{open, open_devices, peer_matrix, probe_all, BACKEND_NAMES, COMPILED_BACKENDS, FEATURE_BACKENDS};
 
 // Defined in the host layer, which implements it for its own pinned buffers.
 pub use crate::host::PinnedHost;

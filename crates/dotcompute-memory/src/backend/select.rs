@@ -73,3 +73,50 @@ pub fn open(name: &str) -> Result<std::sync::Arc<dyn Backend>> {
 pub fn probe_all() -> Vec<(&'static str, Result<String>)> {
     BACKEND_NAMES.iter().map(|&n| (n, open(n).map(|b| b.description()))).collect()
 }
+
+/// Every device of the backend called `name`, each opened with its default settings, for code
+/// that spreads work over several devices (one manager per device):
+/// - `cpu`: the one host;
+/// - `sim`: a group of two simulated devices that reach each other
+///   ([`SimBackend::group`](sim::SimBackend::group));
+/// - `opencl`: one backend per device of every platform (each with its own context, so copies
+///   between them are staged through host memory);
+/// - `cuda`: one backend per GPU, on its primary context.
+///
+/// Errors as [`open`]: unknown names, and backends that are compiled out or have no device.
+pub fn open_devices(name: &str) -> Result<Vec<std::sync::Arc<dyn Backend>>> {
+    let lower = name.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        "sim" => Ok(sim::SimBackend::group(2, sim::SimOptions::default())
+            .into_iter()
+            .map(|device| std::sync::Arc::new(device) as std::sync::Arc<dyn Backend>)
+            .collect()),
+        #[cfg(feature = "opencl")]
+        "opencl" => opencl::devices()?
+            .iter()
+            .map(|d| {
+                let options = opencl::OpenClOptions::default()
+                    .with_platform(Some(d.platform_index.to_string()))
+                    .with_device(Some(d.index_in_platform.to_string()));
+                Ok(std::sync::Arc::new(opencl::OpenClBackend::with_options(options)?) as std::sync::Arc<dyn Backend>)
+            })
+            .collect(),
+        #[cfg(feature = "cuda")]
+        "cuda" => (0..cuda::CudaBackend::device_count()?)
+            .map(|ordinal| Ok(std::sync::Arc::new(cuda::CudaBackend::new(ordinal)?) as std::sync::Arc<dyn Backend>))
+            .collect(),
+        _ => Ok(vec![open(name)?]),
+    }
+}
+
+/// For each ordered pair `(to, from)` of `devices`, whether `to` copies directly from `from`
+/// ([`Backend::can_copy_from_peer`]); the diagonal is true (a device reaches itself).
+pub fn peer_matrix(devices: &[std::sync::Arc<dyn Backend>]) -> Vec<Vec<bool>> {
+    devices
+        .iter()
+        .enumerate()
+        .map(|(i, to)| {
+            devices.iter().enumerate().map(|(j, from)| i == j || to.can_copy_from_peer(from.as_ref())).collect()
+        })
+        .collect()
+}

@@ -9,6 +9,8 @@
 
 mod allocate;
 mod maintenance;
+#[cfg(test)]
+mod staged_copy_tests;
 
 use crate::backend::{cpu::CpuBackend, sim::SimBackend, sim::SimOptions, Backend};
 use crate::buffer::magazine;

@@ -43,6 +43,7 @@ use std::task::Waker;
 
 mod context;
 mod event;
+mod peer;
 mod pinned;
 
 use context::{Bound, Context};
@@ -87,6 +88,8 @@ pub struct CudaBackend {
     driver_version: i32,
     /// Live allocations (device pointer -> size), to reject handles we did not make.
     live: Mutex<HashMap<u64, usize>>,
+    /// Whether this device reaches each other device directly, once asked (see `peer.rs`).
+    peers: Mutex<HashMap<sys::CUdevice, bool>>,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -123,20 +126,11 @@ impl CudaBackend {
 
     /// Opens device `ordinal`.
     pub fn new(ordinal: usize) -> Result<Self> {
-        // SAFETY: only tries to dlopen the driver library by its usual names.
-        if !unsafe { sys::is_culib_present() } {
-            return Err(unavailable(
-                "the NVIDIA driver library (libcuda.so) was not found: install the NVIDIA driver on a machine with an NVIDIA GPU",
-            ));
-        }
-        cu::init().map_err(|e| {
-            unavailable(format!("cuInit failed ({e:?}): the driver is present but no usable GPU was found"))
-        })?;
-        let count = cu::device::get_count().map_err(|e| driver("cuDeviceGetCount", e))?;
-        if count <= 0 {
+        let count = Self::device_count()?;
+        if count == 0 {
             return Err(unavailable("the driver reports no CUDA devices"));
         }
-        if ordinal >= count as usize {
+        if ordinal >= count {
             return Err(Error::InvalidArgument {
                 option: "DCMEM_CUDA_DEVICE",
                 value: format!("{ordinal} (this machine has {count} CUDA device(s): 0..{})", count - 1),
@@ -192,6 +186,7 @@ impl CudaBackend {
             total,
             driver_version,
             live: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -334,6 +329,26 @@ unsafe impl Backend for CudaBackend {
 
     fn id(&self) -> BackendId {
         self.id
+    }
+
+    fn device_label(&self) -> String {
+        format!("cuda:{}", self.ordinal)
+    }
+
+    fn can_copy_from_peer(&self, src: &dyn Backend) -> bool {
+        src.downcast_ref::<CudaBackend>().is_some_and(|peer| self.reaches(peer))
+    }
+
+    fn copy_from_peer(
+        &self,
+        src_backend: &dyn Backend,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        self.copy_from_peer_device(src_backend, src, src_offset, dst, dst_offset, len)
     }
 
     fn description(&self) -> String {

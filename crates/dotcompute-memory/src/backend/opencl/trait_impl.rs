@@ -25,6 +25,10 @@ unsafe impl Backend for OpenClBackend {
         self.id
     }
 
+    fn device_label(&self) -> String {
+        format!("opencl:{}", self.summary.index)
+    }
+
     fn description(&self) -> String {
         let s = &self.summary;
         format!(

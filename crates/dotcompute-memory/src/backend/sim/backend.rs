@@ -7,6 +7,7 @@ use crate::error::{Direction, Error, Result};
 use crate::host::HostBlock;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 // SAFETY: allocations are tracked per instance and checked on every call; `host_ptr` and
 // events follow the trait's contract (see the module docs and each method).
@@ -56,6 +57,7 @@ unsafe impl Backend for SimBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
+        let started = Instant::now();
         let peer =
             src_backend.downcast_ref::<SimBackend>().filter(|peer| self.reaches(peer)).ok_or(Error::Unsupported {
                 operation: "SimBackend::copy_from_peer",
@@ -67,13 +69,13 @@ unsafe impl Backend for SimBackend {
         self.inject("copy_from_peer")?;
         // Locks are taken in instance order, so copies in both directions at once cannot
         // deadlock.
-        let copy = |from: &[u8], to: &mut [u8]| to.copy_from_slice(from);
+        let copy = |from: &[u8], to: &mut [u8]| crate::ops::copy_into(to, from);
         if peer.id.get() < self.id.get() {
             peer.with_range(src, src_offset, len, |s| self.with_range(dst, dst_offset, len, |d| copy(s, d)))??;
         } else {
             self.with_range(dst, dst_offset, len, |d| peer.with_range(src, src_offset, len, |s| copy(s, d)))??;
         }
-        self.sleep_for_peer_copy(len);
+        self.sleep_for_peer_copy(started, len);
         Ok(())
     }
 
@@ -143,19 +145,21 @@ unsafe impl Backend for SimBackend {
     }
 
     fn write(&self, dst: &DeviceMemory, dst_offset: usize, src: &[u8]) -> Result<()> {
+        let started = Instant::now();
         dst.check(self, dst_offset, src.len())?;
         self.inject("write")?;
-        self.with_range(dst, dst_offset, src.len(), |d| d.copy_from_slice(src))?;
-        self.sleep_for(src.len(), Direction::HostToDevice);
+        self.with_range(dst, dst_offset, src.len(), |d| crate::ops::copy_into(d, src))?;
+        self.sleep_for(started, src.len(), Direction::HostToDevice);
         Ok(())
     }
 
     fn read(&self, src: &DeviceMemory, src_offset: usize, dst: &mut [u8]) -> Result<()> {
+        let started = Instant::now();
         src.check(self, src_offset, dst.len())?;
         self.inject("read")?;
         let len = dst.len();
-        self.with_range(src, src_offset, len, |s| dst.copy_from_slice(s))?;
-        self.sleep_for(len, Direction::DeviceToHost);
+        self.with_range(src, src_offset, len, |s| crate::ops::copy_into(dst, s))?;
+        self.sleep_for(started, len, Direction::DeviceToHost);
         Ok(())
     }
 
@@ -167,8 +171,9 @@ unsafe impl Backend for SimBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
+        let started = Instant::now();
         self.copy_data(src, src_offset, dst, dst_offset, len)?;
-        self.sleep_for(len, Direction::DeviceToDevice);
+        self.sleep_for(started, len, Direction::DeviceToDevice);
         Ok(())
     }
 
@@ -190,6 +195,7 @@ unsafe impl Backend for SimBackend {
         src: *const u8,
         len: usize,
     ) -> Result<Event> {
+        let started = Instant::now();
         dst.check(self, dst_offset, len)?;
         if let Some(failed) = self.inject_async("write_async", queue, len, Direction::HostToDevice)? {
             return Ok(failed);
@@ -197,8 +203,8 @@ unsafe impl Backend for SimBackend {
         // SAFETY: the caller guarantees `src` is valid for `len` bytes of reads until the event
         // completes; the simulator reads it now, before returning.
         let bytes = unsafe { std::slice::from_raw_parts(src, len) };
-        self.with_range(dst, dst_offset, len, |d| d.copy_from_slice(bytes))?;
-        Ok(self.event_for(queue, len, Direction::HostToDevice))
+        self.with_range(dst, dst_offset, len, |d| crate::ops::copy_into(d, bytes))?;
+        Ok(self.event_for(started, queue, len, Direction::HostToDevice))
     }
 
     unsafe fn read_async(
@@ -209,6 +215,7 @@ unsafe impl Backend for SimBackend {
         dst: *mut u8,
         len: usize,
     ) -> Result<Event> {
+        let started = Instant::now();
         src.check(self, src_offset, len)?;
         if let Some(failed) = self.inject_async("read_async", queue, len, Direction::DeviceToHost)? {
             return Ok(failed);
@@ -216,11 +223,12 @@ unsafe impl Backend for SimBackend {
         // SAFETY: the caller guarantees `dst` is valid for `len` bytes of exclusive writes until
         // the event completes; the simulator writes it now, before returning.
         let out = unsafe { std::slice::from_raw_parts_mut(dst, len) };
-        self.with_range(src, src_offset, len, |s| out.copy_from_slice(s))?;
-        Ok(self.event_for(queue, len, Direction::DeviceToHost))
+        self.with_range(src, src_offset, len, |s| crate::ops::copy_into(out, s))?;
+        Ok(self.event_for(started, queue, len, Direction::DeviceToHost))
     }
 
     unsafe fn write_batch_async(&self, queue: usize, writes: &[BatchWrite<'_>]) -> Result<Event> {
+        let started = Instant::now();
         for w in writes {
             w.dst.check(self, w.dst_offset, w.len)?;
         }
@@ -234,11 +242,11 @@ unsafe impl Backend for SimBackend {
             // SAFETY: the caller guarantees each `src` is valid for `len` bytes of reads until
             // the event completes; the simulator reads them now.
             let bytes = unsafe { std::slice::from_raw_parts(w.src, w.len) };
-            self.with_range(w.dst, w.dst_offset, w.len, |d| d.copy_from_slice(bytes))?;
+            self.with_range(w.dst, w.dst_offset, w.len, |d| crate::ops::copy_into(d, bytes))?;
             total += w.len;
         }
         // One submission: the latency is paid once, the bandwidth for all bytes.
-        Ok(self.event_for(queue, total, Direction::HostToDevice))
+        Ok(self.event_for(started, queue, total, Direction::HostToDevice))
     }
 
     fn copy_async(
@@ -250,7 +258,8 @@ unsafe impl Backend for SimBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<Event> {
+        let started = Instant::now();
         self.copy_data(src, src_offset, dst, dst_offset, len)?;
-        Ok(self.event_for(queue, len, Direction::DeviceToDevice))
+        Ok(self.event_for(started, queue, len, Direction::DeviceToDevice))
     }
 }

@@ -260,37 +260,38 @@ impl SimBackend {
         self.options.latency + bw
     }
 
-    pub(super) fn sleep_for(&self, bytes: usize, dir: Direction) {
-        self.sleep(self.transfer_delay(bytes, dir));
+    /// Waits until the simulated time of a transfer of `bytes` begun at `started` has passed: the
+    /// simulator's own copy counts as part of the modelled transfer, as a device's DMA would.
+    pub(super) fn sleep_for(&self, started: Instant, bytes: usize, dir: Direction) {
+        wait_until(started + self.transfer_delay(bytes, dir));
     }
 
-    /// Waits out the simulated time of a direct copy of `bytes` from a peer device.
-    pub(super) fn sleep_for_peer_copy(&self, bytes: usize) {
+    /// As [`SimBackend::sleep_for`], for a direct copy of `bytes` from a peer device.
+    pub(super) fn sleep_for_peer_copy(&self, started: Instant, bytes: usize) {
         let bw = self.options.peer_bandwidth.or(self.options.bandwidth).filter(|b| *b > 0.0 && b.is_finite());
         let d = self.options.latency + bw.map(|b| Duration::from_secs_f64(bytes as f64 / b)).unwrap_or_default();
-        self.sleep(d);
-    }
-
-    fn sleep(&self, d: Duration) {
-        if !d.is_zero() {
-            wait_until(Instant::now() + d);
-        }
+        wait_until(started + d);
     }
 
     /// An event for `bytes` moved on `queue`: queues are in order, so the transfer starts when
     /// the queue's previous one has finished and takes the simulated latency and bandwidth time.
     /// The copy itself already happened; only its completion is delayed.
-    pub(super) fn event_for(&self, queue: usize, bytes: usize, dir: Direction) -> Event {
-        Box::new(SimEvent { done_at: self.due(queue, bytes, dir), error: None, gate: self.gate.clone() })
+    pub(super) fn event_for(&self, started: Instant, queue: usize, bytes: usize, dir: Direction) -> Event {
+        Box::new(SimEvent { done_at: self.due_from(started, queue, bytes, dir), error: None, gate: self.gate.clone() })
     }
 
     /// When work of `bytes` enqueued now on `queue` completes (queues are in order).
     pub(super) fn due(&self, queue: usize, bytes: usize, dir: Direction) -> Instant {
+        self.due_from(Instant::now(), queue, bytes, dir)
+    }
+
+    /// When work of `bytes` enqueued at `started` on `queue` completes: it starts once the
+    /// queue's earlier work has finished, and takes the modelled latency and bandwidth time.
+    pub(super) fn due_from(&self, started: Instant, queue: usize, bytes: usize, dir: Direction) -> Instant {
         let delay = self.transfer_delay(bytes, dir);
-        let now = Instant::now();
         let mut busy = self.busy_until.lock().unwrap_or_else(|p| p.into_inner());
         let slot = &mut busy[queue % self.options.queues.max(1)];
-        let done_at = (*slot).max(now) + delay;
+        let done_at = (*slot).max(started) + delay;
         *slot = done_at;
         done_at
     }

@@ -52,7 +52,7 @@ use std::sync::Arc;
 
 pub use metrics::BufferMetrics;
 pub(crate) use parts::AllocationBlock;
-pub(crate) use peer::PeerRoute;
+pub(crate) use peer::{PeerRoute, PEER_CHUNK};
 
 /// Alignment every buffer's host bytes are guaranteed to have.
 pub(crate) const HOST_ALIGN: usize = 64;

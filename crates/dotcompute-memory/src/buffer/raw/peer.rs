@@ -8,8 +8,13 @@ use crate::backend::{Backend, Event};
 use crate::error::{Direction, Result};
 
 /// Bytes per staging block of a pipelined copy between devices that cannot reach each other:
-/// large enough that per-chunk latency is small, small enough that two blocks overlap well.
-pub(crate) const PEER_CHUNK: usize = 4 << 20;
+/// large enough that per-chunk latency is small, small enough that a ring of them overlaps well.
+/// (4 KiB under Miri, so that its tests reach every path of the ring in reasonable time.)
+pub(crate) const PEER_CHUNK: usize = if cfg!(miri) { 4 << 10 } else { 4 << 20 };
+
+/// Staging blocks are page-locked where the backend has such memory; not under Miri, which
+/// cannot make the system call.
+const PINNED_STAGING: bool = !cfg!(miri);
 
 /// How a copy between two devices goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,10 +104,10 @@ impl RawBuffer {
     }
 
     /// A copy between devices that cannot reach each other, through host staging blocks
-    /// (page-locked where the destination has them). `pipelined`: in chunks through two blocks,
-    /// so the source's read of one chunk overlaps the destination's write of the one before;
-    /// a failure part-way leaves part of `dst` written. Otherwise through one block holding
-    /// the whole range, written with one call.
+    /// (page-locked where the destination has them). `pipelined`: in chunks through a ring of
+    /// blocks, the source's reads running ahead of the destination's writes, so both devices'
+    /// links are busy at once; a failure part-way leaves part of `dst` written. Otherwise
+    /// through one block holding the whole range, written with one call.
     #[allow(clippy::too_many_arguments)]
     fn staged_copy(
         &self,
@@ -116,56 +121,101 @@ impl RawBuffer {
     ) -> Result<()> {
         let backend = self.mm.backend();
         if !pipelined || len <= PEER_CHUNK {
-            let mut slot = self.mm.acquire_staging(len, true)?;
+            let mut slot = self.mm.acquire_staging(len, PINNED_STAGING)?;
             let r = from
                 .read(src_backend, src_offset, &mut slot.bytes_mut()[..len])
                 .and_then(|()| dst.write(backend, dst_offset, &slot.bytes()[..len]));
             self.mm.release_staging(slot);
             return r;
         }
-        let mut slots = Vec::with_capacity(2);
-        for _ in 0..2 {
-            match self.mm.acquire_staging(PEER_CHUNK, true) {
-                Ok(slot) => slots.push(slot),
+        let chunks = len.div_ceil(PEER_CHUNK);
+        let mut ring = Vec::with_capacity(PEER_RING.min(chunks));
+        for _ in 0..PEER_RING.min(chunks) {
+            match self.mm.acquire_staging(PEER_CHUNK, PINNED_STAGING) {
+                Ok(slot) => ring.push(StagedBlock { slot, read: None, write: None }),
                 Err(e) => {
-                    slots.into_iter().for_each(|s| self.mm.release_staging(s));
+                    ring.into_iter().for_each(|b| self.mm.release_staging(b.slot));
                     return Err(e);
                 }
             }
         }
-        let mut in_flight: [Option<Event>; 2] = [None, None];
-        let mut result = Ok(());
-        for (i, start) in (0..len).step_by(PEER_CHUNK).enumerate() {
-            let n = PEER_CHUNK.min(len - start);
-            let k = i % 2;
-            if let Some(event) = in_flight[k].take() {
-                if let Err(e) = event.wait() {
-                    result = Err(e);
-                    break;
+        let result = pump(&mut ring, chunks, |stage, chunk, block| {
+            let at = chunk * PEER_CHUNK;
+            let n = PEER_CHUNK.min(len - at);
+            let ptr = block.slot.bytes_mut()[..n].as_mut_ptr();
+            match stage {
+                Stage::Read => {
+                    // SAFETY: the block is neither read nor written until this event has been
+                    // waited for (`pump` waits for it before the write that reads the block, and
+                    // for every event before the ring is released).
+                    unsafe { from.read_async(src_backend, 0, src_offset + at, ptr, n) }
+                }
+                Stage::Write => {
+                    // SAFETY: the block is not written again until this event has been waited
+                    // for (before the block's next read, or before the ring is released).
+                    unsafe { dst.write_async(backend, 0, dst_offset + at, ptr, n) }
                 }
             }
-            if let Err(e) = from.read(src_backend, src_offset + start, &mut slots[k].bytes_mut()[..n]) {
-                result = Err(e);
-                break;
+        });
+        ring.into_iter().for_each(|b| self.mm.release_staging(b.slot));
+        result
+    }
+}
+
+/// Staging blocks in the ring of a pipelined copy between devices.
+const PEER_RING: usize = 4;
+
+/// One block of the ring and the transfers using it.
+struct StagedBlock {
+    slot: crate::pool::staging::StagingSlot,
+    /// The read filling it.
+    read: Option<Event>,
+    /// The write draining it.
+    write: Option<Event>,
+}
+
+/// Which half of a chunk's trip `pump` asks for.
+#[derive(Clone, Copy)]
+enum Stage {
+    Read,
+    Write,
+}
+
+/// Moves `chunks` chunks through `ring`: at each step the next chunk's read is queued (into its
+/// block once that block's last write has completed), then the previous chunk's write once its
+/// read has completed; so the source always has a read queued while the destination writes.
+/// Returns with no transfer in flight, and the first error.
+fn pump(
+    ring: &mut [StagedBlock],
+    chunks: usize,
+    mut start: impl FnMut(Stage, usize, &mut StagedBlock) -> Result<Event>,
+) -> Result<()> {
+    let k = ring.len();
+    let mut step = |chunk: usize| -> Result<()> {
+        if chunk < chunks {
+            let block = &mut ring[chunk % k];
+            if let Some(write) = block.write.take() {
+                write.wait()?;
             }
-            let chunk = slots[k].bytes()[..n].as_ptr();
-            // SAFETY: block `k` is neither written nor released until this event has been waited
-            // for: before the block's next use in this loop, or after the loop, below.
-            match unsafe { dst.write_async(backend, 0, dst_offset + start, chunk, n) } {
-                Ok(event) => in_flight[k] = Some(event),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
+            block.read = Some(start(Stage::Read, chunk, block)?);
         }
-        for event in in_flight.into_iter().flatten() {
+        if let Some(previous) = chunk.checked_sub(1) {
+            let block = &mut ring[previous % k];
+            if let Some(read) = block.read.take() {
+                read.wait()?;
+            }
+            block.write = Some(start(Stage::Write, previous, block)?);
+        }
+        Ok(())
+    };
+    let mut result = (0..=chunks).try_for_each(&mut step);
+    for block in ring.iter_mut() {
+        for event in block.read.take().into_iter().chain(block.write.take()) {
             let waited = event.wait();
             if result.is_ok() {
                 result = waited;
             }
         }
-        slots.into_iter().for_each(|s| self.mm.release_staging(s));
-        result
     }
+    result
 }

@@ -100,6 +100,45 @@ fn cuda_backend(test: &str) -> Option<std::sync::Arc<dyn Backend>> {
 /// Every call makes the backend's context current only for its duration: a thread with no
 /// current context has none afterwards.
 #[test]
+fn peer_copies_between_gpus_or_within_one() {
+    let Some(_) = cuda_backend("peer_copies_between_gpus_or_within_one") else { return };
+    let devices = backend::open_devices("cuda").unwrap();
+    // With one GPU, a second backend on the same device (one primary context) is the pair.
+    let (a, b) = match &devices[..] {
+        [a, b, ..] => (a.clone(), b.clone()),
+        [a] => (a.clone(), backend::open("cuda").unwrap()),
+        [] => panic!("open_devices found no CUDA device although the backend opened"),
+    };
+    let reach = backend::peer_matrix(&[a.clone(), b.clone()]);
+    eprintln!("cuda peer copies: {} -> {}, direct: {}", a.device_label(), b.device_label(), reach[1][0]);
+    if devices.len() == 1 {
+        assert!(reach[1][0] && reach[0][1], "two backends on one device share its context");
+    }
+    let (mm_a, mm_b) = (
+        MemoryManager::with_shared_backend(a, ManagerOptions::default()).unwrap(),
+        MemoryManager::with_shared_backend(b, ManagerOptions::default()).unwrap(),
+    );
+    let data: Vec<u32> = (0..(12 << 20) / 4).collect();
+    let mut src = mm_a.allocate_from(&data).unwrap();
+    src.mark_device_dirty().unwrap();
+    let mut dst = mm_b.allocate::<u32>(data.len()).unwrap();
+    dst.copy_from_buffer(&src).unwrap();
+    assert_eq!(dst.state(), BufferState::DeviceDirty);
+    assert_eq!(mm_b.statistics().device_to_device.count, 1);
+    assert_eq!(dst.to_vec().unwrap(), data);
+    // Back the other way through a batch, whose report names the route.
+    let mut back = mm_a.allocate::<u32>(data.len()).unwrap();
+    dst.mark_device_dirty().unwrap();
+    let mut batch = TransferBatch::new();
+    batch.copy(&dst, &mut back).unwrap();
+    let report = mm_a.transfer_engine().execute(batch, TransferOptions::default()).unwrap();
+    assert!(report.is_success(), "{report:?}");
+    let peer = report.transfers[0].peer.clone().expect("a peer copy");
+    eprintln!("cuda peer copy report: {peer:?}, {:.2} GB/s", report.peer_bandwidth[0].bandwidth / 1e9);
+    assert_eq!(back.to_vec().unwrap(), data);
+}
+
+#[test]
 fn the_calling_threads_current_context_is_restored() {
     use cudarc::driver::result::ctx;
     std::thread::spawn(|| {

@@ -216,3 +216,18 @@ fn copies_in_both_directions_at_once_do_not_deadlock() {
         t.join().unwrap();
     }
 }
+
+#[test]
+fn open_devices_lists_every_device_of_a_backend_and_which_reach_each_other() {
+    let sim = backend::open_devices("sim").unwrap();
+    let labels: Vec<String> = sim.iter().map(|d| d.device_label()).collect();
+    assert_eq!(labels, ["sim:0", "sim:1"]);
+    assert_eq!(backend::peer_matrix(&sim), [[true, true], [true, true]]);
+    let cpu = backend::open_devices("cpu").unwrap();
+    assert_eq!(cpu.len(), 1);
+    assert_eq!(backend::peer_matrix(&cpu), [[true]]);
+    let mixed = [sim[0].clone(), cpu[0].clone()];
+    assert_eq!(backend::peer_matrix(&mixed), [[true, false], [false, true]]);
+    let err = backend::open_devices("tpu").err().expect("an unknown name");
+    assert!(matches!(err, Error::UnknownBackend { ref name, .. } if name == "tpu"), "{err:?}");
+}
