@@ -52,7 +52,9 @@ use std::sync::Arc;
 
 pub use metrics::BufferMetrics;
 pub(crate) use parts::AllocationBlock;
-pub(crate) use peer::{PeerRoute, PEER_CHUNK};
+pub(crate) use peer::PeerRoute;
+#[cfg(test)]
+pub(crate) use peer::PEER_CHUNK;
 
 /// Alignment every buffer's host bytes are guaranteed to have.
 pub(crate) const HOST_ALIGN: usize = 64;
