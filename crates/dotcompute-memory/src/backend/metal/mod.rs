@@ -3,10 +3,11 @@
 //!
 //! **Type-checked, never run.** This backend is compiled and linted for
 //! `aarch64-apple-darwin` in CI (`cargo check` and `cargo clippy`, which need no Apple SDK),
-//! but it has not run on a Mac: no test of it has executed, on any device. Treat it as a
-//! starting point to validate (the conformance suite runs it with `DCMEM_BACKEND`-style
-//! selection: `cargo test --test conformance --features metal metal::`), not as a tested
-//! backend. On other platforms the feature adds nothing and opening `metal` says why.
+//! but it has not run on a Mac: none of its code has executed, on any device. Treat it as a
+//! backend to validate, not a tested one: on a Mac,
+//! `cargo test -p dotcompute-memory --features metal --test conformance metal::` runs the
+//! conformance suite on it, and `DCMEM_METAL_STORAGE=private` runs the same on private storage.
+//! On other platforms the feature adds nothing and opening `metal` says why.
 //!
 //! # Device, storage and queues
 //!

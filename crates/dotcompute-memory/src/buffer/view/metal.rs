@@ -30,7 +30,8 @@ use crate::element::Element;
 /// give it to another buffer). A kernel of a read view must not write the range.
 #[derive(Debug, Clone)]
 pub struct MetalMemory {
-    /// The buffer holding the view: a pool segment shared with other buffers.
+    /// The buffer holding the view: a pool segment shared with other buffers. Its `contents`
+    /// is a CPU address only with shared storage (a private buffer has none).
     pub buffer: Retained<ProtocolObject<dyn MTLBuffer>>,
     /// Bytes from the start of `buffer` to the view's first element (what
     /// `setBuffer:offset:atIndex:` takes).
