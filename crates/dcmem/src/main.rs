@@ -112,13 +112,16 @@ impl BackendName {
     fn rejection(name: &str) -> String {
         let offered = COMPILED_BACKENDS.join(", ");
         let key = name.trim().to_ascii_lowercase();
-        if FEATURE_BACKENDS.contains(&key.as_str()) {
+        // Metal exists only on Apple platforms: elsewhere no build offers it.
+        let buildable = |b: &str| b != "metal" || cfg!(target_os = "macos");
+        if FEATURE_BACKENDS.contains(&key.as_str()) && buildable(&key) {
             return format!(
                 "the `{key}` backend is not compiled into this binary (it offers {offered}); build one with it: \
                  cargo run --release -p dcmem --features {key} -- ..."
             );
         }
-        let missing: Vec<&str> = FEATURE_BACKENDS.iter().copied().filter(|b| !COMPILED_BACKENDS.contains(b)).collect();
+        let missing: Vec<&str> =
+            FEATURE_BACKENDS.iter().copied().filter(|b| !COMPILED_BACKENDS.contains(b) && buildable(b)).collect();
         let more = if missing.is_empty() {
             String::new()
         } else {
@@ -126,7 +129,10 @@ impl BackendName {
             format!("; {} need a build with {}", missing.join(" and "), features.join(" or "))
         };
         if key == "metal" {
-            format!("there is no `metal` backend in dcmem yet; this binary offers {offered}{more}")
+            format!(
+                "there is no `metal` backend on this platform (Metal exists only on Apple platforms); \
+                 this binary offers {offered}{more}"
+            )
         } else {
             format!("unknown backend `{name}`; this binary offers {offered}{more}")
         }

@@ -3,7 +3,8 @@
 //! Unified host/device memory for compute work: one buffer type whose data lives on the host,
 //! on an accelerator, or both, with tracked coherence; pooling of host and device memory;
 //! statistics and diagnostics; backends for the CPU (embedded default), a simulated discrete
-//! device with fault injection, and (behind features) OpenCL and CUDA.
+//! device with fault injection, and (behind features) OpenCL, CUDA and Metal (macOS; checked
+//! by the compiler, never run).
 //!
 //! ## Quick start
 //!
@@ -59,7 +60,8 @@
 //!   your own), for code generic over them.
 //! - [`DeviceView`], [`DeviceViewMut`], [`Access`]: kernels on a buffer's device memory.
 //! - [`Backend`]: what a device provides; [`CpuBackend`], [`SimBackend`], and with the
-//!   `opencl` / `cuda` features `OpenClBackend` and `CudaBackend`.
+//!   `opencl` / `cuda` / `metal` features `OpenClBackend`, `CudaBackend` and (on macOS)
+//!   `MetalBackend`.
 //! - [`ObjectPool`] ([`Pooled`] guards) and [`ArrayPool`] ([`Rented`] guards, raw [`ArrayHandle`]s):
 //!   pools of reusable objects and arrays (see `pool::object`, `pool::array`).
 //! - [`Error`]: every failure, with the values that caused it.
@@ -101,12 +103,16 @@ pub mod units;
 pub use backend::cpu::CpuBackend;
 #[cfg(feature = "cuda")]
 pub use backend::cuda::CudaBackend;
+#[cfg(all(feature = "metal", target_os = "macos"))]
+pub use backend::metal::MetalBackend;
 #[cfg(feature = "opencl")]
 pub use backend::opencl::OpenClBackend;
 pub use backend::sim::{CompletionHold, FaultPlan, SimBackend, SimOptions};
 pub use backend::{
     Backend, BackendId, BatchWrite, DeviceEvent, DeviceMemory, Event, MemoryInfo, PinnedHost, ReadyEvent,
 };
+#[cfg(all(feature = "metal", target_os = "macos"))]
+pub use buffer::view::metal::MetalMemory;
 #[cfg(feature = "opencl")]
 pub use buffer::view::opencl::OpenClMemory;
 #[cfg(feature = "cuda")]

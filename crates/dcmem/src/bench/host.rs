@@ -289,7 +289,7 @@ mod shared {
     use super::super::ctx::Ctx;
     use super::super::data::{pattern, wrong_data};
     use crate::report::Row;
-    use crate::{units, CliError, CliResult};
+    use crate::{CliError, CliResult};
     use dotcompute_memory::{MemoryManager, SharedBuffer};
     use std::fs::File;
     use std::io::{Read, Write};
@@ -332,7 +332,7 @@ mod shared {
             // fewer wake-ups, the strongest baseline. Keep the default when refused.
             let _ = rustix::pipe::fcntl_setpipe_size(&tx, 1 << 20);
             match rustix::pipe::fcntl_getpipe_size(&tx) {
-                Ok(size) => format!("pipe buffer {}", units::bytes(size as u64)),
+                Ok(size) => format!("pipe buffer {}", crate::units::bytes(size as u64)),
                 Err(_) => "pipe buffer size unknown".to_string(),
             }
         };

@@ -19,10 +19,14 @@ fn limit(bytes: u64) -> String {
 /// `dcmem info`.
 pub fn run() -> CliResult<String> {
     let mut out = String::new();
-    let features: Vec<&str> = [("opencl", cfg!(feature = "opencl")), ("cuda", cfg!(feature = "cuda"))]
-        .into_iter()
-        .filter_map(|(f, on)| on.then_some(f))
-        .collect();
+    let features: Vec<&str> = [
+        ("opencl", cfg!(feature = "opencl")),
+        ("cuda", cfg!(feature = "cuda")),
+        ("metal", cfg!(all(feature = "metal", target_os = "macos"))),
+    ]
+    .into_iter()
+    .filter_map(|(f, on)| on.then_some(f))
+    .collect();
     say!(
         out,
         "dcmem {} — backends known to this build (optional features compiled in: {})",

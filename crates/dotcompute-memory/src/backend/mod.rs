@@ -6,21 +6,21 @@
 //! # Memory handles
 //!
 //! Device memory is named by a [`DeviceMemory`] handle: an opaque number chosen by the backend
-//! (a pointer on the CPU, an id in the simulator, a `cl_mem` slot, a `CUdeviceptr`), its size,
-//! and the id of the backend instance that made it. Handles are move-only and can only be made
-//! with the `unsafe` [`DeviceMemory::from_raw`], so safe code can neither forge one nor free one
-//! twice. Every method that takes a handle checks that it belongs to the backend
-//! ([`Error::InvalidHandle`] otherwise) and that offsets lie inside it.
+//! (a pointer on the CPU, an id in the simulator, a `cl_mem` or `MTLBuffer` slot, a
+//! `CUdeviceptr`), its size, and the id of the backend instance that made it. Handles are
+//! move-only and can only be made with the `unsafe` [`DeviceMemory::from_raw`], so safe code can
+//! neither forge one nor free one twice. Every method that takes a handle checks that it belongs
+//! to the backend ([`Error::InvalidHandle`] otherwise) and that offsets lie inside it.
 //!
 //! # Queues and events
 //!
-//! A backend has `queue_count()` in-order queues (OpenCL command queues, CUDA streams). The
-//! `*_async` methods enqueue a copy and return an [`Event`] that completes when the copy has
-//! finished; they are `unsafe` because the host memory they read or write must stay valid until
-//! then, which the type system cannot see. Events report completion by polling
-//! ([`DeviceEvent::is_complete`]), by blocking ([`DeviceEvent::wait`]) or by waking a
-//! `Waker` ([`DeviceEvent::on_complete`]), so futures built on them work
-//! with any async runtime.
+//! A backend has `queue_count()` in-order queues (OpenCL command queues, CUDA streams, Metal
+//! command queues). The `*_async` methods enqueue a copy and return an [`Event`] that completes
+//! when the copy has finished; they are `unsafe` because the host memory they read or write
+//! must stay valid until then, which the type system cannot see. Events report completion by
+//! polling ([`DeviceEvent::is_complete`]), by blocking ([`DeviceEvent::wait`]) or by waking a
+//! `Waker` ([`DeviceEvent::on_complete`]), so futures built on them work with any async
+//! runtime.
 //!
 //! [`Error::InvalidHandle`]: crate::Error::InvalidHandle
 
@@ -30,6 +30,8 @@ pub mod cuda;
 mod event;
 mod interface;
 mod memory;
+#[cfg(all(feature = "metal", target_os = "macos"))]
+pub mod metal;
 #[cfg(feature = "opencl")]
 pub mod opencl;
 pub(crate) mod region;

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "cuda")]
 use super::cuda;
+#[cfg(all(feature = "metal", target_os = "macos"))]
+use super::metal;
 #[cfg(feature = "opencl")]
 use super::opencl;
 use super::{cpu, sim, Backend};
@@ -12,7 +14,7 @@ use crate::error::{Error, Result};
 pub const BACKEND_NAMES: &[&str] = &["cpu", "sim", "opencl", "cuda", "metal"];
 
 /// The backends compiled into this build (`cpu` first): every name of [`BACKEND_NAMES`] whose
-/// cargo feature, if it has one, is enabled.
+/// cargo feature, if it has one, is enabled (`metal` needs macOS as well).
 pub const COMPILED_BACKENDS: &[&str] = &[
     "cpu",
     "sim",
@@ -20,14 +22,20 @@ pub const COMPILED_BACKENDS: &[&str] = &[
     "opencl",
     #[cfg(feature = "cuda")]
     "cuda",
+    #[cfg(all(feature = "metal", target_os = "macos"))]
+    "metal",
 ];
 
-/// The backends that a cargo feature of the same name adds to a build.
-pub const FEATURE_BACKENDS: &[&str] = &["opencl", "cuda"];
+/// The backends that a cargo feature of the same name adds to a build (`metal` only on macOS:
+/// elsewhere the feature compiles to nothing, and opening `metal` says why).
+pub const FEATURE_BACKENDS: &[&str] = &["opencl", "cuda", "metal"];
 
 /// Why a backend that is not compiled in cannot be used, and what a library user puts in
 /// Cargo.toml to get it.
-#[cfg_attr(all(feature = "opencl", feature = "cuda"), allow(dead_code))]
+#[cfg_attr(
+    all(feature = "opencl", feature = "cuda", any(feature = "metal", not(target_os = "macos"))),
+    allow(dead_code)
+)]
 fn not_compiled(name: &str, feature: &str) -> Error {
     const VERSION: &str = concat!(env!("CARGO_PKG_VERSION_MAJOR"), ".", env!("CARGO_PKG_VERSION_MINOR"));
     Error::BackendUnavailable {
@@ -37,6 +45,15 @@ fn not_compiled(name: &str, feature: &str) -> Error {
              `dotcompute-memory = {{ version = \"{VERSION}\", features = [\"{feature}\"] }}` in Cargo.toml \
              (or `cargo run --features dotcompute-memory/{feature}`)"
         ),
+    }
+}
+
+/// Why `metal` cannot be opened outside macOS, with or without its feature.
+#[cfg(not(target_os = "macos"))]
+fn not_on_this_platform() -> Error {
+    Error::BackendUnavailable {
+        backend: "metal".into(),
+        reason: "Metal exists only on Apple platforms (the `metal` feature adds this backend on macOS)".into(),
     }
 }
 
@@ -57,14 +74,12 @@ pub fn open(name: &str) -> Result<std::sync::Arc<dyn Backend>> {
         "cuda" => Ok(std::sync::Arc::new(cuda::CudaBackend::from_env()?)),
         #[cfg(not(feature = "cuda"))]
         "cuda" => Err(not_compiled("cuda", "cuda")),
-        "metal" => Err(Error::BackendUnavailable {
-            backend: "metal".into(),
-            reason: if cfg!(target_os = "macos") {
-                "the Metal backend is not implemented yet".into()
-            } else {
-                "Metal exists only on Apple platforms".into()
-            },
-        }),
+        #[cfg(all(feature = "metal", target_os = "macos"))]
+        "metal" => Ok(std::sync::Arc::new(metal::MetalBackend::new()?)),
+        #[cfg(all(not(feature = "metal"), target_os = "macos"))]
+        "metal" => Err(not_compiled("metal", "metal")),
+        #[cfg(not(target_os = "macos"))]
+        "metal" => Err(not_on_this_platform()),
         _ => Err(Error::UnknownBackend { name: name.to_string(), valid: BACKEND_NAMES.join(", ") }),
     }
 }
@@ -119,4 +134,32 @@ pub fn peer_matrix(devices: &[std::sync::Arc<dyn Backend>]) -> Vec<Vec<bool>> {
             devices.iter().enumerate().map(|(j, from)| i == j || to.can_copy_from_peer(from.as_ref())).collect()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_feature_backend_is_a_known_name_and_metal_is_one() {
+        assert!(FEATURE_BACKENDS.contains(&"metal"));
+        for name in FEATURE_BACKENDS {
+            assert!(BACKEND_NAMES.contains(name), "{name}");
+        }
+        assert_eq!(COMPILED_BACKENDS.contains(&"metal"), cfg!(all(feature = "metal", target_os = "macos")));
+    }
+
+    /// With or without the `metal` feature, `metal` opens nowhere but on macOS, and says so.
+    #[cfg(not(target_os = "macos"))]
+    #[test]
+    fn metal_is_unavailable_off_apple_platforms_with_the_reason() {
+        match open("metal").map(|b| b.name()) {
+            Err(Error::BackendUnavailable { backend, reason }) => {
+                assert_eq!(backend, "metal");
+                assert!(reason.starts_with("Metal exists only on Apple platforms"), "{reason}");
+            }
+            other => panic!("expected BackendUnavailable, got {other:?}"),
+        }
+        assert!(probe_all().iter().any(|(name, probe)| *name == "metal" && probe.is_err()));
+    }
 }

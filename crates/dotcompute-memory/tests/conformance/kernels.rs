@@ -138,6 +138,8 @@ pub fn saxpy_on_slices_at_offsets(ctx: &Ctx) {
 pub fn slice_views_carry_their_offset(ctx: &Ctx) {
     let mut b = ctx.mm.allocate_from(&ramp(256, 1.0)).unwrap();
     let base = b.device_view().unwrap().byte_offset();
+    #[cfg(all(feature = "metal", target_os = "macos"))]
+    let metal_base = b.device_view().unwrap().metal().map(|m| m.byte_offset);
     for start in [0usize, 1, 3, 64, 255] {
         let mut s = b.slice_mut(start..).unwrap();
         let v = s.device_view_mut(Access::Read).unwrap();
@@ -145,9 +147,29 @@ pub fn slice_views_carry_their_offset(ctx: &Ctx) {
         if let Some(xs) = v.device_slice() {
             assert_eq!(xs[0], ramp(256, 1.0)[start], "{}", ctx.at());
         }
+        #[cfg(all(feature = "metal", target_os = "macos"))]
+        metal_view_carries_its_offset(ctx, &v, metal_base.map(|at| at + 4 * start));
     }
     // Read access through a mutable view changes nothing.
     assert_eq!(b.state(), Synchronized, "{}", ctx.at());
+}
+
+/// On Metal: the view's offset in its `MTLBuffer` is `want` (the whole buffer's plus the
+/// slice's), its length is the view's, and with shared storage the buffer's CPU address at that
+/// offset is the view's `device_slice`.
+#[cfg(all(feature = "metal", target_os = "macos"))]
+fn metal_view_carries_its_offset(ctx: &Ctx, v: &DeviceViewMut<'_, f32>, want: Option<usize>) {
+    use dotcompute_memory::backend::metal::objc2_metal::MTLBuffer;
+    let Some(m) = v.metal() else {
+        assert_ne!(ctx.name, "metal", "{}: a view of a Metal buffer has no Metal memory", ctx.at());
+        return;
+    };
+    assert_eq!(Some(m.byte_offset), want, "{}", ctx.at());
+    assert_eq!(m.byte_len, v.byte_len(), "{}", ctx.at());
+    if let Some(xs) = v.device_slice() {
+        let cpu = m.buffer.contents().as_ptr().cast::<u8>().wrapping_add(m.byte_offset);
+        assert_eq!(cpu.cast_const(), xs.as_ptr().cast::<u8>(), "{}", ctx.at());
+    }
 }
 
 /// A partial `Overwrite` view uploads first (the rest of the buffer stays correct); a whole

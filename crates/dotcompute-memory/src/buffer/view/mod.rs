@@ -6,7 +6,7 @@
 //! ```text
 //!   buf.device_view_mut(Access::ReadWrite)?   uploads first if the host part is newer
 //!      │  view.device_slice_mut()              cpu, sim: the device memory as &mut [T]
-//!      │  view.opencl() / view.cuda()          the native handle + offset, for your kernel
+//!      │  view.opencl() / cuda() / metal()     the native handle + offset, for your kernel
 //!      │  view.opencl_completed_by(&event)     a kernel on a queue of yours: we wait for it too
 //!   drop(view)                                 device part now the newest (DeviceDirty); the
 //!                                              buffer waits for the view's queue before its
@@ -20,6 +20,8 @@
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(all(feature = "metal", target_os = "macos"))]
+pub mod metal;
 #[cfg(feature = "opencl")]
 pub mod opencl;
 

@@ -155,7 +155,7 @@ pub(super) mod from_env {
             let table = [
                 ("opencl", cfg!(feature = "opencl")),
                 ("cuda", cfg!(feature = "cuda")),
-                ("metal", cfg!(target_os = "macos")),
+                ("metal", cfg!(all(feature = "metal", target_os = "macos"))),
             ];
             table.iter().find(|(n, _)| *n == name).is_none_or(|(_, built)| *built)
         };
@@ -168,7 +168,7 @@ pub(super) mod from_env {
                 Err(Error::BackendUnavailable { backend, reason }) => {
                     assert_eq!(backend, name);
                     assert!(!reason.trim().is_empty(), "{name}: empty reason");
-                    if !compiled(name) && name != "metal" {
+                    if !compiled(name) && (name != "metal" || cfg!(target_os = "macos")) {
                         assert!(reason.contains(&format!("features = [\"{name}\"]")), "{name}: {reason}");
                     }
                     if name == "metal" && !cfg!(target_os = "macos") {

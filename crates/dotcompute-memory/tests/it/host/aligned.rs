@@ -4,6 +4,7 @@
 #[cfg(target_os = "linux")]
 use crate::support::child::{in_child, test_name};
 use dotcompute_memory::*;
+#[cfg(target_os = "linux")]
 use std::io::Write;
 
 const MIB: usize = 1 << 20;

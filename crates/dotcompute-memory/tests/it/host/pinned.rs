@@ -3,6 +3,7 @@
 //! and, when it runs as root, drops CAP_IPC_LOCK from its thread first).
 #![cfg(all(unix, not(miri)))]
 
+#[cfg(target_os = "linux")]
 use crate::support::child::{self, test_name};
 use dotcompute_memory::*;
 
