@@ -135,7 +135,7 @@ pub use pool::array::{ArrayHandle, ArrayPool, ArrayPoolOptions, ArrayPoolStatist
 pub use pool::object::{
     EvictionPolicy, MaintenanceReport, ObjectPool, ObjectPoolBuilder, ObjectPoolStatistics, Pooled,
 };
-pub use pool::snapshot::{BlockSnapshot, MemorySnapshot, SegmentSnapshot};
+pub use pool::snapshot::{BlockSnapshot, MemorySnapshot, PoolUsage, SegmentSnapshot, Usage};
 pub use stats::{MemoryStatistics, TransferStatistics};
 pub use transfer::{
     PeerBandwidth, PeerCopy, Priority, RetryPolicy, StagingPolicy, TransferBatch, TransferEngine, TransferError,

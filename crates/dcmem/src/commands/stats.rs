@@ -1,5 +1,5 @@
-//! `dcmem stats`: a small workload on one manager, then its statistics (a table or JSON) and a
-//! snapshot of its device pool.
+//! `dcmem stats`: a small workload on one manager, then its statistics (a table or JSON) and its
+//! memory summary (`MemoryManager::memory_summary`: memory by kind and pool, and the segments).
 
 use super::manager;
 use crate::{units, CliError, CliResult};
@@ -99,35 +99,8 @@ pub fn run(backend: &str, json: bool) -> CliResult<String> {
             mm.backend().name()
         );
         out += &stats_table(&s)?;
-        out += &snapshot_text(&mm.memory_snapshot());
+        say!(out);
+        out += &mm.memory_summary();
     }
     Ok(out)
-}
-
-/// The device pool's segments, one line each, after a summary line.
-fn snapshot_text(s: &dotcompute_memory::MemorySnapshot) -> String {
-    let mut out = format!(
-        "\nDevice pool now: {} segment(s), {} reserved, {} handed out ({} of it cached whole in the pool's \
-         front cache), {} free (largest block {}, fragmentation {:.0}%); per-thread magazines hold {}\n",
-        s.segments.len(),
-        units::bytes(s.device_reserved_bytes),
-        units::bytes(s.in_use_bytes),
-        units::bytes(s.front_cached_bytes),
-        units::bytes(s.free_bytes),
-        units::bytes(s.largest_free_block),
-        s.fragmentation() * 100.0,
-        units::bytes(s.magazine_bytes),
-    );
-    for seg in &s.segments {
-        let used: u64 = seg.blocks.iter().filter(|b| !b.free).map(|b| b.size).sum();
-        let kind = if seg.splittable { "" } else { ", oversize" };
-        out += &format!(
-            "  segment {}: {}{kind}, {} block(s), {} handed out\n",
-            seg.id,
-            units::bytes(seg.size),
-            seg.blocks.len(),
-            units::bytes(used)
-        );
-    }
-    out
 }

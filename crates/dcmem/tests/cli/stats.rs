@@ -1,19 +1,30 @@
-//! `dcmem stats`: the statistics table and JSON after the workload, and the pool snapshot.
+//! `dcmem stats`: the statistics table and JSON after the workload, and the memory summary.
 
 use crate::support::*;
 
 #[test]
-fn stats_text_ends_with_the_device_pool_snapshot() {
+fn stats_text_ends_with_the_memory_summary() {
     let o = dcmem(&["stats", "--backend", "sim"]);
     assert!(o.status.success(), "stderr: {}", stderr(&o));
     let text = stdout(&o);
-    let summary = text.lines().find(|l| l.starts_with("Device pool now: ")).unwrap_or_else(|| panic!("{text}"));
-    // The workload keeps one buffer alive, so at least one segment with something handed out.
-    let segments = number_before(summary, " segment(s)");
-    assert!(segments >= 1.0, "{summary}");
-    let lines = text.lines().filter(|l| l.trim_start().starts_with("segment ")).count();
-    assert_eq!(lines as f64, segments, "one line per segment:\n{text}");
-    assert!(summary.contains("fragmentation") && summary.contains("magazines hold"), "{summary}");
+    let summary = text.split("\nMemory summary: sim").nth(1).unwrap_or_else(|| panic!("no memory summary:\n{text}"));
+    let row = |name: &str| -> Vec<String> {
+        let line = summary
+            .lines()
+            .find(|l| l.starts_with(&format!("| {name} ")))
+            .unwrap_or_else(|| panic!("no row {name}:\n{summary}"));
+        line.split('|').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect()
+    };
+    // Metric, current, peak, total allocated, total freed.
+    let buffers = row("Allocations (buffers)");
+    assert_eq!(buffers[3], "17", "1 kept + 4 rounds × 4 sizes: {buffers:?}");
+    let segments = row("Device segments");
+    let current: usize = segments[1].parse().unwrap();
+    assert!(current >= 1, "the workload's device parts are in at least one segment: {segments:?}");
+    // One line per segment in the segment table, after its header and rule.
+    let table = summary.split("\nSegments (").nth(1).unwrap_or_else(|| panic!("no segment table:\n{summary}"));
+    assert_eq!(table.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| Segment")).count(), current);
+    assert!(summary.contains("Out-of-memory errors: 0"), "{summary}");
 }
 
 #[test]
@@ -35,10 +46,7 @@ fn stats_json_reflects_the_workload() {
 
 /// The key column of the statistics table, in order.
 fn table_keys(out: &str) -> Vec<&str> {
-    out.lines()
-        .filter(|l| l.starts_with("  ") && !l.starts_with("  segment "))
-        .filter_map(|l| l.split("  ").nth(1))
-        .collect()
+    out.lines().filter(|l| l.starts_with("  ")).filter_map(|l| l.split("  ").nth(1)).collect()
 }
 
 /// On cpu nothing is copied: the table shows one line for that, not 21 rows of zeros, while

@@ -155,6 +155,30 @@ impl MemoryManager {
         self.shared.memory_snapshot()
     }
 
+    /// A text table of where memory is, like `torch.cuda.memory_summary()`: allocated (live
+    /// buffers), reserved (device segments), active (blocks in use) and cached memory, with
+    /// current, peak and total figures where they are kept, split into the small pool (requests
+    /// up to 1 MiB) and the large pool; buffer and segment counts; out-of-memory errors and
+    /// retries; and one line per segment with its fragmentation. `dcmem stats` prints it.
+    ///
+    /// ```
+    /// use dotcompute_memory::{MemoryManager, SimOptions};
+    ///
+    /// # fn main() -> dotcompute_memory::Result<()> {
+    /// let mm = MemoryManager::sim(SimOptions::default());
+    /// let mut small = mm.allocate::<u8>(4096)?;
+    /// small.ensure_on_device()?;
+    /// let summary = mm.memory_summary();
+    /// assert!(summary.contains("| Reserved device memory (segments)"));
+    /// assert!(summary.contains("|     from small pool"));
+    /// println!("{summary}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn memory_summary(&self) -> String {
+        crate::pool::summary::render(&self.statistics(), &self.memory_snapshot(), &self.shared.backend.device_label())
+    }
+
     /// Starts a new peak: `peak_bytes` becomes the bytes of the buffers alive now. Returns the
     /// peak it replaces. (PyTorch's `reset_peak_memory_stats`, for measuring one phase of a
     /// program.)

@@ -193,6 +193,7 @@ impl Arena {
                 id,
                 size: seg.size as u64,
                 splittable: seg.splittable,
+                small_pool: false,
                 blocks: seg
                     .blocks
                     .iter()

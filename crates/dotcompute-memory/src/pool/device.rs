@@ -15,11 +15,12 @@
 use super::arena::Arena;
 use super::cache::BlockCache;
 use super::size_class::class_of;
-use super::snapshot::MemorySnapshot;
+use super::snapshot::{MemorySnapshot, PoolUsage};
 use crate::backend::region::{DeviceRegion, Segment};
 use crate::backend::{Backend, DeviceMemory};
 use crate::error::{Error, Result};
 use crate::stats::StatCounters;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Offsets and sizes of regions are multiples of this (CUDA's allocation granularity).
@@ -42,6 +43,10 @@ struct ArenaState {
     next_id: u64,
     /// Bytes of all segments (what this pool holds from the backend).
     held: u64,
+    /// Segments by pool, with peaks and totals.
+    pools: PoolUsage,
+    /// The ids of the small pool's segments.
+    small: std::collections::HashSet<u64>,
 }
 
 /// The caching allocator of one manager. See the module docs.
@@ -54,6 +59,10 @@ pub(crate) struct DevicePool {
     state: Mutex<ArenaState>,
     /// `ManagerOptions::device_memory_limit`.
     limit: Option<u64>,
+    /// Requests refused for lack of memory, and segment allocations retried after releasing
+    /// the cache (both only on the slow path).
+    out_of_memory_errors: AtomicU64,
+    segment_retries: AtomicU64,
 }
 
 fn round_up(n: usize, to: usize) -> Option<usize> {
@@ -79,8 +88,12 @@ impl DevicePool {
                 segments: Default::default(),
                 next_id: 1,
                 held: 0,
+                pools: PoolUsage::default(),
+                small: Default::default(),
             }),
             limit,
+            out_of_memory_errors: AtomicU64::new(0),
+            segment_retries: AtomicU64::new(0),
         }
     }
 
@@ -114,6 +127,14 @@ impl DevicePool {
 
     /// A region of at least `bytes` bytes.
     pub(crate) fn acquire(&self, bytes: usize, tick: u64) -> Result<DeviceRegion> {
+        let r = self.acquire_region(bytes, tick);
+        if let Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) = &r {
+            self.out_of_memory_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn acquire_region(&self, bytes: usize, tick: u64) -> Result<DeviceRegion> {
         let overflow =
             || Error::LengthOverflow { len: bytes, element_size: 1, type_name: "u8 (rounded to a pool size class)" };
         let (class, class_size) = class_of(bytes).ok_or_else(overflow)?;
@@ -148,6 +169,7 @@ impl DevicePool {
         let memory = match self.allocate_segment(&st, segment_size, bytes) {
             Ok(m) => m,
             Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) => {
+                self.segment_retries.fetch_add(1, Ordering::Relaxed);
                 drop(st);
                 self.release_cached(0, u64::MAX);
                 st = self.lock();
@@ -188,6 +210,11 @@ impl DevicePool {
         st.next_id += 1;
         let seg_size = memory.size();
         st.held += seg_size as u64;
+        let small = size <= SMALL_LIMIT && splittable;
+        st.pools.segment_added(small, seg_size as u64);
+        if small {
+            st.small.insert(id);
+        }
         let device_on_host = self.backend.device_ptr_on_host(&memory);
         st.segments.insert(id, Arc::new(Segment { memory, id, device_on_host }));
         st.arena.add_segment(id, seg_size, splittable, tick);
@@ -245,6 +272,8 @@ impl DevicePool {
                     let memory: DeviceMemory = segment.memory;
                     released += memory.size();
                     st.held -= memory.size() as u64;
+                    let small = st.small.remove(&id);
+                    st.pools.segment_removed(small, memory.size() as u64);
                     self.stats.backend_freed(memory.size());
                     if self.pooling {
                         self.stats.evicted();
@@ -276,7 +305,10 @@ impl DevicePool {
     /// what the manager's magazines hold).
     pub(crate) fn snapshot(&self, magazine_bytes: u64) -> MemorySnapshot {
         let st = self.lock();
-        let segments = st.arena.snapshot();
+        let mut segments = st.arena.snapshot();
+        for s in &mut segments {
+            s.small_pool = st.small.contains(&s.id);
+        }
         let free = st.arena.free_bytes() as u64;
         #[allow(deprecated)] // `reserved_bytes` is filled until it is removed
         MemorySnapshot {
@@ -288,6 +320,9 @@ impl DevicePool {
             front_cached_bytes: self.front.cached_bytes() as u64,
             magazine_bytes,
             largest_free_block: st.arena.largest_free() as u64,
+            pools: st.pools,
+            out_of_memory_errors: self.out_of_memory_errors.load(Ordering::Relaxed),
+            segment_retries: self.segment_retries.load(Ordering::Relaxed),
             segments,
         }
     }

@@ -17,4 +17,5 @@ pub(crate) mod options;
 pub(crate) mod size_class;
 pub(crate) mod snapshot;
 pub(crate) mod staging;
+pub(crate) mod summary;
 pub(crate) mod tuning;

@@ -50,6 +50,88 @@ pub struct MemorySnapshot {
     pub magazine_bytes: u64,
     /// The largest free block: the biggest request served without a new segment.
     pub largest_free_block: u64,
+    /// Device segments of the small pool (requests up to 1 MiB) and of the large pool:
+    /// current, peak and total bytes and counts since the manager was created.
+    #[serde(default)]
+    pub pools: PoolUsage,
+    /// Device allocations that failed with out of memory or the manager's memory limit, after
+    /// the pool had released what it could and retried.
+    #[serde(default)]
+    pub out_of_memory_errors: u64,
+    /// Segment allocations the backend refused at first and that were retried after the pool
+    /// released its cached memory (PyTorch's "cudaMalloc retries").
+    #[serde(default)]
+    pub segment_retries: u64,
+}
+
+/// Current, peak and total of one quantity (bytes or a count) since the manager was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Now.
+    pub current: u64,
+    /// Highest `current` seen.
+    pub peak: u64,
+    /// Sum of every increase.
+    pub allocated: u64,
+    /// Sum of every decrease.
+    pub freed: u64,
+}
+
+impl Usage {
+    pub(crate) fn add(&mut self, n: u64) {
+        self.current += n;
+        self.allocated += n;
+        self.peak = self.peak.max(self.current);
+    }
+
+    pub(crate) fn remove(&mut self, n: u64) {
+        self.current = self.current.saturating_sub(n);
+        self.freed += n;
+    }
+}
+
+/// The device pool's segments by pool, as PyTorch splits them: the small pool serves requests
+/// up to 1 MiB from 2 MiB segments, the large pool everything else.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolUsage {
+    /// Bytes of all segments.
+    pub bytes: Usage,
+    /// Number of segments.
+    pub segments: Usage,
+    /// Bytes of small-pool segments.
+    pub small_bytes: Usage,
+    /// Bytes of large-pool segments.
+    pub large_bytes: Usage,
+    /// Number of small-pool segments.
+    pub small_segments: Usage,
+    /// Number of large-pool segments.
+    pub large_segments: Usage,
+}
+
+impl PoolUsage {
+    pub(crate) fn segment_added(&mut self, small: bool, bytes: u64) {
+        let (b, n) = if small {
+            (&mut self.small_bytes, &mut self.small_segments)
+        } else {
+            (&mut self.large_bytes, &mut self.large_segments)
+        };
+        b.add(bytes);
+        n.add(1);
+        self.bytes.add(bytes);
+        self.segments.add(1);
+    }
+
+    pub(crate) fn segment_removed(&mut self, small: bool, bytes: u64) {
+        let (b, n) = if small {
+            (&mut self.small_bytes, &mut self.small_segments)
+        } else {
+            (&mut self.large_bytes, &mut self.large_segments)
+        };
+        b.remove(bytes);
+        n.remove(1);
+        self.bytes.remove(bytes);
+        self.segments.remove(1);
+    }
 }
 
 impl MemorySnapshot {
@@ -85,8 +167,9 @@ impl fmt::Display for MemorySnapshot {
             let free = s.blocks.iter().filter(|b| b.free).count();
             write!(
                 f,
-                "\n  segment {}: {}{}, {} block(s), {} free",
+                "\n  segment {} ({} pool): {}{}, {} block(s), {} free",
                 s.id,
+                if s.small_pool { "small" } else { "large" },
                 b(s.size),
                 if s.splittable { "" } else { " (oversize, one request)" },
                 s.blocks.len(),
@@ -106,6 +189,9 @@ pub struct SegmentSnapshot {
     pub size: u64,
     /// False for an oversize segment that serves one request whole.
     pub splittable: bool,
+    /// In the small pool (requests up to 1 MiB); false: the large pool.
+    #[serde(default)]
+    pub small_pool: bool,
     /// Its blocks by offset; together they cover the segment.
     pub blocks: Vec<BlockSnapshot>,
 }

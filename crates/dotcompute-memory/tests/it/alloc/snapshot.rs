@@ -204,3 +204,50 @@ fn a_snapshot_on_a_discrete_backend_shows_device_memory_only() {
     mm.trim_excess().unwrap();
     assert_eq!((check_snapshot(&mm).device_reserved_bytes, sim_used(&mm)), (0, 0));
 }
+
+#[test]
+fn pool_usage_and_the_memory_summary_follow_segments_by_pool() {
+    let mm = MemoryManager::with_backend(
+        SimBackend::new(SimOptions::default().with_capacity(64 << 20)),
+        ManagerOptions::default().with_maintenance_interval(None),
+    )
+    .unwrap();
+    let mut small = mm.allocate::<u8>(4096).unwrap();
+    small.ensure_on_device().unwrap();
+    let mut large = mm.allocate::<u8>(8 << 20).unwrap();
+    large.ensure_on_device().unwrap();
+    let s = mm.memory_snapshot();
+    assert_eq!((s.pools.small_segments.current, s.pools.large_segments.current), (1, 1));
+    assert_eq!(s.pools.small_bytes.current, 2 << 20, "one 2 MiB small-pool segment");
+    assert_eq!(s.pools.bytes.current, s.device_reserved_bytes);
+    assert_eq!(s.segments.iter().filter(|g| g.small_pool).count(), 1);
+    let peak = s.pools.bytes.current;
+    drop((small, large));
+    mm.trim_excess().unwrap();
+    let s = mm.memory_snapshot();
+    assert_eq!(s.pools.bytes.current, 0);
+    assert_eq!((s.pools.bytes.peak, s.pools.bytes.allocated, s.pools.bytes.freed), (peak, peak, peak));
+    assert_eq!((s.pools.segments.allocated, s.pools.segments.freed), (2, 2));
+    // A request the device cannot hold: counted once, after the pool's own retry.
+    let mut huge = mm.allocate::<u8>(100 << 20).unwrap();
+    assert!(matches!(huge.ensure_on_device(), Err(Error::OutOfMemory { .. })));
+    let s = mm.memory_snapshot();
+    assert_eq!(s.out_of_memory_errors, 1);
+    assert!(s.segment_retries >= 1);
+    let summary = mm.memory_summary();
+    assert!(summary.contains("Out-of-memory errors: 1 "), "{summary}");
+    let reserved = summary.lines().find(|l| l.starts_with("| Reserved device memory")).unwrap();
+    let cells: Vec<&str> = reserved.split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
+    let p = units::format_bytes_short(peak);
+    assert_eq!(peak, 22 << 20, "a 2 MiB small-pool segment and a 20 MiB large-pool one");
+    assert_eq!(cells[1..], ["0 B", p.as_str(), p.as_str(), p.as_str()], "{summary}");
+    // The statistics serialise with the new fields, and older snapshots without them still load.
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["pools"]["segments"]["allocated"], 2);
+    let mut old = json.clone();
+    for key in ["pools", "out_of_memory_errors", "segment_retries"] {
+        old.as_object_mut().unwrap().remove(key);
+    }
+    let back: MemorySnapshot = serde_json::from_value(old).unwrap();
+    assert_eq!(back.pools, PoolUsage::default());
+}
