@@ -2,7 +2,7 @@
 //! memory summary (`MemoryManager::memory_summary`: memory by kind and pool, and the segments).
 
 use super::manager;
-use crate::{units, CliError, CliResult};
+use crate::{CliError, CliResult};
 use dotcompute_memory::{MemoryManager, MemoryStatistics};
 use std::fmt::Write as _;
 
