@@ -29,6 +29,7 @@ LAYERS = {
     "backend": 3,
     "pool": 4,
     "buffer": 5,
+    "dlpack": 6,
     "transfer": 6,
     "manager": 7,
     "lib": 8, "prelude": 8,
