@@ -6,6 +6,7 @@
 //! - `host`: aligned, mapped, pinned and shared host memory, host operations;
 //! - `transfer`: the transfer engine, under faults, staged or direct;
 //! - `backends`: OpenCL and CUDA against real drivers (with their features);
+//! - `interop`: DLPack export and import (with the `dlpack` feature);
 //! - `bad_input`: what every public entry point does on bad input;
 //! - `stress`: threads doing random operations (`DCMEM_STRESS_OPS` per thread);
 //! - `public_paths`: the paths through which public items are reached;
@@ -26,6 +27,7 @@ mod backends;
 mod bad_input;
 mod buffer;
 mod host;
+mod interop;
 mod pools;
 mod public_paths;
 mod stress;
