@@ -150,16 +150,46 @@ fn export<T: Number>(
 macro_rules! with_type {
     ($name:expr, $T:ident => $body:expr) => {
         match $name {
-            "f32" => { type $T = f32; $body }
-            "f64" => { type $T = f64; $body }
-            "i8" => { type $T = i8; $body }
-            "i16" => { type $T = i16; $body }
-            "i32" => { type $T = i32; $body }
-            "i64" => { type $T = i64; $body }
-            "u8" => { type $T = u8; $body }
-            "u16" => { type $T = u16; $body }
-            "u32" => { type $T = u32; $body }
-            "u64" => { type $T = u64; $body }
+            "f32" => {
+                type $T = f32;
+                $body
+            }
+            "f64" => {
+                type $T = f64;
+                $body
+            }
+            "i8" => {
+                type $T = i8;
+                $body
+            }
+            "i16" => {
+                type $T = i16;
+                $body
+            }
+            "i32" => {
+                type $T = i32;
+                $body
+            }
+            "i64" => {
+                type $T = i64;
+                $body
+            }
+            "u8" => {
+                type $T = u8;
+                $body
+            }
+            "u16" => {
+                type $T = u16;
+                $body
+            }
+            "u32" => {
+                type $T = u32;
+                $body
+            }
+            "u64" => {
+                type $T = u64;
+                $body
+            }
             other => Err(format!("unknown element type {other:?}: use f32, f64, i8..i64 or u8..u64")),
         }
     };

@@ -15,6 +15,7 @@ use crate::pool::context::ManagerShared;
 use crate::pool::size_class::class_of;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
+#[cfg(feature = "dlpack")]
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -81,6 +82,7 @@ impl BoxedBuffer {
 
     /// A buffer over foreign memory (see `RawBuffer::new_foreign`, whose contract the caller
     /// keeps). It is never parked: retiring it drops it, which runs its release.
+    #[cfg(feature = "dlpack")]
     pub(crate) fn new_foreign(
         mm: &Arc<ManagerShared>,
         ptr: NonNull<u8>,

@@ -156,6 +156,7 @@ impl<T: Element> UnifiedBuffer<T> {
     /// A buffer over `len` elements of foreign memory at `ptr` that `release` gives back to its
     /// owner when the buffer drops (see `RawBuffer::new_foreign`, whose contract the caller
     /// keeps; the element type's size and alignment are the caller's to check).
+    #[cfg(feature = "dlpack")]
     pub(crate) fn new_foreign(
         mm: &Arc<ManagerShared>,
         len: usize,
@@ -169,6 +170,7 @@ impl<T: Element> UnifiedBuffer<T> {
     }
 
     /// The buffer around `raw`, whose byte size is a multiple of `size_of::<T>()`.
+    #[cfg(feature = "dlpack")]
     pub(crate) fn from_boxed(raw: BoxedBuffer) -> Self {
         UnifiedBuffer { raw, _element: PhantomData }
     }

@@ -232,7 +232,7 @@ mod tests {
         assert_eq!(dtype_of::<u16>(), dt(KDL_UINT, 16));
         assert_eq!(dtype_of::<i64>(), dt(KDL_INT, 64));
         assert_eq!(dtype_of::<u128>(), dt(KDL_UINT, 128));
-        assert_eq!(dtype_of::<usize>(), dt(KDL_UINT, (size_of::<usize>() * 8) as u8));
+        assert_eq!(dtype_of::<usize>(), dt(KDL_UINT, usize::BITS as u8));
     }
 
     #[test]

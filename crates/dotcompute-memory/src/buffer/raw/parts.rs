@@ -2,13 +2,17 @@
 //! unified allocation serving both (which may be foreign memory, never returned to a pool); and
 //! the replacement of a part by an asynchronous transfer.
 
-use super::{internal, AlignedEmpty, RawBuffer, HOST_ALIGN};
+#[cfg(feature = "dlpack")]
+use super::AlignedEmpty;
+use super::{internal, RawBuffer, HOST_ALIGN};
 use crate::backend::region::DeviceRegion;
 use crate::error::Result;
 use crate::host::HostBlock;
+#[cfg(feature = "dlpack")]
 use crate::pool::context::ManagerShared;
 use std::cell::{Cell, OnceCell};
 use std::ptr::NonNull;
+#[cfg(feature = "dlpack")]
 use std::sync::Arc;
 
 /// The block a buffer was allocated with: what a buffer parked in a magazine keeps.
@@ -91,6 +95,7 @@ impl RawBuffer {
     /// The caller guarantees that `ptr` is valid for reads and writes of `bytes` bytes, that
     /// nothing else accesses them while the buffer lives, and that they stay valid until
     /// `release` runs (the safety contract of `UnifiedBuffer::from_dlpack`).
+    #[cfg(feature = "dlpack")]
     pub(crate) fn new_foreign(
         mm: &Arc<ManagerShared>,
         ptr: NonNull<u8>,
