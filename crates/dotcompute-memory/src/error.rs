@@ -371,7 +371,7 @@ pub enum Error {
     /// A DLPack tensor that cannot become a buffer (`UnifiedBuffer::from_dlpack`): which field
     /// is wrong, what it holds and what was needed. The tensor was not consumed: its deleter did
     /// not run, and it is still the caller's to hand back or free.
-    #[error("DLPack tensor refused: its {field} is {found}, but {expected}; the tensor was not consumed (its deleter did not run) and is still the caller's")]
+    #[error("DLPack tensor refused: {field} = {found}; needed: {expected}. The tensor was not consumed (its deleter did not run) and is still the caller's")]
     DlpackRefused {
         /// The field of the tensor (or of its managed struct) that is wrong, e.g. `strides`.
         field: &'static str,

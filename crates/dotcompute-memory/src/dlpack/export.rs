@@ -548,7 +548,7 @@ fn prepare<T: Element>(
     if side == Side::Host {
         return Ok((dtype, host_placement(raw, access)?));
     }
-    let order = device::Ordering::for_stream(stream).map_err(refuse)?;
+    let order = device::Ordering::for_stream(backend, stream).map_err(refuse)?;
     raw.prepare_device(access != Access::Overwrite)?;
     let placement = device::placement(raw, &order)?;
     if access.writes() {
@@ -608,9 +608,20 @@ mod device {
     }
 
     impl Ordering {
-        /// The Python protocol's stream values: `None` and 1 the legacy default stream, 2 the
-        /// per-thread default stream, -1 none, other positive values a stream handle.
-        pub(super) fn for_stream(stream: Option<isize>) -> std::result::Result<Self, String> {
+        /// The Python protocol's stream values on CUDA: `None` and 1 the legacy default stream,
+        /// 2 the per-thread default stream, -1 none, other positive values a stream handle.
+        /// Other backends take no stream: it is ignored there.
+        pub(super) fn for_stream(backend: &dyn Backend, stream: Option<isize>) -> std::result::Result<Self, String> {
+            #[cfg(feature = "cuda")]
+            let cuda = backend.downcast_ref::<crate::backend::cuda::CudaBackend>().is_some();
+            #[cfg(not(feature = "cuda"))]
+            let cuda = {
+                let _ = backend;
+                false
+            };
+            if !cuda {
+                return Ok(Ordering { stream: None });
+            }
             match stream {
                 None => Ok(Ordering { stream: Some(1) }),
                 Some(-1) => Ok(Ordering { stream: None }),
