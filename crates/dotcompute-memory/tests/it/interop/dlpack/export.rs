@@ -242,3 +242,29 @@ fn an_export_error_converts_into_the_crate_error() {
     assert!(matches!(export(buf), Err(Error::DlpackExport { .. })));
     assert_eq!(mm.diagnostics().live_count(), 0, "the conversion drops the buffer");
 }
+
+#[cfg(feature = "opencl")]
+#[test]
+fn an_opencl_device_part_exports_its_cl_mem_and_offset() {
+    let Some(mm) = managers::opencl("DLPack export on OpenCL", managers::quiet()) else { return };
+    // Two buffers, so the second one may sit at an offset in a shared segment.
+    let _first = mm.allocate_from(&[0u8; 100]).unwrap();
+    let mut buf = mm.allocate_from(&[0.0f32; 4]).unwrap();
+    buf.upload(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+    let (mem, byte_offset) = {
+        let view = buf.device_view().unwrap();
+        let m = view.opencl().expect("an OpenCL buffer");
+        (m.mem, m.byte_offset)
+    };
+    let tensor = buf.to_dlpack(Access::Read, None).unwrap();
+    let t = tensor.tensor();
+    assert_eq!(t.device, DLDevice { device_type: dlpack::KDL_OPENCL, device_id: 0 });
+    assert_eq!((t.data, t.byte_offset), (mem, byte_offset as u64));
+    assert_eq!(shape_and_strides(t), (1, 4, 1));
+    let buf = tensor.into_buffer();
+    assert_eq!((buf.state(), buf.to_vec().unwrap()), (BufferState::DeviceDirty, vec![1.0, 2.0, 3.0, 4.0]));
+
+    // A buffer whose newest data is on the host exports its host part.
+    let host = mm.allocate_from(&[5.0f32]).unwrap().to_dlpack(Access::Read, None).unwrap();
+    assert_eq!(host.tensor().device.device_type, KDL_CPU);
+}
