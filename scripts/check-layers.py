@@ -10,7 +10,7 @@ The library is built in layers, each using only the ones below it (docs/ARCHITEC
     4 pool          size classes, caches, arena, device pool, the pool context the buffers
                     and the engine share, object and array pools
     5 buffer        unified buffers, views, per-thread magazines
-    6 transfer      the transfer engine
+    6 transfer      the transfer engine; dlpack (DLPack export and import, feature `dlpack`)
     7 manager       the MemoryManager facade
     8 root          lib.rs and the prelude
 
@@ -29,6 +29,7 @@ LAYERS = {
     "backend": 3,
     "pool": 4,
     "buffer": 5,
+    "dlpack": 6,
     "transfer": 6,
     "manager": 7,
     "lib": 8, "prelude": 8,

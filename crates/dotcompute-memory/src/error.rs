@@ -380,6 +380,34 @@ pub enum Error {
         alignment_bits: u64,
     },
 
+    /// A DLPack tensor that cannot become a buffer (`UnifiedBuffer::from_dlpack`): which field
+    /// is wrong, what it holds and what was needed. The tensor was not consumed: its deleter did
+    /// not run, and it is still the caller's to hand back or free.
+    #[error("DLPack tensor refused: {field} = {found}; needed: {expected}. The tensor was not consumed (its deleter did not run) and is still the caller's")]
+    DlpackRefused {
+        /// The field of the tensor (or of its managed struct) that is wrong, e.g. `strides`.
+        field: &'static str,
+        /// What the field holds, formatted (with the values it depends on, e.g. the shape).
+        found: String,
+        /// What was needed instead, and where that applies.
+        expected: String,
+    },
+
+    /// A buffer that cannot be exported as a DLPack tensor (`UnifiedBuffer::to_dlpack`).
+    #[error(
+        "cannot export the {side} part of a buffer of {element} on backend {backend} as a DLPack tensor: {reason}"
+    )]
+    DlpackExport {
+        /// Backend name.
+        backend: &'static str,
+        /// The part that would be exported: `host` or `device`.
+        side: &'static str,
+        /// The buffer's element type.
+        element: &'static str,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+
     /// A shared-memory name that cannot be used.
     #[error("invalid shared buffer name {name:?}: {reason}")]
     SharedName {

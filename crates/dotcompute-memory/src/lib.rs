@@ -64,12 +64,16 @@
 //!   `MetalBackend`.
 //! - [`ObjectPool`] ([`Pooled`] guards) and [`ArrayPool`] ([`Rented`] guards, raw [`ArrayHandle`]s):
 //!   pools of reusable objects and arrays (see `pool::object`, `pool::array`).
+//! - With the `dlpack` feature, `UnifiedBuffer::to_dlpack` / `from_dlpack` and `DlpackTensor`:
+//!   buffers handed to and taken from NumPy, PyTorch and other DLPack libraries without a copy
+//!   (the ABI's structs and constants are in `dlpack`).
 //! - [`Error`]: every failure, with the values that caused it.
 //! - [`prelude`]: the names most programs need, for one glob import.
 //!
 //! Every type is named from the root. The public modules hold what is specific to one part
 //! and not re-exported there: [`backend`] (each backend's own options and accessors, backend
-//! selection), [`host`] (host-memory builders and handles), [`pool`] (the pools' limits),
+//! selection), [`host`] (host-memory builders and handles), [`pool`] (the pools' limits), `dlpack`
+//! (the DLPack ABI's constants, with its feature),
 //! [`ops`] (host-side copies and conversions) and [`units`].
 
 /// The repository README's examples, compiled and run as doctests.
@@ -86,6 +90,8 @@ pub mod backend;
 mod buffer;
 mod buffer_trait;
 mod diagnostics;
+#[cfg(feature = "dlpack")]
+pub mod dlpack;
 mod element;
 mod environment;
 mod error;
@@ -123,6 +129,11 @@ pub use buffer::{
 };
 pub use buffer_trait::MemoryBuffer;
 pub use diagnostics::{Diagnostics, LiveBuffer};
+#[cfg(feature = "dlpack")]
+pub use dlpack::{
+    DLDataType, DLDevice, DLManagedTensor, DLManagedTensorVersioned, DLPackVersion, DLTensor, DlpackExportError,
+    DlpackTensor, DlpackTensorLegacy,
+};
 pub use element::{Element, TypeTag};
 pub use error::{Direction, Error, Result};
 pub use host::HostBlock;

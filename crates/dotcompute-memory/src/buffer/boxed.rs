@@ -5,7 +5,8 @@
 //! for free, where a 128-byte struct would be copied right after its fields were written one by
 //! one, which stalls store forwarding. The box also makes the per-thread magazine cheap: a
 //! dropped small buffer's whole box, with its block and manager reference, is parked there and
-//! reset for the next allocation of its size class (see `buffer::magazine`).
+//! reset for the next allocation of its size class (see `buffer::magazine`). A buffer over
+//! foreign memory has no allocation block, so it is never parked: retiring it releases it.
 
 use super::magazine::{self, Kind};
 use super::raw::{AllocationBlock, RawBuffer};
@@ -14,6 +15,8 @@ use crate::pool::context::ManagerShared;
 use crate::pool::size_class::class_of;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
+#[cfg(feature = "dlpack")]
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 /// A buffer's state on the heap. Dropping it retires the buffer ([`retire`]).
@@ -75,6 +78,19 @@ impl BoxedBuffer {
         }
         magazine::flush_if_owner_closed();
         RawBuffer::new_on_device(mm, bytes, registry_id).map(Self::from_box)
+    }
+
+    /// A buffer over foreign memory (see `RawBuffer::new_foreign`, whose contract the caller
+    /// keeps). It is never parked: retiring it drops it, which runs its release.
+    #[cfg(feature = "dlpack")]
+    pub(crate) fn new_foreign(
+        mm: &Arc<ManagerShared>,
+        ptr: NonNull<u8>,
+        bytes: usize,
+        release: Box<dyn FnOnce() + Send>,
+        registry_id: u64,
+    ) -> BoxedBuffer {
+        Self::from_box(RawBuffer::new_foreign(mm, ptr, bytes, release, registry_id))
     }
 
     #[inline(always)]

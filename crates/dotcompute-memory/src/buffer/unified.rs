@@ -153,6 +153,28 @@ impl<T: Element> UnifiedBuffer<T> {
         }
     }
 
+    /// A buffer over `len` elements of foreign memory at `ptr` that `release` gives back to its
+    /// owner when the buffer drops (see `RawBuffer::new_foreign`, whose contract the caller
+    /// keeps; the element type's size and alignment are the caller's to check).
+    #[cfg(feature = "dlpack")]
+    pub(crate) fn new_foreign(
+        mm: &Arc<ManagerShared>,
+        len: usize,
+        ptr: std::ptr::NonNull<u8>,
+        release: Box<dyn FnOnce() + Send>,
+        location: &'static Location<'static>,
+    ) -> Self {
+        let bytes = len * size::<T>();
+        let id = mm.diagnostics.register(len, bytes, T::TYPE_TAG.name, location);
+        UnifiedBuffer::from_boxed(BoxedBuffer::new_foreign(mm, ptr, bytes, release, id))
+    }
+
+    /// The buffer around `raw`, whose byte size is a multiple of `size_of::<T>()`.
+    #[cfg(feature = "dlpack")]
+    pub(crate) fn from_boxed(raw: BoxedBuffer) -> Self {
+        UnifiedBuffer { raw, _element: PhantomData }
+    }
+
     /// Number of elements.
     #[inline]
     pub fn len(&self) -> usize {
@@ -487,6 +509,10 @@ impl<T: Element> UnifiedBuffer<T> {
         }
         if std::mem::align_of::<U>() > HOST_ALIGN {
             let e = fail("the target alignment exceeds the 64-byte buffer alignment");
+            return Err((self, e));
+        }
+        if self.raw.foreign_ptr().is_some_and(|p| !(p.as_ptr() as usize).is_multiple_of(std::mem::align_of::<U>())) {
+            let e = fail("the buffer wraps foreign memory that is not aligned for the target type");
             return Err((self, e));
         }
         Ok(UnifiedBuffer { raw: self.raw, _element: PhantomData })

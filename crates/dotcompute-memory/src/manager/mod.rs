@@ -3,11 +3,14 @@
 //!
 //! - `allocate`: the allocation methods (buffers, named shared buffers, host buffers).
 //! - `maintenance`: the background maintenance thread and the end of the last handle.
+//! - `dlpack` (feature `dlpack`): `UnifiedBuffer::from_dlpack`, which needs the manager.
 //!
 //! The state buffers and transfer engines share lives below, in the pool context
 //! (`pool::context::ManagerShared`); nothing below this module refers to the facade.
 
 mod allocate;
+#[cfg(feature = "dlpack")]
+mod dlpack;
 mod maintenance;
 #[cfg(test)]
 mod staged_copy_tests;

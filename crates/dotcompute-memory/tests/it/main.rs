@@ -7,6 +7,7 @@
 //! - `transfer`: the transfer engine, under faults, staged or direct;
 //! - `devices`: several devices, one manager each: copies between them, direct or staged;
 //! - `backends`: OpenCL and CUDA against real drivers (with their features);
+//! - `interop`: DLPack export and import (with the `dlpack` feature);
 //! - `bad_input`: what every public entry point does on bad input;
 //! - `stress`: threads doing random operations (`DCMEM_STRESS_OPS` per thread);
 //! - `public_paths`: the paths through which public items are reached;
@@ -28,6 +29,7 @@ mod bad_input;
 mod buffer;
 mod devices;
 mod host;
+mod interop;
 mod pools;
 mod public_paths;
 mod stress;

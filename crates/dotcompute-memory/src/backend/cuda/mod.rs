@@ -257,6 +257,18 @@ impl CudaBackend {
     /// Nothing is recorded while `queue`'s stream is being captured into a graph: its work
     /// does not run now, and waiting on it would pull `stream` into the capture.
     pub fn stream_wait_for_queue(&self, stream: &CudaStream, queue: usize) -> Result<()> {
+        // SAFETY: the borrow keeps the caller's stream alive for the call.
+        unsafe { self.raw_stream_wait_for_queue(stream.cu_stream(), queue) }
+    }
+
+    /// [`CudaBackend::stream_wait_for_queue`] for a raw `CUstream`, such as a DLPack
+    /// consumer's (the special handles `CU_STREAM_LEGACY` (1) and `CU_STREAM_PER_THREAD` (2)
+    /// included).
+    ///
+    /// # Safety
+    ///
+    /// `stream` must be a live stream, or one of the special handles, for the whole call.
+    pub unsafe fn raw_stream_wait_for_queue(&self, stream: sys::CUstream, queue: usize) -> Result<()> {
         let bound = self.context.bind()?;
         if self.capturing(queue, &bound)? {
             return Ok(());
@@ -264,12 +276,12 @@ impl CudaBackend {
         let event =
             cu::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING).map_err(|e| driver("cuEventCreate", e))?;
         // SAFETY: `event` was just created, the stream is one of ours, and the caller's stream
-        // is kept alive by the borrow; an event may be waited on from another context.
+        // is live (this function's contract); an event may be waited on from another context.
         // Destroying the event right after is allowed: the driver releases it once it has
         // completed, and the wait enqueued on it stays in effect.
         let result = unsafe {
             cu::event::record(event, self.stream(queue)).map_err(|e| driver("cuEventRecord", e)).and_then(|()| {
-                cu::stream::wait_event(stream.cu_stream(), event, sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT)
+                cu::stream::wait_event(stream, event, sys::CUevent_wait_flags::CU_EVENT_WAIT_DEFAULT)
                     .map_err(|e| driver("cuStreamWaitEvent", e))
             })
         };

@@ -109,6 +109,7 @@ impl RawBuffer {
                 ptr: NonNull::<AlignedEmpty>::dangling().cast(),
                 device_attached: Cell::new(false),
                 host_attached: Cell::new(true),
+                foreign: None,
             }
         } else if mm.unified {
             Self::unified_parts(mm, mm.acquire_device(bytes)?)?
@@ -177,6 +178,7 @@ impl RawBuffer {
                 ptr,
                 device_attached: Cell::new(false),
                 host_attached: Cell::new(true),
+                foreign: None,
             }),
             other => {
                 mm.release_device(memory);

@@ -1,12 +1,19 @@
 //! A buffer's memory parts: a host block and a device region made when first needed, or one
-//! unified allocation serving both; and the replacement of a part by an asynchronous transfer.
+//! unified allocation serving both (which may be foreign memory, never returned to a pool); and
+//! the replacement of a part by an asynchronous transfer.
 
+#[cfg(feature = "dlpack")]
+use super::AlignedEmpty;
 use super::{internal, RawBuffer, HOST_ALIGN};
 use crate::backend::region::DeviceRegion;
 use crate::error::Result;
 use crate::host::HostBlock;
+#[cfg(feature = "dlpack")]
+use crate::pool::context::ManagerShared;
 use std::cell::{Cell, OnceCell};
 use std::ptr::NonNull;
+#[cfg(feature = "dlpack")]
+use std::sync::Arc;
 
 /// The block a buffer was allocated with: what a buffer parked in a magazine keeps.
 pub(crate) enum AllocationBlock<'a> {
@@ -23,9 +30,31 @@ pub(super) enum Parts {
     /// Unified backend, or zero bytes: one allocation serves both parts.
     /// The two flags say which parts are logically present, so the states (including
     /// `DeviceOnly`) match a discrete device's; no copy is ever needed between them.
-    Unified { memory: Option<DeviceRegion>, ptr: NonNull<u8>, device_attached: Cell<bool>, host_attached: Cell<bool> },
+    /// With `foreign`, `ptr` is memory someone else owns (`memory` is `None` until a transfer
+    /// installs a pool block): such a buffer is never parked, and its release runs when it drops.
+    Unified {
+        memory: Option<DeviceRegion>,
+        ptr: NonNull<u8>,
+        device_attached: Cell<bool>,
+        host_attached: Cell<bool>,
+        foreign: Option<Box<ForeignHost>>,
+    },
     /// Discrete backend: a host block and a device allocation, each made when first needed.
     Discrete { host: OnceCell<HostBlock>, device: OnceCell<DeviceRegion> },
+}
+
+/// Foreign memory serving as a buffer's one allocation: its owner's release runs exactly once,
+/// when the buffer is dropped (after any transfer on it has settled), and it never enters a pool.
+pub(crate) struct ForeignHost {
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Drop for ForeignHost {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
 }
 
 /// A part being replaced by an asynchronous transfer. While `fresh` is `Some`, the part's cell
@@ -58,11 +87,50 @@ impl<B> Replacement<B> {
 }
 
 impl RawBuffer {
+    /// A buffer over `bytes` bytes of foreign memory at `ptr`, on a unified backend (the caller
+    /// checks): the memory is both parts, as a unified allocation is, and `release` runs
+    /// exactly once, when the buffer drops. The state is `HostOnly`. A zero-byte buffer keeps
+    /// the aligned dangling pointer of every empty buffer (its release still runs once).
+    ///
+    /// The caller guarantees that `ptr` is valid for reads and writes of `bytes` bytes, that
+    /// nothing else accesses them while the buffer lives, and that they stay valid until
+    /// `release` runs (the safety contract of `UnifiedBuffer::from_dlpack`).
+    #[cfg(feature = "dlpack")]
+    pub(crate) fn new_foreign(
+        mm: &Arc<ManagerShared>,
+        ptr: NonNull<u8>,
+        bytes: usize,
+        release: Box<dyn FnOnce() + Send>,
+        registry_id: u64,
+    ) -> Box<Self> {
+        let ptr = if bytes == 0 { NonNull::<AlignedEmpty>::dangling().cast() } else { ptr };
+        let parts = Parts::Unified {
+            memory: None,
+            ptr,
+            device_attached: Cell::new(false),
+            host_attached: Cell::new(true),
+            foreign: Some(Box::new(ForeignHost { release: Some(release) })),
+        };
+        mm.stats.buffer_created(bytes);
+        Box::new(Self::with_parts(mm.clone(), bytes, parts, registry_id))
+    }
+
+    /// The foreign memory's address while it is the buffer's memory (`None` for memory of our
+    /// own, or once a transfer installed a pool block in its place). Foreign memory is only
+    /// as aligned as its element type needs, not `HOST_ALIGN`.
+    pub(crate) fn foreign_ptr(&self) -> Option<NonNull<u8>> {
+        match &self.parts {
+            Parts::Unified { memory: None, ptr, foreign: Some(_), .. } => Some(*ptr),
+            _ => None,
+        }
+    }
+
     /// The block made at allocation, which a parked buffer keeps (`None` for a zero-byte
-    /// buffer, which is never parked).
+    /// buffer or one over foreign memory, which are never parked).
     #[inline]
     pub(crate) fn allocation_block(&self) -> Option<AllocationBlock<'_>> {
         match &self.parts {
+            Parts::Unified { foreign: Some(_), .. } => None,
             Parts::Unified { memory, .. } => memory.as_ref().map(AllocationBlock::Unified),
             Parts::Discrete { host, device } => match (host.get(), device.get()) {
                 (Some(host), _) => Some(AllocationBlock::Host(host)),

@@ -1,8 +1,11 @@
 //! Helpers the integration tests share: managers, the environment lock, skipping an unavailable
-//! backend, re-running a test in a child process, a seeded generator and test data.
+//! backend, re-running a test in a child process, a seeded generator, test data,
+//! and a DLPack producer.
 
 pub mod child;
 pub mod data;
+#[cfg(feature = "dlpack")]
+pub mod dlpack;
 pub mod env;
 pub mod managers;
 pub mod rng;
