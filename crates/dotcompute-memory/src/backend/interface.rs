@@ -145,7 +145,8 @@ pub unsafe trait Backend: Send + Sync + 'static {
     }
 
     /// True when this backend can copy directly from allocations of `src`, another device:
-    /// CUDA devices with peer access, simulated devices of one group. Where it cannot (the
+    /// CUDA devices with peer access, OpenCL backends on one context, simulated devices of one
+    /// group. Where it cannot (the
     /// default), a copy between the two is staged through host memory.
     fn can_copy_from_peer(&self, src: &dyn Backend) -> bool {
         let _ = src;

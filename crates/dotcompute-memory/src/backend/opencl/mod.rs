@@ -88,6 +88,7 @@ mod error;
 mod event;
 mod handles;
 mod interop;
+mod peer;
 mod pinned;
 mod raw;
 mod trait_impl;

@@ -29,6 +29,22 @@ unsafe impl Backend for OpenClBackend {
         format!("opencl:{}", self.summary.index)
     }
 
+    fn can_copy_from_peer(&self, src: &dyn Backend) -> bool {
+        src.downcast_ref::<OpenClBackend>().is_some_and(|peer| self.shares_context_with(peer))
+    }
+
+    fn copy_from_peer(
+        &self,
+        src_backend: &dyn Backend,
+        src: &DeviceMemory,
+        src_offset: usize,
+        dst: &DeviceMemory,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        self.copy_from_context_peer(src_backend, src, src_offset, dst, dst_offset, len)
+    }
+
     fn description(&self) -> String {
         let s = &self.summary;
         format!(

@@ -1,5 +1,6 @@
 //! The OpenCL backend against a real driver (PoCL in CI): the backend on its own, buffers on it,
-//! the environment that selects its device, and real kernels on device views.
+//! the environment that selects its device, real kernels on device views, and copies between
+//! backends (direct on one context, through host memory between contexts).
 //!
 //! Each test skips with a printed reason when no OpenCL platform is present, unless
 //! `DCMEM_REQUIRE_OPENCL=1`, which turns the absence into a failure. Tests that read or set the
@@ -9,6 +10,7 @@
 mod device;
 mod environment;
 mod kernels;
+mod peer;
 mod programs;
 mod views;
 
