@@ -141,7 +141,7 @@ pub use host::{
     HostAlloc, HostBuffer, MappedBuffer, MappedBufferMut, Ownership, PageInfo, PageKind, PinnedBuffer, PinnedPool,
     SharedBuffer, SharedHeader,
 };
-pub use manager::{ManagerOptions, MemoryManager};
+pub use manager::{AccessHint, ManagerOptions, MemoryManager};
 pub use pool::array::{ArrayHandle, ArrayPool, ArrayPoolOptions, ArrayPoolStatistics, Rented};
 pub use pool::object::{
     EvictionPolicy, MaintenanceReport, ObjectPool, ObjectPoolBuilder, ObjectPoolStatistics, Pooled,

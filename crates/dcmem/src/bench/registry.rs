@@ -116,6 +116,11 @@ static ENTRIES: &[Entry] = &[
     entry("batched transfers", Needs::Any, Run::Once(|c| transfer::batched(c, c.sizes().batch.0, c.sizes().batch.1))),
     entry("device-to-device copy", Needs::Any, Run::Once(|c| one(transfer::device_to_device(c, c.sizes().transfer)))),
     entry(
+        "prefetch, sim with latency",
+        Needs::SimulatedDevice,
+        Run::Once(|c| one(transfer::prefetch(c, c.sizes().copy, SIM_LINK_BANDWIDTH))),
+    ),
+    entry(
         "peer copy, bandwidth-capped sim group",
         Needs::SimulatedDevice,
         Run::Once(|c| one(transfer::peer_copy(c, c.sizes().transfer, SIM_LINK_BANDWIDTH))),

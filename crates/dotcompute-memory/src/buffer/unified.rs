@@ -548,6 +548,46 @@ impl<T: Element> UnifiedBuffer<T> {
         TransferFuture::new(self, Some(out), r.err())
     }
 
+    /// Starts bringing the device part up to date and returns at once (CUDA's
+    /// `cudaMemPrefetchAsync`, for a buffer a kernel will use soon): the upload runs while the
+    /// caller does other work, and the next access to the buffer waits only if it has not
+    /// finished. Nothing to do when the device part is current already.
+    ///
+    /// A prefetch is a hint: an error when it is started is returned here and changes nothing;
+    /// a failure when it completes leaves the buffer as it was and is not reported by the next
+    /// access, which makes its own transfer (and reports that one's result).
+    ///
+    /// After the transfer completes the state is as after [`UnifiedBuffer::ensure_on_device`].
+    ///
+    /// ```
+    /// use dotcompute_memory::*;
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> Result<()> {
+    /// let mm = MemoryManager::sim(SimOptions::default().with_latency(Duration::from_millis(2)));
+    /// let mut input = mm.allocate_from(&[1.0f32; 1024])?;
+    /// input.prefetch_to_device()?;        // returns before the 2 ms upload is done
+    /// let other_work: f32 = (0..1000).map(|i| i as f32).sum();
+    /// let view = input.device_view()?;     // waits only for what is left of the upload
+    /// assert_eq!(view.len(), 1024);
+    /// drop(view);
+    /// assert_eq!(input.state(), BufferState::Synchronized);
+    /// # let _ = other_work;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn prefetch_to_device(&mut self) -> Result<()> {
+        self.raw.prefetch(true)
+    }
+
+    /// Starts bringing the host part up to date and returns at once: the download runs while
+    /// the caller does other work, and the next access waits only if it has not finished. A
+    /// hint, as [`UnifiedBuffer::prefetch_to_device`]. After the transfer completes the state is
+    /// as after [`UnifiedBuffer::ensure_on_host`].
+    pub fn prefetch_to_host(&mut self) -> Result<()> {
+        self.raw.prefetch(false)
+    }
+
     /// `synchronize` without blocking. On failure the buffer is unchanged: a part is marked
     /// current only once the transfer that fills it has completed.
     ///

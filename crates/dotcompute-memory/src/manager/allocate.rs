@@ -86,6 +86,32 @@ impl MemoryManager {
         UnifiedBuffer::new_on_device(&self.shared, len, bytes, location)
     }
 
+    /// Allocates a buffer of `len` elements placed for how it will be used: [`AccessHint::Host`]
+    /// as [`MemoryManager::allocate`] (host part now, device part on first device use),
+    /// [`AccessHint::Device`] as [`MemoryManager::allocate_device`] (device part only: no host
+    /// memory is taken, for data that kernels produce and consume), [`AccessHint::HostAndDevice`]
+    /// as [`MemoryManager::allocate_on_device`] (both parts now). Contents are unspecified.
+    ///
+    /// ```
+    /// use dotcompute_memory::*;
+    ///
+    /// let mm = MemoryManager::sim(SimOptions::default());
+    /// let scratch = mm.allocate_for::<f32>(1 << 16, AccessHint::Device)?;
+    /// assert_eq!(scratch.state(), BufferState::DeviceOnly);
+    /// assert_eq!(mm.statistics().host_to_device.count, 0, "nothing was uploaded");
+    /// # Ok::<(), Error>(())
+    /// ```
+    #[track_caller]
+    pub fn allocate_for<T: Element>(&self, len: usize, hint: AccessHint) -> Result<UnifiedBuffer<T>> {
+        let location = std::panic::Location::caller();
+        let bytes = byte_len::<T>(len)?;
+        match hint {
+            AccessHint::Host => UnifiedBuffer::new(&self.shared, len, bytes, location),
+            AccessHint::Device => UnifiedBuffer::new_device_only(&self.shared, len, bytes, location),
+            AccessHint::HostAndDevice => UnifiedBuffer::new_on_device(&self.shared, len, bytes, location),
+        }
+    }
+
     /// Allocates a buffer of `len` zeroed elements (a host write, like
     /// [`UnifiedBuffer::fill`]).
     ///
@@ -181,4 +207,16 @@ impl MemoryManager {
     ) -> Result<crate::host::HostBuffer<T>> {
         Ok(alloc.allocate::<T>(len)?.with_stats(self.shared.stats.clone()))
     }
+}
+
+/// Where a buffer will be used, for [`MemoryManager::allocate_for`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AccessHint {
+    /// Mostly by the host; the device part is made on first device use (the default).
+    #[default]
+    Host,
+    /// Only by the device (kernels): no host part until a host access asks for one.
+    Device,
+    /// By both: both parts are made now.
+    HostAndDevice,
 }

@@ -27,6 +27,7 @@ use maintenance::{LastHandle, Maintenance};
 use std::sync::Arc;
 
 pub use crate::pool::options::ManagerOptions;
+pub use allocate::AccessHint;
 
 /// The entry point: allocates buffers on one backend and keeps their pools and statistics.
 ///

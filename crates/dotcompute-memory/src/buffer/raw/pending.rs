@@ -28,6 +28,9 @@ pub(super) struct Pending {
     pub(super) host: Replacement<HostBlock>,
     pub(super) device: Replacement<DeviceRegion>,
     pub(super) epochs_after: Epochs,
+    /// Started by a prefetch: a hint, whose failure the next access does not report (the
+    /// buffer is as before it, and the access makes its own transfer).
+    pub(super) hint: bool,
 }
 
 impl RawBuffer {
@@ -49,8 +52,29 @@ impl RawBuffer {
         };
         self.has_pending.set(false);
         let r = p.event.wait();
+        let hint = p.hint;
         self.complete(p, r.is_ok());
+        if hint {
+            return Ok(());
+        }
         r
+    }
+
+    /// Starts the transfer that makes the device part (`to_device`) or the host part current,
+    /// as a prefetch: it returns once the transfer is enqueued, the next access waits for it if
+    /// it has not finished, and a failure at completion is not reported there (that access
+    /// transfers again and reports its own result).
+    pub(crate) fn prefetch(&mut self, to_device: bool) -> Result<()> {
+        if to_device {
+            self.start_upload(0)?;
+        } else {
+            self.start_download(0)?;
+        }
+        if let Some(mut p) = self.extra.get().and_then(|e| e.pending.take()) {
+            p.hint = true;
+            self.extra().pending.set(Some(p));
+        }
+        Ok(())
     }
 
     /// Ends a pending transfer: on success its blocks become the parts and the epochs move on;
@@ -90,8 +114,9 @@ impl RawBuffer {
             }
             Err(e) => {
                 self.has_pending.set(false);
+                let hint = p.hint;
                 self.complete(p, false);
-                Poll::Ready(Err(e))
+                Poll::Ready(if hint { Ok(()) } else { Err(e) })
             }
         }
     }
@@ -135,6 +160,7 @@ impl RawBuffer {
                     host: Replacement::none(),
                     device: Replacement { previous: None, fresh },
                     epochs_after: self.epochs.get().device_caught_up(),
+                    hint: false,
                 });
                 Ok(())
             }
@@ -204,6 +230,7 @@ impl RawBuffer {
                     host,
                     device,
                     epochs_after,
+                    hint: false,
                 });
                 Ok(())
             }
@@ -256,6 +283,7 @@ impl RawBuffer {
                     host: Replacement { previous: None, fresh },
                     device: Replacement::none(),
                     epochs_after: self.epochs.get().host_caught_up(),
+                    hint: false,
                 });
                 Ok(())
             }

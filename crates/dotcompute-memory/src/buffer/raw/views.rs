@@ -77,6 +77,7 @@ impl RawBuffer {
             host: Replacement::none(),
             device: Replacement::none(),
             epochs_after: self.epochs.get(),
+            hint: false,
         });
     }
 }

@@ -6,6 +6,7 @@ mod coherence;
 mod device_views;
 mod fault_sweep;
 mod model;
+mod prefetch;
 mod threads;
 mod trait_impls;
 mod write_states;
