@@ -7,6 +7,7 @@
 #   peer         peer copies between the first two GPUs (direct where cuDeviceCanAccessPeer says
 #                so, else staged through pinned host memory); on one GPU, between two backends
 #                on that device; prints each route and its bandwidth
+#   expandable   expandable segments through cuMemAddressReserve/cuMemCreate/cuMemMap
 #   kernels      tests/it/backends/cuda.rs kernel_* (saxpy PTX on device views), DCMEM_REQUIRE_CUDA=1
 #   example      the cuda_saxpy example
 #   bench        dcmem bench --backend cuda --json
@@ -103,7 +104,7 @@ driver_check() {
 
 if ! step driver 30 driver_check; then
   echo "gpu-check: $(tail -n 1 "$dest/logs/driver.log"); nothing else was run" >&2
-  for s in build conformance backend peer kernels example bench; do
+  for s in build conformance backend peer expandable kernels example bench; do
     steps+=("$s") results+=("not run") times+=(0)
   done
   summary
@@ -119,8 +120,10 @@ step build 300 bash -c '
   cargo build --release -p dcmem --features cuda'
 export DCMEM_REQUIRE_CUDA=1
 step conformance 120 "${cargo_test[@]}" --test conformance cuda::
-step backend 90 "${cargo_test[@]}" --test it -- backends::cuda:: --skip backends::cuda::kernel_ --skip backends::cuda::peer_
+step backend 90 "${cargo_test[@]}" --test it -- backends::cuda:: --skip backends::cuda::kernel_ --skip backends::cuda::peer_ \
+  --skip backends::cuda::expandable_
 step peer 60 "${cargo_test[@]}" --test it -- backends::cuda::peer_ --nocapture
+step expandable 60 "${cargo_test[@]}" --test it -- backends::cuda::expandable_ --nocapture
 step kernels 90 "${cargo_test[@]}" --test it -- backends::cuda::kernel_
 step example 60 cargo run -p dotcompute-memory --features cuda --example cuda_saxpy
 # The JSON goes to its own file (stdout); the log gets stderr.

@@ -6,7 +6,7 @@
 
 use super::{Backend, BackendId, DeviceMemory, MemoryInfo};
 use crate::error::{Error, Result};
-use crate::host::HostBlock;
+use crate::host::{AddressReservation, HostBlock};
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::Mutex;
@@ -30,6 +30,8 @@ pub struct CpuBackend {
     id: BackendId,
     /// Live allocations by address; only `allocate` and `free` touch it.
     blocks: Mutex<HashMap<u64, HostBlock>>,
+    /// Reserved address ranges by address (`reserve_address_space`), committed piece by piece.
+    reservations: Mutex<HashMap<u64, AddressReservation>>,
 }
 
 impl Default for CpuBackend {
@@ -41,7 +43,11 @@ impl Default for CpuBackend {
 impl CpuBackend {
     /// A new CPU backend.
     pub fn new() -> Self {
-        CpuBackend { id: BackendId::next(), blocks: Mutex::new(HashMap::new()) }
+        CpuBackend {
+            id: BackendId::next(),
+            blocks: Mutex::new(HashMap::new()),
+            reservations: Mutex::new(HashMap::new()),
+        }
     }
 
     fn ptr(&self, memory: &DeviceMemory, offset: usize, len: usize) -> Result<*mut u8> {
@@ -49,6 +55,13 @@ impl CpuBackend {
         // The handle is the block's address; the range was checked against its size.
         Ok(std::ptr::with_exposed_provenance_mut::<u8>(memory.handle() as usize + offset))
     }
+}
+
+/// Bytes committed at a time in reserved address space.
+const VM_GRANULARITY: usize = 2 << 20;
+
+fn not_reserved(memory: &DeviceMemory) -> Error {
+    Error::InvalidHandle { backend: "cpu", reason: format!("{:#x} is not a reserved address range", memory.handle()) }
 }
 
 /// A `/proc/meminfo` field in bytes; `u64::MAX` ("unknown") where there is no such file.
@@ -115,13 +128,48 @@ unsafe impl Backend for CpuBackend {
     fn free(&self, memory: DeviceMemory) -> Result<()> {
         memory.check(self, 0, 0)?;
         let removed = self.blocks.lock().unwrap_or_else(|p| p.into_inner()).remove(&memory.handle());
+        let reservation = || self.reservations.lock().unwrap_or_else(|p| p.into_inner()).remove(&memory.handle());
         match removed {
             Some(_block) => Ok(()),
+            None if reservation().is_some() => Ok(()),
             None => Err(Error::InvalidHandle {
                 backend: "cpu",
                 reason: format!("no live allocation at {:#x}", memory.handle()),
             }),
         }
+    }
+
+    /// Pages are committed 2 MiB at a time (a huge page's worth).
+    fn virtual_memory_granularity(&self) -> Option<usize> {
+        Some(VM_GRANULARITY)
+    }
+
+    fn reserve_address_space(&self, size: usize) -> Result<DeviceMemory> {
+        let size = size.checked_next_multiple_of(VM_GRANULARITY).ok_or(Error::LengthOverflow {
+            len: size,
+            element_size: 1,
+            type_name: "u8 (rounded to the 2 MiB granularity)",
+        })?;
+        let reservation = AddressReservation::new(size)?;
+        let handle = reservation.base().as_ptr().expose_provenance() as u64;
+        self.reservations.lock().unwrap_or_else(|p| p.into_inner()).insert(handle, reservation);
+        // SAFETY: `handle` is the address of the reservation just stored, of `size` bytes; it is
+        // returned once, so this DeviceMemory is its only owner.
+        Ok(unsafe { DeviceMemory::from_raw(self.id, handle, size) })
+    }
+
+    fn map_memory(&self, reservation: &DeviceMemory, offset: usize, len: usize) -> Result<()> {
+        reservation.check(self, offset, len)?;
+        let reservations = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        let r = reservations.get(&reservation.handle()).ok_or_else(|| not_reserved(reservation))?;
+        r.commit(offset, len)
+    }
+
+    fn unmap_memory(&self, reservation: &DeviceMemory, offset: usize, len: usize) -> Result<()> {
+        reservation.check(self, offset, len)?;
+        let reservations = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        let r = reservations.get(&reservation.handle()).ok_or_else(|| not_reserved(reservation))?;
+        r.decommit(offset, len)
     }
 
     fn allocate_pinned(&self, size: usize) -> Result<Box<dyn super::PinnedHost>> {

@@ -172,6 +172,40 @@ pub unsafe trait Backend: Send + Sync + 'static {
         })
     }
 
+    /// The granularity, in bytes, of [`Backend::map_memory`], where the backend can reserve
+    /// address space and back parts of it with memory (CUDA's virtual memory management, the
+    /// cpu's `mmap`, the simulator); `None` (the default) where it cannot. Expandable segments
+    /// ([`ManagerOptions::expandable_segments`](crate::ManagerOptions::expandable_segments)) need it.
+    fn virtual_memory_granularity(&self) -> Option<usize> {
+        None
+    }
+
+    /// Reserves `size` bytes of address space (a multiple of the granularity) with no memory
+    /// behind it. The handle names the whole range; only its mapped parts may be read or written
+    /// (the promises of the trait's safety section hold for those parts), and `free` releases
+    /// the range with whatever is still mapped in it.
+    fn reserve_address_space(&self, size: usize) -> Result<DeviceMemory> {
+        let _ = size;
+        Err(Error::Unsupported {
+            operation: "Backend::reserve_address_space",
+            reason: "this backend has no virtual memory",
+        })
+    }
+
+    /// Backs `offset..offset + len` of a reservation (multiples of the granularity, not mapped
+    /// yet) with memory, whose contents are unspecified. Out of memory is [`Error::OutOfMemory`].
+    fn map_memory(&self, reservation: &DeviceMemory, offset: usize, len: usize) -> Result<()> {
+        let _ = (reservation, offset, len);
+        Err(Error::Unsupported { operation: "Backend::map_memory", reason: "this backend has no virtual memory" })
+    }
+
+    /// Releases the memory behind `offset..offset + len` of a reservation (a mapped range, that
+    /// no queued work still uses); the range stays reserved.
+    fn unmap_memory(&self, reservation: &DeviceMemory, offset: usize, len: usize) -> Result<()> {
+        let _ = (reservation, offset, len);
+        Err(Error::Unsupported { operation: "Backend::unmap_memory", reason: "this backend has no virtual memory" })
+    }
+
     /// Page-locked host memory of `size` bytes for staging transfers, or
     /// [`Error::Unsupported`] where the backend has none (the transfer engine then stages
     /// through pageable memory).

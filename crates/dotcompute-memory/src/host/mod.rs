@@ -15,6 +15,7 @@ mod mmap;
 mod os;
 pub mod pinned;
 mod pinned_host;
+mod reservation;
 pub mod shared;
 mod storage;
 
@@ -23,4 +24,5 @@ pub use external::{Deleter, Ownership};
 pub use mapped::{MappedBuffer, MappedBufferMut};
 pub use pinned::{PinnedBuffer, PinnedPool, PooledPinned};
 pub use pinned_host::PinnedHost;
+pub use reservation::AddressReservation;
 pub use shared::{validate_name, SharedBuffer, SharedHeader, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_NAME_LEN};

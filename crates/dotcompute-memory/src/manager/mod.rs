@@ -91,6 +91,14 @@ impl MemoryManager {
     /// A manager on an already shared backend (several managers may share one device).
     pub fn with_shared_backend(backend: Arc<dyn Backend>, options: ManagerOptions) -> Result<Self> {
         options.validate()?;
+        if options.expandable_segments && backend.virtual_memory_granularity().is_none() {
+            return Err(Error::InvalidArgument {
+                option: "ManagerOptions::expandable_segments",
+                value: format!("true, on backend `{}`", backend.name()),
+                reason: "this backend cannot reserve address space and map memory into it (OpenCL has no such API); \
+                         leave expandable_segments off there, or use cpu, sim or cuda",
+            });
+        }
         let shared = ManagerShared::new(backend, options, magazine::flush_current);
         let maintenance = shared.options.maintenance_interval.map(|interval| Maintenance::start(&shared, interval));
         Ok(MemoryManager { _handles: Arc::new(LastHandle(shared.clone())), shared, _maintenance: maintenance })

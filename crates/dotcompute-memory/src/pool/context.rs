@@ -81,6 +81,7 @@ impl ManagerShared {
                 options.enable_pooling,
                 max,
                 options.device_memory_limit,
+                if options.expandable_segments { backend.virtual_memory_granularity() } else { None },
             ),
             backend,
             host_cache: BlockCache::new(max),

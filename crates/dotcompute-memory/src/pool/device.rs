@@ -47,6 +47,41 @@ struct ArenaState {
     pools: PoolUsage,
     /// The ids of the small pool's segments.
     small: std::collections::HashSet<u64>,
+    /// Expandable mode: the one reserved range the arena carves, and its mapped granules.
+    expandable: Option<Expandable>,
+}
+
+/// Expandable segments: one reserved address range (one arena segment) that grows by mapping
+/// memory under the blocks handed out, instead of fixed segments.
+struct Expandable {
+    /// The arena segment (and `segments` entry) of the reservation.
+    segment: u64,
+    /// Bytes reserved.
+    size: usize,
+    granularity: usize,
+    /// Blocks handed out that overlap each granule; a granule is mapped while this is above
+    /// zero, and may stay mapped (cached) at zero.
+    users: Vec<u32>,
+    mapped: Vec<bool>,
+}
+
+impl ArenaState {
+    /// Expandable mode: true when a granule under `offset..offset + len` has no memory mapped.
+    fn needs_mapping(&self, offset: usize, len: usize) -> bool {
+        self.expandable.as_ref().is_some_and(|x| {
+            let g = x.granularity;
+            x.mapped[offset / g..=(offset + len.max(1) - 1) / g].iter().any(|&m| !m)
+        })
+    }
+
+    /// Bytes free for reuse without asking the backend: free blocks of fixed segments, or in
+    /// expandable mode the mapped bytes no block uses.
+    fn free_cached(&self) -> usize {
+        match &self.expandable {
+            Some(x) => (self.held as usize).saturating_sub(x.size - self.arena.free_bytes()),
+            None => self.arena.free_bytes(),
+        }
+    }
 }
 
 /// The caching allocator of one manager. See the module docs.
@@ -63,6 +98,9 @@ pub(crate) struct DevicePool {
     /// the cache (both only on the slow path).
     out_of_memory_errors: AtomicU64,
     segment_retries: AtomicU64,
+    /// `ManagerOptions::expandable_segments` (the backend's granularity, checked to exist when
+    /// the manager was made).
+    expandable: Option<usize>,
 }
 
 fn round_up(n: usize, to: usize) -> Option<usize> {
@@ -76,6 +114,7 @@ impl DevicePool {
         pooling: bool,
         max_cached: usize,
         limit: Option<u64>,
+        expandable: Option<usize>,
     ) -> Self {
         DevicePool {
             backend,
@@ -90,10 +129,12 @@ impl DevicePool {
                 held: 0,
                 pools: PoolUsage::default(),
                 small: Default::default(),
+                expandable: None,
             }),
             limit,
             out_of_memory_errors: AtomicU64::new(0),
             segment_retries: AtomicU64::new(0),
+            expandable,
         }
     }
 
@@ -109,7 +150,7 @@ impl DevicePool {
                     rounded: size as u64,
                     limit,
                     held: st.held,
-                    cached: (self.front.cached_bytes() + st.arena.free_bytes()) as u64,
+                    cached: (self.front.cached_bytes() + st.free_cached()) as u64,
                 });
             }
         }
@@ -122,7 +163,7 @@ impl DevicePool {
 
     /// Bytes cached: whole regions in the front cache plus free blocks in segments.
     pub(crate) fn cached_bytes(&self) -> usize {
-        self.front.cached_bytes() + self.lock().arena.free_bytes()
+        self.front.cached_bytes() + self.lock().free_cached()
     }
 
     /// A region of at least `bytes` bytes.
@@ -147,6 +188,9 @@ impl DevicePool {
         }
         let mut st = self.lock();
         let min_split = if size <= SMALL_LIMIT { MIN_SPLIT_SMALL } else { MIN_SPLIT_LARGE };
+        if let Some(granularity) = self.expandable {
+            return self.acquire_expandable(&mut st, bytes, size, class, min_split, granularity, tick);
+        }
         if self.pooling {
             if let Some((seg, off)) = st.arena.alloc(size, min_split) {
                 self.stats.pool_hit();
@@ -196,7 +240,7 @@ impl DevicePool {
                             requested: bytes as u64,
                             rounded: size as u64,
                             free,
-                            cached: (self.front.cached_bytes() + st.arena.free_bytes()) as u64,
+                            cached: (self.front.cached_bytes() + st.free_cached()) as u64,
                             largest_free_block: st.arena.largest_free() as u64,
                         })
                     }
@@ -225,6 +269,194 @@ impl DevicePool {
         Ok(Self::region(&st, seg, off, size, class))
     }
 
+    /// Expandable mode: a block of the reservation (made on first use), with memory mapped
+    /// under it; on out of memory, the cached blocks and mapped memory no block uses are
+    /// released and the request retried once.
+    #[allow(clippy::too_many_arguments)]
+    fn acquire_expandable(
+        &self,
+        st: &mut ArenaState,
+        bytes: usize,
+        size: usize,
+        class: usize,
+        min_split: usize,
+        granularity: usize,
+        tick: u64,
+    ) -> Result<DeviceRegion> {
+        if st.expandable.is_none() {
+            self.reserve(st, granularity, tick)?;
+        }
+        let mut retried = false;
+        loop {
+            let mut placed = st.arena.alloc(size, min_split);
+            if let Some((seg, off)) = placed.filter(|_| self.front.cached_bytes() > 0) {
+                // Whole blocks parked in the front cache may free a mapped range that fits:
+                // reclaim them before mapping more memory.
+                let block = st.arena.block_size(seg, off).unwrap_or(size);
+                if st.needs_mapping(off, block) {
+                    let _ = st.arena.free(seg, off, tick);
+                    for region in self.front.evict(0, u64::MAX) {
+                        self.free_into_arena(st, region, tick);
+                    }
+                    placed = st.arena.alloc(size, min_split);
+                }
+            }
+            let r = match placed {
+                Some((seg, off)) => {
+                    let block = st.arena.block_size(seg, off).unwrap_or(size);
+                    match self.map_under(st, off, block) {
+                        Ok(()) => return Ok(Self::region(st, seg, off, size, class)),
+                        Err(e) => {
+                            let _ = st.arena.free(seg, off, tick);
+                            Err(e)
+                        }
+                    }
+                }
+                None => Err(Error::OutOfMemory {
+                    backend: self.backend.name(),
+                    requested: bytes as u64,
+                    rounded: size as u64,
+                    free: st.arena.largest_free() as u64,
+                    cached: (self.front.cached_bytes() + st.free_cached()) as u64,
+                    largest_free_block: st.arena.largest_free() as u64,
+                }),
+            };
+            match r {
+                Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) if !retried => {
+                    retried = true;
+                    self.segment_retries.fetch_add(1, Ordering::Relaxed);
+                    for region in self.front.evict(0, u64::MAX) {
+                        self.free_into_arena(st, region, tick);
+                    }
+                    self.unmap_unused(st, 0);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Reserves the address range expandable segments grow in: the device's memory, as one arena
+    /// segment (the manager's limit applies to what is mapped).
+    fn reserve(&self, st: &mut ArenaState, granularity: usize, tick: u64) -> Result<()> {
+        const MAX_RESERVATION: u64 = 1 << 40;
+        let total = self.backend.memory_info().total.min(MAX_RESERVATION);
+        let size = round_up((total as usize).max(granularity), granularity).ok_or(Error::LengthOverflow {
+            len: total as usize,
+            element_size: 1,
+            type_name: "u8 (device memory rounded to the mapping granularity)",
+        })?;
+        let memory = self.backend.reserve_address_space(size)?;
+        let size = memory.size();
+        let id = st.next_id;
+        st.next_id += 1;
+        let device_on_host = self.backend.device_ptr_on_host(&memory);
+        st.segments.insert(id, Arc::new(Segment { memory, id, device_on_host }));
+        st.arena.add_segment(id, size, true, tick);
+        let granules = size / granularity;
+        st.expandable = Some(Expandable {
+            segment: id,
+            size,
+            granularity,
+            users: vec![0; granules],
+            mapped: vec![false; granules],
+        });
+        Ok(())
+    }
+
+    /// Maps memory under `offset..offset + len` of the reservation where none is, within the
+    /// manager's limit, and counts the block as a user of each granule. On failure nothing
+    /// stays mapped that this call mapped.
+    fn map_under(&self, st: &mut ArenaState, offset: usize, len: usize) -> Result<()> {
+        let ArenaState { expandable, segments, held, pools, .. } = st;
+        let Some(x) = expandable.as_mut() else { return Ok(()) };
+        let memory = &segments[&x.segment].memory;
+        let g = x.granularity;
+        let (first, last) = (offset / g, (offset + len.max(1) - 1) / g);
+        let mut mapped_now = Vec::new();
+        let mut k = first;
+        let mut failed = None;
+        while k <= last {
+            if x.mapped[k] {
+                k += 1;
+                continue;
+            }
+            let start = k;
+            while k <= last && !x.mapped[k] {
+                k += 1;
+            }
+            let run = (k - start) * g;
+            if let Some(limit) = self.limit {
+                if held.saturating_add(run as u64) > limit {
+                    failed = Some(Error::MemoryLimitExceeded {
+                        backend: self.backend.name(),
+                        requested: len as u64,
+                        rounded: run as u64,
+                        limit,
+                        held: *held,
+                        cached: 0,
+                    });
+                    break;
+                }
+            }
+            if let Err(e) = self.backend.map_memory(memory, start * g, run) {
+                failed = Some(e);
+                break;
+            }
+            mapped_now.push((start, k));
+            x.mapped[start..k].fill(true);
+            *held += run as u64;
+            self.stats.backend_allocated(run);
+            for _ in start..k {
+                pools.segment_added(false, g as u64);
+            }
+        }
+        if let Some(e) = failed {
+            for (a, b) in mapped_now {
+                if self.backend.unmap_memory(memory, a * g, (b - a) * g).is_ok() {
+                    x.mapped[a..b].fill(false);
+                    *held -= ((b - a) * g) as u64;
+                    self.stats.backend_freed((b - a) * g);
+                    for _ in a..b {
+                        pools.segment_removed(false, g as u64);
+                    }
+                }
+            }
+            return Err(e);
+        }
+        for users in &mut x.users[first..=last] {
+            *users += 1;
+        }
+        Ok(())
+    }
+
+    /// Unmaps granules of the reservation that no block uses, until at most `keep` bytes stay
+    /// cached; returns the bytes unmapped.
+    fn unmap_unused(&self, st: &mut ArenaState, keep: usize) -> usize {
+        let mut cached = self.front.cached_bytes() + st.free_cached();
+        let ArenaState { expandable, segments, held, pools, .. } = st;
+        let Some(x) = expandable.as_mut() else { return 0 };
+        let memory = &segments[&x.segment].memory;
+        let g = x.granularity;
+        let mut released = 0;
+        for k in 0..x.mapped.len() {
+            if cached <= keep {
+                break;
+            }
+            if x.mapped[k] && x.users[k] == 0 && self.backend.unmap_memory(memory, k * g, g).is_ok() {
+                x.mapped[k] = false;
+                *held -= g as u64;
+                cached = cached.saturating_sub(g);
+                released += g;
+                self.stats.backend_freed(g);
+                pools.segment_removed(false, g as u64);
+                if self.pooling {
+                    self.stats.evicted();
+                }
+            }
+        }
+        released
+    }
+
     fn region(st: &ArenaState, seg: u64, offset: usize, size: usize, class: usize) -> DeviceRegion {
         let segment = st.segments[&seg].clone();
         let size = st.arena.block_size(seg, offset).unwrap_or(size);
@@ -244,15 +476,21 @@ impl DevicePool {
         };
         let mut st = self.lock();
         self.free_into_arena(&mut st, region, tick);
-        let over = !self.pooling || self.front.cached_bytes() + st.arena.free_bytes() > self.max_cached;
+        let over = !self.pooling || self.front.cached_bytes() + st.free_cached() > self.max_cached;
         if over {
             self.release_empty_segments(&mut st, if self.pooling { self.max_cached } else { 0 }, u64::MAX);
         }
     }
 
     fn free_into_arena(&self, st: &mut ArenaState, region: DeviceRegion, tick: u64) {
-        let (seg, off) = (region.segment.id, region.offset);
+        let (seg, off, len) = (region.segment.id, region.offset, region.size);
         drop(region);
+        if let Some(x) = st.expandable.as_mut().filter(|x| x.segment == seg) {
+            let g = x.granularity;
+            for users in &mut x.users[off / g..=(off + len.max(1) - 1) / g] {
+                *users = users.saturating_sub(1);
+            }
+        }
         // A region not known to the arena would be a bug; it is dropped rather than panicking.
         let _ = st.arena.free(seg, off, tick);
     }
@@ -260,9 +498,10 @@ impl DevicePool {
     /// Returns entirely free segments idle since before `idle_before` to the backend until at
     /// most `keep` bytes stay cached. Returns the bytes released.
     fn release_empty_segments(&self, st: &mut ArenaState, keep: usize, idle_before: u64) -> usize {
-        let mut released = 0;
-        for (id, _) in st.arena.empty_segments(idle_before) {
-            if self.front.cached_bytes() + st.arena.free_bytes() <= keep {
+        let mut released = self.unmap_unused(st, keep);
+        let reservation = st.expandable.as_ref().map(|x| x.segment);
+        for (id, _) in st.arena.empty_segments(idle_before).into_iter().filter(|(id, _)| Some(*id) != reservation) {
+            if self.front.cached_bytes() + st.free_cached() <= keep {
                 break;
             }
             let Some(segment) = st.segments.remove(&id) else { continue };
@@ -309,7 +548,7 @@ impl DevicePool {
         for s in &mut segments {
             s.small_pool = st.small.contains(&s.id);
         }
-        let free = st.arena.free_bytes() as u64;
+        let free = st.free_cached() as u64;
         #[allow(deprecated)] // `reserved_bytes` is filled until it is removed
         MemorySnapshot {
             backend: self.backend.name().to_string(),
@@ -336,5 +575,12 @@ impl DevicePool {
 impl Drop for DevicePool {
     fn drop(&mut self) {
         self.release_cached(0, u64::MAX);
+        // Every block is back (no region outlives the pool), so the reservation is unused.
+        let mut st = self.lock();
+        if let Some(x) = st.expandable.take() {
+            if let Some(Ok(segment)) = st.segments.remove(&x.segment).map(Arc::try_unwrap) {
+                let _ = self.backend.free(segment.memory);
+            }
+        }
     }
 }

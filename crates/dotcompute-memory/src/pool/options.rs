@@ -35,6 +35,17 @@ pub struct ManagerOptions {
     /// cannot be released for another thread's allocation, so dropped memory would count
     /// against the limit for as long as that thread stays idle.
     pub device_memory_limit: Option<u64>,
+    /// Expandable segments (default false), PyTorch's `expandable_segments`: device memory comes
+    /// from one reserved address range that grows by mapping memory (2 MiB granules on cpu and
+    /// sim, the driver's granularity on CUDA) under the blocks handed out, instead of from fixed
+    /// segments. Any free range of it can serve any request, so a large request after many
+    /// frees needs no new segment and memory held but unusable (fragmentation) stays low; free
+    /// granules stay mapped as the cache, and are unmapped when the cache is trimmed or over
+    /// `max_pool_bytes`. The price: a map call per new granule, and blocks that share a granule
+    /// keep it mapped. Needs a backend with virtual memory
+    /// ([`Backend::virtual_memory_granularity`](crate::backend::Backend::virtual_memory_granularity):
+    /// cpu, sim, CUDA); on others the manager is not made (an error naming the backend).
+    pub expandable_segments: bool,
 }
 
 crate::setters::with_setters!(ManagerOptions {
@@ -45,6 +56,7 @@ crate::setters::with_setters!(ManagerOptions {
     with_enable_statistics => enable_statistics: bool,
     with_track_allocations => track_allocations: bool,
     with_device_memory_limit => device_memory_limit: Option<u64>,
+    with_expandable_segments => expandable_segments: bool,
 });
 
 impl Default for ManagerOptions {
@@ -57,6 +69,7 @@ impl Default for ManagerOptions {
             enable_statistics: true,
             track_allocations: false,
             device_memory_limit: None,
+            expandable_segments: false,
         }
     }
 }

@@ -45,6 +45,7 @@ mod context;
 mod event;
 mod peer;
 mod pinned;
+mod virtual_memory;
 
 use context::{Bound, Context};
 use event::CudaEvent;
@@ -90,6 +91,8 @@ pub struct CudaBackend {
     live: Mutex<HashMap<u64, usize>>,
     /// Whether this device reaches each other device directly, once asked (see `peer.rs`).
     peers: Mutex<HashMap<sys::CUdevice, bool>>,
+    /// Reserved address ranges by base address (see `virtual_memory.rs`).
+    reservations: Mutex<HashMap<u64, virtual_memory::Reservation>>,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -187,6 +190,7 @@ impl CudaBackend {
             driver_version,
             live: Mutex::new(HashMap::new()),
             peers: Mutex::new(HashMap::new()),
+            reservations: Mutex::new(HashMap::new()),
         }
     }
 
@@ -306,6 +310,15 @@ impl CudaBackend {
     /// Runs `op` on queue 0's stream (the one kernels on device views use) and waits for that
     /// stream, so the operation runs after the work enqueued there before it and has finished,
     /// device side included, when this returns. Refused while the stream is being captured.
+    /// Waits for every stream of this backend (its context must be current).
+    fn synchronize_streams(&self) -> Result<()> {
+        for &s in &self.context.streams {
+            // SAFETY: one of our streams, live as long as `self.context`.
+            unsafe { cu::stream::synchronize(s) }.map_err(|e| driver("cuStreamSynchronize", e))?;
+        }
+        Ok(())
+    }
+
     fn on_first_stream(
         &self,
         operation: &'static str,
@@ -345,6 +358,22 @@ unsafe impl Backend for CudaBackend {
 
     fn device_label(&self) -> String {
         format!("cuda:{}", self.ordinal)
+    }
+
+    fn virtual_memory_granularity(&self) -> Option<usize> {
+        self.mapping_granularity()
+    }
+
+    fn reserve_address_space(&self, size: usize) -> Result<DeviceMemory> {
+        self.reserve_range(size)
+    }
+
+    fn map_memory(&self, reservation: &DeviceMemory, offset: usize, len: usize) -> Result<()> {
+        self.map_range(reservation, offset, len)
+    }
+
+    fn unmap_memory(&self, reservation: &DeviceMemory, offset: usize, len: usize) -> Result<()> {
+        self.unmap_range(reservation, offset, len)
     }
 
     fn can_copy_from_peer(&self, src: &dyn Backend) -> bool {
@@ -407,6 +436,9 @@ unsafe impl Backend for CudaBackend {
 
     fn free(&self, memory: DeviceMemory) -> Result<()> {
         memory.check(self, 0, 0)?;
+        if let Some(r) = self.free_reservation(&memory) {
+            return r;
+        }
         if self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&memory.handle()).is_none() {
             return Err(Error::InvalidHandle {
                 backend: "cuda",
@@ -416,10 +448,7 @@ unsafe impl Backend for CudaBackend {
         let _bound = self.context.bind()?;
         // Stream-ordered: copies still queued on our streams may use the allocation, so wait for
         // them. If waiting fails the allocation is leaked rather than freed under a copy.
-        for &s in &self.context.streams {
-            // SAFETY: one of our streams, live as long as `self.context`.
-            unsafe { cu::stream::synchronize(s) }.map_err(|e| driver("cuStreamSynchronize", e))?;
-        }
+        self.synchronize_streams()?;
         // SAFETY: the pointer came from cuMemAlloc and was live (removed from the table just now,
         // so it cannot be freed twice), and nothing queued by this backend uses it any more.
         unsafe { cu::free_sync(memory.handle()) }.map_err(|e| driver("cuMemFree", e))

@@ -1,7 +1,7 @@
 //! The `Backend` implementation of the simulated device: every call is checked, counted for
 //! the fault plan, performed on the simulated memory, and timed as the options say.
 
-use super::device::{SimBackend, ALIGN};
+use super::device::{SimBackend, ALIGN, VM_GRANULARITY};
 use crate::backend::{Backend, BackendId, BatchWrite, DeviceMemory, Event, MemoryInfo, PinnedHost};
 use crate::error::{Direction, Error, Result};
 use crate::host::HostBlock;
@@ -117,7 +117,11 @@ unsafe impl Backend for SimBackend {
         let mut dev = self.lock();
         match dev.allocations.remove(&memory.handle()) {
             Some(block) => {
-                dev.used -= block.size();
+                // A reservation counts only its mapped granules.
+                dev.used -= match dev.reservations.remove(&memory.handle()) {
+                    Some(granules) => granules.iter().filter(|&&m| m).count() * VM_GRANULARITY,
+                    None => block.size(),
+                };
                 Ok(())
             }
             None => Err(Error::InvalidHandle {
@@ -125,6 +129,44 @@ unsafe impl Backend for SimBackend {
                 reason: format!("no live allocation with id {}", memory.handle()),
             }),
         }
+    }
+
+    fn virtual_memory_granularity(&self) -> Option<usize> {
+        self.options.virtual_memory.then_some(VM_GRANULARITY)
+    }
+
+    /// Address space costs nothing: the stand-in block is mapped lazily by the host, and only
+    /// mapped granules count against the capacity.
+    fn reserve_address_space(&self, size: usize) -> Result<DeviceMemory> {
+        if !self.options.virtual_memory {
+            return Err(Error::Unsupported {
+                operation: "SimBackend::reserve_address_space",
+                reason: "this simulated device was made with virtual_memory: false",
+            });
+        }
+        let size = size.checked_next_multiple_of(VM_GRANULARITY).ok_or(Error::LengthOverflow {
+            len: size,
+            element_size: 1,
+            type_name: "u8 (rounded to the 2 MiB granularity)",
+        })?;
+        self.inject("reserve_address_space")?;
+        let block = HostBlock::allocate_zeroed(size, ALIGN)?;
+        let mut dev = self.lock();
+        let handle = dev.next;
+        dev.next += 1;
+        dev.allocations.insert(handle, block);
+        dev.reservations.insert(handle, vec![false; size / VM_GRANULARITY]);
+        // SAFETY: `handle` names the reservation just inserted, of exactly `size` bytes, and is
+        // never reused, so this DeviceMemory is its only owner.
+        Ok(unsafe { DeviceMemory::from_raw(self.id, handle, size) })
+    }
+
+    fn map_memory(&self, reservation: &DeviceMemory, offset: usize, len: usize) -> Result<()> {
+        self.change_mapping(reservation, offset, len, true)
+    }
+
+    fn unmap_memory(&self, reservation: &DeviceMemory, offset: usize, len: usize) -> Result<()> {
+        self.change_mapping(reservation, offset, len, false)
     }
 
     fn allocate_pinned(&self, size: usize) -> Result<Box<dyn PinnedHost>> {

@@ -22,6 +22,32 @@ pub(super) struct Device {
     pub(super) allocations: HashMap<u64, HostBlock>,
     pub(super) used: usize,
     pub(super) next: u64,
+    /// Reserved address ranges (also in `allocations`, whose block stands for the whole range):
+    /// which granules of each have memory mapped.
+    pub(super) reservations: HashMap<u64, Vec<bool>>,
+}
+
+/// Bytes mapped at a time in reserved address space.
+pub(super) const VM_GRANULARITY: usize = 2 << 20;
+
+impl Device {
+    /// `InvalidHandle` unless every granule under `offset..offset + len` of a reservation is
+    /// mapped (other allocations pass).
+    pub(super) fn check_mapped(&self, handle: u64, offset: usize, len: usize) -> Result<()> {
+        let Some(granules) = self.reservations.get(&handle) else { return Ok(()) };
+        if len == 0 {
+            return Ok(());
+        }
+        let (first, last) = (offset / VM_GRANULARITY, (offset + len - 1) / VM_GRANULARITY);
+        if granules.get(first..=last).is_some_and(|g| g.iter().all(|&m| m)) {
+            Ok(())
+        } else {
+            Err(Error::InvalidHandle {
+                backend: "sim",
+                reason: format!("bytes {offset}..{} of reservation {handle} are not all mapped", offset + len),
+            })
+        }
+    }
 }
 
 /// A discrete device simulated in host memory. See the [module docs](super).
@@ -64,6 +90,7 @@ pub struct SimBackend {
     lost: AtomicBool,
     /// The counted operation that [`SimBackend::fail_operation_after`] set to fail (0: none).
     armed_failure: AtomicU64,
+    pub(super) vm_operations: AtomicU64,
 }
 
 impl std::fmt::Debug for SimBackend {
@@ -80,7 +107,7 @@ impl SimBackend {
         SimBackend {
             id: BackendId::next(),
             options,
-            device: Mutex::new(Device { allocations: HashMap::new(), used: 0, next: 1 }),
+            device: Mutex::new(Device { allocations: HashMap::new(), used: 0, next: 1, reservations: HashMap::new() }),
             ops: AtomicU64::new(0),
             submissions: AtomicU64::new(0),
             busy_until: Mutex::new(vec![Instant::now(); queues]),
@@ -89,6 +116,7 @@ impl SimBackend {
             membership: None,
             lost: AtomicBool::new(false),
             armed_failure: AtomicU64::new(0),
+            vm_operations: AtomicU64::new(0),
         }
     }
 
@@ -179,6 +207,11 @@ impl SimBackend {
     pub fn is_idle(&self) -> bool {
         let now = Instant::now();
         self.busy_until.lock().unwrap_or_else(|p| p.into_inner()).iter().all(|&t| t <= now)
+    }
+
+    /// Map and unmap calls made in reserved address space so far.
+    pub fn virtual_memory_operations(&self) -> u64 {
+        self.vm_operations.load(Ordering::Relaxed)
     }
 
     /// Bytes currently allocated on the simulated device.
@@ -296,6 +329,56 @@ impl SimBackend {
         done_at
     }
 
+    /// Maps (`map`) or unmaps granules `offset..offset + len` of a reservation: checked (whole
+    /// granules of a reservation of this device, all unmapped or all mapped), counted for the
+    /// fault plan, within the capacity when mapping, and taking `latency`.
+    pub(super) fn change_mapping(
+        &self,
+        reservation: &DeviceMemory,
+        offset: usize,
+        len: usize,
+        map: bool,
+    ) -> Result<()> {
+        reservation.check(self, offset, len)?;
+        let operation = if map { "map_memory" } else { "unmap_memory" };
+        if !offset.is_multiple_of(VM_GRANULARITY) || !len.is_multiple_of(VM_GRANULARITY) || len == 0 {
+            return Err(Error::InvalidArgument {
+                option: "mapping range",
+                value: format!("{offset}..{}", offset.saturating_add(len)),
+                reason: "must be a non-empty range of whole 2 MiB granules",
+            });
+        }
+        let started = Instant::now();
+        self.inject(operation)?;
+        let mut dev = self.lock();
+        let free = self.options.capacity - dev.used;
+        let granules = dev.reservations.get_mut(&reservation.handle()).ok_or_else(|| Error::InvalidHandle {
+            backend: "sim",
+            reason: format!("{} is not a reserved address range", reservation.handle()),
+        })?;
+        let range = &mut granules[offset / VM_GRANULARITY..(offset + len) / VM_GRANULARITY];
+        if range.contains(&map) {
+            return Err(Error::InvalidArgument {
+                option: "mapping range",
+                value: format!("{offset}..{}", offset + len),
+                reason: if map { "part of it is mapped already" } else { "part of it is not mapped" },
+            });
+        }
+        if map && len > free {
+            return Err(Error::allocator_out_of_memory("sim", len as u64, free as u64));
+        }
+        range.fill(map);
+        if map {
+            dev.used += len;
+        } else {
+            dev.used -= len;
+        }
+        drop(dev);
+        self.vm_operations.fetch_add(1, Ordering::Relaxed);
+        wait_until(started + self.options.latency);
+        Ok(())
+    }
+
     /// Checks, counts and performs a device-to-device copy, without the simulated delay.
     pub(super) fn copy_data(
         &self,
@@ -311,6 +394,8 @@ impl SimBackend {
         let dev = self.lock();
         let missing =
             |h: u64| Error::InvalidHandle { backend: "sim", reason: format!("no live allocation with id {h}") };
+        dev.check_mapped(src.handle(), src_offset, len)?;
+        dev.check_mapped(dst.handle(), dst_offset, len)?;
         let from = dev.allocations.get(&src.handle()).ok_or_else(|| missing(src.handle()))?.as_ptr();
         let to = dev.allocations.get(&dst.handle()).ok_or_else(|| missing(dst.handle()))?.as_ptr();
         // SAFETY: both ranges were checked against their allocations, which stay alive while
@@ -328,6 +413,7 @@ impl SimBackend {
     ) -> Result<R> {
         memory.check(self, offset, len)?;
         let dev = self.lock();
+        dev.check_mapped(memory.handle(), offset, len)?;
         let block = dev.allocations.get(&memory.handle()).ok_or_else(|| Error::InvalidHandle {
             backend: "sim",
             reason: format!("no live allocation with id {}", memory.handle()),

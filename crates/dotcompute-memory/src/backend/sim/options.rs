@@ -57,6 +57,10 @@ pub struct SimOptions {
     /// directions): copies between them are staged through host memory, as between GPUs
     /// without peer access. Default: none, every pair is reachable.
     pub unreachable_peers: Vec<(usize, usize)>,
+    /// Address space can be reserved and backed by memory 2 MiB at a time (as CUDA's virtual
+    /// memory management), for expandable segments; each map or unmap call takes `latency`.
+    /// Default true.
+    pub virtual_memory: bool,
 }
 
 crate::setters::with_setters!(SimOptions {
@@ -68,6 +72,7 @@ crate::setters::with_setters!(SimOptions {
     with_queues => queues: usize,
     with_peer_bandwidth => peer_bandwidth: Option<f64>,
     with_unreachable_peers => unreachable_peers: Vec<(usize, usize)>,
+    with_virtual_memory => virtual_memory: bool,
 });
 
 impl Default for SimOptions {
@@ -81,6 +86,7 @@ impl Default for SimOptions {
             queues: 2,
             peer_bandwidth: None,
             unreachable_peers: Vec::new(),
+            virtual_memory: true,
         }
     }
 }

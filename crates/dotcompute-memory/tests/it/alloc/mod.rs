@@ -2,6 +2,7 @@
 //! magazines, the device memory limit, and snapshots of the pool.
 
 mod device_pool;
+mod expandable;
 mod magazine;
 mod memory_limit;
 mod snapshot;

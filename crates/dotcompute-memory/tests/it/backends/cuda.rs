@@ -139,6 +139,31 @@ fn peer_copies_between_gpus_or_within_one() {
 }
 
 #[test]
+fn expandable_segments_on_the_gpu() {
+    let Some(backend) = cuda_backend("expandable_segments_on_the_gpu") else { return };
+    let Some(granularity) = backend.virtual_memory_granularity() else {
+        eprintln!("expandable_segments_on_the_gpu: the driver has no virtual memory management; skipped");
+        return;
+    };
+    let mm =
+        MemoryManager::with_shared_backend(backend, ManagerOptions::default().with_expandable_segments(true)).unwrap();
+    let mut live = Vec::new();
+    for n in [4096usize, 3 << 20, 100, 40 << 20] {
+        let data: Vec<u8> = (0..n).map(|i| (i % 253) as u8).collect();
+        let mut b = mm.allocate_from(&data).unwrap();
+        b.mark_device_dirty().unwrap();
+        assert_eq!(b.to_vec().unwrap(), data);
+        live.push(b);
+    }
+    let s = mm.memory_snapshot();
+    assert_eq!(s.device_reserved_bytes % granularity as u64, 0, "{s}");
+    eprintln!("cuda expandable segments: granularity {granularity}, {s}");
+    drop(live);
+    mm.trim_excess().unwrap();
+    assert_eq!(mm.memory_snapshot().device_reserved_bytes, 0);
+}
+
+#[test]
 fn the_calling_threads_current_context_is_restored() {
     use cudarc::driver::result::ctx;
     std::thread::spawn(|| {

@@ -1,0 +1,163 @@
+//! Expandable segments (`ManagerOptions::expandable_segments`): one reserved range that grows by
+//! mapping 2 MiB granules under the blocks handed out. Data round trips on sim and cpu; freed
+//! memory serves any later request without new memory (where fixed segments need more); trim
+//! unmaps what no block uses; out of memory, the memory limit and a backend without virtual
+//! memory are clear errors.
+
+use super::MIB;
+use crate::support::managers::quiet;
+use dotcompute_memory::*;
+use std::sync::Arc;
+
+fn expandable_sim(options: SimOptions) -> (Arc<SimBackend>, MemoryManager) {
+    let sim = Arc::new(SimBackend::new(options));
+    let mm = MemoryManager::with_shared_backend(sim.clone(), quiet().with_expandable_segments(true)).unwrap();
+    (sim, mm)
+}
+
+#[test]
+fn data_round_trips_through_expandable_segments_on_sim_and_cpu() {
+    let managers = [
+        expandable_sim(SimOptions::default()).1,
+        MemoryManager::with_backend(CpuBackend::new(), quiet().with_expandable_segments(true)).unwrap(),
+    ];
+    for mm in managers {
+        let name = mm.backend().name();
+        let mut live = Vec::new();
+        for (i, n) in [100usize, 4096, 300_000, 3 * MIB + 5, 17, 9 * MIB].into_iter().enumerate() {
+            let data: Vec<u8> = (0..n).map(|k| (k * 7 + i) as u8).collect();
+            let mut b = mm.allocate_from(&data).unwrap();
+            b.ensure_on_device().unwrap();
+            b.mark_device_dirty().unwrap();
+            assert_eq!(b.to_vec().unwrap(), data, "{name}: {n} bytes");
+            live.push((b, data));
+        }
+        live.remove(2);
+        live.remove(0);
+        let mut again = mm.allocate_from(&vec![9u8; 2 * MIB]).unwrap();
+        again.mark_device_dirty().unwrap();
+        for (b, data) in &live {
+            assert_eq!(&b.to_vec().unwrap(), data, "{name}: the others are untouched");
+        }
+        let s = mm.memory_snapshot();
+        assert_eq!(s.device_reserved_bytes % (2 * MIB as u64), 0, "{name}: whole granules: {s}");
+        assert_eq!(s.segments.len(), 1, "{name}: one reserved range: {s}");
+        assert_eq!(s.in_use_bytes + s.free_bytes, s.device_reserved_bytes, "{name}: {s}");
+    }
+}
+
+/// Forty 1 MiB blocks freed, then one 30 MiB request: fixed segments keep forty small-pool
+/// segments cached and need a new large one; the expandable range serves it from the freed
+/// memory.
+#[test]
+fn freed_memory_serves_a_larger_request_without_new_memory() {
+    let workload = |mm: &MemoryManager| -> u64 {
+        let small: Vec<UnifiedBuffer<u8>> =
+            (0..40).map(|_| mm.allocate_for::<u8>(MIB, AccessHint::Device).unwrap()).collect();
+        drop(small);
+        let big = mm.allocate_for::<u8>(30 * MIB, AccessHint::Device).unwrap();
+        let reserved = mm.memory_snapshot().device_reserved_bytes;
+        drop(big);
+        reserved
+    };
+    let fixed = MemoryManager::with_backend(SimBackend::new(SimOptions::default()), quiet()).unwrap();
+    let fixed_reserved = workload(&fixed);
+    let (sim, expandable) = expandable_sim(SimOptions::default());
+    let maps_before = sim.virtual_memory_operations();
+    let small_phase: Vec<UnifiedBuffer<u8>> =
+        (0..40).map(|_| expandable.allocate_for::<u8>(MIB, AccessHint::Device).unwrap()).collect();
+    let after_small = expandable.memory_snapshot().device_reserved_bytes;
+    let maps = sim.virtual_memory_operations() - maps_before;
+    drop(small_phase);
+    let big = expandable.allocate_for::<u8>(30 * MIB, AccessHint::Device).unwrap();
+    let s = expandable.memory_snapshot();
+    assert_eq!(s.device_reserved_bytes, after_small, "the 30 MiB block lies in memory mapped for the small ones");
+    assert_eq!(sim.virtual_memory_operations() - maps_before, maps, "no map call for it");
+    assert!(after_small <= 40 * MIB as u64, "{after_small}");
+    assert!(
+        fixed_reserved >= after_small + 30 * MIB as u64,
+        "fixed segments held {fixed_reserved} bytes, expandable {after_small}"
+    );
+    drop(big);
+}
+
+#[test]
+fn trimming_unmaps_the_granules_no_block_uses() {
+    let (sim, mm) = expandable_sim(SimOptions::default());
+    let keep = mm.allocate_for::<u8>(MIB, AccessHint::Device).unwrap();
+    let freed: Vec<UnifiedBuffer<u8>> =
+        (0..8).map(|_| mm.allocate_for::<u8>(4 * MIB, AccessHint::Device).unwrap()).collect();
+    drop(freed);
+    let before = mm.memory_snapshot();
+    assert!(before.device_reserved_bytes >= 32 * MIB as u64);
+    mm.trim_excess().unwrap();
+    let after = mm.memory_snapshot();
+    assert_eq!(after.device_reserved_bytes, 2 * MIB as u64, "only the granule under `keep`: {after}");
+    assert_eq!(sim.used() as u64, after.device_reserved_bytes, "the device agrees");
+    assert_eq!(mm.statistics().cached_bytes, after.free_bytes);
+    drop(keep);
+    drop(mm);
+    assert_eq!(sim.used(), 0, "a dropped manager returns the reservation");
+}
+
+#[test]
+fn running_out_of_device_memory_or_the_limit_is_an_error_that_changes_nothing() {
+    let (_, mm) = expandable_sim(SimOptions::default().with_capacity(64 * MIB));
+    let a = mm.allocate_for::<u8>(40 * MIB, AccessHint::Device).unwrap();
+    let mut b = mm.allocate_from(&[5u8; 30 * MIB]).unwrap();
+    let err = b.ensure_on_device().unwrap_err();
+    assert!(matches!(err, Error::OutOfMemory { backend: "sim", .. }), "{err:?}");
+    assert_eq!(b.state(), BufferState::HostOnly);
+    assert_eq!(mm.memory_snapshot().out_of_memory_errors, 1);
+    drop(a);
+    b.ensure_on_device().unwrap();
+    assert_eq!(b.to_vec().unwrap(), vec![5u8; 30 * MIB], "fits once the first is freed");
+
+    let limited = MemoryManager::with_backend(
+        SimBackend::new(SimOptions::default()),
+        quiet().with_expandable_segments(true).with_device_memory_limit(Some(8 * MIB as u64)),
+    )
+    .unwrap();
+    let _first = limited.allocate_for::<u8>(4 * MIB, AccessHint::Device).unwrap();
+    let err = limited.allocate_for::<u8>(6 * MIB, AccessHint::Device).unwrap_err();
+    assert!(matches!(err, Error::MemoryLimitExceeded { limit, .. } if limit == 8 * MIB as u64), "{err:?}");
+    assert!(limited.memory_snapshot().device_reserved_bytes <= 8 * MIB as u64);
+}
+
+#[test]
+fn a_backend_without_virtual_memory_refuses_the_option() {
+    let err = MemoryManager::with_backend(
+        SimBackend::new(SimOptions::default().with_virtual_memory(false)),
+        quiet().with_expandable_segments(true),
+    )
+    .unwrap_err();
+    match &err {
+        Error::InvalidArgument { option: "ManagerOptions::expandable_segments", value, .. } => {
+            assert_eq!(value, "true, on backend `sim`")
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+    #[cfg(feature = "opencl")]
+    if let Ok(backend) = backend::open("opencl") {
+        let err = MemoryManager::with_shared_backend(backend, quiet().with_expandable_segments(true)).unwrap_err();
+        assert!(err.to_string().contains("OpenCL has no such API"), "{err}");
+    }
+}
+
+#[test]
+fn the_simulator_refuses_access_to_unmapped_parts_of_a_reservation() {
+    let sim = SimBackend::new(SimOptions::default());
+    let range = sim.reserve_address_space(8 * MIB).unwrap();
+    let err = sim.write(&range, 0, &[1; 16]).unwrap_err();
+    assert!(matches!(err, Error::InvalidHandle { backend: "sim", .. }), "{err:?}");
+    sim.map_memory(&range, 2 * MIB, 2 * MIB).unwrap();
+    assert_eq!(sim.used(), 2 * MIB);
+    sim.write(&range, 2 * MIB, &[1; 16]).unwrap();
+    let err = sim.read(&range, 4 * MIB - 8, &mut [0; 16]).unwrap_err();
+    assert!(matches!(err, Error::InvalidHandle { .. }), "crosses into an unmapped granule: {err:?}");
+    assert!(matches!(sim.map_memory(&range, 2 * MIB, 2 * MIB), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(sim.map_memory(&range, MIB, 2 * MIB), Err(Error::InvalidArgument { .. })));
+    sim.unmap_memory(&range, 2 * MIB, 2 * MIB).unwrap();
+    assert_eq!(sim.used(), 0);
+    sim.free(range).unwrap();
+}
