@@ -349,7 +349,8 @@ impl<T: Element> UnifiedBuffer<T> {
     /// direct where this device can reach the other ([`Backend::can_copy_from_peer`]: CUDA peer
     /// access, simulated devices of one group), else staged through host memory in pipelined
     /// chunks. Either way it counts as a device-to-device transfer of this buffer's manager.
-    /// Between two unified (cpu) managers it is a plain copy.
+    /// Between two unified (cpu) managers it is a plain copy. Each buffer keeps its device and
+    /// its pool alive, so the copy works the same after either manager's handles are dropped.
     ///
     /// After this call the state is `DeviceDirty`, or `DeviceOnly` when the buffer has no host
     /// part. On error (lengths differ, a device fault or a lost device) this buffer's contents
