@@ -92,9 +92,11 @@ mod manager;
 pub mod ops;
 pub mod pool;
 pub mod prelude;
+pub mod replay;
 mod setters;
 mod stats;
 mod thread_exit;
+pub mod trace;
 mod transfer;
 pub mod units;
 
@@ -131,6 +133,7 @@ pub use pool::object::{
 };
 pub use pool::snapshot::{BlockSnapshot, MemorySnapshot, SegmentSnapshot};
 pub use stats::{MemoryStatistics, TransferStatistics};
+pub use trace::{Trace, TraceEvent, TraceOp, TraceOptions};
 pub use transfer::{
     PeerBandwidth, PeerCopy, Priority, RetryPolicy, StagingPolicy, TransferBatch, TransferEngine, TransferError,
     TransferOptions, TransferOutcome, TransferReport,

@@ -12,8 +12,10 @@ use super::raw::{AllocationBlock, RawBuffer};
 use crate::error::Result;
 use crate::pool::context::ManagerShared;
 use crate::pool::size_class::class_of;
+use crate::trace::TraceOp;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
+use std::panic::Location;
 use std::sync::Arc;
 
 /// A buffer's state on the heap. Dropping it retires the buffer ([`retire`]).
@@ -81,6 +83,25 @@ impl BoxedBuffer {
     fn from_box(raw: Box<RawBuffer>) -> BoxedBuffer {
         BoxedBuffer(ManuallyDrop::new(raw))
     }
+
+    /// Records this new buffer in its manager's trace, if it keeps one, with `location` as its
+    /// site while sites are tracked. Out of line: the allocation path only tests the field.
+    #[inline(never)]
+    pub(crate) fn trace_alloc(&self, location: &'static Location<'static>) {
+        let mm = self.manager();
+        if let Some(trace) = &mm.trace {
+            let site = if mm.diagnostics.is_tracking() { trace.site(location) } else { 0 };
+            trace.record(TraceOp::Alloc, trace_id(self), self.bytes(), site);
+        }
+    }
+}
+
+/// A buffer's id in traces: the address of its state, which is unique among live buffers and
+/// stays the same from allocation to drop (a box parked in a magazine is reused, like a freed
+/// pointer in RMM's logs).
+#[inline]
+fn trace_id(raw: &RawBuffer) -> u64 {
+    std::ptr::from_ref(raw).addr() as u64
 }
 
 impl Deref for BoxedBuffer {
@@ -127,7 +148,7 @@ fn park_slot(raw: &RawBuffer) -> Option<(usize, usize)> {
 /// is out of line, so that a caller that does not inline this keeps a small frame.
 #[inline]
 fn retire(raw: Box<RawBuffer>) {
-    if raw.needs_wind_down() {
+    if raw.needs_wind_down() || raw.manager().trace.is_some() {
         return retire_slow(raw);
     }
     // The common case, parked into the current magazine, calls nothing; every other case
@@ -144,6 +165,9 @@ fn retire(raw: Box<RawBuffer>) {
 
 #[inline(never)]
 fn retire_slow(raw: Box<RawBuffer>) {
+    if let Some(trace) = &raw.manager().trace {
+        trace.record(TraceOp::Free, trace_id(&raw), raw.bytes(), 0);
+    }
     raw.wind_down();
     park_or_release(raw);
 }

@@ -145,7 +145,12 @@ impl<T: Element> UnifiedBuffer<T> {
             Placement::Both => BoxedBuffer::new_on_device(mm, bytes, id),
         };
         match boxed {
-            Ok(raw) => Ok(UnifiedBuffer { raw, _element: PhantomData }),
+            Ok(raw) => {
+                if mm.trace.is_some() {
+                    raw.trace_alloc(location);
+                }
+                Ok(UnifiedBuffer { raw, _element: PhantomData })
+            }
             Err(e) => {
                 mm.diagnostics.unregister(id);
                 Err(e)
