@@ -76,8 +76,9 @@ pub enum TraceOp {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TraceEvent {
     /// Nanoseconds since the manager started (for a parsed RMM log: since its first event).
-    /// A recording thread reads the clock at every 16th event and the times of the events
-    /// between are interpolated: one clock read costs more than the rest of recording an event.
+    /// A recording thread reads the clock at every 32nd event and the times of the events
+    /// between are interpolated: one clock read costs several times the rest of recording an
+    /// event.
     pub t_ns: u64,
     /// A small number per thread (1, 2, ... in the order threads first recorded; 0 for events
     /// recorded while a thread was exiting).

@@ -1,41 +1,44 @@
-//! The recorder of one manager's trace: a bounded ring of events, and in front of it one batch
-//! of events per recording thread.
+//! The recorder of one manager's trace: per recording thread a batch of events, and a ring of
+//! full batches behind them.
 //!
 //! Recording an event must cost a few nanoseconds (a pooled allocate + drop costs about 12), so
 //! a thread writes its events into a batch of its own with plain stores (relaxed atomics: no
-//! read-modify-write, no lock) and moves the batch into the ring, under the ring's lock, once it
-//! holds [`BATCH`] events. An export reads the ring and every batch's published events under
-//! the same lock, so it sees every event recorded so far without stopping the threads.
+//! read-modify-write, no lock). A full batch ([`BATCH`] events) is moved into the ring whole,
+//! under the recorder's lock, and the thread goes on in an empty one (the ring's oldest batch,
+//! once the ring holds the capacity, so a recording thread allocates nothing then). An export
+//! reads the ring and every batch's published events under the same lock, so it sees every
+//! event recorded so far without stopping the threads.
 //!
-//! A thread reads the clock at every [`STAMP_EVERY`]-th event (a clock read costs about 27 ns
-//! on the project's VMs, more than the rest of an event); the events in between are given
-//! times interpolated between the reads around them when the batch is moved into the ring or
+//! A thread reads the clock for every [`STAMP_EVERY`]-th slot of its batch (a clock read costs
+//! about 27 ns on the project's VMs, several times the rest of an event); the events in
+//! between are given times interpolated between the reads around them when the trace is
 //! exported.
 //!
 //! A batch belongs to one thread at a time (`claimed`); a thread that records for another
 //! manager, or exits, gives its batch back, and the next thread to record here takes it over.
 //! A thread whose thread-local state is already destroyed (a buffer dropped by a thread-local
-//! destructor) records straight into the ring, as thread 0.
+//! destructor) records into a batch shared under the lock, as thread 0.
 
 use super::{Trace, TraceEvent, TraceOp};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::mem::ManuallyDrop;
 use std::panic::Location;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-/// Events a thread records before moving them into the ring.
+/// Events a batch holds.
 const BATCH: usize = 256;
-/// A thread reads the clock at every `STAMP_EVERY`-th event.
-const STAMP_EVERY: u32 = 16;
+/// A thread reads the clock for every `STAMP_EVERY`-th slot of a batch.
+const STAMP_EVERY: usize = 32;
 /// The time of an event whose thread did not read the clock for it.
 const UNSTAMPED: u64 = u64::MAX;
 /// Bit 0 of an event's `meta`: the event is a free.
 const FREE_BIT: u64 = 1;
 
-/// One event as the ring keeps it. `meta` is `thread << 32 | site << 1 | op` (site 0: none).
+/// One event as exports read it. `meta` is `thread << 32 | site << 1 | op` (site 0: none).
 #[derive(Clone, Copy, Debug)]
 struct Packed {
     t_ns: u64,
@@ -43,6 +46,8 @@ struct Packed {
     bytes: u64,
     meta: u64,
 }
+
+const EMPTY: Packed = Packed { t_ns: 0, id: 0, bytes: 0, meta: 0 };
 
 impl Packed {
     fn thread(&self) -> u64 {
@@ -58,62 +63,107 @@ fn meta(thread: u32, site: u32, op: TraceOp) -> u64 {
     (u64::from(thread) << 32) | (u64::from(site & 0x7fff_ffff) << 1) | op
 }
 
-/// One event of a batch: written by the batch's thread, read by exports.
+/// One event of a batch, but its time: written by the batch's thread, read by exports.
 #[derive(Default)]
 struct Slot {
-    t_ns: AtomicU64,
     id: AtomicU64,
     bytes: AtomicU64,
     meta: AtomicU64,
 }
 
-/// One thread's events not yet in the ring. The thread that claimed it writes slot `len` and
-/// then publishes it by storing `len + 1` (release); exports read the slots below `len`
-/// (acquire). Only a move into the ring sets `len` back to 0, and moves and exports both hold
-/// the ring's lock, so an export never reads a slot being rewritten.
+/// Up to [`BATCH`] events. The thread that claimed it writes slot `len` and then publishes it
+/// by storing `len + 1` (release); exports read the slots below `len` (acquire). A full batch
+/// is never written again until the ring lets it go and it is handed out empty (under the
+/// lock, which exports hold too).
 struct Batch {
     len: AtomicUsize,
     claimed: AtomicBool,
+    /// When the batch was moved into the ring ([`UNSTAMPED`] before): the upper bound of the
+    /// times of its last events.
+    end: AtomicU64,
+    /// The time of slot `k * STAMP_EVERY`, written with it.
+    stamps: Box<[AtomicU64]>,
     slots: Box<[Slot]>,
 }
 
 impl Batch {
-    fn new() -> Self {
-        Batch {
+    /// An empty batch, claimed by the thread it is made for.
+    fn new() -> Arc<Self> {
+        Arc::new(Batch {
             len: AtomicUsize::new(0),
             claimed: AtomicBool::new(true),
+            end: AtomicU64::new(UNSTAMPED),
+            stamps: (0..BATCH / STAMP_EVERY).map(|_| AtomicU64::new(UNSTAMPED)).collect(),
             slots: (0..BATCH).map(|_| Slot::default()).collect(),
-        }
+        })
     }
 
-    /// The first `n` events, as written.
-    fn read(&self, n: usize) -> Vec<Packed> {
-        self.slots
-            .iter()
-            .take(n)
-            .map(|s| Packed {
-                t_ns: s.t_ns.load(Relaxed),
-                id: s.id.load(Relaxed),
-                bytes: s.bytes.load(Relaxed),
-                meta: s.meta.load(Relaxed),
-            })
-            .collect()
+    /// The published events with their times resolved, appended to `out`.
+    fn read_into(&self, out: &mut Vec<Packed>) {
+        let mut part = [EMPTY; BATCH];
+        let n = self.len.load(Acquire).min(BATCH);
+        for (k, (slot, e)) in self.slots.iter().zip(&mut part[..n]).enumerate() {
+            let stamp = (k % STAMP_EVERY == 0).then(|| self.stamps.get(k / STAMP_EVERY)).flatten();
+            *e = Packed {
+                t_ns: stamp.map_or(UNSTAMPED, |s| s.load(Relaxed)),
+                id: slot.id.load(Relaxed),
+                bytes: slot.bytes.load(Relaxed),
+                meta: slot.meta.load(Relaxed),
+            };
+        }
+        let end = self.end.load(Relaxed);
+        resolve_times(&mut part[..n], (end != UNSTAMPED).then_some(end));
+        out.extend_from_slice(&part[..n]);
     }
 }
 
-/// The events kept, oldest first, and how many were dropped to keep within the capacity.
-struct Ring {
-    events: VecDeque<Packed>,
+/// What the recorder's lock guards.
+struct State {
+    /// Full batches, oldest first.
+    ring: VecDeque<Arc<Batch>>,
+    /// Events in `ring`.
+    ring_events: usize,
+    /// Batches being filled: claimed by a thread, given back by one, or `shared`.
+    active: Vec<Arc<Batch>>,
+    /// The batch of threads without thread-local state, written under the lock.
+    shared: Option<Arc<Batch>>,
+    /// Events the ring let go.
     dropped: u64,
 }
 
-impl Ring {
-    fn push(&mut self, event: Packed, capacity: usize) {
-        if self.events.len() >= capacity {
-            self.events.pop_front();
-            self.dropped += 1;
+impl State {
+    /// Moves the full batch `full` into the ring, in `active`'s place of `full`, and returns
+    /// the empty batch that takes that place: the ring's oldest when the rest of the ring
+    /// still holds `capacity` events, else a new one.
+    fn retire(&mut self, full: Arc<Batch>, capacity: usize) -> Arc<Batch> {
+        let at = self.active.iter().position(|b| Arc::ptr_eq(b, &full));
+        self.ring_events += full.len.load(Relaxed);
+        self.ring.push_back(full);
+        let mut reuse = None;
+        while let Some(oldest) = self.ring.front() {
+            let len = oldest.len.load(Relaxed);
+            if self.ring_events - len < capacity {
+                break;
+            }
+            self.ring_events -= len;
+            self.dropped += len as u64;
+            reuse = self.ring.pop_front();
         }
-        self.events.push_back(event);
+        // Nothing else holds a batch the ring let go (threads hold only their active batch).
+        let fresh = match reuse.filter(|b| Arc::strong_count(b) == 1) {
+            Some(b) => {
+                b.len.store(0, Relaxed);
+                b.end.store(UNSTAMPED, Relaxed);
+                b.claimed.store(true, Relaxed);
+                b
+            }
+            None => Batch::new(),
+        };
+        match at {
+            Some(i) => self.active[i] = fresh.clone(),
+            None => self.active.push(fresh.clone()),
+        }
+        fresh
     }
 }
 
@@ -131,31 +181,48 @@ pub(crate) struct Recorder {
     started: Instant,
     device: String,
     capacity: usize,
-    ring: Mutex<Ring>,
-    batches: Mutex<Vec<Arc<Batch>>>,
+    state: Mutex<State>,
     sites: Mutex<Sites>,
 }
 
-/// What a thread knows of the recorder it last recorded for.
+/// What a thread knows of the recorder it last recorded for. It has no drop glue, so the
+/// thread-local that holds it is a plain load on the hot path; [`ExitRelease`] gives its batch
+/// back when the thread exits.
 struct Local {
     recorder: u64,
     thread: u32,
-    /// Events since the thread last read the clock (0: read it for the next one).
-    since_stamp: u32,
-    batch: Option<Arc<Batch>>,
+    batch: ManuallyDrop<Option<Arc<Batch>>>,
 }
 
-impl Drop for Local {
-    fn drop(&mut self) {
+impl Local {
+    /// Gives the thread's batch back to its recorder (and drops this thread's reference).
+    fn release(&mut self) {
         if let Some(batch) = self.batch.take() {
             batch.claimed.store(false, Release);
         }
+        self.recorder = 0;
+    }
+}
+
+/// Gives the thread's batch back when thread-local destructors reach it; registered by
+/// [`Recorder::attach`] before the thread takes a batch.
+struct ExitRelease;
+
+impl Drop for ExitRelease {
+    fn drop(&mut self) {
+        let _ = LOCAL.try_with(|local| {
+            if let Ok(mut local) = local.try_borrow_mut() {
+                local.release();
+            }
+        });
     }
 }
 
 thread_local! {
-    static LOCAL: RefCell<Local> =
-        const { RefCell::new(Local { recorder: 0, thread: 0, since_stamp: 0, batch: None }) };
+    static LOCAL: RefCell<Local> = const {
+        RefCell::new(Local { recorder: 0, thread: 0, batch: ManuallyDrop::new(None) })
+    };
+    static EXIT_RELEASE: ExitRelease = const { ExitRelease };
 }
 
 /// Thread numbers, handed out in the order threads first record (0 is "exiting").
@@ -167,15 +234,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Recorder {
-    /// A recorder keeping up to `capacity` events (at least 1) of the device `device`.
+    /// A recorder keeping at least the last `capacity` events (at least 1) of the device
+    /// `device`.
     pub(crate) fn new(capacity: usize, device: String) -> Self {
         Recorder {
             key: NEXT_KEY.fetch_add(1, Relaxed),
             started: Instant::now(),
             device,
             capacity: capacity.max(1),
-            ring: Mutex::new(Ring { events: VecDeque::new(), dropped: 0 }),
-            batches: Mutex::new(Vec::new()),
+            state: Mutex::new(State {
+                ring: VecDeque::new(),
+                ring_events: 0,
+                active: Vec::new(),
+                shared: None,
+                dropped: 0,
+            }),
             sites: Mutex::default(),
         }
     }
@@ -202,7 +275,7 @@ impl Recorder {
 
     /// Records one event: `op` of the buffer `id` of `bytes` bytes, allocated at site number
     /// `site` (0: unknown).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn record(&self, op: TraceOp, id: u64, bytes: usize, site: u32) {
         let bytes = bytes as u64;
         let recorded = LOCAL.try_with(|local| match local.try_borrow_mut() {
@@ -214,88 +287,111 @@ impl Recorder {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn record_local(&self, local: &mut Local, op: TraceOp, id: u64, bytes: u64, site: u32) -> bool {
         if local.recorder != self.key {
             self.attach(local);
         }
-        let stamp = local.since_stamp == 0;
-        local.since_stamp = if local.since_stamp + 1 == STAMP_EVERY { 0 } else { local.since_stamp + 1 };
         let meta = meta(local.thread, site, op);
-        let Some(batch) = &local.batch else { return false };
+        let Some(batch) = &*local.batch else { return false };
         let i = batch.len.load(Relaxed);
         // A batch is moved into the ring as soon as it is full, so `i` is always in range.
         let Some(slot) = batch.slots.get(i) else { return false };
-        slot.t_ns.store(if stamp { self.now() } else { UNSTAMPED }, Relaxed);
+        if i % STAMP_EVERY == 0 {
+            if let Some(stamp) = batch.stamps.get(i / STAMP_EVERY) {
+                stamp.store(self.now(), Relaxed);
+            }
+        }
         slot.id.store(id, Relaxed);
         slot.bytes.store(bytes, Relaxed);
         slot.meta.store(meta, Relaxed);
         batch.len.store(i + 1, Release);
         if i + 1 == BATCH {
-            self.flush(batch);
-            local.since_stamp = 0;
+            self.flush(local);
         }
         true
     }
 
     /// Makes this recorder the thread's: gives the previous recorder's batch back and takes a
-    /// free batch of this one (or a new one).
+    /// batch of this one that no thread holds (or a new one).
     #[cold]
     #[inline(never)]
     fn attach(&self, local: &mut Local) {
-        if let Some(old) = local.batch.take() {
-            old.claimed.store(false, Release);
+        local.release();
+        // A thread whose destructors have begun takes no batch (nothing would give it back).
+        if EXIT_RELEASE.try_with(|_| ()).is_err() {
+            return;
         }
         if local.thread == 0 {
             local.thread = NEXT_THREAD.fetch_add(1, Relaxed).max(1);
         }
-        let mut batches = lock(&self.batches);
+        let mut state = lock(&self.state);
         // Acquire: the previous holder's events (and its `len`) are seen before this thread
         // writes after them.
-        let free = batches.iter().find(|b| b.claimed.compare_exchange(false, true, Acquire, Relaxed).is_ok()).cloned();
+        let free =
+            state.active.iter().find(|b| b.claimed.compare_exchange(false, true, Acquire, Relaxed).is_ok()).cloned();
         let batch = free.unwrap_or_else(|| {
-            let batch = Arc::new(Batch::new());
-            batches.push(batch.clone());
+            let batch = Batch::new();
+            state.active.push(batch.clone());
             batch
         });
-        local.batch = Some(batch);
+        drop(state);
+        *local.batch = Some(batch);
         local.recorder = self.key;
-        local.since_stamp = 0;
     }
 
-    /// Moves a full batch into the ring.
+    /// Moves the thread's full batch into the ring and gives the thread an empty one.
     #[cold]
     #[inline(never)]
-    fn flush(&self, batch: &Batch) {
-        let end = self.now();
-        let mut ring = lock(&self.ring);
-        let mut events = batch.read(batch.len.load(Relaxed));
-        resolve_times(&mut events, Some(end));
-        for event in events {
-            ring.push(event, self.capacity);
-        }
-        batch.len.store(0, Release);
+    fn flush(&self, local: &mut Local) {
+        let Some(full) = local.batch.take() else { return };
+        full.end.store(self.now(), Relaxed);
+        let fresh = lock(&self.state).retire(full, self.capacity);
+        *local.batch = Some(fresh);
     }
 
-    /// Records an event straight into the ring (a thread without thread-local state).
+    /// Records an event into the shared batch, under the lock (a thread without thread-local
+    /// state).
     #[cold]
     #[inline(never)]
     fn record_shared(&self, op: TraceOp, id: u64, bytes: u64, site: u32) {
-        let event = Packed { t_ns: self.now(), id, bytes, meta: meta(0, site, op) };
-        lock(&self.ring).push(event, self.capacity);
+        let t_ns = self.now();
+        let mut state = lock(&self.state);
+        let batch = match &state.shared {
+            Some(b) => b.clone(),
+            None => {
+                let b = Batch::new();
+                state.active.push(b.clone());
+                state.shared = Some(b.clone());
+                b
+            }
+        };
+        let i = batch.len.load(Relaxed);
+        if let Some(slot) = batch.slots.get(i) {
+            if let Some(stamp) = batch.stamps.get(i / STAMP_EVERY).filter(|_| i % STAMP_EVERY == 0) {
+                stamp.store(t_ns, Relaxed);
+            }
+            slot.id.store(id, Relaxed);
+            slot.bytes.store(bytes, Relaxed);
+            slot.meta.store(meta(0, site, op), Relaxed);
+            batch.len.store(i + 1, Release);
+        }
+        if i + 1 >= BATCH {
+            batch.end.store(t_ns, Relaxed);
+            let fresh = state.retire(batch, self.capacity);
+            state.shared = Some(fresh);
+        }
     }
 
-    /// Every event kept: the ring's and those still in threads' batches, by time.
+    /// Every event kept: the ring's and those in batches still being filled, by time.
     pub(crate) fn snapshot(&self) -> Trace {
-        let ring = lock(&self.ring);
-        let mut events: Vec<Packed> = ring.events.iter().copied().collect();
-        let mut dropped = ring.dropped;
-        for batch in lock(&self.batches).iter() {
-            let mut part = batch.read(batch.len.load(Acquire));
-            resolve_times(&mut part, None);
-            events.extend(part);
+        let state = lock(&self.state);
+        let mut events = Vec::with_capacity(state.ring_events + state.active.len() * BATCH);
+        for batch in state.ring.iter().chain(&state.active) {
+            batch.read_into(&mut events);
         }
-        drop(ring);
+        let mut dropped = state.dropped;
+        drop(state);
         // Stable: each thread's events keep their order (its times never decrease).
         events.sort_by_key(|e| e.t_ns);
         if events.len() > self.capacity {
@@ -323,36 +419,67 @@ impl Recorder {
     }
 }
 
-/// Gives every unstamped event of `events` (one batch, in recording order) a time: between the
-/// stamps of its thread around it, or, after a thread's last stamp, up to `end` (the time the
-/// batch is moved into the ring) or else that last stamp.
+/// Gives every unstamped event of `events` (one batch, in recording order) a time from the
+/// stamps of its own thread in the batch: the first stamp for the events before it,
+/// interpolated between two stamps, and after the last one up to `end` (when the batch was
+/// moved into the ring, which its last thread did) or else that last stamp. A thread with no
+/// stamp in the batch takes the time of the event before it (or after it) in the batch.
 fn resolve_times(events: &mut [Packed], end: Option<u64>) {
-    let n = events.len();
-    let mut p = 0;
-    while p < n {
-        let q = (p + 1..n).find(|&k| events[k].t_ns != UNSTAMPED).unwrap_or(n);
-        // A batch's first event, and each thread's first after taking a batch over, is stamped;
-        // should one not be, it takes the next known time.
-        if events[p].t_ns == UNSTAMPED {
-            events[p].t_ns = events.get(q).map(|e| e.t_ns).or(end).unwrap_or(0);
+    let mut threads: Vec<u64> = Vec::new();
+    for e in events.iter() {
+        if !threads.contains(&e.thread()) {
+            threads.push(e.thread());
         }
-        let (a, thread) = (events[p].t_ns, events[p].thread());
-        let target = match events.get(q) {
-            Some(next) if next.thread() == thread => Some((next.t_ns, q - p)),
-            Some(_) => None,
-            None => end.filter(|_| q - p > 1).map(|end| (end, q - 1 - p)),
-        };
-        for (step, e) in events[p + 1..q].iter_mut().enumerate() {
-            e.t_ns = match target {
-                Some((b, span)) => {
-                    let gap = u128::from(b.saturating_sub(a)) * (step as u128 + 1) / span as u128;
-                    a.saturating_add(u64::try_from(gap).unwrap_or(u64::MAX))
-                }
-                None => a,
-            };
-        }
-        p = q;
     }
+    let last = events.last().map(Packed::thread);
+    for &thread in &threads {
+        let run: Vec<usize> = (0..events.len()).filter(|&k| events[k].thread() == thread).collect();
+        resolve_run(events, &run, end.filter(|_| last == Some(thread)));
+    }
+    // Threads without a stamp of their own.
+    for k in 0..events.len() {
+        if events[k].t_ns == UNSTAMPED {
+            let near = events[..k].iter().rev().chain(&events[k + 1..]).map(|e| e.t_ns).find(|&t| t != UNSTAMPED);
+            events[k].t_ns = near.or(end).unwrap_or(0);
+        }
+    }
+}
+
+/// [`resolve_times`] for the events at `run`, one thread's.
+fn resolve_run(events: &mut [Packed], run: &[usize], end: Option<u64>) {
+    let stamped: Vec<usize> = (0..run.len()).filter(|&j| events[run[j]].t_ns != UNSTAMPED).collect();
+    let (Some(&first), Some(&last)) = (stamped.first(), stamped.last()) else { return };
+    let at = |events: &[Packed], j: usize| events[run[j]].t_ns;
+    let t0 = at(events, first);
+    for &k in &run[..first] {
+        events[k].t_ns = t0;
+    }
+    for pair in stamped.windows(2) {
+        let (p, q) = (pair[0], pair[1]);
+        let (a, b) = (at(events, p), at(events, q));
+        for j in p + 1..q {
+            events[run[j]].t_ns = between(a, b, j - p, q - p);
+        }
+    }
+    let a = at(events, last);
+    let tail = run.len() - 1 - last;
+    for j in last + 1..run.len() {
+        events[run[j]].t_ns = match end {
+            Some(b) => between(a, b, j - last, tail),
+            None => a,
+        };
+    }
+}
+
+/// The time `step / span` of the way from `a` to `b`.
+fn between(a: u64, b: u64, step: usize, span: usize) -> u64 {
+    let (gap, step, span) = (b.saturating_sub(a), step as u64, span.max(1) as u64);
+    // Gaps below 2^55 ns (over a year) take the fast path.
+    let part = match gap.checked_mul(step) {
+        Some(g) => g / span,
+        None => (u128::from(gap) * u128::from(step) / u128::from(span)) as u64,
+    };
+    a.saturating_add(part)
 }
 
 #[cfg(test)]
@@ -371,10 +498,15 @@ mod tests {
         let mut e = [ev(100, 1), ev(UNSTAMPED, 1), ev(UNSTAMPED, 1)];
         resolve_times(&mut e, Some(300));
         assert_eq!(e.map(|e| e.t_ns), [100, 200, 300]);
-        // Another thread's stamp does not bound this thread's events.
-        let mut e = [ev(100, 1), ev(UNSTAMPED, 1), ev(50, 2), ev(UNSTAMPED, 2)];
+        // A thread that took the batch over mid-way: its events before its first stamp take
+        // that stamp, and only the last thread's tail runs up to the end.
+        let mut e = [ev(100, 1), ev(UNSTAMPED, 1), ev(UNSTAMPED, 2), ev(500, 2), ev(UNSTAMPED, 2)];
+        resolve_times(&mut e, Some(700));
+        assert_eq!(e.map(|e| e.t_ns), [100, 100, 500, 500, 700]);
+        // A thread with no stamp of its own takes its neighbour's time.
+        let mut e = [ev(100, 1), ev(UNSTAMPED, 2)];
         resolve_times(&mut e, None);
-        assert_eq!(e.map(|e| e.t_ns), [100, 100, 50, 50]);
+        assert_eq!(e.map(|e| e.t_ns), [100, 100]);
     }
 
     #[test]
