@@ -145,11 +145,10 @@ impl Parser {
         match self {
             Parser::Json(events) => ParsedTrace { format: TraceFormat::JsonLines, events, failed_allocations: 0 },
             Parser::Csv(csv) => {
-                let first = csv.times.iter().copied().fold(f64::INFINITY, f64::min);
+                let first = csv.times.iter().copied().min().unwrap_or(0);
                 let mut events = csv.events;
                 for (e, t) in events.iter_mut().zip(csv.times) {
-                    // Seconds to nanoseconds since the first event (`as` saturates).
-                    e.t_ns = ((t - first) * 1e9).round() as u64;
+                    e.t_ns = u64::try_from(t - first).unwrap_or(u64::MAX);
                 }
                 ParsedTrace { format: TraceFormat::RmmCsv, events, failed_allocations: csv.failed }
             }
@@ -158,7 +157,7 @@ impl Parser {
 }
 
 /// RMM's CSV: where each column is, the threads seen, and the events so far (their times kept
-/// in seconds until the first is known).
+/// in nanoseconds of the log's clock until the earliest is known).
 struct Csv {
     thread: usize,
     time: usize,
@@ -167,7 +166,7 @@ struct Csv {
     size: usize,
     threads: HashMap<String, u64>,
     events: Vec<TraceEvent>,
-    times: Vec<f64>,
+    times: Vec<u128>,
     failed: u64,
 }
 
@@ -239,14 +238,27 @@ impl Csv {
     }
 }
 
-/// Seconds from `1634567890.123456`, `1634567890` or a time of day `10:18:37.482427`.
-fn parse_time(text: &str) -> Option<f64> {
-    let seconds = match text.split(':').collect::<Vec<_>>()[..] {
-        [s] => s.parse::<f64>().ok()?,
-        [h, m, s] => h.parse::<u32>().ok()? as f64 * 3600.0 + m.parse::<u32>().ok()? as f64 * 60.0 + s.parse::<f64>().ok()?,
-        _ => return None,
+/// Nanoseconds from `1634567890.123456` or `1634567890` (seconds) or a time of day
+/// `10:18:37.482427`, read exactly (epoch seconds in an `f64` would be off by up to 240 ns).
+fn parse_time(text: &str) -> Option<u128> {
+    let seconds = |s: &str| -> Option<u128> {
+        let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
+        let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+        if !digits(whole) || !(fraction.is_empty() || digits(fraction)) {
+            return None;
+        }
+        // Nanoseconds: the first nine digits of the fraction.
+        let nanos: String = fraction.chars().chain(std::iter::repeat('0')).take(9).collect();
+        whole.parse::<u128>().ok()?.checked_mul(1_000_000_000)?.checked_add(nanos.parse().ok()?)
     };
-    (seconds.is_finite() && seconds >= 0.0).then_some(seconds)
+    match text.split(':').collect::<Vec<_>>()[..] {
+        [s] => seconds(s),
+        [h, m, s] => {
+            let (h, m) = (h.parse::<u128>().ok()?, m.parse::<u128>().ok()?);
+            seconds(s)?.checked_add((h * 3600 + m * 60) * 1_000_000_000)
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -254,11 +266,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_of_each_form_are_seconds() {
-        assert_eq!(parse_time("1.5"), Some(1.5));
-        assert_eq!(parse_time("12"), Some(12.0));
-        assert_eq!(parse_time("01:02:03.5"), Some(3723.5));
-        for bad in ["", "x", "-1", "1:2", "nan", "inf"] {
+    fn times_of_each_form_are_nanoseconds() {
+        assert_eq!(parse_time("1.5"), Some(1_500_000_000));
+        assert_eq!(parse_time("12"), Some(12_000_000_000));
+        assert_eq!(parse_time("1634567890.123456"), Some(1_634_567_890_123_456_000));
+        assert_eq!(parse_time("0.1234567891"), Some(123_456_789));
+        assert_eq!(parse_time("01:02:03.5"), Some(3_723_500_000_000));
+        for bad in ["", "x", "-1", "1:2", "nan", "inf", ".5", "1.2.3", "1e9", "+1"] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
     }
