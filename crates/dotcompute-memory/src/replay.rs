@@ -202,13 +202,14 @@ impl ReplayPlan {
             }
             match e.op {
                 TraceOp::Alloc => {
-                    let bytes = usize::try_from(e.bytes).ok().filter(|&b| b <= isize::MAX as usize).ok_or_else(|| {
-                        Error::InvalidArgument {
-                            option: "trace",
-                            value: format!("an allocation of {} bytes (id {})", e.bytes, e.id),
-                            reason: "larger than this machine can address",
-                        }
-                    })?;
+                    let bytes =
+                        usize::try_from(e.bytes).ok().filter(|&b| b <= isize::MAX as usize).ok_or_else(|| {
+                            Error::InvalidArgument {
+                                option: "trace",
+                                value: format!("an allocation of {} bytes (id {})", e.bytes, e.id),
+                                reason: "larger than this machine can address",
+                            }
+                        })?;
                     let slot = plan.slots.len();
                     plan.slots.push(Slot { bytes, alloc_thread: thread, free_thread: None });
                     live.insert(e.id, slot);

@@ -128,7 +128,10 @@ impl MemoryManager {
             "expected the name of the file to write the allocation trace to, or unset it",
         )?
         .map(|file| TraceOptions::default().with_file(Some(file.into())));
-        Self::with_backend_name(&name, ManagerOptions { device_memory_limit: limit, trace, ..ManagerOptions::default() })
+        Self::with_backend_name(
+            &name,
+            ManagerOptions { device_memory_limit: limit, trace, ..ManagerOptions::default() },
+        )
     }
 
     /// A manager on the backend called `name` (as in `DCMEM_BACKEND`).

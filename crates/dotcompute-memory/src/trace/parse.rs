@@ -132,7 +132,11 @@ impl Parser {
                 let event = serde_json::from_str::<TraceEvent>(line).map_err(|e| {
                     // serde_json counts lines within the one line it was given.
                     let message = e.to_string().replace(" at line 1 column ", " at column ");
-                    Error::MalformedTrace { line: number, found: format!("{message} in {}", shown(line)), expected: JSON_LINE }
+                    Error::MalformedTrace {
+                        line: number,
+                        found: format!("{message} in {}", shown(line)),
+                        expected: JSON_LINE,
+                    }
                 })?;
                 events.push(event);
                 Ok(())

@@ -52,7 +52,8 @@ fn rmm_logs_are_read_in_any_column_order_with_extra_columns() {
         ]
     );
     // Columns in another order, an extra one, a time of day, no Stream.
-    let text = "  size , action,Thread,Pointer,Time,Note\n100,allocate,7,16,10:00:00.5,x\n100,deallocate,7,16,10:00:01,y\n";
+    let text =
+        "  size , action,Thread,Pointer,Time,Note\n100,allocate,7,16,10:00:00.5,x\n100,deallocate,7,16,10:00:01,y\n";
     let parsed = parse(text).unwrap();
     assert_eq!(parsed.events, [event(0, 1, TraceOp::Alloc, 16, 100), event(500_000_000, 1, TraceOp::Free, 16, 100)]);
 }
@@ -62,7 +63,11 @@ fn a_malformed_json_line_names_its_line_and_the_fields() {
     let good = r#"{"t_ns":1,"thread":1,"op":"alloc","id":1,"bytes":8}"#;
     let cases = [
         (format!("{good}\n{{\"t_ns\":2,\"thread\":1,\"op\":\"alloc\",\"id\":2}}"), 2, "missing field `bytes`"),
-        (format!("{good}\n\n{{\"t_ns\":2,\"thread\":1,\"op\":\"grow\",\"id\":2,\"bytes\":1}}"), 3, "unknown variant `grow`"),
+        (
+            format!("{good}\n\n{{\"t_ns\":2,\"thread\":1,\"op\":\"grow\",\"id\":2,\"bytes\":1}}"),
+            3,
+            "unknown variant `grow`",
+        ),
         (format!("{good}\n{{\"t_ns\":-2,\"thread\":1,\"op\":\"free\",\"id\":2,\"bytes\":1}}"), 2, "invalid value"),
         (format!("{good}\nThread,Time,Action,Pointer,Size"), 2, "expected value"),
         (format!("{good}\n{{\"t_ns\":2,"), 2, "EOF"),

@@ -252,7 +252,8 @@ fn a_trace_file_that_cannot_be_written_is_one_line_on_stderr() {
         drop(mm);
         return;
     }
-    let out = crate::support::child::command(test).env("DCMEM_TRACE", &missing).env_remove("DCMEM_BACKEND").output().unwrap();
+    let out =
+        crate::support::child::command(test).env("DCMEM_TRACE", &missing).env_remove("DCMEM_BACKEND").output().unwrap();
     let all = crate::support::child::check(test, &out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("allocation trace")).collect();
