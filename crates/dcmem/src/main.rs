@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Unified host/device memory: benchmarks, backend information, a guided demo, statistics,
-/// streaming a file to a device.
+/// streaming a file to a device, replaying allocation traces.
 #[derive(Debug, Parser)]
 #[command(name = "dcmem", version, about, propagate_version = true)]
 struct Cli {
