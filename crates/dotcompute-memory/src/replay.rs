@@ -395,10 +395,10 @@ impl ReplayPlan {
                 break;
             }
             let done = i + 1;
-            if done % PROGRESS_EVERY == 0 {
+            if done.is_multiple_of(PROGRESS_EVERY) {
                 progress(PROGRESS_EVERY as u64);
             }
-            if done % stride == 0 || (stride != usize::MAX && done == self.ops.len()) {
+            if done.is_multiple_of(stride) || (stride != usize::MAX && done == self.ops.len()) {
                 after(done, live);
             }
         }
@@ -483,7 +483,7 @@ impl ReplayPlan {
                     break;
                 }
                 done += 1;
-                if done % PROGRESS_EVERY == 0 {
+                if done.is_multiple_of(PROGRESS_EVERY) {
                     progress(PROGRESS_EVERY as u64);
                 }
             }

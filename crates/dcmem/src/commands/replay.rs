@@ -163,7 +163,7 @@ fn table(
         if args.threads { "each trace thread on a thread of its own" } else { "on one thread, in trace order" },
     );
     let percent = |e: f64| format!("{:.1}%", e * 100.0);
-    let rows: [(&str, fn(&ReplayResult) -> String); 5] = [
+    let rows: [(&str, Cell); 5] = [
         ("ops per second", |r| ops(r.ops_per_second)),
         ("backend allocations", |r| r.backend_allocations.to_string()),
         ("peak live", |r| units::bytes(r.peak_live_bytes)),
@@ -211,6 +211,9 @@ fn table(
     }
     out
 }
+
+/// One cell of the table: a figure of one allocator's result.
+type Cell = fn(&ReplayResult) -> String;
 
 /// `12345678.9` → `"12.3 M/s"`.
 fn ops(per_second: f64) -> String {

@@ -103,7 +103,7 @@ impl Batch {
         let mut part = [EMPTY; BATCH];
         let n = self.len.load(Acquire).min(BATCH);
         for (k, (slot, e)) in self.slots.iter().zip(&mut part[..n]).enumerate() {
-            let stamp = (k % STAMP_EVERY == 0).then(|| self.stamps.get(k / STAMP_EVERY)).flatten();
+            let stamp = k.is_multiple_of(STAMP_EVERY).then(|| self.stamps.get(k / STAMP_EVERY)).flatten();
             *e = Packed {
                 t_ns: stamp.map_or(UNSTAMPED, |s| s.load(Relaxed)),
                 id: slot.id.load(Relaxed),
@@ -297,7 +297,7 @@ impl Recorder {
         let i = batch.len.load(Relaxed);
         // A batch is moved into the ring as soon as it is full, so `i` is always in range.
         let Some(slot) = batch.slots.get(i) else { return false };
-        if i % STAMP_EVERY == 0 {
+        if i.is_multiple_of(STAMP_EVERY) {
             if let Some(stamp) = batch.stamps.get(i / STAMP_EVERY) {
                 stamp.store(self.now(), Relaxed);
             }
@@ -368,7 +368,7 @@ impl Recorder {
         };
         let i = batch.len.load(Relaxed);
         if let Some(slot) = batch.slots.get(i) {
-            if let Some(stamp) = batch.stamps.get(i / STAMP_EVERY).filter(|_| i % STAMP_EVERY == 0) {
+            if let Some(stamp) = batch.stamps.get(i / STAMP_EVERY).filter(|_| i.is_multiple_of(STAMP_EVERY)) {
                 stamp.store(t_ns, Relaxed);
             }
             slot.id.store(id, Relaxed);
