@@ -278,7 +278,10 @@ impl Recorder {
     #[inline(always)]
     pub(crate) fn record(&self, op: TraceOp, id: u64, bytes: usize, site: u32) {
         let bytes = bytes as u64;
-        let recorded = LOCAL.try_with(|local| match local.try_borrow_mut() {
+        // `move`: the closure holds the values, not references to them (one load each in
+        // `try_with`, which is not inlined, instead of two; measured 26.6 against 24.0 ns per
+        // traced allocate + drop).
+        let recorded = LOCAL.try_with(move |local| match local.try_borrow_mut() {
             Ok(mut local) => self.record_local(&mut local, op, id, bytes, site),
             Err(_) => false,
         });
