@@ -35,6 +35,10 @@ pub struct ReplayArgs {
     /// runs on one thread, in the trace's order.
     #[arg(long)]
     pub threads: bool,
+    /// Replay the trace this many times through each allocator, alternating between them, and
+    /// report each allocator's median run (by operations per second).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
 }
 
 /// Traces with at least this many operations show a progress bar (on a terminal).
@@ -83,15 +87,20 @@ pub fn run(args: &ReplayArgs) -> CliResult<String> {
     let plan = ReplayPlan::new(&parsed.events)?;
     let backend = dotcompute_memory::backend::open(&args.backend.name)?;
     let allocators = ReplayAllocator::ALL;
-    let pb = progress_bar(plan.operations() * allocators.len() as u64, args.json);
+    let runs = args.runs as usize;
+    let pb = progress_bar(plan.operations() * (allocators.len() * runs) as u64, args.json);
     let tick = |n: u64| pb.inc(n);
     let options = ReplayOptions::default().with_threads(args.threads);
-    let mut results = Vec::new();
-    for &allocator in allocators {
-        pb.set_message(allocator.key());
-        results.push(plan.run(&backend, allocator, &options, Some(&tick))?);
+    // Alternating, so that drift on a noisy machine hits every allocator alike.
+    let mut all: Vec<Vec<ReplayResult>> = allocators.iter().map(|_| Vec::with_capacity(runs)).collect();
+    for _ in 0..runs {
+        for (&allocator, done) in allocators.iter().zip(&mut all) {
+            pb.set_message(allocator.key());
+            done.push(plan.run(&backend, allocator, &options, Some(&tick))?);
+        }
     }
     pb.finish_and_clear();
+    let results: Vec<ReplayResult> = all.into_iter().filter_map(median).collect();
     if let Some(path) = &args.plot {
         let sampled = options.clone().with_threads(false).with_samples(PLOT_SAMPLES);
         let series =
@@ -105,6 +114,13 @@ pub fn run(args: &ReplayArgs) -> CliResult<String> {
     } else {
         table(args, &parsed, &plan, backend, &results)
     })
+}
+
+/// The run of median speed.
+fn median(mut runs: Vec<ReplayResult>) -> Option<ReplayResult> {
+    runs.sort_by(|a, b| a.ops_per_second.total_cmp(&b.ops_per_second));
+    let middle = runs.len() / 2;
+    runs.into_iter().nth(middle)
 }
 
 /// The figures of one allocator, as `--json` prints them.
@@ -135,6 +151,7 @@ fn json_report(
     out.insert("format".into(), json!(parsed.format.to_string()));
     out.insert("backend".into(), json!(backend));
     out.insert("threads".into(), json!(args.threads));
+    out.insert("runs".into(), json!(args.runs));
     out.insert("trace_threads".into(), json!(plan.threads().len()));
     out.insert("operations".into(), json!(plan.operations()));
     out.insert("unknown_frees".into(), json!(plan.unknown_frees()));
@@ -162,6 +179,9 @@ fn table(
         if threads == 1 { "" } else { "s" },
         if args.threads { "each trace thread on a thread of its own" } else { "on one thread, in trace order" },
     );
+    if args.runs > 1 {
+        let _ = writeln!(out, "(the median of {} runs of each allocator, alternating)", args.runs);
+    }
     let percent = |e: f64| format!("{:.1}%", e * 100.0);
     let rows: [(&str, Cell); 5] = [
         ("ops per second", |r| ops(r.ops_per_second)),

@@ -32,6 +32,7 @@ fn replay_json_has_one_object_per_allocator() {
             assert_eq!((v["file"].as_str(), v["events"].as_u64()), (Some(path.as_str()), Some(5)), "{v}");
             assert_eq!((v["unknown_frees"].as_u64(), v["operations"].as_u64()), (Some(1), Some(4)), "{v}");
             assert_eq!((v["backend"].as_str(), v["threads"].as_bool()), (Some(backend), Some(threads)), "{v}");
+            assert_eq!(v["runs"], 3, "{v}");
             for side in ["ours", "unpooled"] {
                 let s = &v[side];
                 let keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
@@ -129,6 +130,10 @@ fn replay_bad_input_is_a_clear_error() {
     let path = dir.file("ok.csv", SMALL_CSV.as_bytes());
     let o = dcmem(&["replay", &path, "--plot", "chart.jpg"]);
     assert!(clean_failure(&o).contains("PNG"), "{}", stderr(&o));
+    let o = dcmem(&["replay", &path, "--runs", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--runs"), "{}", stderr(&o));
+    assert_eq!(json(&dcmem(&["replay", &path, "--runs", "1", "--json"]))["runs"], 1);
 }
 
 #[test]
