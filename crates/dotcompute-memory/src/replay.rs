@@ -30,7 +30,8 @@
 use crate::backend::{Backend, DeviceMemory};
 use crate::buffer::UnifiedBuffer;
 use crate::error::{Error, Result};
-use crate::manager::{ManagerOptions, MemoryManager};
+use crate::manager::MemoryManager;
+use crate::pool::options::ManagerOptions;
 use crate::trace::{TraceEvent, TraceOp};
 use std::cell::Cell;
 use std::collections::HashMap;
