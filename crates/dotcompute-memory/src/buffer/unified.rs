@@ -146,8 +146,8 @@ impl<T: Element> UnifiedBuffer<T> {
         };
         match boxed {
             Ok(raw) => {
-                if mm.trace.is_some() {
-                    raw.trace_alloc(location);
+                if let Some(trace) = &mm.trace {
+                    super::boxed::trace_alloc(trace, &mm.diagnostics, &raw, bytes, location);
                 }
                 Ok(UnifiedBuffer { raw, _element: PhantomData })
             }

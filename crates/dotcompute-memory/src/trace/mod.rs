@@ -76,7 +76,7 @@ pub enum TraceOp {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TraceEvent {
     /// Nanoseconds since the manager started (for a parsed RMM log: since its first event).
-    /// A recording thread reads the clock at every 32nd event and the times of the events
+    /// A recording thread reads the clock at every 64th event and the times of the events
     /// between are interpolated: one clock read costs several times the rest of recording an
     /// event.
     pub t_ns: u64,

@@ -260,3 +260,27 @@ fn a_trace_file_that_cannot_be_written_is_one_line_on_stderr() {
     assert_eq!(lines.len(), 1, "{all}");
     assert!(lines[0].contains(&missing.display().to_string()) && lines[0].contains("No such file"), "{all}");
 }
+
+#[test]
+fn a_thread_takes_over_the_batch_of_one_that_ended() {
+    let mm = traced(1 << 12);
+    for t in 0..3u64 {
+        let mm = mm.clone();
+        std::thread::spawn(move || {
+            for i in 0..10 {
+                drop(mm.allocate::<u8>((100 * t + i + 1) as usize).unwrap());
+            }
+        })
+        .join()
+        .unwrap();
+    }
+    let trace = mm.diagnostics().trace().unwrap();
+    assert_eq!(trace.events.len(), 60);
+    // In the order they happened: each thread's ten pairs, the threads one after another.
+    let sizes: Vec<u64> = trace.events.iter().map(|e| e.bytes).collect();
+    let expected: Vec<u64> = (0..3u64).flat_map(|t| (0..10).flat_map(move |i| [100 * t + i + 1; 2])).collect();
+    assert_eq!(sizes, expected);
+    let threads: Vec<u64> = trace.events.iter().map(|e| e.thread).collect();
+    assert!(threads[0] != threads[20] && threads[20] != threads[40], "{threads:?}");
+    assert!(trace.events.windows(2).all(|w| w[0].t_ns <= w[1].t_ns), "{:?}", trace.events);
+}
