@@ -4,14 +4,14 @@
 The library is built in layers, each using only the ones below it (docs/ARCHITECTURE.md):
 
     0 foundations   units, element, error, environment, thread_exit, setters
-    1 host-side     ops, stats, diagnostics, buffer_trait
+    1 host-side     ops, stats, diagnostics, buffer_trait, trace (allocation traces)
     2 host          host memory
     3 backend       the Backend trait and its implementations
     4 pool          size classes, caches, arena, device pool, the pool context the buffers
                     and the engine share, object and array pools
     5 buffer        unified buffers, views, per-thread magazines
     6 transfer      the transfer engine; dlpack (DLPack export and import, feature `dlpack`)
-    7 manager       the MemoryManager facade
+    7 manager       the MemoryManager facade; replay (traces through allocators)
     8 root          lib.rs and the prelude
 
 Every `crate::x` path in code (use lines and inline paths; comments are skipped) is mapped to
@@ -24,14 +24,14 @@ import sys
 
 LAYERS = {
     "units": 0, "element": 0, "error": 0, "environment": 0, "thread_exit": 0, "setters": 0,
-    "ops": 1, "stats": 1, "diagnostics": 1, "buffer_trait": 1,
+    "ops": 1, "stats": 1, "diagnostics": 1, "buffer_trait": 1, "trace": 1,
     "host": 2,
     "backend": 3,
     "pool": 4,
     "buffer": 5,
     "dlpack": 6,
     "transfer": 6,
-    "manager": 7,
+    "manager": 7, "replay": 7,
     "lib": 8, "prelude": 8,
 }
 

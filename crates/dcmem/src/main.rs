@@ -7,6 +7,8 @@
 //! - `dcmem stats`: runs a small workload and prints the manager's statistics.
 //! - `dcmem stream FILE`: streams a file into a device buffer with a progress bar and prints the
 //!   transfer report.
+//! - `dcmem replay FILE`: replays an allocation trace through our pool and through the backend
+//!   without one, and compares them.
 
 mod bench;
 mod commands;
@@ -23,7 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Unified host/device memory: benchmarks, backend information, a guided demo, statistics,
-/// streaming a file to a device.
+/// streaming a file to a device, replaying allocation traces.
 #[derive(Debug, Parser)]
 #[command(name = "dcmem", version, about, propagate_version = true)]
 struct Cli {
@@ -52,6 +54,8 @@ enum Command {
     },
     /// Stream a file into a device buffer through the transfer engine, with a progress bar.
     Stream(stream::StreamArgs),
+    /// Replay an allocation trace (JSON Lines or RMM's CSV log) through our pool and without one.
+    Replay(commands::replay::ReplayArgs),
 }
 
 /// Options of `dcmem bench`.
@@ -176,6 +180,7 @@ fn main() -> ExitCode {
         Command::Demo { backend } => commands::demo::run(&backend.name),
         Command::Stats { backend, json } => commands::stats::run(&backend.name, json),
         Command::Stream(args) => stream::run(&args),
+        Command::Replay(args) => commands::replay::run(&args),
     };
     match result {
         Ok(text) => {
@@ -192,7 +197,11 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("dcmem: error: {e}");
-            ExitCode::FAILURE
+            match e {
+                // Bad input, like a usage error clap reports.
+                CliError::BadInput(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -204,13 +213,16 @@ pub enum CliError {
     Memory(dotcompute_memory::Error),
     /// Anything else (I/O, plotting), already phrased for the user.
     Other(String),
+    /// Input the command cannot use (a malformed trace), phrased for the user; exits with
+    /// status 2, as clap's usage errors do.
+    BadInput(String),
 }
 
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CliError::Memory(e) => write!(f, "{e}")?,
-            CliError::Other(s) => f.write_str(s)?,
+            CliError::Other(s) | CliError::BadInput(s) => f.write_str(s)?,
         }
         if let CliError::Memory(
             dotcompute_memory::Error::UnknownBackend { .. } | dotcompute_memory::Error::BackendUnavailable { .. },

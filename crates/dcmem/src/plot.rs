@@ -1,4 +1,5 @@
-//! `dcmem bench --plot FILE.png`: a horizontal bar chart of baseline and ours per row.
+//! `dcmem bench --plot FILE.png`: a horizontal bar chart of baseline and ours per row; and the
+//! font and PNG encoding every chart shares (`dcmem replay --plot` draws its own).
 //!
 //! Rendered with plotters' bitmap backend into memory and encoded with the `png` crate. Text
 //! uses a font embedded in the binary (a subset of DejaVu Sans, see `assets/LICENSE-DejaVu.txt`)
@@ -12,9 +13,11 @@ use std::path::Path;
 use std::sync::Once;
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans-subset.ttf");
-const FAMILY: &str = "sans-serif";
+/// The font family every chart's text uses (the embedded font, once registered).
+pub const FAMILY: &str = "sans-serif";
 
-fn register_font() -> CliResult {
+/// Registers the embedded font under [`FAMILY`] (once per process).
+pub fn register_font() -> CliResult {
     static ONCE: Once = Once::new();
     let mut ok = true;
     ONCE.call_once(|| ok = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
@@ -25,7 +28,8 @@ fn register_font() -> CliResult {
     }
 }
 
-fn plot_error(e: impl std::fmt::Display) -> CliError {
+/// A drawing error, phrased for the user.
+pub fn plot_error(e: impl std::fmt::Display) -> CliError {
     CliError::Other(format!("could not draw the chart: {e}"))
 }
 
@@ -147,6 +151,11 @@ pub fn write_png(report: &Report, path: &Path) -> CliResult {
     let width = 1400u32;
     let height = 130 + 46 * report.rows.len().max(1) as u32;
     let pixels = render(report, width, height)?;
+    save_png(&pixels, width, height, path)
+}
+
+/// Encodes RGB `pixels` of `width` × `height` into the PNG file `path`.
+pub fn save_png(pixels: &[u8], width: u32, height: u32, path: &Path) -> CliResult {
     let io = |e: std::io::Error| CliError::Other(format!("could not write `{}`: {e}", path.display()));
     let file = std::fs::File::create(path).map_err(io)?;
     let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
@@ -154,7 +163,7 @@ pub fn write_png(report: &Report, path: &Path) -> CliResult {
     encoder.set_depth(png::BitDepth::Eight);
     let enc_err = |e: png::EncodingError| CliError::Other(format!("could not encode `{}`: {e}", path.display()));
     let mut writer = encoder.write_header().map_err(enc_err)?;
-    writer.write_image_data(&pixels).map_err(enc_err)?;
+    writer.write_image_data(pixels).map_err(enc_err)?;
     writer.finish().map_err(enc_err)?;
     Ok(())
 }

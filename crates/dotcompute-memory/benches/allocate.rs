@@ -5,7 +5,8 @@
 //!   `enable_pooling: false` on the CPU backend (each allocation is a fresh zeroed block: the
 //!   backend's aligned `alloc_zeroed` below 1 MiB, an anonymous `mmap` from 1 MiB, freed on
 //!   drop); `pooled`: the default pooled manager, warm pool. `malloc` (4 KiB only):
-//!   `Vec::<u8>::with_capacity` + drop, untouched.
+//!   `Vec::<u8>::with_capacity` + drop, untouched. `pooled_traced` (4 KiB only): the pooled
+//!   manager recording its allocation trace (`ManagerOptions::trace`), against `pooled`.
 //! - `allocate_touch`: the same two managers, allocate + write one byte per 4 KiB page + drop:
 //!   the fresh side pays the page faults of lazily mapped memory, the pooled side finds its
 //!   pages resident.
@@ -14,7 +15,7 @@
 //! `cargo bench -p dotcompute-memory --bench allocate`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use dotcompute_memory::{CpuBackend, ManagerOptions, MemoryManager};
+use dotcompute_memory::{CpuBackend, ManagerOptions, MemoryManager, TraceOptions};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -46,6 +47,15 @@ fn allocate(c: &mut Criterion) {
             });
         }
     }
+    let traced = MemoryManager::with_backend(CpuBackend::new(), opts(true).with_trace(Some(TraceOptions::default())))
+        .expect("valid options");
+    group.bench_function(BenchmarkId::new("pooled_traced", "4KiB"), |b| {
+        b.iter(|| {
+            let buf = traced.allocate::<u8>(black_box(4 << 10)).expect("allocate");
+            black_box(&buf);
+            drop(buf);
+        })
+    });
     group.bench_function(BenchmarkId::new("malloc", "4KiB"), |b| {
         b.iter(|| {
             let v: Vec<u8> = Vec::with_capacity(black_box(4 << 10));

@@ -4,11 +4,13 @@
 //! live buffer was allocated is recorded only with `ManagerOptions::track_allocations`, because
 //! that costs a lock per allocation; the call site itself is free (`#[track_caller]`).
 
+use crate::trace::recorder::Recorder;
+use crate::trace::Trace;
 use crate::units::{format_bytes, format_bytes_short};
 use std::collections::HashMap;
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// One live buffer, as recorded by the registry.
@@ -58,6 +60,7 @@ pub struct Diagnostics {
     next_id: AtomicU64,
     records: Mutex<HashMap<u64, Record>>,
     live: Box<dyn Fn() -> (u64, u64) + Send + Sync>,
+    trace: Option<Arc<Recorder>>,
 }
 
 impl std::fmt::Debug for Diagnostics {
@@ -70,13 +73,28 @@ impl std::fmt::Debug for Diagnostics {
 }
 
 impl Diagnostics {
-    pub(crate) fn new(tracking: bool, live: Box<dyn Fn() -> (u64, u64) + Send + Sync>) -> Self {
+    pub(crate) fn new(
+        tracking: bool,
+        live: Box<dyn Fn() -> (u64, u64) + Send + Sync>,
+        trace: Option<Arc<Recorder>>,
+    ) -> Self {
         Diagnostics {
             tracking: AtomicBool::new(tracking),
             next_id: AtomicU64::new(1),
             records: Mutex::new(HashMap::new()),
             live,
+            trace,
         }
+    }
+
+    /// The allocation trace recorded so far (`None` unless the manager was made with
+    /// [`ManagerOptions::trace`](crate::ManagerOptions::trace)): every allocation and free of
+    /// its buffers, oldest first, up to the trace's capacity, including the events other
+    /// threads are still batching. [`Trace::to_json_lines`] gives the JSON Lines form that
+    /// `dcmem replay` reads. Sites (`file:line`) are recorded while allocation sites are
+    /// tracked ([`Diagnostics::set_tracking`]).
+    pub fn trace(&self) -> Option<Trace> {
+        self.trace.as_ref().map(|t| t.snapshot())
     }
 
     /// True when allocation sites are recorded.

@@ -470,6 +470,18 @@ pub enum Error {
         /// What was found.
         found: String,
     },
+
+    /// A line of an allocation trace that is not what its format needs (see
+    /// [`crate::trace::parse`]).
+    #[error("line {line} of the trace: {found}; expected {expected}")]
+    MalformedTrace {
+        /// 1-based line number in the trace.
+        line: u64,
+        /// What is wrong with the line (its text, shortened, or the field that failed).
+        found: String,
+        /// What a line in this place must hold.
+        expected: &'static str,
+    },
 }
 
 impl fmt::Debug for Error {

@@ -100,9 +100,11 @@ mod manager;
 pub mod ops;
 pub mod pool;
 pub mod prelude;
+pub mod replay;
 mod setters;
 mod stats;
 mod thread_exit;
+pub mod trace;
 mod transfer;
 pub mod units;
 
@@ -148,6 +150,7 @@ pub use pool::object::{
 };
 pub use pool::snapshot::{BlockSnapshot, MemorySnapshot, PoolUsage, SegmentSnapshot, Usage};
 pub use stats::{MemoryStatistics, TransferStatistics};
+pub use trace::{Trace, TraceEvent, TraceOp, TraceOptions};
 pub use transfer::{
     PeerBandwidth, PeerCopy, Priority, RetryPolicy, StagingPolicy, TransferBatch, TransferEngine, TransferError,
     TransferOptions, TransferOutcome, TransferReport,

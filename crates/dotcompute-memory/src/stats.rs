@@ -104,6 +104,8 @@ pub(crate) struct StatCounters {
     pool_misses: Counter,
     backend_frees: Counter,
     backend_bytes: Counter,
+    /// Highest `backend_bytes` seen (checked where it grows: backend allocations only).
+    peak_backend_bytes: Counter,
     evictions: Counter,
     transfers: [TransferCounters; 3],
 }
@@ -119,6 +121,7 @@ impl StatCounters {
             pool_misses: Counter::default(),
             backend_frees: Counter::default(),
             backend_bytes: Counter::default(),
+            peak_backend_bytes: Counter::default(),
             evictions: Counter::default(),
             transfers: Default::default(),
         }
@@ -213,8 +216,10 @@ impl StatCounters {
         }
     }
 
-    /// Sets the peak to the bytes of live buffers now; returns the previous peak.
+    /// Sets the peak to the bytes of live buffers now, and the reserved peak to the bytes
+    /// reserved now; returns the previous peak of live bytes.
     pub(crate) fn reset_peak(&self) -> u64 {
+        self.peak_backend_bytes.0.store(self.backend_bytes.get(), Relaxed);
         self.peak_bytes.0.swap(self.active_bytes(), Relaxed)
     }
 
@@ -257,7 +262,8 @@ impl StatCounters {
 
     pub(crate) fn backend_allocated(&self, bytes: usize) {
         self.pool_misses.add(1);
-        self.backend_bytes.add(bytes as u64);
+        let reserved = self.backend_bytes.add(bytes as u64).wrapping_add(bytes as u64);
+        self.peak_backend_bytes.0.fetch_max(reserved, Relaxed);
     }
 
     pub(crate) fn backend_freed(&self, bytes: usize) {
@@ -322,6 +328,7 @@ impl StatCounters {
             cached_bytes,
             device_segments,
             reserved_bytes: self.backend_bytes.get(),
+            peak_reserved_bytes: self.peak_backend_bytes.get(),
             host_to_device: transfer(Direction::HostToDevice),
             device_to_host: transfer(Direction::DeviceToHost),
             device_to_device: transfer(Direction::DeviceToDevice),
@@ -428,6 +435,11 @@ pub struct MemoryStatistics {
     pub cached_bytes: u64,
     /// Bytes currently obtained from the backend and host allocator (in use plus cached).
     pub reserved_bytes: u64,
+    /// Highest `reserved_bytes` seen (since the manager was made or
+    /// [`reset_peak_bytes`](crate::MemoryManager::reset_peak_bytes)): with `peak_bytes`, how
+    /// much memory the pool's caching and rounding cost at the worst moment.
+    #[serde(default)]
+    pub peak_reserved_bytes: u64,
     /// Backend allocations (segments) the device pool holds; buffers are carved from them.
     pub device_segments: u64,
     /// Host-to-device transfers.

@@ -1,12 +1,13 @@
 //! Allocation rows: pooled allocate + drop against an unpooled manager's fresh blocks, against
-//! malloc, and (discrete backends) pooled device allocations against the backend's own.
+//! malloc, and (discrete backends) pooled device allocations against the backend's own; and
+//! what recording an allocation trace costs.
 
 use super::ctx::Ctx;
 use super::data::{touch_pages, PAGE};
 use super::native::{against_native, NativeOp};
 use crate::report::Row;
 use crate::{CliError, CliResult};
-use dotcompute_memory::BufferState;
+use dotcompute_memory::{BufferState, ManagerOptions, TraceOptions};
 use std::hint::black_box;
 
 /// Pooled against unpooled allocate + drop, two rows: without touching the memory, and with one
@@ -130,6 +131,38 @@ pub(super) fn device(ctx: &Ctx, n: usize) -> CliResult<Row> {
         n,
         baseline,
         "pooled allocate_device + drop, warm pool (device memory reused)",
+        pair,
+    ))
+}
+
+/// Pooled allocate + drop with the manager recording its allocation trace
+/// (`ManagerOptions::trace`, default capacity) against the pooled manager without.
+pub(super) fn trace_recording(ctx: &Ctx, n: usize) -> CliResult<Row> {
+    let (plain, traced) =
+        (ctx.pooled(), ctx.new_manager_with(ManagerOptions::default().with_trace(Some(TraceOptions::default())))?);
+    let pair = ctx.compare(
+        &mut || {
+            let b = plain.allocate::<u8>(n)?;
+            black_box(&b);
+            drop(b);
+            Ok(())
+        },
+        &mut || {
+            let b = traced.allocate::<u8>(n)?;
+            black_box(&b);
+            drop(b);
+            Ok(())
+        },
+    )?;
+    let recorded = traced.diagnostics().trace().map_or(0, |t| t.events.len() as u64 + t.dropped);
+    if recorded == 0 {
+        return Err(CliError::Other("the traced manager recorded no events".into()));
+    }
+    Ok(Row::new(
+        "Trace recording",
+        n,
+        "pooled allocate + drop, warm pool, no trace".into(),
+        "pooled allocate + drop, warm pool, recording its trace (ManagerOptions::trace, 1 Mi events kept)",
         pair,
     ))
 }

@@ -87,6 +87,11 @@ impl Ctx {
         manager(&self.backend, pooling)
     }
 
+    /// A new manager on the same backend with `options` (no maintenance thread).
+    pub fn new_manager_with(&self, options: ManagerOptions) -> CliResult<MemoryManager> {
+        Ok(MemoryManager::with_shared_backend(self.backend.clone(), options.with_maintenance_interval(None))?)
+    }
+
     /// The mode's timing plan.
     pub fn plan(&self) -> &Plan {
         &self.mode.plan

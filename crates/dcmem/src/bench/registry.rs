@@ -89,6 +89,7 @@ static ENTRIES: &[Entry] = &[
         Needs::Discrete,
         Run::Once(|c| one(copies::device_to_host(c, c.sizes().copy, true))),
     ),
+    entry("trace recording", Needs::Any, Run::Once(|c| one(alloc::trace_recording(c, 4 << 10)))),
     entry(
         "buffer pool hit",
         Needs::Any,

@@ -1,4 +1,4 @@
-//! The commands besides `bench`: `info`, `demo`, `stats` and `stream`, one file each.
+//! The commands besides `bench`: `info`, `demo`, `stats`, `stream` and `replay`, one file each.
 
 /// Appends a formatted line to a `String` (writing to a `String` cannot fail).
 macro_rules! say {
@@ -8,6 +8,7 @@ macro_rules! say {
 
 pub mod demo;
 pub mod info;
+pub mod replay;
 pub mod stats;
 pub mod stream;
 

@@ -13,6 +13,7 @@ fn bench_json_on_cpu_has_every_row_with_consistent_ratios() {
     assert!(copy["baseline"].as_str().unwrap().contains("copy_from_slice"), "{copy}");
     check_transfer_rows(&v, "Backend", true);
     check_pool_rows(&v, false);
+    check_trace_row(&v);
     // Unified memory: there is no separate device allocation to pool.
     assert!(rows_starting(&v, "Buffer allocation (device").is_empty(), "{v}");
     check_fresh_allocation_rows(&v);
@@ -43,6 +44,7 @@ fn bench_json_on_sim_uses_the_raw_backend_as_baseline() {
     assert!(d2h["baseline"].as_str().unwrap().contains("Backend::read"), "{d2h}");
     check_transfer_rows(&v, "Backend", false);
     check_pool_rows(&v, true);
+    check_trace_row(&v);
     for op in ["Host-to-device copy (engine)", "Device-to-host copy (engine)"] {
         let r = row(&v, op);
         assert!(text(r, "baseline").contains("raw Backend::"), "{r}");

@@ -212,3 +212,12 @@ pub fn check_host_rows(v: &Value) {
         assert!(text(shared, "ours").starts_with("MemoryManager::open_shared"), "{shared}");
     }
 }
+
+/// The trace-recording row: a 4 KiB pooled allocate + drop with and without the trace.
+pub fn check_trace_row(v: &Value) {
+    let r = row(v, "Trace recording");
+    assert_eq!(r["size_bytes"], 4096, "{r}");
+    assert!(text(r, "baseline").contains("no trace"), "{r}");
+    assert!(text(r, "ours").contains("ManagerOptions::trace"), "{r}");
+    assert!(num(r, "ratio") > 0.0, "{r}");
+}

@@ -8,7 +8,7 @@ fn help_lists_every_subcommand() {
     assert!(o.status.success(), "stderr: {}", stderr(&o));
     let out = stdout(&o);
     let about = out.lines().next().unwrap_or_default();
-    for command in ["bench", "info", "demo", "stats", "stream"] {
+    for command in ["bench", "info", "demo", "stats", "stream", "replay"] {
         assert!(about.contains(command), "the summary line lacks {command}: {about}");
         assert!(out.lines().any(|l| l.trim_start().starts_with(&format!("{command} "))), "{command}:\n{out}");
     }
@@ -30,7 +30,7 @@ fn backend_help_offers_only_the_compiled_backends() {
         offered.push("metal");
     }
     let values = format!("[possible values: {}]", offered.join(", "));
-    for command in ["bench", "demo", "stats", "stream"] {
+    for command in ["bench", "demo", "stats", "stream", "replay"] {
         let o = dcmem(&[command, "--help"]);
         assert!(o.status.success(), "stderr: {}", stderr(&o));
         // clap wraps long help lines; the backend's entry is read as one line.

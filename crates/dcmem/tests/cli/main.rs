@@ -10,6 +10,7 @@ mod bench_rows;
 mod demo;
 mod help;
 mod info;
+mod replay;
 mod stats;
 mod stream;
 mod support;

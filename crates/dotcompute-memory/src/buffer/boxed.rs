@@ -10,11 +10,15 @@
 
 use super::magazine::{self, Kind};
 use super::raw::{AllocationBlock, RawBuffer};
+use crate::diagnostics::Diagnostics;
 use crate::error::Result;
 use crate::pool::context::ManagerShared;
 use crate::pool::size_class::class_of;
+use crate::trace::recorder::Recorder;
+use crate::trace::TraceOp;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
+use std::panic::Location;
 #[cfg(feature = "dlpack")]
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -99,6 +103,31 @@ impl BoxedBuffer {
     }
 }
 
+/// Records the new buffer `raw` of `bytes` bytes in `trace`, with `location` as its site while
+/// `diagnostics` tracks sites. Cold and out of line, and given what the caller has at hand: a
+/// manager without a trace pays one test of its `trace` field, and its allocation path keeps
+/// the size and shape that let callers inline it.
+#[cold]
+#[inline(never)]
+pub(crate) fn trace_alloc(
+    trace: &Recorder,
+    diagnostics: &Diagnostics,
+    raw: &RawBuffer,
+    bytes: usize,
+    location: &'static Location<'static>,
+) {
+    let site = if diagnostics.is_tracking() { trace.site(location) } else { 0 };
+    trace.record(TraceOp::Alloc, trace_id(raw), bytes, site);
+}
+
+/// A buffer's id in traces: the address of its state, which is unique among live buffers and
+/// stays the same from allocation to drop (a box parked in a magazine is reused, like a freed
+/// pointer in RMM's logs).
+#[inline]
+fn trace_id(raw: &RawBuffer) -> u64 {
+    std::ptr::from_ref(raw).addr() as u64
+}
+
 impl Deref for BoxedBuffer {
     type Target = RawBuffer;
 
@@ -143,6 +172,9 @@ fn park_slot(raw: &RawBuffer) -> Option<(usize, usize)> {
 /// is out of line, so that a caller that does not inline this keeps a small frame.
 #[inline]
 fn retire(raw: Box<RawBuffer>) {
+    if let Some(trace) = &raw.manager().trace {
+        trace_free(trace, &raw);
+    }
     if raw.needs_wind_down() {
         return retire_slow(raw);
     }
@@ -156,6 +188,13 @@ fn retire(raw: Box<RawBuffer>) {
         return;
     }
     park_or_release(raw);
+}
+
+/// Records the end of `raw` in `trace` (cold and out of line, as [`trace_alloc`]).
+#[cold]
+#[inline(never)]
+fn trace_free(trace: &Recorder, raw: &RawBuffer) {
+    trace.record(TraceOp::Free, trace_id(raw), raw.bytes(), 0);
 }
 
 #[inline(never)]

@@ -145,7 +145,12 @@ impl<T: Element> UnifiedBuffer<T> {
             Placement::Both => BoxedBuffer::new_on_device(mm, bytes, id),
         };
         match boxed {
-            Ok(raw) => Ok(UnifiedBuffer { raw, _element: PhantomData }),
+            Ok(raw) => {
+                if let Some(trace) = &mm.trace {
+                    super::boxed::trace_alloc(trace, &mm.diagnostics, &raw, bytes, location);
+                }
+                Ok(UnifiedBuffer { raw, _element: PhantomData })
+            }
             Err(e) => {
                 mm.diagnostics.unregister(id);
                 Err(e)

@@ -56,11 +56,22 @@ impl Drop for Maintenance {
 
 /// Closes the manager's recycle epoch when the last handle is dropped (see `buffer::magazine`):
 /// buffers dropped from then on return their memory to the shared caches, so the manager is
-/// released with its last buffer.
+/// released with its last buffer. Then writes the allocation trace to its file, if it has one.
 pub(super) struct LastHandle(pub(super) Arc<ManagerShared>);
 
 impl Drop for LastHandle {
     fn drop(&mut self) {
         self.0.close();
+        write_trace(&self.0);
+    }
+}
+
+/// Writes the manager's trace to `TraceOptions::file`; a failure is one line on stderr (this
+/// runs in a drop, with no caller to return an error to).
+fn write_trace(shared: &ManagerShared) {
+    let file = shared.options.trace.as_ref().and_then(|t| t.file.as_ref());
+    let (Some(recorder), Some(file)) = (&shared.trace, file) else { return };
+    if let Err(e) = recorder.snapshot().write_to_file(file) {
+        eprintln!("dotcompute-memory: could not write the allocation trace to `{}`: {e}", file.display());
     }
 }

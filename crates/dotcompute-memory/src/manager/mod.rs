@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::pool::context::ManagerShared;
 use crate::pool::snapshot::MemorySnapshot;
 use crate::stats::MemoryStatistics;
+use crate::trace::TraceOptions;
 use crate::transfer::TransferEngine;
 use maintenance::{LastHandle, Maintenance};
 use std::sync::Arc;
@@ -108,7 +109,9 @@ impl MemoryManager {
     /// (`cpu`, `sim`, `opencl`, `cuda`, `metal`; unset or empty means `cpu`), with
     /// [`ManagerOptions::device_memory_limit`] from `DCMEM_DEVICE_MEMORY_LIMIT` when it is set
     /// (a byte count as [`crate::units::parse_byte_count`] reads it: `1073741824`, `512MiB`,
-    /// `2GiB`, `64K`).
+    /// `2GiB`, `64K`), and, when `DCMEM_TRACE` names a file, an allocation trace
+    /// ([`ManagerOptions::trace`], [`TraceOptions::DEFAULT_CAPACITY`] events) written to that
+    /// file as JSON Lines when the manager's last handle is dropped.
     ///
     /// # Errors
     ///
@@ -132,7 +135,15 @@ impl MemoryManager {
             })?),
             None => None,
         };
-        Self::with_backend_name(&name, ManagerOptions { device_memory_limit: limit, ..ManagerOptions::default() })
+        let trace = crate::environment::var(
+            "DCMEM_TRACE",
+            "expected the name of the file to write the allocation trace to, or unset it",
+        )?
+        .map(|file| TraceOptions::default().with_file(Some(file.into())));
+        Self::with_backend_name(
+            &name,
+            ManagerOptions { device_memory_limit: limit, trace, ..ManagerOptions::default() },
+        )
     }
 
     /// A manager on the backend called `name` (as in `DCMEM_BACKEND`).
@@ -191,9 +202,9 @@ impl MemoryManager {
         crate::pool::summary::render(&self.statistics(), &self.memory_snapshot(), &self.shared.backend.device_label())
     }
 
-    /// Starts a new peak: `peak_bytes` becomes the bytes of the buffers alive now. Returns the
-    /// peak it replaces. (PyTorch's `reset_peak_memory_stats`, for measuring one phase of a
-    /// program.)
+    /// Starts a new peak: `peak_bytes` becomes the bytes of the buffers alive now (and
+    /// `peak_reserved_bytes` the bytes reserved now). Returns the peak of live bytes it
+    /// replaces. (PyTorch's `reset_peak_memory_stats`, for measuring one phase of a program.)
     pub fn reset_peak_bytes(&self) -> u64 {
         self.shared.stats.reset_peak()
     }

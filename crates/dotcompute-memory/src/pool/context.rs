@@ -15,6 +15,7 @@ use crate::diagnostics::Diagnostics;
 use crate::error::{Direction, Error, Result};
 use crate::host::HostBlock;
 use crate::stats::{MemoryStatistics, StatCounters};
+use crate::trace::recorder::Recorder;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,9 @@ pub(crate) struct ManagerShared {
     host_cache: BlockCache<HostBlock>,
     pub(crate) stats: Arc<StatCounters>,
     pub(crate) diagnostics: Diagnostics,
+    /// The allocation trace, when `ManagerOptions::trace` asks for one (the buffers' hot paths
+    /// test this field and nothing else when it is `None`).
+    pub(crate) trace: Option<Arc<Recorder>>,
     /// Coarse clock advanced by each maintenance pass; cached blocks are stamped with it.
     tick: AtomicU64,
     /// Pinned staging blocks, by size class.
@@ -72,6 +76,7 @@ impl ManagerShared {
         let stats = Arc::new(StatCounters::new());
         let live_stats = stats.clone();
         let max = usize::try_from(options.max_pool_bytes).unwrap_or(usize::MAX);
+        let trace = options.trace.as_ref().map(|t| Arc::new(Recorder::new(t.capacity, backend.device_label())));
         Arc::new(ManagerShared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             unified: backend.is_unified(),
@@ -85,7 +90,12 @@ impl ManagerShared {
             ),
             backend,
             host_cache: BlockCache::new(max),
-            diagnostics: Diagnostics::new(options.track_allocations, Box::new(move || live_stats.active())),
+            diagnostics: Diagnostics::new(
+                options.track_allocations,
+                Box::new(move || live_stats.active()),
+                trace.clone(),
+            ),
+            trace,
             stats,
             tick: AtomicU64::new(0),
             transfer_tuning: Default::default(),

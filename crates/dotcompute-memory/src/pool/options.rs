@@ -2,6 +2,7 @@
 //! with the pool context, which is built from them; re-exported as `manager::ManagerOptions`.
 
 use crate::error::{Error, Result};
+use crate::trace::TraceOptions;
 use std::time::Duration;
 
 /// How a [`MemoryManager`](crate::MemoryManager) pools memory, keeps statistics and runs
@@ -46,6 +47,12 @@ pub struct ManagerOptions {
     /// ([`Backend::virtual_memory_granularity`](crate::backend::Backend::virtual_memory_granularity):
     /// cpu, sim, CUDA); on others the manager is not made (an error naming the backend).
     pub expandable_segments: bool,
+    /// Record every buffer allocation and free in a bounded ring (default `None`: nothing is
+    /// recorded, and the hot paths test one field). Read it with
+    /// [`Diagnostics::trace`](crate::Diagnostics::trace); replay it with `dcmem replay`.
+    /// Recording costs a few nanoseconds per event (each thread batches its events); see
+    /// [`crate::trace`].
+    pub trace: Option<TraceOptions>,
 }
 
 crate::setters::with_setters!(ManagerOptions {
@@ -57,6 +64,7 @@ crate::setters::with_setters!(ManagerOptions {
     with_track_allocations => track_allocations: bool,
     with_device_memory_limit => device_memory_limit: Option<u64>,
     with_expandable_segments => expandable_segments: bool,
+    with_trace => trace: Option<TraceOptions>,
 });
 
 impl Default for ManagerOptions {
@@ -70,6 +78,7 @@ impl Default for ManagerOptions {
             track_allocations: false,
             device_memory_limit: None,
             expandable_segments: false,
+            trace: None,
         }
     }
 }
@@ -96,6 +105,13 @@ impl ManagerOptions {
                 option: "ManagerOptions::maintenance_interval",
                 value: "0s".into(),
                 reason: "use None to disable maintenance, or a positive interval",
+            });
+        }
+        if self.trace.as_ref().is_some_and(|t| t.capacity == 0) {
+            return Err(Error::InvalidArgument {
+                option: "ManagerOptions::trace",
+                value: "a capacity of 0 events".into(),
+                reason: "a trace keeps at least one event; use None to record nothing",
             });
         }
         Ok(())

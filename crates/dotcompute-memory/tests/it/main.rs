@@ -10,6 +10,7 @@
 //! - `interop`: DLPack export and import (with the `dlpack` feature);
 //! - `bad_input`: what every public entry point does on bad input;
 //! - `stress`: threads doing random operations (`DCMEM_STRESS_OPS` per thread);
+//! - `trace`: allocation traces: recording, reading both formats, replay, the kept traces;
 //! - `public_paths`: the paths through which public items are reached;
 //! - `support`: what the tests share (managers, the environment lock, skips, child processes).
 //!
@@ -34,4 +35,5 @@ mod pools;
 mod public_paths;
 mod stress;
 mod support;
+mod trace;
 mod transfer;

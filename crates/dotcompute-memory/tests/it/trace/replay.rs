@@ -1,0 +1,146 @@
+//! Replaying traces: the counts and peaks of a small trace whose answers are known, unknown
+//! and double frees, threads handing buffers over, samples, and what is refused.
+
+use dotcompute_memory::replay::{ReplayAllocator, ReplayOptions, ReplayPlan};
+use dotcompute_memory::{backend, Error, TraceEvent, TraceOp};
+
+fn ev(thread: u64, op: TraceOp, id: u64, bytes: u64) -> TraceEvent {
+    TraceEvent { t_ns: 0, thread, op, id, bytes, device: None, site: None }
+}
+
+/// Live bytes after each event: 1000, 3000, 2000, 2000 (unknown), 6000, 6000 (double free),
+/// 4000, 4500 (id 1 again), 500, 0 (a zero-byte buffer is allocated and freed between).
+fn small_trace() -> Vec<TraceEvent> {
+    use TraceOp::{Alloc, Free};
+    vec![
+        ev(1, Alloc, 1, 1000),
+        ev(1, Alloc, 2, 2000),
+        ev(1, Free, 1, 1000),
+        ev(1, Free, 99, 64),
+        ev(1, Alloc, 3, 4000),
+        ev(1, Free, 1, 1000),
+        ev(1, Free, 2, 2000),
+        ev(1, Alloc, 1, 500),
+        ev(1, Free, 3, 4000),
+        ev(1, Alloc, 4, 0),
+        ev(1, Free, 4, 0),
+        ev(1, Free, 1, 500),
+    ]
+}
+
+#[test]
+fn a_small_trace_gives_its_known_counts_and_peaks() {
+    let plan = ReplayPlan::new(&small_trace()).unwrap();
+    assert_eq!((plan.events(), plan.operations(), plan.unknown_frees(), plan.peak_live_bytes()), (12, 10, 2, 6000));
+    assert_eq!(plan.threads(), [1]);
+    for name in ["cpu", "sim"] {
+        let backend = backend::open(name).unwrap();
+        let raw = plan.run(&backend, ReplayAllocator::Unpooled, &ReplayOptions::default(), None).unwrap();
+        // Four allocations with bytes; the backend holds exactly the live bytes.
+        assert_eq!((raw.operations, raw.backend_allocations, raw.peak_reserved_bytes), (10, 4, 6000), "{name}");
+        assert_eq!((raw.peak_live_bytes, raw.efficiency), (6000, 1.0), "{name}");
+        assert!(raw.ops_per_second > 0.0 && raw.seconds > 0.0, "{name}: {raw:?}");
+        let ours = plan.run(&backend, ReplayAllocator::Pooled, &ReplayOptions::default(), None).unwrap();
+        assert_eq!((ours.operations, ours.peak_live_bytes), (10, 6000), "{name}");
+        assert!(ours.backend_allocations >= 1 && ours.backend_allocations <= 4, "{name}: {ours:?}");
+        assert!(ours.peak_reserved_bytes >= 6000, "{name}: {ours:?}");
+        assert!(ours.efficiency > 0.0 && ours.efficiency <= 1.0, "{name}: {ours:?}");
+        // Everything was given back: the sim holds nothing once the replay's manager is gone.
+        let info = backend.memory_info();
+        assert!(name == "cpu" || info.total == info.free, "{name}: {info:?}");
+    }
+}
+
+#[test]
+fn results_serialise_with_the_keys_dcmem_prints() {
+    let plan = ReplayPlan::new(&small_trace()).unwrap();
+    let backend = backend::open("cpu").unwrap();
+    let result = plan.run(&backend, ReplayAllocator::Unpooled, &ReplayOptions::default(), None).unwrap();
+    let v = serde_json::to_value(&result).unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    let mut expected = [
+        "operations",
+        "seconds",
+        "ops_per_second",
+        "backend_allocations",
+        "peak_live_bytes",
+        "peak_reserved_bytes",
+        "efficiency",
+    ];
+    expected.sort();
+    assert_eq!(keys, expected);
+    assert_eq!(ReplayAllocator::ALL.iter().map(|a| a.key()).collect::<Vec<_>>(), ["ours", "unpooled"]);
+}
+
+#[test]
+fn threads_replay_their_own_events_and_hand_buffers_over() {
+    use TraceOp::{Alloc, Free};
+    // Thread 2 frees what thread 1 allocated, and the other way round; thread 3 alone.
+    let events = vec![
+        ev(1, Alloc, 1, 100),
+        ev(2, Alloc, 2, 200),
+        ev(3, Alloc, 3, 300),
+        ev(2, Free, 1, 100),
+        ev(1, Free, 2, 200),
+        ev(3, Free, 3, 300),
+        ev(1, Alloc, 4, 400),
+        ev(2, Free, 4, 400),
+    ];
+    let plan = ReplayPlan::new(&events).unwrap();
+    assert_eq!((plan.threads(), plan.peak_live_bytes()), (&[1, 2, 3][..], 600));
+    let backend = backend::open("sim").unwrap();
+    for allocator in ReplayAllocator::ALL.iter().copied() {
+        let progress = std::sync::atomic::AtomicU64::new(0);
+        let count = |n| {
+            progress.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        };
+        let options = ReplayOptions::default().with_threads(true);
+        let result = plan.run(&backend, allocator, &options, Some(&count)).unwrap();
+        assert_eq!((result.operations, result.peak_live_bytes), (8, 600), "{allocator:?}");
+        assert_eq!(progress.into_inner(), 8, "{allocator:?}");
+        assert!(result.efficiency > 0.0, "{allocator:?}: {result:?}");
+        let info = backend.memory_info();
+        assert_eq!(info.total, info.free, "{allocator:?}: memory left behind");
+    }
+}
+
+#[test]
+fn samples_follow_live_and_reserved_bytes() {
+    let plan = ReplayPlan::new(&small_trace()).unwrap();
+    let backend = backend::open("cpu").unwrap();
+    let options = ReplayOptions::default().with_samples(10);
+    let raw = plan.run(&backend, ReplayAllocator::Unpooled, &options, None).unwrap();
+    let live: Vec<u64> = raw.samples.iter().map(|s| s.live_bytes).collect();
+    assert_eq!(live, [1000, 3000, 2000, 6000, 4000, 4500, 500, 500, 500, 0]);
+    assert!(raw.samples.iter().all(|s| s.reserved_bytes == s.live_bytes), "{:?}", raw.samples);
+    assert_eq!(raw.samples.iter().map(|s| s.operations).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+    let ours = plan.run(&backend, ReplayAllocator::Pooled, &options.clone().with_samples(3), None).unwrap();
+    assert!(ours.samples.len() >= 3 && ours.samples.len() <= 4, "{:?}", ours.samples);
+    assert!(ours.samples.iter().all(|s| s.reserved_bytes >= s.live_bytes), "{:?}", ours.samples);
+}
+
+#[test]
+fn an_empty_trace_is_refused_with_a_reason() {
+    let err = ReplayPlan::new(&[]).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { option: "trace", .. }), "{err}");
+    assert!(err.to_string().contains("nothing to replay"), "{err}");
+}
+
+#[test]
+fn a_replay_that_runs_out_of_memory_fails_and_gives_everything_back() {
+    use dotcompute_memory::{SimBackend, SimOptions};
+    let backend: std::sync::Arc<dyn dotcompute_memory::Backend> =
+        std::sync::Arc::new(SimBackend::new(SimOptions::default().with_capacity(1 << 20)));
+    let events: Vec<TraceEvent> = (0..8).map(|i| ev(1, TraceOp::Alloc, i, 256 << 10)).collect();
+    let plan = ReplayPlan::new(&events).unwrap();
+    for allocator in ReplayAllocator::ALL.iter().copied() {
+        for threads in [false, true] {
+            let options = ReplayOptions::default().with_threads(threads);
+            let err = plan.run(&backend, allocator, &options, None).unwrap_err();
+            assert!(matches!(err, Error::OutOfMemory { .. }), "{allocator:?}: {err}");
+            let info = backend.memory_info();
+            assert_eq!(info.total, info.free, "{allocator:?}, threads {threads}: memory left behind");
+        }
+    }
+}
