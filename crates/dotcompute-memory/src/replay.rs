@@ -57,18 +57,31 @@ pub enum ReplayAllocator {
     /// trace's size and every free one `Backend::free`, called directly (the manager's own
     /// bookkeeping is not on this side). A zero-byte allocation calls nothing.
     Unpooled,
+    /// Ours with expandable segments
+    /// ([`ManagerOptions::expandable_segments`](crate::ManagerOptions::expandable_segments)):
+    /// one reserved range grown by mapping granules. Only where the backend has virtual memory.
+    Expandable,
 }
 
 impl ReplayAllocator {
     /// Every allocator, in the order reports list them. An allocator added here is replayed
     /// and reported by `dcmem replay` with no change there.
-    pub const ALL: &'static [ReplayAllocator] = &[ReplayAllocator::Pooled, ReplayAllocator::Unpooled];
+    pub const ALL: &'static [ReplayAllocator] =
+        &[ReplayAllocator::Pooled, ReplayAllocator::Unpooled, ReplayAllocator::Expandable];
 
-    /// Its key in `dcmem replay --json`: `ours`, `unpooled`.
+    /// The allocators `backend` can run, in the order of [`ReplayAllocator::ALL`]: every one,
+    /// less `Expandable` where the backend has no virtual memory.
+    pub fn for_backend(backend: &dyn Backend) -> Vec<ReplayAllocator> {
+        let vm = backend.virtual_memory_granularity().is_some();
+        Self::ALL.iter().copied().filter(|a| *a != ReplayAllocator::Expandable || vm).collect()
+    }
+
+    /// Its key in `dcmem replay --json`: `ours`, `unpooled`, `expandable`.
     pub fn key(self) -> &'static str {
         match self {
             ReplayAllocator::Pooled => "ours",
             ReplayAllocator::Unpooled => "unpooled",
+            ReplayAllocator::Expandable => "expandable",
         }
     }
 
@@ -77,6 +90,9 @@ impl ReplayAllocator {
         match self {
             ReplayAllocator::Pooled => "pooled MemoryManager (default options), allocate_device + drop",
             ReplayAllocator::Unpooled => "no caching allocator: Backend::allocate + Backend::free per event",
+            ReplayAllocator::Expandable => {
+                "pooled MemoryManager with expandable_segments: one reserved range, granules mapped on demand"
+            }
         }
     }
 }
@@ -282,11 +298,11 @@ impl ReplayPlan {
             sampled.push(ReplaySample { operations: done as u64, live_bytes: live, reserved_bytes: reserved })
         };
         let (elapsed, backend_allocations, peak_reserved) = match allocator {
-            ReplayAllocator::Pooled => {
-                let mm = MemoryManager::with_shared_backend(
-                    backend.clone(),
-                    ManagerOptions::default().with_maintenance_interval(None),
-                )?;
+            ReplayAllocator::Pooled | ReplayAllocator::Expandable => {
+                let manager_options = ManagerOptions::default()
+                    .with_maintenance_interval(None)
+                    .with_expandable_segments(allocator == ReplayAllocator::Expandable);
+                let mm = MemoryManager::with_shared_backend(backend.clone(), manager_options)?;
                 let alloc = |bytes: usize| mm.allocate_device::<u8>(bytes);
                 let free = |buffer: UnifiedBuffer<u8>| -> Result<()> {
                     drop(buffer);

@@ -86,7 +86,7 @@ pub fn run(args: &ReplayArgs) -> CliResult<String> {
     let parsed = read(&args.file)?;
     let plan = ReplayPlan::new(&parsed.events)?;
     let backend = dotcompute_memory::backend::open(&args.backend.name)?;
-    let allocators = ReplayAllocator::ALL;
+    let allocators = &ReplayAllocator::for_backend(backend.as_ref())[..];
     let runs = args.runs as usize;
     let pb = progress_bar(plan.operations() * (allocators.len() * runs) as u64, args.json);
     let tick = |n: u64| pb.inc(n);

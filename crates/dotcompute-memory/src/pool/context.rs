@@ -104,7 +104,12 @@ impl ManagerShared {
             recycle_epoch: AtomicU64::new(0),
             // Under a device memory limit, no magazines: blocks parked in another thread's
             // magazine count against the limit but cannot be released to make room.
-            magazine_cap: if options.enable_pooling && options.device_memory_limit.is_none() {
+            // Expandable segments cut blocks to the request, not to its size class, so a parked
+            // block could be too small for the next request of its class: no magazines either.
+            magazine_cap: if options.enable_pooling
+                && options.device_memory_limit.is_none()
+                && !options.expandable_segments
+            {
                 MAX_THREAD_BYTES.min(max / 16)
             } else {
                 0

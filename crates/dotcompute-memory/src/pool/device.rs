@@ -63,7 +63,14 @@ struct Expandable {
     /// zero, and may stay mapped (cached) at zero.
     users: Vec<u32>,
     mapped: Vec<bool>,
+    /// Bytes of mapped granules no block uses (the cache).
+    idle: usize,
 }
+
+/// Mapped granules no block uses that expandable segments keep for the next requests, in bytes;
+/// beyond this a granule is unmapped as soon as its last block is freed, so the memory held
+/// stays close to the memory in use.
+const EXPANDABLE_IDLE_KEEP: usize = 8 << 20;
 
 impl ArenaState {
     /// Expandable mode: true when a granule under `offset..offset + len` has no memory mapped.
@@ -179,6 +186,14 @@ impl DevicePool {
         let overflow =
             || Error::LengthOverflow { len: bytes, element_size: 1, type_name: "u8 (rounded to a pool size class)" };
         let (class, class_size) = class_of(bytes).ok_or_else(overflow)?;
+        if let Some(granularity) = self.expandable {
+            // One range for every size: blocks are cut to the request (in 512-byte steps) and
+            // split down to that, with no per-class cache, so no size class rounds them up.
+            let size =
+                round_up(bytes.max(1), MIN_SPLIT_SMALL).filter(|&s| s <= isize::MAX as usize).ok_or_else(overflow)?;
+            let mut st = self.lock();
+            return self.acquire_expandable(&mut st, bytes, size, class, MIN_SPLIT_SMALL, granularity, tick);
+        }
         let size = round_up(class_size, GRANULE).filter(|&s| s <= isize::MAX as usize).ok_or_else(overflow)?;
         if self.pooling {
             if let Some(region) = self.front.take(class) {
@@ -188,9 +203,6 @@ impl DevicePool {
         }
         let mut st = self.lock();
         let min_split = if size <= SMALL_LIMIT { MIN_SPLIT_SMALL } else { MIN_SPLIT_LARGE };
-        if let Some(granularity) = self.expandable {
-            return self.acquire_expandable(&mut st, bytes, size, class, min_split, granularity, tick);
-        }
         if self.pooling {
             if let Some((seg, off)) = st.arena.alloc(size, min_split) {
                 self.stats.pool_hit();
@@ -359,6 +371,7 @@ impl DevicePool {
             granularity,
             users: vec![0; granules],
             mapped: vec![false; granules],
+            idle: 0,
         });
         Ok(())
     }
@@ -423,6 +436,10 @@ impl DevicePool {
             }
             return Err(e);
         }
+        // Granules that were mapped and unused come out of the cache.
+        let newly_mapped = |k: usize| mapped_now.iter().any(|&(a, b)| (a..b).contains(&k));
+        let reused = (first..=last).filter(|&k| x.users[k] == 0 && !newly_mapped(k)).count();
+        x.idle = x.idle.saturating_sub(reused * g);
         for users in &mut x.users[first..=last] {
             *users += 1;
         }
@@ -444,6 +461,7 @@ impl DevicePool {
             }
             if x.mapped[k] && x.users[k] == 0 && self.backend.unmap_memory(memory, k * g, g).is_ok() {
                 x.mapped[k] = false;
+                x.idle = x.idle.saturating_sub(g);
                 *held -= g as u64;
                 cached = cached.saturating_sub(g);
                 released += g;
@@ -466,7 +484,7 @@ impl DevicePool {
     /// Takes a region back: into the front cache when pooling and under the bound, else into
     /// the arena (coalescing), returning empty segments when over the bound or not pooling.
     pub(crate) fn release(&self, region: DeviceRegion, tick: u64) {
-        let region = if self.pooling {
+        let region = if self.pooling && self.expandable.is_none() {
             match self.front.put(region.class, region.size, region, tick) {
                 Ok(()) => return,
                 Err(r) => r,
@@ -485,14 +503,27 @@ impl DevicePool {
     fn free_into_arena(&self, st: &mut ArenaState, region: DeviceRegion, tick: u64) {
         let (seg, off, len) = (region.segment.id, region.offset, region.size);
         drop(region);
-        if let Some(x) = st.expandable.as_mut().filter(|x| x.segment == seg) {
-            let g = x.granularity;
-            for users in &mut x.users[off / g..=(off + len.max(1) - 1) / g] {
-                *users = users.saturating_sub(1);
-            }
-        }
         // A region not known to the arena would be a bug; it is dropped rather than panicking.
         let _ = st.arena.free(seg, off, tick);
+        let ArenaState { expandable, segments, held, pools, .. } = st;
+        if let Some(x) = expandable.as_mut().filter(|x| x.segment == seg) {
+            let g = x.granularity;
+            let memory = &segments[&seg].memory;
+            for k in off / g..=(off + len.max(1) - 1) / g {
+                x.users[k] = x.users[k].saturating_sub(1);
+                if x.users[k] > 0 || !x.mapped[k] {
+                    continue;
+                }
+                if x.idle < EXPANDABLE_IDLE_KEEP || self.backend.unmap_memory(memory, k * g, g).is_err() {
+                    x.idle += g;
+                    continue;
+                }
+                x.mapped[k] = false;
+                *held -= g as u64;
+                self.stats.backend_freed(g);
+                pools.segment_removed(false, g as u64);
+            }
+        }
     }
 
     /// Returns entirely free segments idle since before `idle_before` to the backend until at

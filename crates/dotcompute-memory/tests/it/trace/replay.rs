@@ -3,6 +3,7 @@
 
 use dotcompute_memory::replay::{ReplayAllocator, ReplayOptions, ReplayPlan};
 use dotcompute_memory::{backend, Error, TraceEvent, TraceOp};
+use dotcompute_memory::{Backend, SimBackend, SimOptions};
 
 fn ev(thread: u64, op: TraceOp, id: u64, bytes: u64) -> TraceEvent {
     TraceEvent { t_ns: 0, thread, op, id, bytes, device: None, site: None }
@@ -70,7 +71,15 @@ fn results_serialise_with_the_keys_dcmem_prints() {
     ];
     expected.sort();
     assert_eq!(keys, expected);
-    assert_eq!(ReplayAllocator::ALL.iter().map(|a| a.key()).collect::<Vec<_>>(), ["ours", "unpooled"]);
+    assert_eq!(ReplayAllocator::ALL.iter().map(|a| a.key()).collect::<Vec<_>>(), ["ours", "unpooled", "expandable"]);
+    let keys = |b: &dyn Backend| ReplayAllocator::for_backend(b).iter().map(|a| a.key()).collect::<Vec<_>>();
+    assert_eq!(keys(backend.as_ref()), ["ours", "unpooled", "expandable"], "cpu has virtual memory");
+    let no_vm = SimBackend::new(SimOptions::default().with_virtual_memory(false));
+    assert_eq!(keys(&no_vm), ["ours", "unpooled"]);
+    // The expandable allocator replays the same trace to the same peak of live bytes.
+    let expandable = plan.run(&backend, ReplayAllocator::Expandable, &ReplayOptions::default(), None).unwrap();
+    assert_eq!(expandable.peak_live_bytes, result.peak_live_bytes);
+    assert!(expandable.efficiency > 0.0 && expandable.efficiency <= 1.0, "{expandable:?}");
 }
 
 #[test]
