@@ -73,14 +73,6 @@ struct Expandable {
 const EXPANDABLE_IDLE_KEEP: usize = 8 << 20;
 
 impl ArenaState {
-    /// Expandable mode: true when a granule under `offset..offset + len` has no memory mapped.
-    fn needs_mapping(&self, offset: usize, len: usize) -> bool {
-        self.expandable.as_ref().is_some_and(|x| {
-            let g = x.granularity;
-            x.mapped[offset / g..=(offset + len.max(1) - 1) / g].iter().any(|&m| !m)
-        })
-    }
-
     /// Bytes free for reuse without asking the backend: free blocks of fixed segments, or in
     /// expandable mode the mapped bytes no block uses.
     fn free_cached(&self) -> usize {
@@ -282,8 +274,9 @@ impl DevicePool {
     }
 
     /// Expandable mode: a block of the reservation (made on first use), with memory mapped
-    /// under it; on out of memory, the cached blocks and mapped memory no block uses are
-    /// released and the request retried once.
+    /// under it; on out of memory, the mapped memory no block uses is unmapped and the request
+    /// retried once. (This mode keeps no front cache: blocks are cut to the request, not to a
+    /// size class.)
     #[allow(clippy::too_many_arguments)]
     fn acquire_expandable(
         &self,
@@ -300,20 +293,7 @@ impl DevicePool {
         }
         let mut retried = false;
         loop {
-            let mut placed = st.arena.alloc(size, min_split);
-            if let Some((seg, off)) = placed.filter(|_| self.front.cached_bytes() > 0) {
-                // Whole blocks parked in the front cache may free a mapped range that fits:
-                // reclaim them before mapping more memory.
-                let block = st.arena.block_size(seg, off).unwrap_or(size);
-                if st.needs_mapping(off, block) {
-                    let _ = st.arena.free(seg, off, tick);
-                    for region in self.front.evict(0, u64::MAX) {
-                        self.free_into_arena(st, region, tick);
-                    }
-                    placed = st.arena.alloc(size, min_split);
-                }
-            }
-            let r = match placed {
+            let r = match st.arena.alloc(size, min_split) {
                 Some((seg, off)) => {
                     let block = st.arena.block_size(seg, off).unwrap_or(size);
                     match self.map_under(st, off, block) {
@@ -337,9 +317,6 @@ impl DevicePool {
                 Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) if !retried => {
                     retried = true;
                     self.segment_retries.fetch_add(1, Ordering::Relaxed);
-                    for region in self.front.evict(0, u64::MAX) {
-                        self.free_into_arena(st, region, tick);
-                    }
                     self.unmap_unused(st, 0);
                 }
                 other => return other,
@@ -425,14 +402,7 @@ impl DevicePool {
         }
         if let Some(e) = failed {
             for (a, b) in mapped_now {
-                if self.backend.unmap_memory(memory, a * g, (b - a) * g).is_ok() {
-                    x.mapped[a..b].fill(false);
-                    *held -= ((b - a) * g) as u64;
-                    self.stats.backend_freed((b - a) * g);
-                    for _ in a..b {
-                        pools.segment_removed(false, g as u64);
-                    }
-                }
+                self.unmap_granules(x, memory, held, pools, a, b);
             }
             return Err(e);
         }
@@ -444,6 +414,30 @@ impl DevicePool {
             *users += 1;
         }
         Ok(())
+    }
+
+    /// Unmaps granules `a..b` of the reservation and takes them off the books (held bytes,
+    /// statistics, pool usage); false, with nothing changed, when the backend refuses.
+    fn unmap_granules(
+        &self,
+        x: &mut Expandable,
+        memory: &DeviceMemory,
+        held: &mut u64,
+        pools: &mut PoolUsage,
+        a: usize,
+        b: usize,
+    ) -> bool {
+        let g = x.granularity;
+        if self.backend.unmap_memory(memory, a * g, (b - a) * g).is_err() {
+            return false;
+        }
+        x.mapped[a..b].fill(false);
+        *held -= ((b - a) * g) as u64;
+        self.stats.backend_freed((b - a) * g);
+        for _ in a..b {
+            pools.segment_removed(false, g as u64);
+        }
+        true
     }
 
     /// Unmaps granules of the reservation that no block uses, until at most `keep` bytes stay
@@ -459,14 +453,10 @@ impl DevicePool {
             if cached <= keep {
                 break;
             }
-            if x.mapped[k] && x.users[k] == 0 && self.backend.unmap_memory(memory, k * g, g).is_ok() {
-                x.mapped[k] = false;
+            if x.mapped[k] && x.users[k] == 0 && self.unmap_granules(x, memory, held, pools, k, k + 1) {
                 x.idle = x.idle.saturating_sub(g);
-                *held -= g as u64;
                 cached = cached.saturating_sub(g);
                 released += g;
-                self.stats.backend_freed(g);
-                pools.segment_removed(false, g as u64);
                 if self.pooling {
                     self.stats.evicted();
                 }
@@ -514,14 +504,9 @@ impl DevicePool {
                 if x.users[k] > 0 || !x.mapped[k] {
                     continue;
                 }
-                if x.idle < EXPANDABLE_IDLE_KEEP || self.backend.unmap_memory(memory, k * g, g).is_err() {
+                if x.idle < EXPANDABLE_IDLE_KEEP || !self.unmap_granules(x, memory, held, pools, k, k + 1) {
                     x.idle += g;
-                    continue;
                 }
-                x.mapped[k] = false;
-                *held -= g as u64;
-                self.stats.backend_freed(g);
-                pools.segment_removed(false, g as u64);
             }
         }
     }

@@ -286,6 +286,11 @@ impl SimBackend {
             Direction::DeviceToHost => self.options.bandwidth_device_to_host.or(self.options.bandwidth),
             _ => self.options.bandwidth,
         };
+        self.delay(bytes, cap)
+    }
+
+    /// The latency plus `bytes` at `cap` bytes per second (no time for a missing or invalid cap).
+    fn delay(&self, bytes: usize, cap: Option<f64>) -> Duration {
         let bw = cap
             .filter(|b| *b > 0.0 && b.is_finite())
             .map(|b| Duration::from_secs_f64(bytes as f64 / b))
@@ -301,9 +306,7 @@ impl SimBackend {
 
     /// As [`SimBackend::sleep_for`], for a direct copy of `bytes` from a peer device.
     pub(super) fn sleep_for_peer_copy(&self, started: Instant, bytes: usize) {
-        let bw = self.options.peer_bandwidth.or(self.options.bandwidth).filter(|b| *b > 0.0 && b.is_finite());
-        let d = self.options.latency + bw.map(|b| Duration::from_secs_f64(bytes as f64 / b)).unwrap_or_default();
-        wait_until(started + d);
+        wait_until(started + self.delay(bytes, self.options.peer_bandwidth.or(self.options.bandwidth)));
     }
 
     /// An event for `bytes` moved on `queue`: queues are in order, so the transfer starts when

@@ -219,7 +219,7 @@ impl RawBuffer {
         if self.bytes == 0 {
             return Ok(());
         }
-        if matches!(self.parts, Parts::Unified { .. }) {
+        if self.is_unified() {
             // Like `copy_from`: the one memory is written, no host/device transfer happens.
             crate::ops::copy_into(self.host_mut(), data);
             self.ensure_device_part()?;

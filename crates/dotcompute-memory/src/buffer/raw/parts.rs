@@ -178,9 +178,15 @@ impl RawBuffer {
         self.epochs.get().device_current(h, d)
     }
 
+    /// True when the buffer is one allocation that host and device share.
+    #[inline]
+    pub(crate) fn is_unified(&self) -> bool {
+        matches!(self.parts, Parts::Unified { .. })
+    }
+
     /// The host bytes hold the newest data (always true on unified memory).
     pub(crate) fn data_on_host(&self) -> bool {
-        matches!(self.parts, Parts::Unified { .. }) || self.host_current()
+        self.is_unified() || self.host_current()
     }
 
     /// The device part when it holds the newest data (the source for device-side reads).

@@ -26,11 +26,6 @@ pub(crate) enum PeerRoute {
 }
 
 impl RawBuffer {
-    /// True when the buffer is one allocation that host and device share.
-    pub(crate) fn is_unified(&self) -> bool {
-        matches!(self.parts, super::parts::Parts::Unified { .. })
-    }
-
     /// How a copy from `src` into this buffer crosses devices, or `None` when it does not (same
     /// device, a unified source, or an upload from a source whose host part is current and
     /// whose device this one cannot reach). Decides as [`RawBuffer::device_write_from`] does.

@@ -134,7 +134,7 @@ impl RawBuffer {
         if self.device_current() {
             return Ok(());
         }
-        if matches!(self.parts, Parts::Unified { .. }) {
+        if self.is_unified() {
             return self.push();
         }
         let Parts::Discrete { host, device } = &self.parts else {
@@ -184,7 +184,7 @@ impl RawBuffer {
         if data.len() != bytes {
             return Err(internal("replace: wrong byte count"));
         }
-        if matches!(self.parts, Parts::Unified { .. }) {
+        if self.is_unified() {
             // One memory: the write cannot fail and the upload is a no-op.
             crate::ops::copy_into(self.host_mut(), data);
             self.host_written();
@@ -252,7 +252,7 @@ impl RawBuffer {
         if self.host_current() {
             return Ok(());
         }
-        if matches!(self.parts, Parts::Unified { .. }) {
+        if self.is_unified() {
             return self.pull();
         }
         let Parts::Discrete { host, device } = &self.parts else {
