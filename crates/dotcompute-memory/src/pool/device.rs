@@ -8,14 +8,18 @@
 //!    splitting and coalescing, and oversize requests in segments of their own that are never
 //!    split.
 //!
+//! With expandable segments both levels give way to one reserved address range whose blocks a
+//! [`SegregatedFit`] cuts to the request, with memory mapped under them granule by granule.
+//!
 //! On backend out-of-memory the pool empties its front cache into the arena, returns every
 //! entirely free segment to the backend and retries once; a second failure reports the request,
 //! the device's free memory, what is still cached and the largest free block.
 
 use super::arena::Arena;
 use super::cache::BlockCache;
+use super::segregated_fit::SegregatedFit;
 use super::size_class::class_of;
-use super::snapshot::{MemorySnapshot, PoolUsage};
+use super::snapshot::{MemorySnapshot, PoolUsage, SegmentSnapshot};
 use crate::backend::region::{DeviceRegion, Segment};
 use crate::backend::{Backend, DeviceMemory};
 use crate::error::{Error, Result};
@@ -51,13 +55,14 @@ struct ArenaState {
     expandable: Option<Expandable>,
 }
 
-/// Expandable segments: one reserved address range (one arena segment) that grows by mapping
-/// memory under the blocks handed out, instead of fixed segments.
+/// Expandable segments: one reserved address range that grows by mapping memory under the
+/// blocks handed out, instead of fixed segments. Its blocks are kept by a [`SegregatedFit`]
+/// (constant time, where the arena's best fit costs a tree walk), and a region's `class` is
+/// its block's slot there.
 struct Expandable {
-    /// The arena segment (and `segments` entry) of the reservation.
-    segment: u64,
-    /// Bytes reserved.
-    size: usize,
+    /// The reservation.
+    segment: Arc<Segment>,
+    fit: SegregatedFit,
     granularity: usize,
     /// Blocks handed out that overlap each granule; a granule is mapped while this is above
     /// zero, and may stay mapped (cached) at zero.
@@ -67,19 +72,49 @@ struct Expandable {
     idle: usize,
 }
 
-/// Mapped granules no block uses that expandable segments keep for the next requests, in bytes;
-/// beyond this a granule is unmapped as soon as its last block is freed, so the memory held
-/// stays close to the memory in use.
+/// Mapped granules no block uses that expandable segments keep for the next requests: up to
+/// this many bytes, or a quarter of the mapped bytes in use if more. Beyond that a granule is
+/// unmapped as soon as its last block is freed, so the memory held stays close to the memory in
+/// use, while a workload that frees and reallocates a layer's worth of memory does not pay a
+/// map and an unmap for every granule of it each time.
 const EXPANDABLE_IDLE_KEEP: usize = 8 << 20;
+const EXPANDABLE_IDLE_SHARE: usize = 4;
 
 impl ArenaState {
     /// Bytes free for reuse without asking the backend: free blocks of fixed segments, or in
     /// expandable mode the mapped bytes no block uses.
     fn free_cached(&self) -> usize {
         match &self.expandable {
-            Some(x) => (self.held as usize).saturating_sub(x.size - self.arena.free_bytes()),
+            Some(x) => (self.held as usize).saturating_sub(x.fit.size() - x.fit.free_bytes()),
             None => self.arena.free_bytes(),
         }
+    }
+
+    /// The largest free block served without new memory: in expandable mode, the largest free
+    /// stretch of mapped memory (a walk over the blocks, for errors and snapshots only).
+    fn largest_free(&self) -> usize {
+        let Some(x) = &self.expandable else { return self.arena.largest_free() };
+        let g = x.granularity;
+        let mut largest = 0;
+        for b in x.fit.snapshot().iter().filter(|b| b.free) {
+            let (start, end) = (b.offset as usize, (b.offset + b.size) as usize);
+            let mut run_start = None;
+            for k in start / g..end.div_ceil(g) {
+                let (lo, hi) = ((k * g).max(start), ((k + 1) * g).min(end));
+                match (x.mapped[k], run_start) {
+                    (true, None) => run_start = Some(lo),
+                    (false, Some(from)) => {
+                        largest = largest.max(lo - from);
+                        run_start = None;
+                    }
+                    _ => {}
+                }
+                if let (Some(from), true) = (run_start, hi == end) {
+                    largest = largest.max(hi - from);
+                }
+            }
+        }
+        largest
     }
 }
 
@@ -184,7 +219,7 @@ impl DevicePool {
             let size =
                 round_up(bytes.max(1), MIN_SPLIT_SMALL).filter(|&s| s <= isize::MAX as usize).ok_or_else(overflow)?;
             let mut st = self.lock();
-            return self.acquire_expandable(&mut st, bytes, size, class, MIN_SPLIT_SMALL, granularity, tick);
+            return self.acquire_expandable(&mut st, bytes, size, granularity);
         }
         let size = round_up(class_size, GRANULE).filter(|&s| s <= isize::MAX as usize).ok_or_else(overflow)?;
         if self.pooling {
@@ -245,7 +280,7 @@ impl DevicePool {
                             rounded: size as u64,
                             free,
                             cached: (self.front.cached_bytes() + st.free_cached()) as u64,
-                            largest_free_block: st.arena.largest_free() as u64,
+                            largest_free_block: st.largest_free() as u64,
                         })
                     }
                     Err(e) => return Err(e),
@@ -277,40 +312,38 @@ impl DevicePool {
     /// under it; on out of memory, the mapped memory no block uses is unmapped and the request
     /// retried once. (This mode keeps no front cache: blocks are cut to the request, not to a
     /// size class.)
-    #[allow(clippy::too_many_arguments)]
     fn acquire_expandable(
         &self,
         st: &mut ArenaState,
         bytes: usize,
         size: usize,
-        class: usize,
-        min_split: usize,
         granularity: usize,
-        tick: u64,
     ) -> Result<DeviceRegion> {
         if st.expandable.is_none() {
-            self.reserve(st, granularity, tick)?;
+            self.reserve(st, granularity)?;
         }
         let mut retried = false;
         loop {
-            let r = match st.arena.alloc(size, min_split) {
-                Some((seg, off)) => {
-                    let block = st.arena.block_size(seg, off).unwrap_or(size);
-                    match self.map_under(st, off, block) {
-                        Ok(()) => return Ok(Self::region(st, seg, off, size, class)),
-                        Err(e) => {
-                            let _ = st.arena.free(seg, off, tick);
-                            Err(e)
-                        }
+            let fit = st.expandable.as_mut().and_then(|x| x.fit.alloc(size));
+            let r = match fit {
+                Some((slot, offset)) => match self.map_under(st, offset, size) {
+                    Ok(()) => {
+                        let x = st.expandable.as_ref().expect("reserved above");
+                        return Ok(DeviceRegion { segment: x.segment.clone(), offset, size, class: slot as usize });
                     }
-                }
+                    Err(e) => {
+                        st.expandable.as_mut().map(|x| x.fit.free(slot));
+                        Err(e)
+                    }
+                },
+                // No free stretch of the reserved range holds the request.
                 None => Err(Error::OutOfMemory {
                     backend: self.backend.name(),
                     requested: bytes as u64,
                     rounded: size as u64,
-                    free: st.arena.largest_free() as u64,
+                    free: self.backend.memory_info().free,
                     cached: (self.front.cached_bytes() + st.free_cached()) as u64,
-                    largest_free_block: st.arena.largest_free() as u64,
+                    largest_free_block: st.expandable.as_ref().map_or(0, |x| x.fit.largest_free()) as u64,
                 }),
             };
             match r {
@@ -324,9 +357,9 @@ impl DevicePool {
         }
     }
 
-    /// Reserves the address range expandable segments grow in: the device's memory, as one arena
-    /// segment (the manager's limit applies to what is mapped).
-    fn reserve(&self, st: &mut ArenaState, granularity: usize, tick: u64) -> Result<()> {
+    /// Reserves the address range expandable segments grow in: the device's memory (the
+    /// manager's limit applies to what is mapped).
+    fn reserve(&self, st: &mut ArenaState, granularity: usize) -> Result<()> {
         const MAX_RESERVATION: u64 = 1 << 40;
         let total = self.backend.memory_info().total.min(MAX_RESERVATION);
         let size = round_up((total as usize).max(granularity), granularity).ok_or(Error::LengthOverflow {
@@ -339,12 +372,10 @@ impl DevicePool {
         let id = st.next_id;
         st.next_id += 1;
         let device_on_host = self.backend.device_ptr_on_host(&memory);
-        st.segments.insert(id, Arc::new(Segment { memory, id, device_on_host }));
-        st.arena.add_segment(id, size, true, tick);
         let granules = size / granularity;
         st.expandable = Some(Expandable {
-            segment: id,
-            size,
+            segment: Arc::new(Segment { memory, id, device_on_host }),
+            fit: SegregatedFit::new(size, MIN_SPLIT_SMALL),
             granularity,
             users: vec![0; granules],
             mapped: vec![false; granules],
@@ -357,11 +388,19 @@ impl DevicePool {
     /// manager's limit, and counts the block as a user of each granule. On failure nothing
     /// stays mapped that this call mapped.
     fn map_under(&self, st: &mut ArenaState, offset: usize, len: usize) -> Result<()> {
-        let ArenaState { expandable, segments, held, pools, .. } = st;
+        let ArenaState { expandable, held, pools, .. } = st;
         let Some(x) = expandable.as_mut() else { return Ok(()) };
-        let memory = &segments[&x.segment].memory;
         let g = x.granularity;
         let (first, last) = (offset / g, (offset + len.max(1) - 1) / g);
+        // Granules that are mapped and unused come out of the idle cache.
+        let reused = (first..=last).filter(|&k| x.mapped[k] && x.users[k] == 0).count();
+        if x.mapped[first..=last].iter().all(|&m| m) {
+            x.idle = x.idle.saturating_sub(reused * g);
+            x.users[first..=last].iter_mut().for_each(|u| *u += 1);
+            return Ok(());
+        }
+        let segment = x.segment.clone();
+        let memory = &segment.memory;
         let mut mapped_now = Vec::new();
         let mut k = first;
         let mut failed = None;
@@ -406,13 +445,8 @@ impl DevicePool {
             }
             return Err(e);
         }
-        // Granules that were mapped and unused come out of the cache.
-        let newly_mapped = |k: usize| mapped_now.iter().any(|&(a, b)| (a..b).contains(&k));
-        let reused = (first..=last).filter(|&k| x.users[k] == 0 && !newly_mapped(k)).count();
         x.idle = x.idle.saturating_sub(reused * g);
-        for users in &mut x.users[first..=last] {
-            *users += 1;
-        }
+        x.users[first..=last].iter_mut().for_each(|u| *u += 1);
         Ok(())
     }
 
@@ -444,9 +478,10 @@ impl DevicePool {
     /// cached; returns the bytes unmapped.
     fn unmap_unused(&self, st: &mut ArenaState, keep: usize) -> usize {
         let mut cached = self.front.cached_bytes() + st.free_cached();
-        let ArenaState { expandable, segments, held, pools, .. } = st;
+        let ArenaState { expandable, held, pools, .. } = st;
         let Some(x) = expandable.as_mut() else { return 0 };
-        let memory = &segments[&x.segment].memory;
+        let segment = x.segment.clone();
+        let memory = &segment.memory;
         let g = x.granularity;
         let mut released = 0;
         for k in 0..x.mapped.len() {
@@ -491,22 +526,30 @@ impl DevicePool {
     }
 
     fn free_into_arena(&self, st: &mut ArenaState, region: DeviceRegion, tick: u64) {
-        let (seg, off, len) = (region.segment.id, region.offset, region.size);
+        let (seg, off) = (region.segment.id, region.offset);
+        let ArenaState { expandable, arena, held, pools, .. } = st;
+        let Some(x) = expandable.as_mut().filter(|x| x.segment.id == seg) else {
+            drop(region);
+            // A region not known to the arena would be a bug; it is dropped rather than panicking.
+            let _ = arena.free(seg, off, tick);
+            return;
+        };
+        let slot = region.class as u32;
+        // A block not known to the range would be a bug; it is dropped rather than panicking.
+        let Some((_, len)) = x.fit.block(slot).filter(|&(o, _)| o == off) else { return };
         drop(region);
-        // A region not known to the arena would be a bug; it is dropped rather than panicking.
-        let _ = st.arena.free(seg, off, tick);
-        let ArenaState { expandable, segments, held, pools, .. } = st;
-        if let Some(x) = expandable.as_mut().filter(|x| x.segment == seg) {
-            let g = x.granularity;
-            let memory = &segments[&seg].memory;
-            for k in off / g..=(off + len.max(1) - 1) / g {
-                x.users[k] = x.users[k].saturating_sub(1);
-                if x.users[k] > 0 || !x.mapped[k] {
-                    continue;
-                }
-                if x.idle < EXPANDABLE_IDLE_KEEP || !self.unmap_granules(x, memory, held, pools, k, k + 1) {
-                    x.idle += g;
-                }
+        x.fit.free(slot);
+        let g = x.granularity;
+        let (first, last) = (off / g, (off + len.max(1) - 1) / g);
+        x.users[first..=last].iter_mut().for_each(|u| *u = u.saturating_sub(1));
+        for k in first..=last {
+            if x.users[k] > 0 || !x.mapped[k] {
+                continue;
+            }
+            let keep = EXPANDABLE_IDLE_KEEP.max((*held as usize).saturating_sub(x.idle) / EXPANDABLE_IDLE_SHARE);
+            let segment = x.segment.clone();
+            if x.idle < keep || !self.unmap_granules(x, &segment.memory, held, pools, k, k + 1) {
+                x.idle += g;
             }
         }
     }
@@ -515,8 +558,7 @@ impl DevicePool {
     /// most `keep` bytes stay cached. Returns the bytes released.
     fn release_empty_segments(&self, st: &mut ArenaState, keep: usize, idle_before: u64) -> usize {
         let mut released = self.unmap_unused(st, keep);
-        let reservation = st.expandable.as_ref().map(|x| x.segment);
-        for (id, _) in st.arena.empty_segments(idle_before).into_iter().filter(|(id, _)| Some(*id) != reservation) {
+        for (id, _) in st.arena.empty_segments(idle_before) {
             if self.front.cached_bytes() + st.free_cached() <= keep {
                 break;
             }
@@ -564,6 +606,15 @@ impl DevicePool {
         for s in &mut segments {
             s.small_pool = st.small.contains(&s.id);
         }
+        if let Some(x) = &st.expandable {
+            segments.push(SegmentSnapshot {
+                id: x.segment.id,
+                size: x.fit.size() as u64,
+                splittable: true,
+                small_pool: false,
+                blocks: x.fit.snapshot(),
+            });
+        }
         let free = st.free_cached() as u64;
         #[allow(deprecated)] // `reserved_bytes` is filled until it is removed
         MemorySnapshot {
@@ -574,7 +625,7 @@ impl DevicePool {
             free_bytes: free,
             front_cached_bytes: self.front.cached_bytes() as u64,
             magazine_bytes,
-            largest_free_block: st.arena.largest_free() as u64,
+            largest_free_block: st.largest_free() as u64,
             pools: st.pools,
             out_of_memory_errors: self.out_of_memory_errors.load(Ordering::Relaxed),
             segment_retries: self.segment_retries.load(Ordering::Relaxed),
@@ -584,7 +635,8 @@ impl DevicePool {
 
     /// Segments currently held (for diagnostics).
     pub(crate) fn segment_count(&self) -> usize {
-        self.lock().arena.segment_count()
+        let st = self.lock();
+        st.arena.segment_count() + usize::from(st.expandable.is_some())
     }
 }
 
@@ -594,7 +646,7 @@ impl Drop for DevicePool {
         // Every block is back (no region outlives the pool), so the reservation is unused.
         let mut st = self.lock();
         if let Some(x) = st.expandable.take() {
-            if let Some(Ok(segment)) = st.segments.remove(&x.segment).map(Arc::try_unwrap) {
+            if let Ok(segment) = Arc::try_unwrap(x.segment) {
                 let _ = self.backend.free(segment.memory);
             }
         }

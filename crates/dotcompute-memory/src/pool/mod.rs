@@ -14,6 +14,7 @@ pub(crate) mod context;
 pub(crate) mod device;
 pub mod object;
 pub(crate) mod options;
+pub(crate) mod segregated_fit;
 pub(crate) mod size_class;
 pub(crate) mod snapshot;
 pub(crate) mod staging;

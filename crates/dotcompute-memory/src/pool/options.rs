@@ -39,11 +39,15 @@ pub struct ManagerOptions {
     /// Expandable segments (default false), PyTorch's `expandable_segments`: device memory comes
     /// from one reserved address range that grows by mapping memory (2 MiB granules on cpu and
     /// sim, the driver's granularity on CUDA) under the blocks handed out, instead of from fixed
-    /// segments. Any free range of it can serve any request, so a large request after many
-    /// frees needs no new segment and memory held but unusable (fragmentation) stays low; free
-    /// granules stay mapped as the cache, and are unmapped when the cache is trimmed or over
-    /// `max_pool_bytes`. The price: a map call per new granule, and blocks that share a granule
-    /// keep it mapped. Needs a backend with virtual memory
+    /// segments. Blocks are cut to the request (in 512-byte steps, with no size-class rounding)
+    /// by a two-level segregated fit in constant time, and any free range can serve any request,
+    /// so a large request after many frees needs no new segment and memory held but unusable
+    /// (fragmentation) stays low. Freed granules stay mapped as a cache of up to 8 MiB, or a
+    /// quarter of the mapped memory in use if more; the rest are unmapped at once, and the cache
+    /// when it is trimmed or over `max_pool_bytes`. The price: a map call per new granule, an
+    /// unmap per granule beyond the cache, blocks that share a granule keep it mapped, and every
+    /// allocation takes the pool's lock (there is no lock-free per-size-class front cache).
+    /// Needs a backend with virtual memory
     /// ([`Backend::virtual_memory_granularity`](crate::backend::Backend::virtual_memory_granularity):
     /// cpu, sim, CUDA); on others the manager is not made (an error naming the backend).
     pub expandable_segments: bool,
