@@ -219,6 +219,15 @@ fn table(
             percent(unpooled.efficiency),
         );
     }
+    if let (Some(ours), Some(expandable)) = (find(ReplayAllocator::Pooled), find(ReplayAllocator::Expandable)) {
+        let _ = writeln!(
+            out,
+            "  expandable against ours: {} the operations per second, efficiency {} against {}",
+            units::ratio(expandable.ops_per_second / ours.ops_per_second),
+            percent(expandable.efficiency),
+            percent(ours.efficiency),
+        );
+    }
     if plan.unknown_frees() > 0 {
         let _ = writeln!(
             out,

@@ -79,6 +79,7 @@ fn replay_prints_a_table_and_draws_a_chart() {
     }
     assert!(out.contains("1 free(s) of ids not alive at the time were skipped"), "{out}");
     assert!(out.contains("ours against unpooled: "), "{out}");
+    assert!(out.contains("expandable against ours: "), "cpu has expandable segments: {out}");
     let bytes = std::fs::read(&png).expect("the chart was written");
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     assert!(stderr(&o).contains("wrote chart to"), "{}", stderr(&o));

@@ -73,12 +73,12 @@ struct Expandable {
 }
 
 /// Mapped granules no block uses that expandable segments keep for the next requests: up to
-/// this many bytes, or a quarter of the mapped bytes in use if more. Beyond that a granule is
+/// this many bytes, or half of the mapped bytes in use if more. Beyond that a granule is
 /// unmapped as soon as its last block is freed, so the memory held stays close to the memory in
 /// use, while a workload that frees and reallocates a layer's worth of memory does not pay a
 /// map and an unmap for every granule of it each time.
 const EXPANDABLE_IDLE_KEEP: usize = 8 << 20;
-const EXPANDABLE_IDLE_SHARE: usize = 4;
+const EXPANDABLE_IDLE_SHARE: usize = 2;
 
 impl ArenaState {
     /// Bytes free for reuse without asking the backend: free blocks of fixed segments, or in
