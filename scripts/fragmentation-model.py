@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""How well placement can do on a trace with expandable segments: a model of the allocator.
+
+Replays a trace (dcmem JSON Lines or RMM's logging CSV) through a model of one reserved range:
+blocks cut to the request in 512-byte steps, placed by a policy, merged with free neighbours when
+freed; a granule counts as mapped while any block touches it (no idle cache). Prints peak live
+bytes, peak mapped bytes and efficiency (peak live / peak mapped) for each policy and granule.
+
+    python3 scripts/fragmentation-model.py benches/traces/random.csv
+    python3 scripts/fragmentation-model.py benches/traces/random.csv --granule 65536
+
+Policies: `best` (smallest free block that holds the request, lowest offset first: the Arena),
+`first` (lowest offset), `fewest-granules` (fewest newly mapped granules, then best fit), and
+`tlsf` (the segregated fit of pool/segregated_fit.rs: the newest of the first 4 blocks of the
+request's own list that holds it, else the newest block of the first list whose blocks all do).
+"""
+import argparse
+import bisect
+import json
+from collections import defaultdict
+
+UNIT = 512
+
+
+def load(path):
+    """(kind, id, bytes) events, kind 'a' or 'f'; RMM pointers become ids."""
+    events = []
+    with open(path) as f:
+        first = f.readline()
+        if first.startswith("Thread,"):
+            live, next_id = {}, 0
+            for line in f:
+                if not line.strip():
+                    continue
+                _, _, action, pointer, size, _ = line.strip().split(",")
+                if action == "allocate":
+                    next_id += 1
+                    live[pointer] = next_id
+                    events.append(("a", next_id, int(size)))
+                elif pointer in live:
+                    events.append(("f", live.pop(pointer), 0))
+        else:
+            for line in [first] + f.readlines():
+                if line.strip():
+                    e = json.loads(line)
+                    events.append(("a" if e["op"] == "alloc" else "f", e["id"], e.get("bytes", 0)))
+    return events
+
+
+def tlsf_list(units, bits=5):
+    if units < (1 << bits):
+        return (0, units)
+    top = units.bit_length() - 1
+    return (top - bits + 1, (units >> (top - bits)) - (1 << bits))
+
+
+def replay(events, policy, granule, reserved=1 << 34):
+    free = {0: reserved}  # offset -> size
+    ends = {reserved: 0}  # end -> offset
+    by_size = [(reserved, 0)]
+    lists = defaultdict(list)  # tlsf list -> offsets, newest last
+    lists[tlsf_list(reserved // UNIT)].append(0)
+    blocks, users = {}, defaultdict(int)
+    live = peak_live = peak_mapped = 0
+
+    def remove(offset):
+        size = free.pop(offset)
+        del ends[offset + size]
+        by_size.pop(bisect.bisect_left(by_size, (size, offset)))
+        lists[tlsf_list(size // UNIT)].remove(offset)
+        return size
+
+    def add(offset, size):
+        free[offset] = size
+        ends[offset + size] = offset
+        bisect.insort(by_size, (size, offset))
+        lists[tlsf_list(size // UNIT)].append(offset)
+
+    def granules(offset, size):
+        return range(offset // granule, (offset + size - 1) // granule + 1)
+
+    for kind, ident, nbytes in events:
+        if kind == "a":
+            size = max(1, -(-nbytes // UNIT)) * UNIT
+            fits = by_size[bisect.bisect_left(by_size, (size, -1)):]
+            if policy == "best":
+                offset = fits[0][1]
+            elif policy == "first":
+                offset = min(o for _, o in fits)
+            elif policy == "fewest-granules":
+                offset = min(fits, key=lambda h: (sum(users[g] == 0 for g in granules(h[1], size)), h))[1]
+            else:
+                own = [o for o in reversed(lists[tlsf_list(size // UNIT)][-4:]) if free[o] >= size]
+                if own:
+                    offset = own[0]
+                else:
+                    units = size // UNIT
+                    rounded = units if units < 32 else units + (1 << (units.bit_length() - 6)) - 1
+                    start = tlsf_list(rounded)
+                    offset = lists[min(k for k, v in lists.items() if v and k >= start)][-1]
+            hole = remove(offset)
+            if hole > size:
+                add(offset + size, hole - size)
+            blocks[ident] = (offset, size, nbytes)
+            for g in granules(offset, size):
+                users[g] += 1
+            live += nbytes
+            peak_live = max(peak_live, live)
+            peak_mapped = max(peak_mapped, sum(1 for u in users.values() if u) * granule)
+        elif ident in blocks:
+            offset, size, nbytes = blocks.pop(ident)
+            live -= nbytes
+            for g in granules(offset, size):
+                users[g] -= 1
+                if not users[g]:
+                    del users[g]
+            start, end = offset, offset + size
+            if end in free:
+                end += remove(end)
+            if start in ends:
+                start = ends[start]
+                remove(start)
+            add(start, end - start)
+    return peak_live, peak_mapped
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trace")
+    parser.add_argument("--granule", type=int, default=2 << 20, help="bytes (default 2 MiB)")
+    parser.add_argument("--policy", action="append", choices=["best", "first", "fewest-granules", "tlsf"])
+    args = parser.parse_args()
+    events = load(args.trace)
+    for policy in args.policy or ["best", "first", "fewest-granules", "tlsf"]:
+        live, mapped = replay(events, policy, args.granule)
+        print(f"{policy:16} granule {args.granule:>8}  peak live {live / 2**20:8.1f} MiB  "
+              f"peak mapped {mapped / 2**20:8.1f} MiB  efficiency {live / mapped:.3f}")
+
+
+if __name__ == "__main__":
+    main()
