@@ -332,7 +332,9 @@ impl DevicePool {
                         return Ok(DeviceRegion { segment: x.segment.clone(), offset, size, class: slot as usize });
                     }
                     Err(e) => {
-                        st.expandable.as_mut().map(|x| x.fit.free(slot));
+                        if let Some(x) = st.expandable.as_mut() {
+                            x.fit.free(slot);
+                        }
                         Err(e)
                     }
                 },
@@ -485,7 +487,8 @@ impl DevicePool {
         let g = x.granularity;
         let mut released = 0;
         for k in 0..x.mapped.len() {
-            if cached <= keep {
+            // `idle` is the bytes of mapped granules no block uses: none left, nothing to find.
+            if cached <= keep || x.idle == 0 {
                 break;
             }
             if x.mapped[k] && x.users[k] == 0 && self.unmap_granules(x, memory, held, pools, k, k + 1) {
