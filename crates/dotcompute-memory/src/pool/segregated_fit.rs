@@ -234,30 +234,30 @@ impl SegregatedFit {
         let next = self.blocks[slot as usize].next;
         if next != NIL && self.blocks[next as usize].free {
             self.unlink(next);
-            let n = self.blocks[next as usize];
-            self.blocks[slot as usize].size += n.size;
-            self.blocks[slot as usize].next = n.next;
-            if n.next != NIL {
-                self.blocks[n.next as usize].prev = slot;
-            }
-            self.release_slot(next);
+            self.absorb_next(slot);
         }
         let mut kept = slot;
         let prev = self.blocks[slot as usize].prev;
         if prev != NIL && self.blocks[prev as usize].free {
             self.unlink(prev);
-            let b = self.blocks[slot as usize];
-            self.blocks[prev as usize].size += b.size;
-            self.blocks[prev as usize].next = b.next;
-            if b.next != NIL {
-                self.blocks[b.next as usize].prev = prev;
-            }
-            self.release_slot(slot);
+            self.absorb_next(prev);
             kept = prev;
         }
         self.blocks[kept as usize].free = true;
         self.link(kept);
         Some((offset, size))
+    }
+
+    /// Merges the block after `slot` (on no list) into it and frees the next block's slot.
+    fn absorb_next(&mut self, slot: u32) {
+        let next = self.blocks[slot as usize].next;
+        let n = self.blocks[next as usize];
+        self.blocks[slot as usize].size += n.size;
+        self.blocks[slot as usize].next = n.next;
+        if n.next != NIL {
+            self.blocks[n.next as usize].prev = slot;
+        }
+        self.release_slot(next);
     }
 
     /// Bytes in free blocks.
