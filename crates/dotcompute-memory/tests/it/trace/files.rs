@@ -1,6 +1,7 @@
 //! The traces kept in `benches/traces/` (made by `scripts/make-traces.py`): each reads, and
-//! replays through every allocator with sane results; its peak live bytes are computed here
-//! from the file's text, apart from the library's reader.
+//! replays through every allocator with sane results, expandable segments holding less at the
+//! peak than fixed ones; its peak live bytes are computed here from the file's text, apart from
+//! the library's reader.
 
 use dotcompute_memory::replay::{ReplayAllocator, ReplayOptions, ReplayPlan};
 use dotcompute_memory::{backend, trace};
@@ -48,10 +49,12 @@ fn events_and_peak(text: &str, csv: bool) -> (u64, u64) {
 #[test]
 fn every_kept_trace_replays_with_sane_results() {
     let backend = backend::open("cpu").unwrap();
-    for (name, format, csv) in [
-        ("random.csv", trace::TraceFormat::RmmCsv, true),
-        ("training.jsonl", trace::TraceFormat::JsonLines, false),
-        ("inference.jsonl", trace::TraceFormat::JsonLines, false),
+    // The lowest efficiency expandable segments may reach on each trace: partly used 2 MiB
+    // granules cost the random pattern about a tenth (see docs/MEASUREMENTS.md).
+    for (name, format, csv, expandable_floor) in [
+        ("random.csv", trace::TraceFormat::RmmCsv, true, 0.88),
+        ("training.jsonl", trace::TraceFormat::JsonLines, false, 0.95),
+        ("inference.jsonl", trace::TraceFormat::JsonLines, false, 0.95),
     ] {
         let path = traces_dir().join(name);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -62,12 +65,19 @@ fn every_kept_trace_replays_with_sane_results() {
         assert_eq!(super::peak_live(&parsed.events), peak, "{name}");
         let plan = ReplayPlan::new(&parsed.events).unwrap();
         assert_eq!((plan.events(), plan.unknown_frees(), plan.peak_live_bytes()), (events, 0, peak), "{name}");
+        let mut efficiency = HashMap::new();
         for allocator in ReplayAllocator::ALL.iter().copied() {
             let r = plan.run(&backend, allocator, &ReplayOptions::default(), None).unwrap();
+            efficiency.insert(allocator, r.efficiency);
             assert_eq!((r.operations, r.peak_live_bytes), (events, peak), "{name} {allocator:?}");
             assert!(r.efficiency > 0.0 && r.efficiency <= 1.0, "{name} {allocator:?}: {r:?}");
             assert!(r.peak_reserved_bytes >= peak && r.backend_allocations > 0, "{name} {allocator:?}: {r:?}");
             assert!(r.ops_per_second.is_finite() && r.ops_per_second > 0.0, "{name} {allocator:?}: {r:?}");
         }
+        let (fixed, expandable) = (efficiency[&ReplayAllocator::Pooled], efficiency[&ReplayAllocator::Expandable]);
+        assert!(
+            expandable >= expandable_floor && expandable > fixed,
+            "{name}: expandable segments {expandable:.3}, fixed segments {fixed:.3}"
+        );
     }
 }
