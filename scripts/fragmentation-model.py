@@ -13,6 +13,11 @@ Policies: `best` (smallest free block that holds the request, lowest offset firs
 `first` (lowest offset), `fewest-granules` (fewest newly mapped granules, then best fit), and
 `tlsf` (the segregated fit of pool/segregated_fit.rs: the newest of the first 4 blocks of the
 request's own list that holds it, else the newest block of the first list whose blocks all do).
+
+`stitch` models sub-granule stitching, which needs one physical granule mapped at several
+addresses: a block is the smallest free stretch inside one mapped granule that holds it, else the
+free end of one granule followed by the free start of another (the pair that wastes least), each
+mapped anew side by side, else a free end and new granules. It bounds what aliasing could add.
 """
 import argparse
 import bisect
@@ -124,15 +129,89 @@ def replay(events, policy, granule, reserved=1 << 34):
     return peak_live, peak_mapped
 
 
+def replay_stitched(events, granule):
+    """Peak live and peak mapped bytes when blocks may be stitched from pieces of granules."""
+    used = {}  # granule -> sorted (start, end) of the pieces blocks use
+    blocks, next_granule = {}, 0
+    live = peak_live = peak_mapped = 0
+
+    def holes(g):
+        prev, out = 0, []
+        for start, end in used[g]:
+            if start > prev:
+                out.append((prev, start))
+            prev = end
+        return out + [(prev, granule)] if prev < granule else out
+
+    def new_granule():
+        nonlocal next_granule
+        next_granule += 1
+        used[next_granule] = []
+        return next_granule
+
+    for kind, ident, nbytes in events:
+        if kind == "f":
+            if ident in blocks:
+                pieces, nbytes = blocks.pop(ident)
+                live -= nbytes
+                for g, start, end in pieces:
+                    used[g].remove((start, end))
+                    if not used[g]:
+                        del used[g]
+            continue
+        size = max(1, -(-nbytes // UNIT)) * UNIT
+        inside, ends, starts = None, [], []
+        for g in used:
+            hs = holes(g)
+            for start, end in hs:
+                if size <= end - start and (inside is None or end - start < inside[0]):
+                    inside = (end - start, g, start)
+            if hs and hs[-1][1] == granule:
+                ends.append((granule - hs[-1][0], g))
+            if hs and hs[0][0] == 0:
+                starts.append((hs[0][1], g))
+        if inside and size <= granule:
+            pieces = [(inside[1], inside[2], inside[2] + size)]
+        else:
+            starts.sort()
+            pair = None
+            for tail, g in ends if size < 2 * granule else []:
+                i = bisect.bisect_left(starts, (size - tail, -1))
+                while i < len(starts) and starts[i][1] == g:
+                    i += 1
+                if i < len(starts) and (pair is None or tail + starts[i][0] < pair[0]):
+                    pair = (tail + starts[i][0], g, tail, starts[i][1])
+            if pair:
+                _, a, tail, b = pair
+                pieces = [(a, granule - tail, granule), (b, 0, size - tail)]
+            else:
+                tail, a = max(ends, default=(0, None))
+                pieces = [(a, granule - tail, granule)] if a is not None and tail else []
+                rest = size - (tail if pieces else 0)
+                while rest > 0:
+                    pieces.append((new_granule(), 0, min(rest, granule)))
+                    rest -= granule
+        for g, start, end in pieces:
+            bisect.insort(used[g], (start, end))
+        blocks[ident] = (pieces, nbytes)
+        live += nbytes
+        peak_live = max(peak_live, live)
+        peak_mapped = max(peak_mapped, len(used) * granule)
+    return peak_live, peak_mapped
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trace")
     parser.add_argument("--granule", type=int, default=2 << 20, help="bytes (default 2 MiB)")
-    parser.add_argument("--policy", action="append", choices=["best", "first", "fewest-granules", "tlsf"])
+    parser.add_argument("--policy", action="append", choices=["best", "first", "fewest-granules", "tlsf", "stitch"])
     args = parser.parse_args()
     events = load(args.trace)
-    for policy in args.policy or ["best", "first", "fewest-granules", "tlsf"]:
-        live, mapped = replay(events, policy, args.granule)
+    for policy in args.policy or ["best", "first", "fewest-granules", "tlsf", "stitch"]:
+        if policy == "stitch":
+            live, mapped = replay_stitched(events, args.granule)
+        else:
+            live, mapped = replay(events, policy, args.granule)
         print(f"{policy:16} granule {args.granule:>8}  peak live {live / 2**20:8.1f} MiB  "
               f"peak mapped {mapped / 2**20:8.1f} MiB  efficiency {live / mapped:.3f}")
 
