@@ -19,7 +19,7 @@ use super::arena::Arena;
 use super::cache::BlockCache;
 use super::segregated_fit::SegregatedFit;
 use super::size_class::class_of;
-use super::snapshot::{MemorySnapshot, PoolUsage, SegmentSnapshot};
+use super::snapshot::{BlockSnapshot, MemorySnapshot, PoolUsage, SegmentSnapshot};
 use crate::backend::region::{DeviceRegion, Segment};
 use crate::backend::{Backend, DeviceMemory};
 use crate::error::{Error, Result};
@@ -93,29 +93,66 @@ impl ArenaState {
     /// The largest free block served without new memory: in expandable mode, the largest free
     /// stretch of mapped memory (a walk over the blocks, for errors and snapshots only).
     fn largest_free(&self) -> usize {
-        let Some(x) = &self.expandable else { return self.arena.largest_free() };
-        let g = x.granularity;
-        let mut largest = 0;
-        for b in x.fit.snapshot().iter().filter(|b| b.free) {
-            let (start, end) = (b.offset as usize, (b.offset + b.size) as usize);
-            let mut run_start = None;
-            for k in start / g..end.div_ceil(g) {
-                let (lo, hi) = ((k * g).max(start), ((k + 1) * g).min(end));
-                match (x.mapped[k], run_start) {
-                    (true, None) => run_start = Some(lo),
-                    (false, Some(from)) => {
-                        largest = largest.max(lo - from);
-                        run_start = None;
-                    }
-                    _ => {}
+        match &self.expandable {
+            Some(x) => mapped_stretches(x)
+                .iter()
+                .flat_map(|s| &s.blocks)
+                .filter(|b| b.free)
+                .map(|b| b.size as usize)
+                .max()
+                .unwrap_or(0),
+            None => self.arena.largest_free(),
+        }
+    }
+}
+
+/// The mapped memory of the reserved range as segments, one per stretch of mapped granules,
+/// each with its blocks (free blocks cut to their mapped parts); offsets are in the range.
+fn mapped_stretches(x: &Expandable) -> Vec<SegmentSnapshot> {
+    let g = x.granularity;
+    let mut stretches: Vec<SegmentSnapshot> = Vec::new();
+    let mut end_of_last = None;
+    let mut push = |offset: usize, size: usize, free: bool| {
+        let block = BlockSnapshot { offset: offset as u64, size: size as u64, free };
+        match stretches.last_mut() {
+            Some(s) if end_of_last == Some(offset) => {
+                s.size += size as u64;
+                s.blocks.push(block);
+            }
+            _ => stretches.push(SegmentSnapshot {
+                id: x.segment.id,
+                size: size as u64,
+                splittable: true,
+                small_pool: false,
+                blocks: vec![block],
+            }),
+        }
+        end_of_last = Some(offset + size);
+    };
+    for b in x.fit.snapshot() {
+        let (start, end) = (b.offset as usize, (b.offset + b.size) as usize);
+        if !b.free {
+            push(start, end - start, false);
+            continue;
+        }
+        // A free block: its parts over mapped granules, each run of them as one block.
+        let mut run = None;
+        for k in start / g..end.div_ceil(g) {
+            let (lo, hi) = ((k * g).max(start), ((k + 1) * g).min(end));
+            match (x.mapped[k], run) {
+                (true, None) => run = Some(lo),
+                (false, Some(from)) => {
+                    push(from, lo - from, true);
+                    run = None;
                 }
-                if let (Some(from), true) = (run_start, hi == end) {
-                    largest = largest.max(hi - from);
-                }
+                _ => {}
+            }
+            if let (Some(from), true) = (run, hi == end) {
+                push(from, hi - from, true);
             }
         }
-        largest
     }
+    stretches
 }
 
 /// The caching allocator of one manager. See the module docs.
@@ -610,13 +647,8 @@ impl DevicePool {
             s.small_pool = st.small.contains(&s.id);
         }
         if let Some(x) = &st.expandable {
-            segments.push(SegmentSnapshot {
-                id: x.segment.id,
-                size: x.fit.size() as u64,
-                splittable: true,
-                small_pool: false,
-                blocks: x.fit.snapshot(),
-            });
+            segments.extend(mapped_stretches(x));
+            segments.sort_by_key(|s| std::cmp::Reverse(s.size));
         }
         let free = st.free_cached() as u64;
         #[allow(deprecated)] // `reserved_bytes` is filled until it is removed

@@ -30,7 +30,8 @@ use std::fmt;
 pub struct MemorySnapshot {
     /// Backend name.
     pub backend: String,
-    /// Segments held from the backend, largest first.
+    /// Segments held from the backend, largest first. With expandable segments, each stretch
+    /// of mapped memory in the reserved range, all with the range's id and offsets in it.
     pub segments: Vec<SegmentSnapshot>,
     /// Bytes of all segments: the device memory the manager holds from the backend. Host
     /// memory is not included (unlike [`crate::MemoryStatistics::reserved_bytes`]).

@@ -62,7 +62,7 @@ pub(crate) fn render(stats: &MemoryStatistics, snap: &MemorySnapshot, device: &s
         bytes_row("    host blocks in the pool's host caches", host_cached, None, None, None),
         bytes_row("Reserved host memory", host_reserved, None, None, None),
         count_row("Allocations (buffers)", stats.active_allocations, stats.buffers_allocated, stats.buffers_freed),
-        usage_row("Device segments", &pools.segments, false),
+        usage_row("Device segments (granules when expandable)", &pools.segments, false),
         usage_row("    from small pool", &pools.small_segments, false),
         usage_row("    from large pool", &pools.large_segments, false),
     ];

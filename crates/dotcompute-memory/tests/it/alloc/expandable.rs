@@ -6,6 +6,7 @@
 
 use super::MIB;
 use crate::support::managers::quiet;
+use crate::support::summary;
 use dotcompute_memory::*;
 use std::sync::Arc;
 
@@ -41,8 +42,20 @@ fn data_round_trips_through_expandable_segments_on_sim_and_cpu() {
         }
         let s = mm.memory_snapshot();
         assert_eq!(s.device_reserved_bytes % (2 * MIB as u64), 0, "{name}: whole granules: {s}");
-        assert_eq!(s.segments.len(), 1, "{name}: one reserved range: {s}");
         assert_eq!(s.in_use_bytes + s.free_bytes, s.device_reserved_bytes, "{name}: {s}");
+        // The segments are the stretches of mapped memory: they add up to what is held, their
+        // free blocks to the free bytes, and the largest of those is the largest free block.
+        let sizes: u64 = s.segments.iter().map(|seg| seg.size).sum();
+        assert_eq!(sizes, s.device_reserved_bytes, "{name}: {s}");
+        let free: Vec<u64> = s.segments.iter().flat_map(|seg| &seg.blocks).filter(|b| b.free).map(|b| b.size).collect();
+        assert_eq!(free.iter().sum::<u64>(), s.free_bytes, "{name}: {s}");
+        assert_eq!(free.iter().copied().max().unwrap_or(0), s.largest_free_block, "{name}: {s}");
+        for seg in &s.segments {
+            assert_eq!(seg.blocks.iter().map(|b| b.size).sum::<u64>(), seg.size, "{name}: {s}");
+            for pair in seg.blocks.windows(2) {
+                assert_eq!(pair[0].offset + pair[0].size, pair[1].offset, "{name}: blocks of a stretch touch: {s}");
+            }
+        }
     }
 }
 
@@ -185,4 +198,27 @@ fn the_simulator_refuses_access_to_unmapped_parts_of_a_reservation() {
     sim.unmap_memory(&range, 2 * MIB, 2 * MIB).unwrap();
     assert_eq!(sim.used(), 0);
     sim.free(range).unwrap();
+}
+
+/// The summary of an expandable manager counts mapped memory only: the reserved range's
+/// unmapped address space is neither a segment's size nor free memory.
+#[test]
+fn the_memory_summary_of_expandable_segments_shows_mapped_memory() {
+    let (_, mm) = expandable_sim(SimOptions::default());
+    let mut buffers: Vec<_> = [MIB, 3 * MIB, 512 << 10].into_iter().map(|n| mm.allocate::<u8>(n).unwrap()).collect();
+    for b in &mut buffers {
+        b.ensure_on_device().unwrap();
+    }
+    buffers.remove(1);
+    let s = mm.memory_snapshot();
+    let text = mm.memory_summary();
+    let bytes = units::format_bytes_short;
+    assert_eq!(summary::row(&text, "Reserved device memory")[1], bytes(s.device_reserved_bytes), "{text}");
+    assert_eq!(summary::row(&text, "free in large-pool segments")[1], bytes(s.free_bytes), "{text}");
+    assert!(s.free_bytes <= mm.statistics().cached_bytes, "free segment memory is cached memory: {text}");
+    let table: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("Segments")).skip(3).collect();
+    assert_eq!(table.len(), s.segments.len(), "{text}");
+    for seg in &s.segments {
+        assert!(seg.size <= s.device_reserved_bytes, "{text}");
+    }
 }

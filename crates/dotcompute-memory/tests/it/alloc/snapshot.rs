@@ -6,6 +6,7 @@
 use super::{cpu_with, sim_used, sim_with, KIB, MIB};
 use crate::support::managers::cpu;
 use crate::support::rng::RngStar;
+use crate::support::summary;
 use dotcompute_memory::*;
 
 /// Blocks tile their segment; the totals add up.
@@ -236,8 +237,7 @@ fn pool_usage_and_the_memory_summary_follow_segments_by_pool() {
     assert!(s.segment_retries >= 1);
     let summary = mm.memory_summary();
     assert!(summary.contains("Out-of-memory errors: 1 "), "{summary}");
-    let reserved = summary.lines().find(|l| l.starts_with("| Reserved device memory")).unwrap();
-    let cells: Vec<&str> = reserved.split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
+    let cells = summary::row(&summary, "Reserved device memory");
     let p = units::format_bytes_short(peak);
     assert_eq!(peak, 22 << 20, "a 2 MiB small-pool segment and a 20 MiB large-pool one");
     assert_eq!(cells[1..], ["0 B", p.as_str(), p.as_str(), p.as_str()], "{summary}");

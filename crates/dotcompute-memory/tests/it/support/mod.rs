@@ -1,6 +1,6 @@
 //! Helpers the integration tests share: managers, the environment lock, skipping an unavailable
-//! backend, re-running a test in a child process, a seeded generator, test data,
-//! and a DLPack producer.
+//! backend, re-running a test in a child process, a seeded generator, test data, a DLPack
+//! producer, and reading memory summaries.
 
 pub mod child;
 pub mod data;
@@ -10,3 +10,4 @@ pub mod env;
 pub mod managers;
 pub mod rng;
 pub mod skip;
+pub mod summary;
