@@ -1,11 +1,13 @@
 //! Prefetching (`prefetch_to_device`, `prefetch_to_host`): the transfer is in flight when the call
 //! returns, the next access completes it instead of transferring again, and a prefetch that fails
-//! is a hint that changes nothing. Allocation hints (`allocate_for`).
+//! is a hint that changes nothing; on sim with latency the upload overlaps host work. Allocation
+//! hints (`allocate_for`).
 
 use crate::support::managers::quiet;
 use dotcompute_memory::BufferState::*;
 use dotcompute_memory::*;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn held_sim(options: SimOptions) -> (Arc<SimBackend>, MemoryManager) {
     let sim = Arc::new(SimBackend::new(options));
@@ -107,4 +109,37 @@ fn allocation_hints_place_the_parts() {
     assert!(s.device_reserved_bytes > 0, "the device and both-parts buffers took device memory");
     let err = mm.allocate_for::<u64>(usize::MAX, AccessHint::Device).unwrap_err();
     assert!(matches!(err, Error::LengthOverflow { len: usize::MAX, element_size: 8, .. }), "{err:?}");
+}
+
+/// On sim with a 200 ms transfer, host work as long as the transfer hides a prefetched upload:
+/// the access after it finds the upload done, where without the prefetch it waits the whole
+/// transfer. (The upload is due 200 ms after the prefetch, before the work ends; the bounds
+/// are half the latency, far from the expected 0 and 200 ms.)
+#[test]
+fn a_prefetched_upload_overlaps_host_work_on_sim_with_latency() {
+    let latency = Duration::from_millis(200);
+    let mm = MemoryManager::sim(SimOptions::default().with_latency(latency));
+    let data: Vec<u32> = (0..1024).collect();
+    let host_work = || std::thread::sleep(latency);
+    let waited = |b: &mut UnifiedBuffer<u32>| {
+        let started = Instant::now();
+        b.ensure_on_device().unwrap();
+        started.elapsed()
+    };
+
+    let mut sequential = mm.allocate_from(&data).unwrap();
+    host_work();
+    let sequential_wait = waited(&mut sequential);
+
+    let mut prefetched = mm.allocate_from(&data).unwrap();
+    let started = Instant::now();
+    prefetched.prefetch_to_device().unwrap();
+    let call = started.elapsed();
+    host_work();
+    let overlapped_wait = waited(&mut prefetched);
+
+    assert!(sequential_wait >= latency, "without a prefetch the access waits the transfer: {sequential_wait:?}");
+    assert!(call < latency / 2, "the prefetch returned at once: {call:?}");
+    assert!(overlapped_wait < latency / 2, "the upload ran during the host work: {overlapped_wait:?}");
+    assert_eq!(prefetched.to_vec().unwrap(), data);
 }
