@@ -17,6 +17,8 @@ pub(crate) struct Segment {
     /// Where the host addresses this allocation (`Backend::device_ptr_on_host`, asked once when
     /// the segment is made; valid until it is freed); `None` where it cannot.
     pub(crate) device_on_host: Option<NonNull<u8>>,
+    /// In the pool's small pool (segments for requests up to 1 MiB).
+    pub(crate) small_pool: bool,
 }
 
 // SAFETY: a segment never reads or writes through `device_on_host`; it only hands the address

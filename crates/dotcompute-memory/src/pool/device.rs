@@ -17,6 +17,7 @@
 
 use super::arena::Arena;
 use super::cache::BlockCache;
+use super::handed_out::HandedOut;
 use super::segregated_fit::SegregatedFit;
 use super::size_class::class_of;
 use super::snapshot::{BlockSnapshot, MemorySnapshot, PoolUsage, SegmentSnapshot};
@@ -169,6 +170,8 @@ pub(crate) struct DevicePool {
     /// the cache (both only on the slow path).
     out_of_memory_errors: AtomicU64,
     segment_retries: AtomicU64,
+    /// Bytes handed out and cached per pool, with peaks (updated on the lock-free path too).
+    handed_out: HandedOut,
     /// `ManagerOptions::expandable_segments` (the backend's granularity, checked to exist when
     /// the manager was made).
     expandable: Option<usize>,
@@ -205,6 +208,7 @@ impl DevicePool {
             limit,
             out_of_memory_errors: AtomicU64::new(0),
             segment_retries: AtomicU64::new(0),
+            handed_out: HandedOut::default(),
             expandable,
         }
     }
@@ -240,8 +244,12 @@ impl DevicePool {
     /// A region of at least `bytes` bytes.
     pub(crate) fn acquire(&self, bytes: usize, tick: u64) -> Result<DeviceRegion> {
         let r = self.acquire_region(bytes, tick);
-        if let Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) = &r {
-            self.out_of_memory_errors.fetch_add(1, Ordering::Relaxed);
+        match &r {
+            Ok(region) => self.handed_out.taken(region.segment.small_pool, region.size),
+            Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) => {
+                self.out_of_memory_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {}
         }
         r
     }
@@ -335,8 +343,9 @@ impl DevicePool {
         if small {
             st.small.insert(id);
         }
+        self.handed_out.reserved(&st.pools);
         let device_on_host = self.backend.device_ptr_on_host(&memory);
-        st.segments.insert(id, Arc::new(Segment { memory, id, device_on_host }));
+        st.segments.insert(id, Arc::new(Segment { memory, id, device_on_host, small_pool: small }));
         st.arena.add_segment(id, seg_size, splittable, tick);
         let (seg, off) = st.arena.alloc(size, min_split).ok_or_else(|| Error::InvalidHandle {
             backend: "pool",
@@ -413,7 +422,7 @@ impl DevicePool {
         let device_on_host = self.backend.device_ptr_on_host(&memory);
         let granules = size / granularity;
         st.expandable = Some(Expandable {
-            segment: Arc::new(Segment { memory, id, device_on_host }),
+            segment: Arc::new(Segment { memory, id, device_on_host, small_pool: false }),
             fit: SegregatedFit::new(size, MIN_SPLIT_SMALL),
             granularity,
             users: vec![0; granules],
@@ -477,6 +486,7 @@ impl DevicePool {
             for _ in start..k {
                 pools.segment_added(false, g as u64);
             }
+            self.handed_out.reserved(pools);
         }
         if let Some(e) = failed {
             for (a, b) in mapped_now {
@@ -510,6 +520,7 @@ impl DevicePool {
         for _ in a..b {
             pools.segment_removed(false, g as u64);
         }
+        self.handed_out.reserved(pools);
         true
     }
 
@@ -549,6 +560,7 @@ impl DevicePool {
     /// Takes a region back: into the front cache when pooling and under the bound, else into
     /// the arena (coalescing), returning empty segments when over the bound or not pooling.
     pub(crate) fn release(&self, region: DeviceRegion, tick: u64) {
+        self.handed_out.returned(region.segment.small_pool, region.size);
         let region = if self.pooling && self.expandable.is_none() {
             match self.front.put(region.class, region.size, region, tick) {
                 Ok(()) => return,
@@ -611,6 +623,7 @@ impl DevicePool {
                     st.held -= memory.size() as u64;
                     let small = st.small.remove(&id);
                     st.pools.segment_removed(small, memory.size() as u64);
+                    self.handed_out.reserved(&st.pools);
                     self.stats.backend_freed(memory.size());
                     if self.pooling {
                         self.stats.evicted();
@@ -661,7 +674,11 @@ impl DevicePool {
             front_cached_bytes: self.front.cached_bytes() as u64,
             magazine_bytes,
             largest_free_block: st.largest_free() as u64,
-            pools: st.pools,
+            pools: {
+                let mut pools = st.pools;
+                self.handed_out.fill(&mut pools);
+                pools
+            },
             out_of_memory_errors: self.out_of_memory_errors.load(Ordering::Relaxed),
             segment_retries: self.segment_retries.load(Ordering::Relaxed),
             segments,

@@ -91,9 +91,17 @@ impl Usage {
     }
 }
 
-/// The device pool's segments by pool, as PyTorch splits them: the small pool serves requests
-/// up to 1 MiB from 2 MiB segments, the large pool everything else.
+/// The device pool's memory by pool, as PyTorch splits it: the small pool serves requests up
+/// to 1 MiB from 2 MiB segments, the large pool everything else. A block belongs to the pool
+/// of the segment it was cut from.
+///
+/// Reserved bytes are the segments; active bytes the blocks handed out (to live buffers, and
+/// parked with dropped buffers in thread magazines); cached bytes the rest of the segments
+/// (free blocks, and whole blocks in the pool's front cache), so `cached + active = reserved`
+/// at any one moment. Peaks are exact when one thread uses the manager; with several, a peak
+/// of active or cached bytes may miss a moment between two threads' updates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PoolUsage {
     /// Bytes of all segments.
     pub bytes: Usage,
@@ -107,6 +115,20 @@ pub struct PoolUsage {
     pub small_segments: Usage,
     /// Number of large-pool segments.
     pub large_segments: Usage,
+    /// Bytes of blocks handed out, both pools.
+    pub active_bytes: Usage,
+    /// Bytes of blocks handed out from small-pool segments.
+    pub small_active_bytes: Usage,
+    /// Bytes of blocks handed out from large-pool segments.
+    pub large_active_bytes: Usage,
+    /// Bytes of segments not handed out, both pools (`allocated`: bytes that became cached, as
+    /// segments were added or blocks came back; `freed`: bytes that left, as blocks were handed
+    /// out or segments released).
+    pub cached_bytes: Usage,
+    /// Bytes of small-pool segments not handed out.
+    pub small_cached_bytes: Usage,
+    /// Bytes of large-pool segments not handed out.
+    pub large_cached_bytes: Usage,
 }
 
 impl PoolUsage {

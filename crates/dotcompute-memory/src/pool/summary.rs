@@ -1,7 +1,9 @@
 //! `memory_summary`: the manager's statistics and its device pool's snapshot as one text table,
-//! like `torch.cuda.memory_summary()`: memory by kind (allocated, reserved, active, cached), each
-//! with current, peak and total figures, split into the small and large pools, then the counts,
-//! and every segment with its fragmentation.
+//! like `torch.cuda.memory_summary()`: memory by kind with current, peak and total figures
+//! (allocated: the live buffers' bytes, host and device; active, reserved and cached: device
+//! memory, split into the small and large pools), what the other caches hold, the counts (the
+//! number of live buffers is counted per thread and has no peak), and every segment with its
+//! fragmentation.
 
 use super::snapshot::{MemorySnapshot, Usage};
 use crate::stats::MemoryStatistics;
@@ -29,37 +31,30 @@ fn count_row(name: &str, current: u64, allocated: u64, freed: u64) -> Cells {
 /// The table `MemoryManager::memory_summary` returns.
 pub(crate) fn render(stats: &MemoryStatistics, snap: &MemorySnapshot, device: &str) -> String {
     let pools = &snap.pools;
-    let in_pool = |small: bool| -> (u64, u64) {
-        // (bytes handed out, free bytes) of the segments of one pool.
-        snap.segments.iter().filter(|s| s.small_pool == small).fold((0, 0), |(used, free), s| {
-            let f: u64 = s.blocks.iter().filter(|b| b.free).map(|b| b.size).sum();
-            (used + s.size - f, free + f)
-        })
-    };
-    let ((small_active, small_free), (large_active, large_free)) = (in_pool(true), in_pool(false));
+    let free_in_segments: u64 = snap.segments.iter().flat_map(|s| &s.blocks).filter(|b| b.free).map(|b| b.size).sum();
     let host_reserved = stats.reserved_bytes.saturating_sub(snap.device_reserved_bytes);
-    let host_cached =
-        stats.cached_bytes.saturating_sub(small_free + large_free + snap.front_cached_bytes + snap.magazine_bytes);
+    let host_cached = stats.cached_bytes.saturating_sub(pools.cached_bytes.current + snap.magazine_bytes);
     let rows: Vec<Cells> = vec![
         bytes_row(
-            "Allocated memory (live buffers)",
+            "Allocated memory (live buffers, host and device)",
             stats.active_bytes,
             Some(stats.peak_bytes),
             Some(stats.total_bytes_allocated),
             Some(stats.total_bytes_freed),
         ),
+        usage_row("Active device memory (blocks handed out)", &pools.active_bytes, true),
+        usage_row("    from small pool", &pools.small_active_bytes, true),
+        usage_row("    from large pool", &pools.large_active_bytes, true),
         usage_row("Reserved device memory (segments)", &pools.bytes, true),
         usage_row("    from small pool", &pools.small_bytes, true),
         usage_row("    from large pool", &pools.large_bytes, true),
-        bytes_row("Active device memory (blocks in use)", snap.in_use_bytes, None, None, None),
-        bytes_row("    from small pool", small_active, None, None, None),
-        bytes_row("    from large pool", large_active, None, None, None),
-        bytes_row("Cached memory (free for reuse)", stats.cached_bytes, None, None, None),
-        bytes_row("    free in small-pool segments", small_free, None, None, None),
-        bytes_row("    free in large-pool segments", large_free, None, None, None),
+        usage_row("Cached device memory (segments less active)", &pools.cached_bytes, true),
+        usage_row("    from small pool", &pools.small_cached_bytes, true),
+        usage_row("    from large pool", &pools.large_cached_bytes, true),
+        bytes_row("    free blocks in segments", free_in_segments, None, None, None),
         bytes_row("    whole blocks in the front cache", snap.front_cached_bytes, None, None, None),
-        bytes_row("    parked in thread magazines", snap.magazine_bytes, None, None, None),
-        bytes_row("    host blocks in the pool's host caches", host_cached, None, None, None),
+        bytes_row("Blocks parked in thread magazines (device ones are active)", snap.magazine_bytes, None, None, None),
+        bytes_row("Cached host memory (the pool's host caches)", host_cached, None, None, None),
         bytes_row("Reserved host memory", host_reserved, None, None, None),
         count_row("Allocations (buffers)", stats.active_allocations, stats.buffers_allocated, stats.buffers_freed),
         usage_row("Device segments (granules when expandable)", &pools.segments, false),

@@ -214,7 +214,9 @@ fn the_memory_summary_of_expandable_segments_shows_mapped_memory() {
     let text = mm.memory_summary();
     let bytes = units::format_bytes_short;
     assert_eq!(summary::row(&text, "Reserved device memory")[1], bytes(s.device_reserved_bytes), "{text}");
-    assert_eq!(summary::row(&text, "free in large-pool segments")[1], bytes(s.free_bytes), "{text}");
+    assert_eq!(summary::row(&text, "free blocks in segments")[1], bytes(s.free_bytes), "{text}");
+    assert_eq!(s.pools.active_bytes.current + s.pools.cached_bytes.current, s.device_reserved_bytes, "{text}");
+    assert_eq!(s.pools.active_bytes.peak, (4 * MIB + (512 << 10)) as u64, "all three blocks at once: {text}");
     assert!(s.free_bytes <= mm.statistics().cached_bytes, "free segment memory is cached memory: {text}");
     let table: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("Segments")).skip(3).collect();
     assert_eq!(table.len(), s.segments.len(), "{text}");

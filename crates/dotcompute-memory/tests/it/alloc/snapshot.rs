@@ -55,6 +55,9 @@ pub(super) fn check_snapshot(mm: &MemoryManager) -> MemorySnapshot {
     let largest = s.segments.iter().flat_map(|g| &g.blocks).filter(|b| b.free).map(|b| b.size).max().unwrap_or(0);
     assert_eq!((s.device_reserved_bytes, s.free_bytes, s.largest_free_block), (reserved, free, largest), "{s:#?}");
     assert_eq!(s.in_use_bytes + s.free_bytes, s.device_reserved_bytes, "{s:#?}");
+    // Blocks out of the arena are handed out or whole in the front cache.
+    assert_eq!(s.pools.active_bytes.current + s.front_cached_bytes, s.in_use_bytes, "{s:#?}");
+    assert_eq!(s.pools.active_bytes.current + s.pools.cached_bytes.current, s.device_reserved_bytes, "{s:#?}");
     assert!(s.front_cached_bytes <= s.in_use_bytes, "{s:#?}");
     assert!((0.0..=1.0).contains(&s.fragmentation()), "{s:#?}");
     let stats = mm.statistics();
@@ -222,6 +225,10 @@ fn pool_usage_and_the_memory_summary_follow_segments_by_pool() {
     assert_eq!(s.pools.small_bytes.current, 2 << 20, "one 2 MiB small-pool segment");
     assert_eq!(s.pools.bytes.current, s.device_reserved_bytes);
     assert_eq!(s.segments.iter().filter(|g| g.small_pool).count(), 1);
+    // Blocks handed out and the rest of each segment cached, per pool.
+    assert_eq!((s.pools.small_active_bytes.current, s.pools.large_active_bytes.current), (4096, 8 << 20));
+    assert_eq!((s.pools.small_cached_bytes.current, s.pools.large_cached_bytes.current), ((2 << 20) - 4096, 12 << 20));
+    assert_eq!(s.pools.active_bytes.current + s.pools.cached_bytes.current, s.device_reserved_bytes);
     let peak = s.pools.bytes.current;
     drop((small, large));
     mm.trim_excess().unwrap();
@@ -229,6 +236,15 @@ fn pool_usage_and_the_memory_summary_follow_segments_by_pool() {
     assert_eq!(s.pools.bytes.current, 0);
     assert_eq!((s.pools.bytes.peak, s.pools.bytes.allocated, s.pools.bytes.freed), (peak, peak, peak));
     assert_eq!((s.pools.segments.allocated, s.pools.segments.freed), (2, 2));
+    let active = s.pools.active_bytes;
+    assert_eq!(
+        (active.current, active.peak, active.allocated, active.freed),
+        (0, (8 << 20) + 4096, (8 << 20) + 4096, (8 << 20) + 4096)
+    );
+    let cached = s.pools.cached_bytes;
+    assert_eq!((cached.current, cached.peak), (0, peak), "all of both segments once the blocks came back");
+    assert_eq!(cached.allocated, peak + active.freed, "segments added and blocks given back");
+    assert_eq!(cached.freed, peak + active.allocated, "blocks handed out and segments released");
     // A request the device cannot hold: counted once, after the pool's own retry.
     let mut huge = mm.allocate::<u8>(100 << 20).unwrap();
     assert!(matches!(huge.ensure_on_device(), Err(Error::OutOfMemory { .. })));
@@ -241,6 +257,9 @@ fn pool_usage_and_the_memory_summary_follow_segments_by_pool() {
     let p = units::format_bytes_short(peak);
     assert_eq!(peak, 22 << 20, "a 2 MiB small-pool segment and a 20 MiB large-pool one");
     assert_eq!(cells[1..], ["0 B", p.as_str(), p.as_str(), p.as_str()], "{summary}");
+    let active = summary::row(&summary, "Active device memory");
+    assert_eq!(active[2], units::format_bytes_short((8 << 20) + 4096), "{summary}");
+    assert_eq!(summary::row(&summary, "Cached device memory")[2], p, "{summary}");
     // The statistics serialise with the new fields, and older snapshots without them still load.
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json["pools"]["segments"]["allocated"], 2);

@@ -1,0 +1,165 @@
+//! The device memory the pool has handed out (to buffers, and parked with them in thread
+//! magazines) and the memory it holds cached, per pool, with their peaks: the figures of
+//! `memory_summary` that change on the lock-free path.
+//!
+//! Each pool keeps two running totals, bytes handed out and bytes given back, so a hand-out or
+//! a return costs one read-modify-write (a current count would need a second for the totals).
+//! The current figure is their difference, read right after the update; the peaks compare it
+//! then. On one thread every figure is exact. With several threads a peak may be off by what
+//! other threads handed out or gave back between one counter's update and the other's read.
+
+use super::snapshot::{PoolUsage, Usage};
+use crossbeam_utils::CachePadded;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// The counters of one pool (small or large).
+#[derive(Default)]
+struct PoolCounters {
+    /// Bytes handed out since the pool was made.
+    taken: AtomicU64,
+    /// Bytes given back since the pool was made.
+    returned: AtomicU64,
+    /// Highest bytes handed out at once.
+    active_peak: AtomicU64,
+    /// Bytes of the pool's segments now (written under the pool's lock when they change).
+    reserved: AtomicU64,
+    /// Highest bytes of segments not handed out.
+    cached_peak: AtomicU64,
+}
+
+impl PoolCounters {
+    fn active(&self) -> u64 {
+        self.taken.load(Relaxed).wrapping_sub(self.returned.load(Relaxed))
+    }
+
+    fn cached(&self, active: u64) -> u64 {
+        self.reserved.load(Relaxed).saturating_sub(active)
+    }
+}
+
+/// Raises `peak` to `value` if it is higher (a load first: a peak is rarely beaten).
+fn raise(peak: &AtomicU64, value: u64) {
+    if value > peak.load(Relaxed) {
+        peak.fetch_max(value, Relaxed);
+    }
+}
+
+/// Handed-out and cached device memory of a pool's small and large pools; see the module docs.
+#[derive(Default)]
+pub(crate) struct HandedOut {
+    /// Indexed by `small as usize`.
+    pools: [CachePadded<PoolCounters>; 2],
+    active_peak: AtomicU64,
+    cached_peak: AtomicU64,
+}
+
+impl HandedOut {
+    /// `bytes` of a segment of the small (`small`) or large pool are handed out.
+    pub(crate) fn taken(&self, small: bool, bytes: usize) {
+        let (own, other) = (&self.pools[small as usize], &self.pools[!small as usize]);
+        let active = own.taken.fetch_add(bytes as u64, Relaxed).wrapping_add(bytes as u64);
+        let active = active.wrapping_sub(own.returned.load(Relaxed));
+        let other_active = other.active();
+        raise(&own.active_peak, active);
+        raise(&self.active_peak, active.wrapping_add(other_active));
+        // A block cut from a segment just added leaves the rest of it cached.
+        let cached = own.cached(active);
+        raise(&own.cached_peak, cached);
+        raise(&self.cached_peak, cached.saturating_add(other.cached(other_active)));
+    }
+
+    /// `bytes` handed out earlier come back to the pool (to be cached or released).
+    pub(crate) fn returned(&self, small: bool, bytes: usize) {
+        let (own, other) = (&self.pools[small as usize], &self.pools[!small as usize]);
+        let returned = own.returned.fetch_add(bytes as u64, Relaxed).wrapping_add(bytes as u64);
+        let cached = own.cached(own.taken.load(Relaxed).wrapping_sub(returned));
+        raise(&own.cached_peak, cached);
+        raise(&self.cached_peak, cached.saturating_add(other.cached(other.active())));
+    }
+
+    /// The pools' segments now hold `usage.small_bytes` and `usage.large_bytes` (called under
+    /// the pool's lock after each change; the block a new segment is added for is handed out
+    /// next, which checks the cached peak).
+    pub(crate) fn reserved(&self, usage: &PoolUsage) {
+        self.pools[0].reserved.store(usage.large_bytes.current, Relaxed);
+        self.pools[1].reserved.store(usage.small_bytes.current, Relaxed);
+    }
+
+    /// `usage` (the segments' figures) with the handed-out and cached figures filled in.
+    pub(crate) fn fill(&self, usage: &mut PoolUsage) {
+        let pools = [
+            (&mut usage.large_active_bytes, &mut usage.large_cached_bytes, &usage.large_bytes),
+            (&mut usage.small_active_bytes, &mut usage.small_cached_bytes, &usage.small_bytes),
+        ];
+        let (mut active_all, mut cached_all) = (Usage::default(), Usage::default());
+        for ((active, cached, reserved), counters) in pools.into_iter().zip(&self.pools) {
+            let (taken, returned) = (counters.taken.load(Relaxed), counters.returned.load(Relaxed));
+            *active = Usage {
+                current: taken.saturating_sub(returned),
+                peak: counters.active_peak.load(Relaxed).max(taken.saturating_sub(returned)),
+                allocated: taken,
+                freed: returned,
+            };
+            // Cached memory grows as segments are added and blocks come back, and shrinks as
+            // segments are released and blocks are handed out.
+            *cached = Usage {
+                current: reserved.current.saturating_sub(active.current),
+                peak: counters.cached_peak.load(Relaxed).max(reserved.current.saturating_sub(active.current)),
+                allocated: reserved.allocated.saturating_add(returned),
+                freed: reserved.freed.saturating_add(taken),
+            };
+            for (all, one) in [(&mut active_all, *active), (&mut cached_all, *cached)] {
+                all.current += one.current;
+                all.allocated = all.allocated.saturating_add(one.allocated);
+                all.freed = all.freed.saturating_add(one.freed);
+            }
+        }
+        active_all.peak = self.active_peak.load(Relaxed).max(active_all.current);
+        cached_all.peak = self.cached_peak.load(Relaxed).max(cached_all.current);
+        usage.active_bytes = active_all;
+        usage.cached_bytes = cached_all;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reserve(h: &HandedOut, usage: &mut PoolUsage, small: bool, bytes: u64) {
+        usage.segment_added(small, bytes);
+        h.reserved(usage);
+    }
+
+    #[test]
+    fn figures_follow_hand_outs_returns_and_segments() {
+        let (h, mut usage) = (HandedOut::default(), PoolUsage::default());
+        reserve(&h, &mut usage, false, 20 << 20);
+        h.taken(false, 8 << 20);
+        reserve(&h, &mut usage, true, 2 << 20);
+        h.taken(true, 4096);
+        h.returned(false, 8 << 20);
+        h.taken(false, 4 << 20);
+        h.fill(&mut usage);
+        let large = usage.large_active_bytes;
+        assert_eq!((large.current, large.peak, large.allocated, large.freed), (4 << 20, 8 << 20, 12 << 20, 8 << 20));
+        assert_eq!(usage.small_active_bytes.current, 4096);
+        assert_eq!(usage.active_bytes.current, (4 << 20) + 4096);
+        assert_eq!(usage.active_bytes.peak, (8 << 20) + 4096, "both pools at once");
+        let cached = usage.large_cached_bytes;
+        assert_eq!((cached.current, cached.peak), (16 << 20, 20 << 20), "all of the segment once the block came back");
+        assert_eq!(cached.allocated - cached.freed, cached.current);
+        assert_eq!(usage.small_cached_bytes.current, (2 << 20) - 4096);
+        assert_eq!(usage.cached_bytes.peak, (20 << 20) + (2 << 20) - 4096);
+        assert_eq!(usage.cached_bytes.current + usage.active_bytes.current, usage.bytes.current);
+    }
+
+    #[test]
+    fn a_new_segment_counts_as_cached_less_the_block_it_was_added_for() {
+        let (h, mut usage) = (HandedOut::default(), PoolUsage::default());
+        reserve(&h, &mut usage, false, 20 << 20);
+        h.taken(false, 8 << 20);
+        h.fill(&mut usage);
+        assert_eq!((usage.cached_bytes.current, usage.cached_bytes.peak), (12 << 20, 12 << 20));
+        assert_eq!(usage.large_cached_bytes.peak, 12 << 20);
+    }
+}
