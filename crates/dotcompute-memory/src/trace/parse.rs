@@ -259,7 +259,8 @@ fn parse_time(text: &str) -> Option<u128> {
         [s] => seconds(s),
         [h, m, s] => {
             let (h, m) = (h.parse::<u128>().ok()?, m.parse::<u128>().ok()?);
-            seconds(s)?.checked_add((h * 3600 + m * 60) * 1_000_000_000)
+            let minutes = h.checked_mul(60)?.checked_add(m)?;
+            seconds(s)?.checked_add(minutes.checked_mul(60_000_000_000)?)
         }
         _ => None,
     }
@@ -276,7 +277,9 @@ mod tests {
         assert_eq!(parse_time("1634567890.123456"), Some(1_634_567_890_123_456_000));
         assert_eq!(parse_time("0.1234567891"), Some(123_456_789));
         assert_eq!(parse_time("01:02:03.5"), Some(3_723_500_000_000));
-        for bad in ["", "x", "-1", "1:2", "nan", "inf", ".5", "1.2.3", "1e9", "+1"] {
+        for bad in
+            ["", "x", "-1", "1:2", "nan", "inf", ".5", "1.2.3", "1e9", "+1", "100000000000000000000000000000000000:0:0"]
+        {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
     }

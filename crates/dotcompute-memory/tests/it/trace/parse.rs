@@ -90,6 +90,12 @@ fn a_malformed_csv_line_names_its_line_and_the_column() {
         ("1,0.5,grow,0x10,8,0x0", 2, "Action `grow`", "allocate, deallocate or free"),
         ("1,soon,allocate,0x10,8,0x0", 2, "Time `soon`", "a time"),
         ("1,-1,allocate,0x10,8,0x0", 2, "Time `-1`", "a time"),
+        (
+            "1,100000000000000000000000000000000000:0:0,allocate,0x10,8,0x0",
+            2,
+            "Time `100000000000000000000000000000000000:0:0`",
+            "a time",
+        ),
         ("1,0.5,allocate,0xZZ,8,0x0", 2, "Pointer `0xZZ`", "hexadecimal"),
         ("1,0.5,allocate,0x10,-8,0x0", 2, "Size `-8`", "a Size in bytes"),
         ("1,0.5,allocate,0x10,8.5,0x0", 2, "Size `8.5`", "a Size in bytes"),
