@@ -109,6 +109,13 @@ fn replay_bad_input_is_a_clear_error() {
             "Action `resize`",
         ),
         ("header.csv", "Thread,Time,Action,Size\n", "line 1", "without the column(s) Pointer"),
+        (
+            "huge.csv",
+            "Thread,Time,Action,Pointer,Size,Stream\n1,0.1,allocate,0x1,8,0x0\n\
+             1,0.2,allocate,0x2,9223372036854775808,0x0\n",
+            "line 3",
+            "largest size accepted",
+        ),
         ("neither.txt", "hello\n", "line 1", "expected a JSON object"),
     ];
     for (name, text, line, what) in malformed {

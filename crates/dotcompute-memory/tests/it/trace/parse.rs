@@ -113,6 +113,31 @@ fn a_malformed_csv_line_names_its_line_and_the_column() {
 }
 
 #[test]
+fn a_size_above_isize_max_is_a_malformed_line_saying_the_largest() {
+    let largest = isize::MAX as u64;
+    let too_big = largest + 1;
+    let header = "Thread,Time,Action,Pointer,Size,Stream";
+    for action in ["allocate", "deallocate"] {
+        let text = format!("{header}\n1,0.1,allocate,0x10,8,0x0\n1,0.2,{action},0x20,{too_big},0x0\n");
+        let (line, found, expected) = malformed(&text);
+        assert_eq!(line, 3, "{found}");
+        assert!(found.contains(&format!("Size `{too_big}`")) && found.contains(&largest.to_string()), "{found}");
+        assert!(expected.contains("a Size in bytes"), "{expected}");
+    }
+    let good = r#"{"t_ns":1,"thread":1,"op":"alloc","id":1,"bytes":8}"#;
+    let text = format!("{good}\n{{\"t_ns\":2,\"thread\":1,\"op\":\"alloc\",\"id\":2,\"bytes\":{}}}\n", u64::MAX);
+    let (line, found, expected) = malformed(&text);
+    assert_eq!(line, 2, "{found}");
+    assert!(found.contains(&format!("bytes {}", u64::MAX)) && found.contains(&largest.to_string()), "{found}");
+    assert!(expected.contains("bytes"), "{expected}");
+    // The largest is accepted, in both formats.
+    let text = format!("{header}\n1,0.1,allocate,0x10,{largest},0x0\n");
+    assert_eq!(parse(&text).unwrap().events[0].bytes, largest);
+    let text = format!("{{\"t_ns\":2,\"thread\":1,\"op\":\"alloc\",\"id\":2,\"bytes\":{largest}}}\n");
+    assert_eq!(parse(&text).unwrap().events[0].bytes, largest);
+}
+
+#[test]
 fn a_first_line_of_neither_format_says_what_was_expected() {
     let (line, found, expected) = malformed("hello world\n");
     assert_eq!((line, found.as_str()), (1, "`hello world`"));
