@@ -189,8 +189,9 @@ impl ReplayPlan {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for a trace without events (nothing to replay) or a size
-    /// this machine cannot address.
+    /// [`Error::InvalidArgument`] for a trace without events (nothing to replay), a size
+    /// this machine cannot address, or live allocations whose sizes add up past `u64::MAX`;
+    /// each names the event (its 1-based position in `events`) and the allocation's id.
     pub fn new(events: &[TraceEvent]) -> Result<ReplayPlan> {
         if events.is_empty() {
             return Err(Error::InvalidArgument {
@@ -211,7 +212,7 @@ impl ReplayPlan {
         let mut thread_index: HashMap<u64, usize> = HashMap::new();
         let mut live: HashMap<u64, usize> = HashMap::new();
         let mut live_bytes = 0u64;
-        for e in events {
+        for (number, e) in (1u64..).zip(events) {
             let next = plan.threads.len();
             let thread = *thread_index.entry(e.thread).or_insert(next);
             if thread == next {
@@ -223,7 +224,7 @@ impl ReplayPlan {
                         usize::try_from(e.bytes).ok().filter(|&b| b <= isize::MAX as usize).ok_or_else(|| {
                             Error::InvalidArgument {
                                 option: "trace",
-                                value: format!("an allocation of {} bytes (id {})", e.bytes, e.id),
+                                value: format!("event {number}: an allocation of {} bytes (id {})", e.bytes, e.id),
                                 reason: "larger than this machine can address",
                             }
                         })?;
@@ -231,7 +232,17 @@ impl ReplayPlan {
                     plan.slots.push(Slot { bytes, alloc_thread: thread, free_thread: None });
                     live.insert(e.id, slot);
                     plan.ops.push(Op::Alloc(slot));
-                    live_bytes += e.bytes;
+                    live_bytes = live_bytes.checked_add(e.bytes).ok_or_else(|| Error::InvalidArgument {
+                        option: "trace",
+                        value: format!(
+                            "event {number}: an allocation of {} bytes (id {}) while {live_bytes} bytes are live, \
+                             {} bytes in all",
+                            e.bytes,
+                            e.id,
+                            u128::from(live_bytes) + u128::from(e.bytes)
+                        ),
+                        reason: "the live allocations add up to more than u64::MAX bytes",
+                    })?;
                     plan.peak_live_bytes = plan.peak_live_bytes.max(live_bytes);
                 }
                 TraceOp::Free => match live.remove(&e.id) {

@@ -137,6 +137,37 @@ fn an_empty_trace_is_refused_with_a_reason() {
 }
 
 #[test]
+fn live_bytes_past_u64_are_refused_naming_the_event() {
+    use TraceOp::{Alloc, Free};
+    // 2^62 bytes each: the fourth alive with the other three adds up to 2^64.
+    let big = 1u64 << 62;
+    let events = vec![ev(1, Alloc, 1, big), ev(1, Free, 1, big), ev(1, Alloc, 2, big), ev(1, Alloc, 3, big)]
+        .into_iter()
+        .chain([ev(1, Alloc, 4, big), ev(1, Alloc, 5, big)])
+        .collect::<Vec<_>>();
+    let err = ReplayPlan::new(&events).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { option: "trace", .. }), "{err}");
+    let message = err.to_string();
+    for part in ["event 6", "id 5", "4611686018427387904 bytes", "13835058055282163712 bytes", "18446744073709551616"] {
+        assert!(message.contains(part), "no {part:?} in {message}");
+    }
+    // Up to u64::MAX alive at once is a plan.
+    let events = [ev(1, Alloc, 1, u64::MAX >> 1), ev(1, Alloc, 2, u64::MAX >> 1), ev(1, Alloc, 3, 1)];
+    assert_eq!(ReplayPlan::new(&events).unwrap().peak_live_bytes(), u64::MAX);
+}
+
+#[test]
+fn an_allocation_larger_than_the_machine_can_address_names_its_event() {
+    let events = [ev(1, TraceOp::Alloc, 1, 64), ev(1, TraceOp::Free, 9, 8), ev(1, TraceOp::Alloc, 7, u64::MAX)];
+    let err = ReplayPlan::new(&events).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { option: "trace", .. }), "{err}");
+    let message = err.to_string();
+    for part in ["event 3", "id 7", "18446744073709551615 bytes", "larger than this machine can address"] {
+        assert!(message.contains(part), "no {part:?} in {message}");
+    }
+}
+
+#[test]
 fn a_replay_that_runs_out_of_memory_fails_and_gives_everything_back() {
     use dotcompute_memory::{SimBackend, SimOptions};
     let backend: std::sync::Arc<dyn dotcompute_memory::Backend> =
