@@ -35,7 +35,7 @@ use crate::pool::options::ManagerOptions;
 use crate::trace::{TraceEvent, TraceOp};
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
@@ -140,7 +140,9 @@ pub struct ReplayResult {
     pub ops_per_second: f64,
     /// Allocations the backend was asked for.
     pub backend_allocations: u64,
-    /// Highest sum of the sizes of the trace's live buffers (the same for every allocator).
+    /// Highest sum of the sizes of the trace's live buffers: on one thread, in trace order
+    /// ([`ReplayPlan::peak_live_bytes`], the same for every allocator); with
+    /// [`ReplayOptions::threads`], in the order the threads ran, measured during this run.
     pub peak_live_bytes: u64,
     /// Highest number of bytes the allocator held from the backend: for ours,
     /// `MemoryStatistics::peak_reserved_bytes`; unpooled, the live allocations' sizes.
@@ -189,8 +191,9 @@ impl ReplayPlan {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for a trace without events (nothing to replay) or a size
-    /// this machine cannot address.
+    /// [`Error::InvalidArgument`] for a trace without events (nothing to replay), a size
+    /// this machine cannot address, or live allocations whose sizes add up past `u64::MAX`;
+    /// each names the event (its 1-based position in `events`) and the allocation's id.
     pub fn new(events: &[TraceEvent]) -> Result<ReplayPlan> {
         if events.is_empty() {
             return Err(Error::InvalidArgument {
@@ -211,7 +214,7 @@ impl ReplayPlan {
         let mut thread_index: HashMap<u64, usize> = HashMap::new();
         let mut live: HashMap<u64, usize> = HashMap::new();
         let mut live_bytes = 0u64;
-        for e in events {
+        for (number, e) in (1u64..).zip(events) {
             let next = plan.threads.len();
             let thread = *thread_index.entry(e.thread).or_insert(next);
             if thread == next {
@@ -223,7 +226,7 @@ impl ReplayPlan {
                         usize::try_from(e.bytes).ok().filter(|&b| b <= isize::MAX as usize).ok_or_else(|| {
                             Error::InvalidArgument {
                                 option: "trace",
-                                value: format!("an allocation of {} bytes (id {})", e.bytes, e.id),
+                                value: format!("event {number}: an allocation of {} bytes (id {})", e.bytes, e.id),
                                 reason: "larger than this machine can address",
                             }
                         })?;
@@ -231,7 +234,17 @@ impl ReplayPlan {
                     plan.slots.push(Slot { bytes, alloc_thread: thread, free_thread: None });
                     live.insert(e.id, slot);
                     plan.ops.push(Op::Alloc(slot));
-                    live_bytes += e.bytes;
+                    live_bytes = live_bytes.checked_add(e.bytes).ok_or_else(|| Error::InvalidArgument {
+                        option: "trace",
+                        value: format!(
+                            "event {number}: an allocation of {} bytes (id {}) while {live_bytes} bytes are live, \
+                             {} bytes in all",
+                            e.bytes,
+                            e.id,
+                            u128::from(live_bytes) + u128::from(e.bytes)
+                        ),
+                        reason: "the live allocations add up to more than u64::MAX bytes",
+                    })?;
                     plan.peak_live_bytes = plan.peak_live_bytes.max(live_bytes);
                 }
                 TraceOp::Free => match live.remove(&e.id) {
@@ -266,7 +279,9 @@ impl ReplayPlan {
         self.unknown_frees
     }
 
-    /// Highest sum of the sizes of the live buffers, in trace order.
+    /// Highest sum of the sizes of the live buffers, in trace order: the peak of every run on
+    /// one thread. Threads that run in another order reach their own peak, which
+    /// [`ReplayResult::peak_live_bytes`] reports.
     pub fn peak_live_bytes(&self) -> u64 {
         self.peak_live_bytes
     }
@@ -297,7 +312,7 @@ impl ReplayPlan {
         let mut sample = |done: usize, live: u64, reserved: u64| {
             sampled.push(ReplaySample { operations: done as u64, live_bytes: live, reserved_bytes: reserved })
         };
-        let (elapsed, backend_allocations, peak_reserved) = match allocator {
+        let (elapsed, peak_live, backend_allocations, peak_reserved) = match allocator {
             ReplayAllocator::Pooled | ReplayAllocator::Expandable => {
                 let manager_options = ManagerOptions::default()
                     .with_maintenance_interval(None)
@@ -308,15 +323,16 @@ impl ReplayPlan {
                     drop(buffer);
                     Ok(())
                 };
-                let elapsed = if options.threads {
+                let (elapsed, peak_live) = if options.threads {
                     self.execute_threads(alloc, free, progress)?
                 } else {
-                    self.execute(alloc, free, progress, stride, |done, live| {
+                    let elapsed = self.execute(alloc, free, progress, stride, |done, live| {
                         sample(done, live, mm.statistics().reserved_bytes)
-                    })?
+                    })?;
+                    (elapsed, self.peak_live_bytes)
                 };
                 let stats = mm.statistics();
-                (elapsed, stats.backend_allocations, stats.peak_reserved_bytes)
+                (elapsed, peak_live, stats.backend_allocations, stats.peak_reserved_bytes)
             }
             ReplayAllocator::Unpooled => {
                 let allocate = |bytes: usize| -> Result<Option<DeviceMemory>> {
@@ -328,21 +344,23 @@ impl ReplayPlan {
                 let release = |memory: Option<DeviceMemory>| memory.map_or(Ok(()), |m| backend.free(m));
                 let timed = if options.threads {
                     // Shared counters, on this side only: the threads' reserved bytes add up.
+                    // SeqCst, as the live bytes in `execute_threads`: a buffer is counted
+                    // reserved before it is counted live, and uncounted live first.
                     let (reserved, peak) = (AtomicU64::new(0), AtomicU64::new(0));
-                    let elapsed = self.execute_threads(
+                    let (elapsed, peak_live) = self.execute_threads(
                         |bytes| {
                             let memory = allocate(bytes)?;
-                            let now = reserved.fetch_add(bytes as u64, Relaxed) + bytes as u64;
+                            let now = reserved.fetch_add(bytes as u64, SeqCst) + bytes as u64;
                             peak.fetch_max(now, Relaxed);
                             Ok(memory)
                         },
                         |memory: Option<DeviceMemory>| {
-                            reserved.fetch_sub(memory.as_ref().map_or(0, |m| m.size() as u64), Relaxed);
+                            reserved.fetch_sub(memory.as_ref().map_or(0, |m| m.size() as u64), SeqCst);
                             release(memory)
                         },
                         progress,
                     )?;
-                    (elapsed, peak.load(Relaxed))
+                    (elapsed, peak_live, peak.load(Relaxed))
                 } else {
                     let (reserved, peak) = (Cell::new(0u64), Cell::new(0u64));
                     let elapsed = self.execute(
@@ -360,10 +378,10 @@ impl ReplayPlan {
                         stride,
                         |done, live| sample(done, live, reserved.get()),
                     )?;
-                    (elapsed, peak.get())
+                    (elapsed, self.peak_live_bytes, peak.get())
                 };
                 let allocations = self.ops.iter().filter(|op| matches!(op, Op::Alloc(s) if self.slots[*s].bytes > 0));
-                (timed.0, allocations.count() as u64, timed.1)
+                (timed.0, timed.1, allocations.count() as u64, timed.2)
             }
         };
         let seconds = elapsed.as_secs_f64().max(1e-9);
@@ -374,9 +392,9 @@ impl ReplayPlan {
             seconds,
             ops_per_second: operations as f64 / seconds,
             backend_allocations,
-            peak_live_bytes: self.peak_live_bytes,
+            peak_live_bytes: peak_live,
             peak_reserved_bytes: peak_reserved,
-            efficiency: if peak_reserved == 0 { 1.0 } else { self.peak_live_bytes as f64 / peak_reserved as f64 },
+            efficiency: if peak_reserved == 0 { 1.0 } else { peak_live as f64 / peak_reserved as f64 },
             samples: sampled,
         })
     }
@@ -428,12 +446,14 @@ impl ReplayPlan {
     }
 
     /// Runs each thread's operations on a thread of its own (see [`ReplayOptions::threads`]).
+    /// Returns the time the operations took and the highest sum of the sizes of the buffers
+    /// alive at once in this run.
     fn execute_threads<H: Send>(
         &self,
         alloc: impl Fn(usize) -> Result<H> + Sync,
         free: impl Fn(H) -> Result<()> + Sync,
         progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<Duration> {
+    ) -> Result<(Duration, u64)> {
         // Where each slot's handle lives between its allocation and its free: in a table of
         // the allocating thread, or, when another thread frees it, in a hand-off cell.
         #[derive(Clone, Copy)]
@@ -469,6 +489,20 @@ impl ReplayPlan {
             (0..handoffs).map(|_| Handoff { ready: AtomicBool::new(false), handle: Mutex::new(None) }).collect();
         let failed = AtomicBool::new(false);
         let barrier = Barrier::new(self.threads.len() + 1);
+        // Live bytes of this run: added after an allocation returns, subtracted before the
+        // free, SeqCst so that at every point they are at most what the allocator reserved.
+        let (live, peak_live) = (AtomicU64::new(0), AtomicU64::new(0));
+        let allocated = |s: usize, h: H| {
+            let bytes = self.slots[s].bytes as u64;
+            peak_live.fetch_max(live.fetch_add(bytes, SeqCst) + bytes, Relaxed);
+            h
+        };
+        let release = |s: usize, h: Option<H>| {
+            h.map_or(Ok(()), |h| {
+                live.fetch_sub(self.slots[s].bytes as u64, SeqCst);
+                free(h)
+            })
+        };
         let run = |ops: &[(Op, Place)], local_count: usize| -> (Result<()>, Vec<H>) {
             let mut local: Vec<Option<H>> = (0..local_count).map(|_| None).collect();
             barrier.wait();
@@ -479,19 +513,21 @@ impl ReplayPlan {
                     break;
                 }
                 let step = match (op, place) {
-                    (Op::Alloc(s), Place::Local(i)) => alloc(self.slots[s].bytes).map(|h| local[i] = Some(h)),
-                    (Op::Free(_), Place::Local(i)) => local[i].take().map_or(Ok(()), &free),
+                    (Op::Alloc(s), Place::Local(i)) => {
+                        alloc(self.slots[s].bytes).map(|h| local[i] = Some(allocated(s, h)))
+                    }
+                    (Op::Free(s), Place::Local(i)) => release(s, local[i].take()),
                     (Op::Alloc(s), Place::Handoff(i)) => alloc(self.slots[s].bytes).map(|h| {
-                        *cells[i].handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+                        *cells[i].handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(allocated(s, h));
                         cells[i].ready.store(true, Release);
                     }),
-                    (Op::Free(_), Place::Handoff(i)) => {
+                    (Op::Free(s), Place::Handoff(i)) => {
                         // The allocation comes earlier in the trace, so waiting cannot deadlock.
                         while !cells[i].ready.load(Acquire) && !failed.load(Relaxed) {
                             std::thread::yield_now();
                         }
                         let handle = cells[i].handle.lock().unwrap_or_else(|p| p.into_inner()).take();
-                        handle.map_or(Ok(()), &free)
+                        release(s, handle)
                     }
                 };
                 if let Err(e) = step {
@@ -516,7 +552,7 @@ impl ReplayPlan {
             let outcomes: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
             (started.elapsed(), outcomes)
         });
-        let mut result = Ok(elapsed);
+        let mut result = Ok((elapsed, peak_live.load(Relaxed)));
         for outcome in outcomes {
             match outcome {
                 Ok((outcome, leftover)) => {

@@ -155,6 +155,7 @@ fn json_report(
     out.insert("trace_threads".into(), json!(plan.threads().len()));
     out.insert("operations".into(), json!(plan.operations()));
     out.insert("unknown_frees".into(), json!(plan.unknown_frees()));
+    out.insert("failed_allocations".into(), json!(parsed.failed_allocations));
     let text = serde_json::to_string_pretty(&Value::Object(out))
         .map_err(|e| CliError::Other(format!("could not serialise the report: {e}")))?;
     Ok(text + "\n")

@@ -51,6 +51,23 @@ fn replay_json_has_one_object_per_allocator() {
 }
 
 #[test]
+fn replay_json_counts_failed_allocations_after_unknown_frees() {
+    let dir = TempDir::new("replay-failed");
+    let text = "Thread,Time,Action,Pointer,Size,Stream\n\
+                1,0.1,allocate,0x1000,1000,0x0\n\
+                1,0.2,allocate failure,0x0,1099511627776,0x0\n\
+                1,0.3,deallocate,0x1000,1000,0x0\n";
+    let path = dir.file("failed.csv", text.as_bytes());
+    let v = json(&dcmem(&["replay", &path, "--json", "--runs", "1"]));
+    assert_eq!((v["events"].as_u64(), v["failed_allocations"].as_u64()), (Some(2), Some(1)), "{v}");
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    let at = keys.iter().position(|k| *k == "unknown_frees").expect("unknown_frees");
+    assert_eq!(keys.get(at + 1), Some(&"failed_allocations"), "{v}");
+    let path = dir.file("none.csv", SMALL_CSV.as_bytes());
+    assert_eq!(json(&dcmem(&["replay", &path, "--json", "--runs", "1"]))["failed_allocations"], 0);
+}
+
+#[test]
 fn replay_runs_the_kept_traces() {
     for name in ["random.csv", "training.jsonl", "inference.jsonl"] {
         let v = json(&dcmem(&["replay", &kept(name), "--json"]));
@@ -109,6 +126,13 @@ fn replay_bad_input_is_a_clear_error() {
             "Action `resize`",
         ),
         ("header.csv", "Thread,Time,Action,Size\n", "line 1", "without the column(s) Pointer"),
+        (
+            "huge.csv",
+            "Thread,Time,Action,Pointer,Size,Stream\n1,0.1,allocate,0x1,8,0x0\n\
+             1,0.2,allocate,0x2,9223372036854775808,0x0\n",
+            "line 3",
+            "largest size accepted",
+        ),
         ("neither.txt", "hello\n", "line 1", "expected a JSON object"),
     ];
     for (name, text, line, what) in malformed {

@@ -49,6 +49,8 @@ const CSV_TIME: &str = "a time: seconds as a number (1634567890.123456 or 163456
 const CSV_ACTION: &str = "an Action of allocate, deallocate or free (allocate failure lines are skipped)";
 const CSV_POINTER: &str = "a Pointer in hexadecimal (0x7f8a40000000) or decimal";
 const CSV_SIZE: &str = "a Size in bytes (a non-negative integer)";
+/// The largest size a trace may give: the most one allocation can have on this machine.
+const LARGEST_SIZE: u64 = isize::MAX as u64;
 
 /// Reads a trace from text; see [`read`].
 pub fn parse(text: &str) -> Result<ParsedTrace> {
@@ -102,6 +104,11 @@ pub fn read(mut reader: impl BufRead) -> Result<ParsedTrace> {
     })
 }
 
+/// What a message says of [`LARGEST_SIZE`].
+fn largest_size() -> String {
+    format!("the largest size accepted, {LARGEST_SIZE} bytes (the most one allocation can have on this machine)")
+}
+
 /// `line`, shortened for a message.
 fn shown(line: &str) -> String {
     let mut s: String = line.chars().take(80).collect();
@@ -138,6 +145,13 @@ impl Parser {
                         expected: JSON_LINE,
                     }
                 })?;
+                if event.bytes > LARGEST_SIZE {
+                    return Err(Error::MalformedTrace {
+                        line: number,
+                        found: format!("bytes {} in {}, above {}", event.bytes, shown(line), largest_size()),
+                        expected: JSON_LINE,
+                    });
+                }
                 events.push(event);
                 Ok(())
             }
@@ -234,6 +248,13 @@ impl Csv {
         }
         .ok_or_else(|| bad("Pointer", pointer, CSV_POINTER))?;
         let bytes = fields[self.size].parse::<u64>().map_err(|_| bad("Size", fields[self.size], CSV_SIZE))?;
+        if bytes > LARGEST_SIZE {
+            return Err(Error::MalformedTrace {
+                line: number,
+                found: format!("Size `{bytes}` in {}, above {}", shown(line), largest_size()),
+                expected: CSV_SIZE,
+            });
+        }
         let next = self.threads.len() as u64 + 1;
         let thread = *self.threads.entry(fields[self.thread].to_string()).or_insert(next);
         self.events.push(TraceEvent { t_ns: 0, thread, op, id, bytes, device: None, site: None });
@@ -259,7 +280,8 @@ fn parse_time(text: &str) -> Option<u128> {
         [s] => seconds(s),
         [h, m, s] => {
             let (h, m) = (h.parse::<u128>().ok()?, m.parse::<u128>().ok()?);
-            seconds(s)?.checked_add((h * 3600 + m * 60) * 1_000_000_000)
+            let minutes = h.checked_mul(60)?.checked_add(m)?;
+            seconds(s)?.checked_add(minutes.checked_mul(60_000_000_000)?)
         }
         _ => None,
     }
@@ -276,7 +298,9 @@ mod tests {
         assert_eq!(parse_time("1634567890.123456"), Some(1_634_567_890_123_456_000));
         assert_eq!(parse_time("0.1234567891"), Some(123_456_789));
         assert_eq!(parse_time("01:02:03.5"), Some(3_723_500_000_000));
-        for bad in ["", "x", "-1", "1:2", "nan", "inf", ".5", "1.2.3", "1e9", "+1"] {
+        for bad in
+            ["", "x", "-1", "1:2", "nan", "inf", ".5", "1.2.3", "1e9", "+1", "100000000000000000000000000000000000:0:0"]
+        {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
     }

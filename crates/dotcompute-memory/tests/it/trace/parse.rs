@@ -90,6 +90,12 @@ fn a_malformed_csv_line_names_its_line_and_the_column() {
         ("1,0.5,grow,0x10,8,0x0", 2, "Action `grow`", "allocate, deallocate or free"),
         ("1,soon,allocate,0x10,8,0x0", 2, "Time `soon`", "a time"),
         ("1,-1,allocate,0x10,8,0x0", 2, "Time `-1`", "a time"),
+        (
+            "1,100000000000000000000000000000000000:0:0,allocate,0x10,8,0x0",
+            2,
+            "Time `100000000000000000000000000000000000:0:0`",
+            "a time",
+        ),
         ("1,0.5,allocate,0xZZ,8,0x0", 2, "Pointer `0xZZ`", "hexadecimal"),
         ("1,0.5,allocate,0x10,-8,0x0", 2, "Size `-8`", "a Size in bytes"),
         ("1,0.5,allocate,0x10,8.5,0x0", 2, "Size `8.5`", "a Size in bytes"),
@@ -104,6 +110,31 @@ fn a_malformed_csv_line_names_its_line_and_the_column() {
     // The error is on the first bad line, after good ones.
     let text = format!("{header}\n1,0.5,allocate,0x10,8,0x0\n\n1,0.6,deallocate,0x10,eight,0x0\n");
     assert_eq!(malformed(&text).0, 4);
+}
+
+#[test]
+fn a_size_above_isize_max_is_a_malformed_line_saying_the_largest() {
+    let largest = isize::MAX as u64;
+    let too_big = largest + 1;
+    let header = "Thread,Time,Action,Pointer,Size,Stream";
+    for action in ["allocate", "deallocate"] {
+        let text = format!("{header}\n1,0.1,allocate,0x10,8,0x0\n1,0.2,{action},0x20,{too_big},0x0\n");
+        let (line, found, expected) = malformed(&text);
+        assert_eq!(line, 3, "{found}");
+        assert!(found.contains(&format!("Size `{too_big}`")) && found.contains(&largest.to_string()), "{found}");
+        assert!(expected.contains("a Size in bytes"), "{expected}");
+    }
+    let good = r#"{"t_ns":1,"thread":1,"op":"alloc","id":1,"bytes":8}"#;
+    let text = format!("{good}\n{{\"t_ns\":2,\"thread\":1,\"op\":\"alloc\",\"id\":2,\"bytes\":{}}}\n", u64::MAX);
+    let (line, found, expected) = malformed(&text);
+    assert_eq!(line, 2, "{found}");
+    assert!(found.contains(&format!("bytes {}", u64::MAX)) && found.contains(&largest.to_string()), "{found}");
+    assert!(expected.contains("bytes"), "{expected}");
+    // The largest is accepted, in both formats.
+    let text = format!("{header}\n1,0.1,allocate,0x10,{largest},0x0\n");
+    assert_eq!(parse(&text).unwrap().events[0].bytes, largest);
+    let text = format!("{{\"t_ns\":2,\"thread\":1,\"op\":\"alloc\",\"id\":2,\"bytes\":{largest}}}\n");
+    assert_eq!(parse(&text).unwrap().events[0].bytes, largest);
 }
 
 #[test]

@@ -106,12 +106,39 @@ fn threads_replay_their_own_events_and_hand_buffers_over() {
         };
         let options = ReplayOptions::default().with_threads(true);
         let result = plan.run(&backend, allocator, &options, Some(&count)).unwrap();
-        assert_eq!((result.operations, result.peak_live_bytes), (8, 600), "{allocator:?}");
+        assert_eq!(result.operations, 8, "{allocator:?}");
+        // The run's own peak: from 400 (id 4 alone) to 800 (ids 1, 3 and 4, when thread 2
+        // frees id 1 late); id 4 is allocated after id 2 is freed.
+        assert!((400..=800).contains(&result.peak_live_bytes), "{allocator:?}: {result:?}");
+        assert!(result.peak_live_bytes <= result.peak_reserved_bytes, "{allocator:?}: {result:?}");
         assert_eq!(progress.into_inner(), 8, "{allocator:?}");
-        assert!(result.efficiency > 0.0, "{allocator:?}: {result:?}");
+        assert!(result.efficiency > 0.0 && result.efficiency <= 1.0, "{allocator:?}: {result:?}");
         let info = backend.memory_info();
         assert_eq!(info.total, info.free, "{allocator:?}: memory left behind");
     }
+}
+
+#[test]
+fn threads_measure_the_live_bytes_of_their_own_run() {
+    use TraceOp::{Alloc, Free};
+    const MIB: u64 = 1 << 20;
+    // Two MiB alive in trace order; threads that do not overlap have one alive at a time.
+    let events = vec![ev(1, Alloc, 1, MIB), ev(2, Alloc, 2, MIB), ev(1, Free, 1, MIB), ev(2, Free, 2, MIB)];
+    let plan = ReplayPlan::new(&events).unwrap();
+    assert_eq!(plan.peak_live_bytes(), 2 * MIB);
+    let backend = backend::open("sim").unwrap();
+    let options = ReplayOptions::default().with_threads(true);
+    for allocator in ReplayAllocator::for_backend(backend.as_ref()) {
+        for run in 0..20 {
+            let r = plan.run(&backend, allocator, &options, None).unwrap();
+            assert!(r.peak_live_bytes == MIB || r.peak_live_bytes == 2 * MIB, "{allocator:?} run {run}: {r:?}");
+            assert!(r.peak_live_bytes <= r.peak_reserved_bytes, "{allocator:?} run {run}: {r:?}");
+            assert!(r.efficiency > 0.0 && r.efficiency <= 1.0, "{allocator:?} run {run}: {r:?}");
+        }
+    }
+    // On one thread the run follows the trace's order: its peak is the plan's.
+    let r = plan.run(&backend, ReplayAllocator::Unpooled, &ReplayOptions::default(), None).unwrap();
+    assert_eq!((r.peak_live_bytes, r.peak_reserved_bytes, r.efficiency), (2 * MIB, 2 * MIB, 1.0));
 }
 
 #[test]
@@ -134,6 +161,37 @@ fn an_empty_trace_is_refused_with_a_reason() {
     let err = ReplayPlan::new(&[]).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { option: "trace", .. }), "{err}");
     assert!(err.to_string().contains("nothing to replay"), "{err}");
+}
+
+#[test]
+fn live_bytes_past_u64_are_refused_naming_the_event() {
+    use TraceOp::{Alloc, Free};
+    // 2^62 bytes each: the fourth alive with the other three adds up to 2^64.
+    let big = 1u64 << 62;
+    let events = vec![ev(1, Alloc, 1, big), ev(1, Free, 1, big), ev(1, Alloc, 2, big), ev(1, Alloc, 3, big)]
+        .into_iter()
+        .chain([ev(1, Alloc, 4, big), ev(1, Alloc, 5, big)])
+        .collect::<Vec<_>>();
+    let err = ReplayPlan::new(&events).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { option: "trace", .. }), "{err}");
+    let message = err.to_string();
+    for part in ["event 6", "id 5", "4611686018427387904 bytes", "13835058055282163712 bytes", "18446744073709551616"] {
+        assert!(message.contains(part), "no {part:?} in {message}");
+    }
+    // Up to u64::MAX alive at once is a plan.
+    let events = [ev(1, Alloc, 1, u64::MAX >> 1), ev(1, Alloc, 2, u64::MAX >> 1), ev(1, Alloc, 3, 1)];
+    assert_eq!(ReplayPlan::new(&events).unwrap().peak_live_bytes(), u64::MAX);
+}
+
+#[test]
+fn an_allocation_larger_than_the_machine_can_address_names_its_event() {
+    let events = [ev(1, TraceOp::Alloc, 1, 64), ev(1, TraceOp::Free, 9, 8), ev(1, TraceOp::Alloc, 7, u64::MAX)];
+    let err = ReplayPlan::new(&events).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { option: "trace", .. }), "{err}");
+    let message = err.to_string();
+    for part in ["event 3", "id 7", "18446744073709551615 bytes", "larger than this machine can address"] {
+        assert!(message.contains(part), "no {part:?} in {message}");
+    }
 }
 
 #[test]
