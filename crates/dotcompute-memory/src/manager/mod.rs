@@ -178,11 +178,13 @@ impl MemoryManager {
         self.shared.memory_snapshot()
     }
 
-    /// A text table of where memory is, like `torch.cuda.memory_summary()`: allocated (live
-    /// buffers), reserved (device segments), active (blocks in use) and cached memory, with
-    /// current, peak and total figures where they are kept, split into the small pool (requests
-    /// up to 1 MiB) and the large pool; buffer and segment counts; out-of-memory errors and
-    /// retries; and one line per segment with its fragmentation. `dcmem stats` prints it.
+    /// A text table of where memory is, like `torch.cuda.memory_summary()`: allocated memory
+    /// (the live buffers' bytes, host and device), then active (device blocks handed out),
+    /// reserved (device segments) and cached (segments less active) memory split into the
+    /// small pool (requests up to 1 MiB) and the large pool, each with current, peak and
+    /// total figures (as [`PoolUsage`](crate::PoolUsage) holds them); what the other caches
+    /// hold; buffer and segment counts; out-of-memory errors and retries; and one line per
+    /// segment with its fragmentation. `dcmem stats` prints it.
     ///
     /// ```
     /// use dotcompute_memory::{MemoryManager, SimOptions};
