@@ -69,17 +69,12 @@ struct Expandable {
     /// zero, and may stay mapped (cached) at zero.
     users: Vec<u32>,
     mapped: Vec<bool>,
-    /// Bytes of mapped granules no block uses (the cache).
+    /// Bytes of mapped granules no block uses: cached, as free blocks of fixed segments are,
+    /// until a trim, the maintenance pass, an out-of-memory retry or the pool's bound
+    /// (`max_pool_bytes`) unmaps them (PyTorch keeps its expandable segments' pages mapped
+    /// the same way).
     idle: usize,
 }
-
-/// Mapped granules no block uses that expandable segments keep for the next requests: up to
-/// this many bytes, or half of the mapped bytes in use if more. Beyond that a granule is
-/// unmapped as soon as its last block is freed, so the memory held stays close to the memory in
-/// use, while a workload that frees and reallocates a layer's worth of memory does not pay a
-/// map and an unmap for every granule of it each time.
-const EXPANDABLE_IDLE_KEEP: usize = 8 << 20;
-const EXPANDABLE_IDLE_SHARE: usize = 2;
 
 impl ArenaState {
     /// Bytes free for reuse without asking the backend: free blocks of fixed segments, or in
@@ -208,7 +203,7 @@ impl DevicePool {
             limit,
             out_of_memory_errors: AtomicU64::new(0),
             segment_retries: AtomicU64::new(0),
-            handed_out: HandedOut::default(),
+            handed_out: HandedOut::new(expandable.is_some()),
             expandable,
         }
     }
@@ -245,7 +240,9 @@ impl DevicePool {
     pub(crate) fn acquire(&self, bytes: usize, tick: u64) -> Result<DeviceRegion> {
         let r = self.acquire_region(bytes, tick);
         match &r {
-            Ok(region) => self.handed_out.taken(region.segment.small_pool, region.size),
+            // With expandable segments the block was counted under the lock.
+            Ok(region) if self.expandable.is_none() => self.handed_out.taken(region.segment.small_pool, region.size),
+            Ok(_) => {}
             Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) => {
                 self.out_of_memory_errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -374,6 +371,7 @@ impl DevicePool {
             let r = match fit {
                 Some((slot, offset)) => match self.map_under(st, offset, size) {
                     Ok(()) => {
+                        self.handed_out.taken(false, size);
                         let x = st.expandable.as_ref().expect("reserved above");
                         return Ok(DeviceRegion { segment: x.segment.clone(), offset, size, class: slot as usize });
                     }
@@ -560,7 +558,9 @@ impl DevicePool {
     /// Takes a region back: into the front cache when pooling and under the bound, else into
     /// the arena (coalescing), returning empty segments when over the bound or not pooling.
     pub(crate) fn release(&self, region: DeviceRegion, tick: u64) {
-        self.handed_out.returned(region.segment.small_pool, region.size);
+        if self.expandable.is_none() {
+            self.handed_out.returned(region.segment.small_pool, region.size);
+        }
         let region = if self.pooling && self.expandable.is_none() {
             match self.front.put(region.class, region.size, region, tick) {
                 Ok(()) => return,
@@ -570,6 +570,10 @@ impl DevicePool {
             region
         };
         let mut st = self.lock();
+        if self.expandable.is_some() {
+            // Counted under the lock, as every hand-out and return of this mode.
+            self.handed_out.returned(false, region.size);
+        }
         self.free_into_arena(&mut st, region, tick);
         let over = !self.pooling || self.front.cached_bytes() + st.free_cached() > self.max_cached;
         if over {
@@ -598,9 +602,9 @@ impl DevicePool {
             if x.users[k] > 0 || !x.mapped[k] {
                 continue;
             }
-            let keep = EXPANDABLE_IDLE_KEEP.max((*held as usize).saturating_sub(x.idle) / EXPANDABLE_IDLE_SHARE);
+            // Without pooling nothing is cached: the granule is unmapped at once.
             let segment = x.segment.clone();
-            if x.idle < keep || !self.unmap_granules(x, &segment.memory, held, pools, k, k + 1) {
+            if self.pooling || !self.unmap_granules(x, &segment.memory, held, pools, k, k + 1) {
                 x.idle += g;
             }
         }

@@ -51,14 +51,33 @@ pub(crate) struct HandedOut {
     pools: [CachePadded<PoolCounters>; 2],
     active_peak: AtomicU64,
     cached_peak: AtomicU64,
+    /// Every hand-out and return is made under the pool's lock (expandable segments), so a
+    /// load and a store stand in for the read-modify-write.
+    locked: bool,
 }
 
 impl HandedOut {
+    /// Counters for a pool that hands out and takes back blocks under its lock only
+    /// (`locked`), or on its lock-free path too.
+    pub(crate) fn new(locked: bool) -> Self {
+        HandedOut { locked, ..HandedOut::default() }
+    }
+
+    /// Adds `n` to `total` and returns the new total.
+    fn add(&self, total: &AtomicU64, n: u64) -> u64 {
+        if self.locked {
+            let now = total.load(Relaxed).wrapping_add(n);
+            total.store(now, Relaxed);
+            now
+        } else {
+            total.fetch_add(n, Relaxed).wrapping_add(n)
+        }
+    }
+
     /// `bytes` of a segment of the small (`small`) or large pool are handed out.
     pub(crate) fn taken(&self, small: bool, bytes: usize) {
         let (own, other) = (&self.pools[small as usize], &self.pools[!small as usize]);
-        let active = own.taken.fetch_add(bytes as u64, Relaxed).wrapping_add(bytes as u64);
-        let active = active.wrapping_sub(own.returned.load(Relaxed));
+        let active = self.add(&own.taken, bytes as u64).wrapping_sub(own.returned.load(Relaxed));
         let other_active = other.active();
         raise(&own.active_peak, active);
         raise(&self.active_peak, active.wrapping_add(other_active));
@@ -71,7 +90,7 @@ impl HandedOut {
     /// `bytes` handed out earlier come back to the pool (to be cached or released).
     pub(crate) fn returned(&self, small: bool, bytes: usize) {
         let (own, other) = (&self.pools[small as usize], &self.pools[!small as usize]);
-        let returned = own.returned.fetch_add(bytes as u64, Relaxed).wrapping_add(bytes as u64);
+        let returned = self.add(&own.returned, bytes as u64);
         let cached = own.cached(own.taken.load(Relaxed).wrapping_sub(returned));
         raise(&own.cached_peak, cached);
         raise(&self.cached_peak, cached.saturating_add(other.cached(other.active())));
@@ -132,7 +151,13 @@ mod tests {
 
     #[test]
     fn figures_follow_hand_outs_returns_and_segments() {
-        let (h, mut usage) = (HandedOut::default(), PoolUsage::default());
+        for locked in [false, true] {
+            figures_follow(HandedOut::new(locked));
+        }
+    }
+
+    fn figures_follow(h: HandedOut) {
+        let mut usage = PoolUsage::default();
         reserve(&h, &mut usage, false, 20 << 20);
         h.taken(false, 8 << 20);
         reserve(&h, &mut usage, true, 2 << 20);

@@ -42,11 +42,11 @@ pub struct ManagerOptions {
     /// segments. Blocks are cut to the request (in 512-byte steps, with no size-class rounding)
     /// by a two-level segregated fit in constant time, and any free range can serve any request,
     /// so a large request after many frees needs no new segment and memory held but unusable
-    /// (fragmentation) stays low. Freed granules stay mapped as a cache of up to 8 MiB, or
-    /// half of the mapped memory in use if more; the rest are unmapped at once, and the cache
-    /// when it is trimmed or over `max_pool_bytes`. The price: a map call per new granule, an
-    /// unmap per granule beyond the cache, blocks that share a granule keep it mapped, and every
-    /// allocation takes the pool's lock (there is no lock-free per-size-class front cache).
+    /// (fragmentation) stays low. Freed granules stay mapped, as cached memory, until
+    /// `trim_excess`, the maintenance pass or an out-of-memory retry unmaps them, or the cache
+    /// passes `max_pool_bytes` (without pooling they are unmapped at once). The price: a map
+    /// call per new granule, blocks that share a granule keep it mapped, and every allocation
+    /// takes the pool's lock (there is no lock-free per-size-class front cache).
     /// Needs a backend with virtual memory
     /// ([`Backend::virtual_memory_granularity`](crate::backend::Backend::virtual_memory_granularity):
     /// cpu, sim, CUDA); on others the manager is not made (an error naming the backend).

@@ -60,8 +60,8 @@ fn data_round_trips_through_expandable_segments_on_sim_and_cpu() {
 }
 
 /// Forty 1 MiB blocks freed, then one 30 MiB request: fixed segments keep forty small-pool
-/// segments cached and need a new large one; the expandable range unmaps what its cache does
-/// not keep and maps the 30 MiB where the small blocks were.
+/// segments cached and need a new large one; the expandable range serves it from the granules
+/// the small blocks left mapped, and maps nothing more.
 #[test]
 fn freed_memory_serves_a_larger_request_without_holding_more() {
     let workload = |mm: &MemoryManager| -> (u64, u64) {
@@ -79,30 +79,35 @@ fn freed_memory_serves_a_larger_request_without_holding_more() {
     let (sim, expandable) = expandable_sim(SimOptions::default());
     let (small, big) = workload(&expandable);
     assert_eq!(small, 40 * MIB as u64, "forty 1 MiB blocks, back to back, in twenty 2 MiB granules");
-    assert_eq!(big, 30 * MIB as u64, "the 30 MiB block, and no idle granule beside it");
+    assert_eq!(big, 40 * MIB as u64, "the 30 MiB block in the freed granules, nothing more mapped");
     assert!(fixed_big >= 70 * MIB as u64, "fixed segments held {fixed_big} bytes");
     assert!(sim.virtual_memory_operations() > 0);
     assert_eq!(sim.used() as u64, expandable.memory_snapshot().device_reserved_bytes, "the device agrees");
 }
 
-/// Freed granules beyond the idle cache (8 MiB, or half of the mapped memory in use when
-/// the granule is freed) are unmapped at once.
+/// Freed granules stay mapped as cached memory up to the pool's bound (`max_pool_bytes`);
+/// beyond it they are unmapped, and without pooling at once.
 #[test]
-fn freed_granules_beyond_the_idle_cache_are_unmapped() {
-    let (_, mm) = expandable_sim(SimOptions::default());
-    let blocks: Vec<UnifiedBuffer<u8>> =
-        (0..16).map(|_| mm.allocate_for::<u8>(4 * MIB, AccessHint::Device).unwrap()).collect();
-    assert_eq!(mm.memory_snapshot().device_reserved_bytes, 64 * MIB as u64);
-    drop(blocks);
-    let s = mm.memory_snapshot();
-    let held = s.device_reserved_bytes;
-    assert!((8 * MIB as u64..=32 * MIB as u64).contains(&held), "at least 8 MiB, at most 64 MiB / 2 stay: {s}");
-    assert_eq!(mm.statistics().cached_bytes, held);
-    assert_eq!(s.largest_free_block, held, "the idle granules are one free stretch of mapped memory: {s}");
+fn freed_granules_stay_cached_up_to_the_pool_bound() {
+    let cases =
+        [(quiet(), 64), (quiet().with_max_pool_bytes(16 * MIB as u64), 16), (quiet().with_enable_pooling(false), 0)];
+    for (options, kept) in cases {
+        let sim = Arc::new(SimBackend::new(SimOptions::default()));
+        let mm = MemoryManager::with_shared_backend(sim.clone(), options.with_expandable_segments(true)).unwrap();
+        let blocks: Vec<UnifiedBuffer<u8>> =
+            (0..16).map(|_| mm.allocate_for::<u8>(4 * MIB, AccessHint::Device).unwrap()).collect();
+        assert_eq!(mm.memory_snapshot().device_reserved_bytes, 64 * MIB as u64);
+        drop(blocks);
+        let s = mm.memory_snapshot();
+        assert_eq!(s.device_reserved_bytes, kept * MIB as u64, "{s}");
+        assert_eq!(sim.used() as u64, s.device_reserved_bytes, "the device agrees");
+        assert_eq!(mm.statistics().cached_bytes, s.device_reserved_bytes);
+        assert_eq!(s.largest_free_block, s.device_reserved_bytes, "the cached granules are one free stretch: {s}");
+    }
 }
 
 /// A workload that frees a layer's buffers and allocates them again maps nothing the second
-/// time: the freed granules stay in the idle cache, which grows with the memory in use.
+/// time: the freed granules stay mapped, cached for the next layer.
 #[test]
 fn a_layer_freed_and_allocated_again_reuses_its_granules() {
     let (sim, mm) = expandable_sim(SimOptions::default());
