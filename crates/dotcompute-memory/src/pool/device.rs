@@ -69,6 +69,9 @@ struct Expandable {
     /// zero, and may stay mapped (cached) at zero.
     users: Vec<u32>,
     mapped: Vec<bool>,
+    /// The maintenance tick at which each granule's last block was freed: a pass releases
+    /// only granules idle since before its interval began, as it does fixed segments.
+    freed_at: Vec<u64>,
     /// Bytes of mapped granules no block uses: cached, as free blocks of fixed segments are,
     /// until a trim, the maintenance pass, an out-of-memory retry or the pool's bound
     /// (`max_pool_bytes`) unmaps them (PyTorch keeps its expandable segments' pages mapped
@@ -203,7 +206,7 @@ impl DevicePool {
             limit,
             out_of_memory_errors: AtomicU64::new(0),
             segment_retries: AtomicU64::new(0),
-            handed_out: HandedOut::new(expandable.is_some()),
+            handed_out: HandedOut::new(expandable.is_some(), pooling),
             expandable,
         }
     }
@@ -396,7 +399,7 @@ impl DevicePool {
                 Err(Error::OutOfMemory { .. } | Error::MemoryLimitExceeded { .. }) if !retried => {
                     retried = true;
                     self.segment_retries.fetch_add(1, Ordering::Relaxed);
-                    self.unmap_unused(st, 0);
+                    self.unmap_unused(st, 0, u64::MAX);
                 }
                 other => return other,
             }
@@ -425,6 +428,7 @@ impl DevicePool {
             granularity,
             users: vec![0; granules],
             mapped: vec![false; granules],
+            freed_at: vec![0; granules],
             idle: 0,
         });
         Ok(())
@@ -434,6 +438,7 @@ impl DevicePool {
     /// manager's limit, and counts the block as a user of each granule. On failure nothing
     /// stays mapped that this call mapped.
     fn map_under(&self, st: &mut ArenaState, offset: usize, len: usize) -> Result<()> {
+        let cached = (self.front.cached_bytes() + st.free_cached()) as u64;
         let ArenaState { expandable, held, pools, .. } = st;
         let Some(x) = expandable.as_mut() else { return Ok(()) };
         let g = x.granularity;
@@ -468,7 +473,7 @@ impl DevicePool {
                         rounded: run as u64,
                         limit,
                         held: *held,
-                        cached: 0,
+                        cached,
                     });
                     break;
                 }
@@ -522,9 +527,9 @@ impl DevicePool {
         true
     }
 
-    /// Unmaps granules of the reservation that no block uses, until at most `keep` bytes stay
-    /// cached; returns the bytes unmapped.
-    fn unmap_unused(&self, st: &mut ArenaState, keep: usize) -> usize {
+    /// Unmaps granules of the reservation that no block uses and that were freed before the
+    /// tick `idle_before`, until at most `keep` bytes stay cached; returns the bytes unmapped.
+    fn unmap_unused(&self, st: &mut ArenaState, keep: usize, idle_before: u64) -> usize {
         let mut cached = self.front.cached_bytes() + st.free_cached();
         let ArenaState { expandable, held, pools, .. } = st;
         let Some(x) = expandable.as_mut() else { return 0 };
@@ -537,7 +542,8 @@ impl DevicePool {
             if cached <= keep || x.idle == 0 {
                 break;
             }
-            if x.mapped[k] && x.users[k] == 0 && self.unmap_granules(x, memory, held, pools, k, k + 1) {
+            let idle = x.mapped[k] && x.users[k] == 0 && x.freed_at[k] < idle_before;
+            if idle && self.unmap_granules(x, memory, held, pools, k, k + 1) {
                 x.idle = x.idle.saturating_sub(g);
                 cached = cached.saturating_sub(g);
                 released += g;
@@ -606,6 +612,7 @@ impl DevicePool {
             let segment = x.segment.clone();
             if self.pooling || !self.unmap_granules(x, &segment.memory, held, pools, k, k + 1) {
                 x.idle += g;
+                x.freed_at[k] = tick;
             }
         }
     }
@@ -613,7 +620,7 @@ impl DevicePool {
     /// Returns entirely free segments idle since before `idle_before` to the backend until at
     /// most `keep` bytes stay cached. Returns the bytes released.
     fn release_empty_segments(&self, st: &mut ArenaState, keep: usize, idle_before: u64) -> usize {
-        let mut released = self.unmap_unused(st, keep);
+        let mut released = self.unmap_unused(st, keep, idle_before);
         for (id, _) in st.arena.empty_segments(idle_before) {
             if self.front.cached_bytes() + st.free_cached() <= keep {
                 break;

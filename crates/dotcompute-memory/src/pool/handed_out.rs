@@ -29,7 +29,7 @@ struct PoolCounters {
 
 impl PoolCounters {
     fn active(&self) -> u64 {
-        self.taken.load(Relaxed).wrapping_sub(self.returned.load(Relaxed))
+        self.taken.load(Relaxed).saturating_sub(self.returned.load(Relaxed))
     }
 
     fn cached(&self, active: u64) -> u64 {
@@ -54,13 +54,16 @@ pub(crate) struct HandedOut {
     /// Every hand-out and return is made under the pool's lock (expandable segments), so a
     /// load and a store stand in for the read-modify-write.
     locked: bool,
+    /// The pool keeps what comes back; without pooling a returned block is released at once
+    /// and never counts as cached.
+    caching: bool,
 }
 
 impl HandedOut {
     /// Counters for a pool that hands out and takes back blocks under its lock only
-    /// (`locked`), or on its lock-free path too.
-    pub(crate) fn new(locked: bool) -> Self {
-        HandedOut { locked, ..HandedOut::default() }
+    /// (`locked`), or on its lock-free path too, and that caches what comes back (`caching`).
+    pub(crate) fn new(locked: bool, caching: bool) -> Self {
+        HandedOut { locked, caching, ..HandedOut::default() }
     }
 
     /// Adds `n` to `total` and returns the new total.
@@ -77,7 +80,9 @@ impl HandedOut {
     /// `bytes` of a segment of the small (`small`) or large pool are handed out.
     pub(crate) fn taken(&self, small: bool, bytes: usize) {
         let (own, other) = (&self.pools[small as usize], &self.pools[!small as usize]);
-        let active = self.add(&own.taken, bytes as u64).wrapping_sub(own.returned.load(Relaxed));
+        // Saturating: another thread's hand-out and return of a larger block can come between
+        // the add and the load.
+        let active = self.add(&own.taken, bytes as u64).saturating_sub(own.returned.load(Relaxed));
         let other_active = other.active();
         raise(&own.active_peak, active);
         raise(&self.active_peak, active.wrapping_add(other_active));
@@ -91,7 +96,10 @@ impl HandedOut {
     pub(crate) fn returned(&self, small: bool, bytes: usize) {
         let (own, other) = (&self.pools[small as usize], &self.pools[!small as usize]);
         let returned = self.add(&own.returned, bytes as u64);
-        let cached = own.cached(own.taken.load(Relaxed).wrapping_sub(returned));
+        if !self.caching {
+            return;
+        }
+        let cached = own.cached(own.taken.load(Relaxed).saturating_sub(returned));
         raise(&own.cached_peak, cached);
         raise(&self.cached_peak, cached.saturating_add(other.cached(other.active())));
     }
@@ -152,7 +160,7 @@ mod tests {
     #[test]
     fn figures_follow_hand_outs_returns_and_segments() {
         for locked in [false, true] {
-            figures_follow(HandedOut::new(locked));
+            figures_follow(HandedOut::new(locked, true));
         }
     }
 
@@ -180,11 +188,49 @@ mod tests {
 
     #[test]
     fn a_new_segment_counts_as_cached_less_the_block_it_was_added_for() {
-        let (h, mut usage) = (HandedOut::default(), PoolUsage::default());
+        let (h, mut usage) = (HandedOut::new(false, true), PoolUsage::default());
         reserve(&h, &mut usage, false, 20 << 20);
         h.taken(false, 8 << 20);
         h.fill(&mut usage);
         assert_eq!((usage.cached_bytes.current, usage.cached_bytes.peak), (12 << 20, 12 << 20));
         assert_eq!(usage.large_cached_bytes.peak, 12 << 20);
+    }
+
+    #[test]
+    fn without_pooling_a_returned_block_is_never_cached() {
+        let (h, mut usage) = (HandedOut::new(false, false), PoolUsage::default());
+        reserve(&h, &mut usage, false, 4 << 20);
+        h.taken(false, 4 << 20);
+        h.returned(false, 4 << 20);
+        usage.segment_removed(false, 4 << 20);
+        h.reserved(&usage);
+        h.fill(&mut usage);
+        assert_eq!((usage.cached_bytes.current, usage.cached_bytes.peak), (0, 0));
+        assert_eq!(usage.active_bytes.peak, 4 << 20);
+    }
+
+    /// Threads handing out and returning blocks of two sizes at once: no figure runs below
+    /// zero into a huge peak, and the peaks stay within what the threads held together.
+    #[test]
+    fn peaks_under_concurrent_hand_outs_stay_within_what_was_held() {
+        let h = HandedOut::new(false, true);
+        let rounds = if cfg!(miri) { 50 } else { 20_000 };
+        std::thread::scope(|scope| {
+            for bytes in [512, 1 << 20, 512] {
+                let h = &h;
+                scope.spawn(move || {
+                    for _ in 0..rounds {
+                        h.taken(true, bytes);
+                        h.returned(true, bytes);
+                    }
+                });
+            }
+        });
+        let mut usage = PoolUsage::default();
+        h.fill(&mut usage);
+        let most = (1 << 20) + 2 * 512;
+        assert!(usage.small_active_bytes.peak <= most, "{:?}", usage.small_active_bytes);
+        assert!(usage.active_bytes.peak <= most, "{:?}", usage.active_bytes);
+        assert_eq!(usage.active_bytes.current, 0);
     }
 }

@@ -266,21 +266,21 @@ impl Csv {
 /// Nanoseconds from `1634567890.123456` or `1634567890` (seconds) or a time of day
 /// `10:18:37.482427`, read exactly (epoch seconds in an `f64` would be off by up to 240 ns).
 fn parse_time(text: &str) -> Option<u128> {
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    let whole = |d: &str| if digits(d) { d.parse::<u128>().ok() } else { None };
     let seconds = |s: &str| -> Option<u128> {
-        let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
-        let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
-        if !digits(whole) || !(fraction.is_empty() || digits(fraction)) {
+        let (int, fraction) = s.split_once('.').unwrap_or((s, ""));
+        if !(fraction.is_empty() || digits(fraction)) {
             return None;
         }
         // Nanoseconds: the first nine digits of the fraction.
         let nanos: String = fraction.chars().chain(std::iter::repeat('0')).take(9).collect();
-        whole.parse::<u128>().ok()?.checked_mul(1_000_000_000)?.checked_add(nanos.parse().ok()?)
+        whole(int)?.checked_mul(1_000_000_000)?.checked_add(nanos.parse().ok()?)
     };
     match text.split(':').collect::<Vec<_>>()[..] {
         [s] => seconds(s),
         [h, m, s] => {
-            let (h, m) = (h.parse::<u128>().ok()?, m.parse::<u128>().ok()?);
-            let minutes = h.checked_mul(60)?.checked_add(m)?;
+            let minutes = whole(h)?.checked_mul(60)?.checked_add(whole(m)?)?;
             seconds(s)?.checked_add(minutes.checked_mul(60_000_000_000)?)
         }
         _ => None,
@@ -298,9 +298,21 @@ mod tests {
         assert_eq!(parse_time("1634567890.123456"), Some(1_634_567_890_123_456_000));
         assert_eq!(parse_time("0.1234567891"), Some(123_456_789));
         assert_eq!(parse_time("01:02:03.5"), Some(3_723_500_000_000));
-        for bad in
-            ["", "x", "-1", "1:2", "nan", "inf", ".5", "1.2.3", "1e9", "+1", "100000000000000000000000000000000000:0:0"]
-        {
+        for bad in [
+            "",
+            "x",
+            "-1",
+            "1:2",
+            "nan",
+            "inf",
+            ".5",
+            "1.2.3",
+            "1e9",
+            "+1",
+            "100000000000000000000000000000000000:0:0",
+            "+1:2:3",
+            "1:+2:3",
+        ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
     }

@@ -106,6 +106,20 @@ fn freed_granules_stay_cached_up_to_the_pool_bound() {
     }
 }
 
+/// The maintenance pass ages cached granules as it does fixed segments: the first pass after
+/// a free keeps them, the second unmaps what stayed idle through it.
+#[test]
+fn maintenance_unmaps_granules_that_stayed_idle_through_a_pass() {
+    let (sim, mm) = expandable_sim(SimOptions::default());
+    drop(mm.allocate_for::<u8>(4 * MIB, AccessHint::Device).unwrap());
+    assert_eq!(sim.used(), 4 * MIB);
+    mm.run_maintenance();
+    assert_eq!(sim.used(), 4 * MIB, "freed during this interval: still cached");
+    mm.run_maintenance();
+    assert_eq!(sim.used(), 0, "idle through a whole interval: unmapped");
+    assert_eq!(mm.memory_snapshot().device_reserved_bytes, 0);
+}
+
 /// A workload that frees a layer's buffers and allocates them again maps nothing the second
 /// time: the freed granules stay mapped, cached for the next layer.
 #[test]
