@@ -43,8 +43,9 @@ pub struct ManagerOptions {
     /// by a two-level segregated fit in constant time, and any free range can serve any request,
     /// so a large request after many frees needs no new segment and memory held but unusable
     /// (fragmentation) stays low. Freed granules stay mapped, as cached memory, until
-    /// `trim_excess`, the maintenance pass or an out-of-memory retry unmaps them, or the cache
-    /// passes `max_pool_bytes` (without pooling they are unmapped at once). The price: a map
+    /// `trim_excess`, the maintenance pass (once they stayed idle through an interval) or an
+    /// out-of-memory retry unmaps them, or the cache passes `max_pool_bytes` (without pooling
+    /// they are unmapped at once). The price: a map
     /// call per new granule, blocks that share a granule keep it mapped, and every allocation
     /// takes the pool's lock (there is no lock-free per-size-class front cache).
     /// Needs a backend with virtual memory
