@@ -5,12 +5,15 @@
 //! Each pool keeps two running totals, bytes handed out and bytes given back, so a hand-out or
 //! a return costs one read-modify-write (a current count would need a second for the totals).
 //! The current figure is their difference, read right after the update; the peaks compare it
-//! then. On one thread every figure is exact. With several threads a peak may be off by what
-//! other threads handed out or gave back between one counter's update and the other's read.
+//! then. The totals are updated and read in one order for all threads (`SeqCst`, which costs
+//! no more than relaxed order for these operations on x86), so the other total is read no
+//! older than the update: a hand-out's figure is never above the bytes really handed out at
+//! once, and a return's cached figure never above the bytes really cached. On one thread every
+//! figure is exact; with several, a peak may miss a moment between two threads' updates.
 
 use super::snapshot::{PoolUsage, Usage};
 use crossbeam_utils::CachePadded;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 
 /// The counters of one pool (small or large).
 #[derive(Default)]
@@ -29,11 +32,11 @@ struct PoolCounters {
 
 impl PoolCounters {
     fn active(&self) -> u64 {
-        self.taken.load(Relaxed).saturating_sub(self.returned.load(Relaxed))
+        self.taken.load(SeqCst).saturating_sub(self.returned.load(SeqCst))
     }
 
     fn cached(&self, active: u64) -> u64 {
-        self.reserved.load(Relaxed).saturating_sub(active)
+        self.reserved.load(SeqCst).saturating_sub(active)
     }
 }
 
@@ -73,16 +76,15 @@ impl HandedOut {
             total.store(now, Relaxed);
             now
         } else {
-            total.fetch_add(n, Relaxed).wrapping_add(n)
+            total.fetch_add(n, SeqCst).wrapping_add(n)
         }
     }
 
     /// `bytes` of a segment of the small (`small`) or large pool are handed out.
     pub(crate) fn taken(&self, small: bool, bytes: usize) {
         let (own, other) = (&self.pools[small as usize], &self.pools[!small as usize]);
-        // Saturating: another thread's hand-out and return of a larger block can come between
-        // the add and the load.
-        let active = self.add(&own.taken, bytes as u64).saturating_sub(own.returned.load(Relaxed));
+        // Saturating: other threads' hand-outs and returns can come between the add and the load.
+        let active = self.add(&own.taken, bytes as u64).saturating_sub(own.returned.load(SeqCst));
         let other_active = other.active();
         raise(&own.active_peak, active);
         raise(&self.active_peak, active.wrapping_add(other_active));
@@ -99,7 +101,7 @@ impl HandedOut {
         if !self.caching {
             return;
         }
-        let cached = own.cached(own.taken.load(Relaxed).saturating_sub(returned));
+        let cached = own.cached(own.taken.load(SeqCst).saturating_sub(returned));
         raise(&own.cached_peak, cached);
         raise(&self.cached_peak, cached.saturating_add(other.cached(other.active())));
     }
@@ -108,8 +110,8 @@ impl HandedOut {
     /// the pool's lock after each change; the block a new segment is added for is handed out
     /// next, which checks the cached peak).
     pub(crate) fn reserved(&self, usage: &PoolUsage) {
-        self.pools[0].reserved.store(usage.large_bytes.current, Relaxed);
-        self.pools[1].reserved.store(usage.small_bytes.current, Relaxed);
+        self.pools[0].reserved.store(usage.large_bytes.current, SeqCst);
+        self.pools[1].reserved.store(usage.small_bytes.current, SeqCst);
     }
 
     /// `usage` (the segments' figures) with the handed-out and cached figures filled in.
@@ -120,7 +122,7 @@ impl HandedOut {
         ];
         let (mut active_all, mut cached_all) = (Usage::default(), Usage::default());
         for ((active, cached, reserved), counters) in pools.into_iter().zip(&self.pools) {
-            let (taken, returned) = (counters.taken.load(Relaxed), counters.returned.load(Relaxed));
+            let (taken, returned) = (counters.taken.load(SeqCst), counters.returned.load(SeqCst));
             *active = Usage {
                 current: taken.saturating_sub(returned),
                 peak: counters.active_peak.load(Relaxed).max(taken.saturating_sub(returned)),
