@@ -17,10 +17,10 @@
 
 use super::arena::Arena;
 use super::cache::BlockCache;
+use super::expandable::Expandable;
 use super::handed_out::HandedOut;
-use super::segregated_fit::SegregatedFit;
 use super::size_class::class_of;
-use super::snapshot::{BlockSnapshot, MemorySnapshot, PoolUsage, SegmentSnapshot};
+use super::snapshot::{MemorySnapshot, PoolUsage};
 use crate::backend::region::{DeviceRegion, Segment};
 use crate::backend::{Backend, DeviceMemory};
 use crate::error::{Error, Result};
@@ -56,29 +56,6 @@ struct ArenaState {
     expandable: Option<Expandable>,
 }
 
-/// Expandable segments: one reserved address range that grows by mapping memory under the
-/// blocks handed out, instead of fixed segments. Its blocks are kept by a [`SegregatedFit`]
-/// (constant time, where the arena's best fit costs a tree walk), and a region's `class` is
-/// its block's slot there.
-struct Expandable {
-    /// The reservation.
-    segment: Arc<Segment>,
-    fit: SegregatedFit,
-    granularity: usize,
-    /// Blocks handed out that overlap each granule; a granule is mapped while this is above
-    /// zero, and may stay mapped (cached) at zero.
-    users: Vec<u32>,
-    mapped: Vec<bool>,
-    /// The maintenance tick at which each granule's last block was freed: a pass releases
-    /// only granules idle since before its interval began, as it does fixed segments.
-    freed_at: Vec<u64>,
-    /// Bytes of mapped granules no block uses: cached, as free blocks of fixed segments are,
-    /// until a trim, the maintenance pass, an out-of-memory retry or the pool's bound
-    /// (`max_pool_bytes`) unmaps them (PyTorch keeps its expandable segments' pages mapped
-    /// the same way).
-    idle: usize,
-}
-
 impl ArenaState {
     /// Bytes free for reuse without asking the backend: free blocks of fixed segments, or in
     /// expandable mode the mapped bytes no block uses.
@@ -93,65 +70,10 @@ impl ArenaState {
     /// stretch of mapped memory (a walk over the blocks, for errors and snapshots only).
     fn largest_free(&self) -> usize {
         match &self.expandable {
-            Some(x) => mapped_stretches(x)
-                .iter()
-                .flat_map(|s| &s.blocks)
-                .filter(|b| b.free)
-                .map(|b| b.size as usize)
-                .max()
-                .unwrap_or(0),
+            Some(x) => x.largest_free(),
             None => self.arena.largest_free(),
         }
     }
-}
-
-/// The mapped memory of the reserved range as segments, one per stretch of mapped granules,
-/// each with its blocks (free blocks cut to their mapped parts); offsets are in the range.
-fn mapped_stretches(x: &Expandable) -> Vec<SegmentSnapshot> {
-    let g = x.granularity;
-    let mut stretches: Vec<SegmentSnapshot> = Vec::new();
-    let mut end_of_last = None;
-    let mut push = |offset: usize, size: usize, free: bool| {
-        let block = BlockSnapshot { offset: offset as u64, size: size as u64, free };
-        match stretches.last_mut() {
-            Some(s) if end_of_last == Some(offset) => {
-                s.size += size as u64;
-                s.blocks.push(block);
-            }
-            _ => stretches.push(SegmentSnapshot {
-                id: x.segment.id,
-                size: size as u64,
-                splittable: true,
-                small_pool: false,
-                blocks: vec![block],
-            }),
-        }
-        end_of_last = Some(offset + size);
-    };
-    for b in x.fit.snapshot() {
-        let (start, end) = (b.offset as usize, (b.offset + b.size) as usize);
-        if !b.free {
-            push(start, end - start, false);
-            continue;
-        }
-        // A free block: its parts over mapped granules, each run of them as one block.
-        let mut run = None;
-        for k in start / g..end.div_ceil(g) {
-            let (lo, hi) = ((k * g).max(start), ((k + 1) * g).min(end));
-            match (x.mapped[k], run) {
-                (true, None) => run = Some(lo),
-                (false, Some(from)) => {
-                    push(from, lo - from, true);
-                    run = None;
-                }
-                _ => {}
-            }
-            if let (Some(from), true) = (run, hi == end) {
-                push(from, hi - from, true);
-            }
-        }
-    }
-    stretches
 }
 
 /// The caching allocator of one manager. See the module docs.
@@ -421,16 +343,8 @@ impl DevicePool {
         let id = st.next_id;
         st.next_id += 1;
         let device_on_host = self.backend.device_ptr_on_host(&memory);
-        let granules = size / granularity;
-        st.expandable = Some(Expandable {
-            segment: Arc::new(Segment { memory, id, device_on_host, small_pool: false }),
-            fit: SegregatedFit::new(size, MIN_SPLIT_SMALL),
-            granularity,
-            users: vec![0; granules],
-            mapped: vec![false; granules],
-            freed_at: vec![0; granules],
-            idle: 0,
-        });
+        let segment = Arc::new(Segment { memory, id, device_on_host, small_pool: false });
+        st.expandable = Some(Expandable::new(segment, size, granularity, MIN_SPLIT_SMALL));
         Ok(())
     }
 
@@ -564,6 +478,7 @@ impl DevicePool {
     /// Takes a region back: into the front cache when pooling and under the bound, else into
     /// the arena (coalescing), returning empty segments when over the bound or not pooling.
     pub(crate) fn release(&self, region: DeviceRegion, tick: u64) {
+        // Expandable segments count the return under the lock, in `free_into_arena`.
         if self.expandable.is_none() {
             self.handed_out.returned(region.segment.small_pool, region.size);
         }
@@ -576,10 +491,6 @@ impl DevicePool {
             region
         };
         let mut st = self.lock();
-        if self.expandable.is_some() {
-            // Counted under the lock, as every hand-out and return of this mode.
-            self.handed_out.returned(false, region.size);
-        }
         self.free_into_arena(&mut st, region, tick);
         let over = !self.pooling || self.front.cached_bytes() + st.free_cached() > self.max_cached;
         if over {
@@ -596,6 +507,8 @@ impl DevicePool {
             let _ = arena.free(seg, off, tick);
             return;
         };
+        // Every hand-out and return of this mode is counted under the lock.
+        self.handed_out.returned(false, region.size);
         let slot = region.class as u32;
         // A block not known to the range would be a bug; it is dropped rather than panicking.
         let Some((_, len)) = x.fit.block(slot).filter(|&(o, _)| o == off) else { return };
@@ -609,11 +522,14 @@ impl DevicePool {
                 continue;
             }
             // Without pooling nothing is cached: the granule is unmapped at once.
-            let segment = x.segment.clone();
-            if self.pooling || !self.unmap_granules(x, &segment.memory, held, pools, k, k + 1) {
-                x.idle += g;
-                x.freed_at[k] = tick;
+            if !self.pooling {
+                let segment = x.segment.clone();
+                if self.unmap_granules(x, &segment.memory, held, pools, k, k + 1) {
+                    continue;
+                }
             }
+            x.idle += g;
+            x.freed_at[k] = tick;
         }
     }
 
@@ -671,7 +587,7 @@ impl DevicePool {
             s.small_pool = st.small.contains(&s.id);
         }
         if let Some(x) = &st.expandable {
-            segments.extend(mapped_stretches(x));
+            segments.extend(x.mapped_stretches());
             segments.sort_by_key(|s| std::cmp::Reverse(s.size));
         }
         let free = st.free_cached() as u64;

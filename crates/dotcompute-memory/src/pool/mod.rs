@@ -12,6 +12,7 @@ pub mod array;
 pub(crate) mod cache;
 pub(crate) mod context;
 pub(crate) mod device;
+pub(crate) mod expandable;
 pub(crate) mod handed_out;
 pub mod object;
 pub(crate) mod options;
