@@ -14,6 +14,11 @@ Policies: `best` (smallest free block that holds the request, lowest offset firs
 `tlsf` (the segregated fit of pool/segregated_fit.rs: the newest of the first 4 blocks of the
 request's own list that holds it, else the newest block of the first list whose blocks all do).
 
+`clairvoyant` knows when every block will be freed, which no allocator does: of the placements at
+either end of each free block that holds the request, it takes the one mapping fewest new granules,
+then the one whose live neighbour is freed closest in time to the new block (so their space
+merges when both are gone), then best fit. It shows what knowing lifetimes could add.
+
 `stitch` models sub-granule stitching, which needs one physical granule mapped at several
 addresses: a block is the smallest free stretch inside one mapped granule that holds it, else the
 free end of one granule followed by the free start of another (the pair that wastes least), each
@@ -25,6 +30,7 @@ import json
 from collections import defaultdict
 
 UNIT = 512
+POLICIES = ["best", "first", "fewest-granules", "tlsf", "clairvoyant", "stitch"]
 
 
 def load(path):
@@ -60,6 +66,9 @@ def tlsf_list(units, bits=5):
 
 
 def replay(events, policy, granule, reserved=1 << 34):
+    freed_at = {ident: i for i, (kind, ident, _) in enumerate(events) if kind == "f"}
+    never = len(events)
+    starting, ending = {}, {}  # live blocks' start and end -> the event that frees them
     free = {0: reserved}  # offset -> size
     ends = {reserved: 0}  # end -> offset
     by_size = [(reserved, 0)]
@@ -94,6 +103,16 @@ def replay(events, policy, granule, reserved=1 << 34):
                 offset = min(o for _, o in fits)
             elif policy == "fewest-granules":
                 offset = min(fits, key=lambda h: (sum(users[g] == 0 for g in granules(h[1], size)), h))[1]
+            elif policy == "clairvoyant":
+                death = freed_at.get(ident, never)
+
+                def score(hole, at):
+                    neighbour = ending.get(at) if at == hole[1] else starting.get(at + size)
+                    apart = abs(neighbour - death) if neighbour is not None else never
+                    return (sum(users[g] == 0 for g in granules(at, size)), apart, hole[0], at)
+
+                at = min((score(h, a), a, h[1]) for h in fits for a in {h[1], h[1] + h[0] - size})
+                offset, placed = at[2], at[1]
             else:
                 own = [o for o in reversed(lists[tlsf_list(size // UNIT)][-4:]) if free[o] >= size]
                 if own:
@@ -104,8 +123,14 @@ def replay(events, policy, granule, reserved=1 << 34):
                     start = tlsf_list(rounded)
                     offset = lists[min(k for k, v in lists.items() if v and k >= start)][-1]
             hole = remove(offset)
-            if hole > size:
-                add(offset + size, hole - size)
+            if policy != "clairvoyant":
+                placed = offset
+            if placed > offset:
+                add(offset, placed - offset)
+            if placed + size < offset + hole:
+                add(placed + size, offset + hole - placed - size)
+            offset = placed
+            starting[offset] = ending[offset + size] = freed_at.get(ident, never)
             blocks[ident] = (offset, size, nbytes)
             for g in granules(offset, size):
                 users[g] += 1
@@ -114,6 +139,7 @@ def replay(events, policy, granule, reserved=1 << 34):
             peak_mapped = max(peak_mapped, sum(1 for u in users.values() if u) * granule)
         elif ident in blocks:
             offset, size, nbytes = blocks.pop(ident)
+            del starting[offset], ending[offset + size]
             live -= nbytes
             for g in granules(offset, size):
                 users[g] -= 1
@@ -204,10 +230,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trace")
     parser.add_argument("--granule", type=int, default=2 << 20, help="bytes (default 2 MiB)")
-    parser.add_argument("--policy", action="append", choices=["best", "first", "fewest-granules", "tlsf", "stitch"])
+    parser.add_argument("--policy", action="append", choices=POLICIES)
     args = parser.parse_args()
     events = load(args.trace)
-    for policy in args.policy or ["best", "first", "fewest-granules", "tlsf", "stitch"]:
+    for policy in args.policy or POLICIES:
         if policy == "stitch":
             live, mapped = replay_stitched(events, args.granule)
         else:
