@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole CUDA verification, for a machine with an NVIDIA GPU and driver, in under 8 minutes:
 #   driver       libcuda present and a GPU listed (fails at once without them)
-#   build        the CUDA test binaries, the example and dcmem (release), built once up front
+#   build        the CUDA test binaries, the example and dcmem (release), built once up front;
+#                or, where gpu-bundle/ is there (scripts/gpu-bundle.sh, for a GPU machine with
+#                no Rust toolchain or no network), those binaries checked and used instead
 #   conformance  the conformance suite's cuda:: cases, DCMEM_REQUIRE_CUDA=1
 #   backend      tests/it/backends/cuda.rs except the kernel and peer tests, DCMEM_REQUIRE_CUDA=1
 #   peer         peer copies between the first two GPUs (direct where cuDeviceCanAccessPeer says
@@ -112,23 +114,47 @@ if ! step driver 30 driver_check; then
 fi
 
 export CARGO_TERM_COLOR=never
-cargo_test=(cargo test -p dotcompute-memory --features cuda)
-step build 300 bash -c '
-  set -e
-  cargo test -p dotcompute-memory --features cuda --no-run --test conformance --test it
-  cargo build -p dotcompute-memory --features cuda --example cuda_saxpy
-  cargo build --release -p dcmem --features cuda'
 export DCMEM_REQUIRE_CUDA=1
-step conformance 120 "${cargo_test[@]}" --test conformance cuda::
-step backend 90 "${cargo_test[@]}" --test it -- backends::cuda:: --skip backends::cuda::kernel_ --skip backends::cuda::peer_ \
+bundle=gpu-bundle
+bundle_check() {
+  local name
+  for name in conformance it cuda_saxpy dcmem; do
+    [ -x "$bundle/$name" ] || { echo "$bundle/$name is missing: run scripts/gpu-bundle.sh again" >&2; return 1; }
+  done
+  echo "using $bundle/ built from commit $(cat "$bundle/COMMIT" 2>/dev/null || echo unknown)" \
+    "(this checkout: $(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
+}
+if [ -d "$bundle" ]; then
+  step build 10 bundle_check
+  conformance=("$bundle/conformance") it=("$bundle/it")
+  example=("$bundle/cuda_saxpy") dcmem=("$bundle/dcmem")
+elif command -v cargo >/dev/null; then
+  step build 300 bash -c '
+    set -e
+    cargo test -p dotcompute-memory --features cuda --no-run --test conformance --test it
+    cargo build -p dotcompute-memory --features cuda --example cuda_saxpy
+    cargo build --release -p dcmem --features cuda'
+  cargo_test=(cargo test -p dotcompute-memory --features cuda)
+  conformance=("${cargo_test[@]}" --test conformance --) it=("${cargo_test[@]}" --test it --)
+  example=(cargo run -p dotcompute-memory --features cuda --example cuda_saxpy)
+  dcmem=(cargo run --release -p dcmem --features cuda --)
+else
+  no_toolchain() {
+    echo "no cargo here and no gpu-bundle/: run scripts/gpu-bundle.sh on a machine with Rust and carry gpu-bundle/" >&2
+    return 1
+  }
+  step build 10 no_toolchain
+  conformance=(false) it=(false) example=(false) dcmem=(false)
+fi
+step conformance 120 "${conformance[@]}" cuda::
+step backend 90 "${it[@]}" backends::cuda:: --skip backends::cuda::kernel_ --skip backends::cuda::peer_ \
   --skip backends::cuda::expandable_
-step peer 60 "${cargo_test[@]}" --test it -- backends::cuda::peer_ --nocapture
-step expandable 60 "${cargo_test[@]}" --test it -- backends::cuda::expandable_ --nocapture
-step kernels 90 "${cargo_test[@]}" --test it -- backends::cuda::kernel_
-step example 60 cargo run -p dotcompute-memory --features cuda --example cuda_saxpy
+step peer 60 "${it[@]}" backends::cuda::peer_ --nocapture
+step expandable 60 "${it[@]}" backends::cuda::expandable_ --nocapture
+step kernels 90 "${it[@]}" backends::cuda::kernel_
+step example 60 "${example[@]}"
 # The JSON goes to its own file (stdout); the log gets stderr.
-step bench 150 bash -c 'cargo run --release -p dcmem --features cuda -- bench --backend cuda --json >"$1"' \
-  bench "$dest/bench-cuda.json"
+step bench 150 bash -c '"${@:2}" bench --backend cuda --json >"$1"' bench "$dest/bench-cuda.json" "${dcmem[@]}"
 if [ -s "$dest/bench-cuda.json" ]; then
   echo "bench JSON: $dest/bench-cuda.json ($(wc -c <"$dest/bench-cuda.json") bytes)" >&2
 fi
