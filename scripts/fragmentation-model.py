@@ -19,6 +19,13 @@ either end of each free block that holds the request, it takes the one mapping f
 then the one whose live neighbour is freed closest in time to the new block (so their space
 merges when both are gone), then best fit. It shows what knowing lifetimes could add.
 
+`pytorch` is no placement in the range but a model of PyTorch's CUDA caching allocator without
+expandable segments, to compare with: requests rounded up to 512 bytes; up to 1 MiB from 2 MiB
+segments, up to 10 MiB from 20 MiB segments, larger in segments of their own rounded up to 2 MiB;
+the smallest free block of the pool that holds the request (then lowest segment and offset),
+split when at least 512 bytes (small) or more than 1 MiB (large) are left; freed blocks merge
+with free neighbours; segments are kept (no `empty_cache`), so peak mapped is all segments made.
+
 `stitch` models sub-granule stitching, which needs one physical granule mapped at several
 addresses: a block is the smallest free stretch inside one mapped granule that holds it, else the
 free end of one granule followed by the free start of another (the pair that wastes least), each
@@ -30,7 +37,7 @@ import json
 from collections import defaultdict
 
 UNIT = 512
-POLICIES = ["best", "first", "fewest-granules", "tlsf", "clairvoyant", "stitch"]
+POLICIES = ["best", "first", "fewest-granules", "tlsf", "clairvoyant", "stitch", "pytorch"]
 
 
 def load(path):
@@ -226,6 +233,56 @@ def replay_stitched(events, granule):
     return peak_live, peak_mapped
 
 
+def replay_pytorch(events):
+    """Peak live and peak reserved bytes of the model of PyTorch's allocator in the module docs."""
+    free = {True: [], False: []}  # small pool? -> sorted (size, segment, offset) of free blocks
+    segments = {}  # segment -> {offset: (size, free)}
+    blocks = {}
+    live = peak_live = reserved = 0
+    for kind, ident, nbytes in events:
+        if kind == "f":
+            if ident not in blocks:
+                continue
+            small, seg, offset, size, nbytes = blocks.pop(ident)
+            live -= nbytes
+            parts, pool = segments[seg], free[small]
+            del parts[offset]
+            following = parts.get(offset + size)
+            if following and following[1]:
+                pool.remove((following[0], seg, offset + size))
+                del parts[offset + size]
+                size += following[0]
+            before = next((o for o, (n, f) in parts.items() if f and o + n == offset), None)
+            if before is not None:
+                n = parts.pop(before)[0]
+                pool.remove((n, seg, before))
+                offset, size = before, size + n
+            parts[offset] = (size, True)
+            bisect.insort(pool, (size, seg, offset))
+            continue
+        size = max(512, -(-nbytes // 512) * 512)
+        small = size <= 1 << 20
+        pool = free[small]
+        i = bisect.bisect_left(pool, (size, -1, -1))
+        if i < len(pool):
+            hole, seg, offset = pool.pop(i)
+        else:
+            hole = 2 << 20 if small else 20 << 20 if size < 10 << 20 else -(-size // (2 << 20)) * (2 << 20)
+            seg, offset = len(segments), 0
+            segments[seg] = {}
+            reserved += hole
+        if hole - size >= (512 if small else (1 << 20) + 1):
+            segments[seg][offset + size] = (hole - size, True)
+            bisect.insort(pool, (hole - size, seg, offset + size))
+        else:
+            size = hole
+        segments[seg][offset] = (size, False)
+        blocks[ident] = (small, seg, offset, size, nbytes)
+        live += nbytes
+        peak_live = max(peak_live, live)
+    return peak_live, reserved
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trace")
@@ -236,6 +293,8 @@ def main():
     for policy in args.policy or POLICIES:
         if policy == "stitch":
             live, mapped = replay_stitched(events, args.granule)
+        elif policy == "pytorch":
+            live, mapped = replay_pytorch(events)
         else:
             live, mapped = replay(events, policy, args.granule)
         print(f"{policy:16} granule {args.granule:>8}  peak live {live / 2**20:8.1f} MiB  "
