@@ -37,7 +37,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Operations between two progress reports.
@@ -297,7 +297,8 @@ impl ReplayPlan {
     /// # Errors
     ///
     /// The first allocation or free that failed (out of memory, a backend error); what the
-    /// replay held is released first.
+    /// replay held is released first. With [`ReplayOptions::threads`], [`Error::ThreadSpawn`]
+    /// when the system cannot start a thread for each of the trace's threads.
     pub fn run(
         &self,
         backend: &Arc<dyn Backend>,
@@ -488,7 +489,7 @@ impl ReplayPlan {
         let cells: Vec<Handoff<H>> =
             (0..handoffs).map(|_| Handoff { ready: AtomicBool::new(false), handle: Mutex::new(None) }).collect();
         let failed = AtomicBool::new(false);
-        let barrier = Barrier::new(self.threads.len() + 1);
+        let gate = Gate::default();
         // Live bytes of this run: added after an allocation returns, subtracted before the
         // free, SeqCst so that at every point they are at most what the allocator reserved.
         let (live, peak_live) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -505,7 +506,7 @@ impl ReplayPlan {
         };
         let run = |ops: &[(Op, Place)], local_count: usize| -> (Result<()>, Vec<H>) {
             let mut local: Vec<Option<H>> = (0..local_count).map(|_| None).collect();
-            barrier.wait();
+            gate.arrive_and_wait();
             let mut done = 0usize;
             let mut outcome = Ok(());
             for &(op, place) in ops {
@@ -544,15 +545,39 @@ impl ReplayPlan {
             (outcome, local.into_iter().flatten().collect())
         };
         let run = &run;
-        let (elapsed, outcomes) = std::thread::scope(|scope| {
-            let workers: Vec<_> =
-                per_thread.iter().zip(&locals).map(|(ops, &n)| scope.spawn(move || run(ops, n))).collect();
-            barrier.wait();
+        let (elapsed, outcomes, not_spawned) = std::thread::scope(|scope| {
+            let mut workers = Vec::with_capacity(per_thread.len());
+            let mut not_spawned = None;
+            for (k, (ops, &n)) in per_thread.iter().zip(&locals).enumerate() {
+                match std::thread::Builder::new().spawn_scoped(scope, move || run(ops, n)) {
+                    Ok(worker) => workers.push(worker),
+                    Err(e) => {
+                        failed.store(true, Relaxed);
+                        not_spawned = Some(Error::ThreadSpawn {
+                            thread: "replay",
+                            message: format!(
+                                "thread {} of the {} the trace's threads need: {e}; replay on one thread \
+                                 (ReplayOptions::threads false, `dcmem replay` without --threads) or raise this \
+                                 process's limits on threads and memory",
+                                k + 1,
+                                per_thread.len()
+                            ),
+                        });
+                        break;
+                    }
+                }
+            }
+            // A thread that could not be spawned opens the gate at once, `failed` set, so that
+            // the threads already waiting end without replaying.
+            gate.open(if not_spawned.is_none() { workers.len() } else { 0 });
             let started = Instant::now();
             let outcomes: Vec<_> = workers.into_iter().map(|w| w.join()).collect();
-            (started.elapsed(), outcomes)
+            (started.elapsed(), outcomes, not_spawned)
         });
-        let mut result = Ok((elapsed, peak_live.load(Relaxed)));
+        let mut result = match not_spawned {
+            Some(e) => Err(e),
+            None => Ok((elapsed, peak_live.load(Relaxed))),
+        };
         for outcome in outcomes {
             match outcome {
                 Ok((outcome, leftover)) => {
@@ -572,5 +597,35 @@ impl ReplayPlan {
             }
         }
         result
+    }
+}
+
+/// Where the threads of a threaded replay wait to start together: the number arrived, and
+/// whether the gate is open.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl Gate {
+    /// Counts this thread as arrived and waits until the gate opens.
+    fn arrive_and_wait(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 += 1;
+        self.changed.notify_all();
+        while !state.1 {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Waits until `threads` threads have arrived, then opens the gate.
+    fn open(&self, threads: usize) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while state.0 < threads {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.1 = true;
+        self.changed.notify_all();
     }
 }

@@ -64,6 +64,12 @@ fn progress_bar(total: u64, hidden: bool) -> ProgressBar {
 fn read(path: &Path) -> CliResult<ParsedTrace> {
     let file =
         std::fs::File::open(path).map_err(|e| CliError::Other(format!("cannot open `{}`: {e}", path.display())))?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(CliError::Other(format!(
+            "`{}` is a directory; give the path of a trace file (JSON Lines or RMM's logging CSV)",
+            path.display()
+        )));
+    }
     let parsed = trace::read(std::io::BufReader::new(file)).map_err(|e| match e {
         dotcompute_memory::Error::MalformedTrace { .. } => CliError::BadInput(format!("`{}`: {e}", path.display())),
         other => CliError::Other(format!("cannot read `{}`: {other}", path.display())),
@@ -82,17 +88,33 @@ fn read(path: &Path) -> CliResult<ParsedTrace> {
 pub fn run(args: &ReplayArgs) -> CliResult<String> {
     if let Some(path) = &args.plot {
         plot::check_path(path)?;
+        if path.is_dir() {
+            return Err(CliError::Other(format!(
+                "--plot: `{}` is a directory; give the name of the PNG file to write, e.g. `{}`",
+                path.display(),
+                path.join("replay.png").display()
+            )));
+        }
     }
     let parsed = read(&args.file)?;
     let plan = ReplayPlan::new(&parsed.events)?;
+    if plan.operations() == 0 {
+        return Err(CliError::BadInput(format!(
+            "`{}` holds {} event(s), all frees of ids not alive at the time (never allocated in the trace, or \
+             freed already), so there is nothing to replay; give a trace that holds the allocations too",
+            args.file.display(),
+            plan.events()
+        )));
+    }
     let backend = dotcompute_memory::backend::open(&args.backend.name)?;
     let allocators = &ReplayAllocator::for_backend(backend.as_ref())[..];
     let runs = args.runs as usize;
-    let pb = progress_bar(plan.operations() * (allocators.len() * runs) as u64, args.json);
+    let pb = progress_bar(plan.operations().saturating_mul((allocators.len() * runs) as u64), args.json);
     let tick = |n: u64| pb.inc(n);
     let options = ReplayOptions::default().with_threads(args.threads);
-    // Alternating, so that drift on a noisy machine hits every allocator alike.
-    let mut all: Vec<Vec<ReplayResult>> = allocators.iter().map(|_| Vec::with_capacity(runs)).collect();
+    // Alternating, so that drift on a noisy machine hits every allocator alike. The results
+    // grow run by run: reserving `--runs` of them up front could ask for more than there is.
+    let mut all: Vec<Vec<ReplayResult>> = allocators.iter().map(|_| Vec::new()).collect();
     for _ in 0..runs {
         for (&allocator, done) in allocators.iter().zip(&mut all) {
             pb.set_message(allocator.key());

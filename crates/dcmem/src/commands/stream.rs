@@ -104,6 +104,13 @@ pub fn run(args: &StreamArgs) -> CliResult<String> {
     if meta.is_dir() {
         return Err(CliError::Other(format!("`{}` is a directory; give a file to stream", path.display())));
     }
+    if !meta.is_file() {
+        return Err(CliError::Other(format!(
+            "`{}` is not a regular file (a device, a pipe or a socket), so its size is not known; give a regular \
+             file to stream",
+            path.display()
+        )));
+    }
     let len = usize::try_from(meta.len()).map_err(|_| {
         CliError::Other(format!("`{}` has {} bytes, more than this machine can address", path.display(), meta.len()))
     })?;
@@ -118,7 +125,16 @@ pub fn run(args: &StreamArgs) -> CliResult<String> {
     });
     let wall = started.elapsed();
     pb.finish_and_clear();
-    let report = report?;
+    let report = report.map_err(|e| match e {
+        dotcompute_memory::Error::ReaderLengthMismatch { expected, actual, at_least, .. } => CliError::Other(format!(
+            "`{}` yielded {}{actual} bytes where its size said {expected}: it changed while it was streamed, or its \
+             size is not its length (as for files under /proc); stream a regular file that nothing writes to \
+             meanwhile",
+            path.display(),
+            if at_least { "at least " } else { "" }
+        )),
+        other => other.into(),
+    })?;
     if let Some(f) = report.failures().next() {
         return Err(CliError::Other(format!(
             "streaming `{}` failed after {} attempt(s): {}",

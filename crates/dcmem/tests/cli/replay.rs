@@ -162,6 +162,73 @@ fn replay_bad_input_is_a_clear_error() {
 }
 
 #[test]
+fn a_directory_as_the_trace_or_the_chart_is_refused_before_replaying() {
+    let dir = TempDir::new("replay-dirs");
+    let folder = dir.0.join("traces");
+    std::fs::create_dir(&folder).unwrap();
+    let folder = folder.to_str().unwrap();
+    let o = dcmem(&["replay", folder]);
+    let err = clean_failure(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("`{folder}` is a directory")) && err.contains("trace file"), "{err}");
+
+    let path = dir.file("ok.csv", SMALL_CSV.as_bytes());
+    let png = dir.0.join("chart.png");
+    std::fs::create_dir(&png).unwrap();
+    let png = png.to_str().unwrap();
+    let o = dcmem(&["replay", &path, "--json", "--plot", png]);
+    let err = clean_failure(&o);
+    assert!(err.contains(&format!("--plot: `{png}` is a directory")) && err.contains("replay.png"), "{err}");
+    assert!(!err.contains("wrote chart"), "refused before replaying: {err}");
+}
+
+#[test]
+fn a_trace_of_only_frees_of_unknown_ids_has_nothing_to_replay() {
+    let dir = TempDir::new("replay-frees");
+    let text = "Thread,Time,Action,Pointer,Size,Stream\n\
+                1,0.1,deallocate,0x1000,64,0x0\n\
+                1,0.2,allocate failure,0x0,1099511627776,0x0\n\
+                1,0.3,free,0x2000,64,0x0\n";
+    let path = dir.file("frees.csv", text.as_bytes());
+    for json in [false, true] {
+        let mut args = vec!["replay", path.as_str(), "--runs", "1"];
+        if json {
+            args.push("--json");
+        }
+        let o = dcmem(&args);
+        let err = clean_failure(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(&path) && err.contains("2 event(s)") && err.contains("nothing to replay"), "{err}");
+        assert!(!err.contains("NaN"), "{err}");
+    }
+}
+
+#[test]
+fn a_huge_runs_count_reserves_nothing_up_front() {
+    // The first run fails (no machine has 4 EiB): what remains is whether the command got
+    // there or died reserving room for four billion results.
+    let dir = TempDir::new("replay-runs");
+    let text = "Thread,Time,Action,Pointer,Size,Stream\n1,0.1,allocate,0x1000,4611686018427387904,0x0\n";
+    let path = dir.file("huge.csv", text.as_bytes());
+    let o = dcmem(&["replay", &path, "--runs", "4294967295"]);
+    let err = clean_failure(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("out of memory on cpu") && err.contains("4611686018427387904 bytes"), "{err}");
+}
+
+#[test]
+fn threads_the_system_refuses_are_a_clear_error() {
+    let dir = TempDir::new("replay-spawn");
+    let path = dir.file("small.csv", SMALL_CSV.as_bytes());
+    // A stack larger than the address space: no thread of the replay can start.
+    let o = dcmem_with_vars(&["replay", &path, "--threads", "--runs", "1"], &[("RUST_MIN_STACK", "281474976710656")]);
+    let err = clean_failure(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("could not start thread") && err.contains("of the 2 the trace's threads need"), "{err}");
+    assert!(err.contains("without --threads"), "{err}");
+}
+
+#[test]
 fn a_json_lines_trace_replays_on_a_discrete_device() {
     // As a recording manager writes them: device on every line, a site where it was tracked.
     let dir = TempDir::new("replay-jsonl");

@@ -73,6 +73,19 @@ fn stream_bad_input_is_a_clear_error() {
     }
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn stream_of_a_file_whose_size_is_not_its_length_says_so() {
+    let o = dcmem(&["stream", "/dev/zero"]);
+    let err = clean_failure(&o);
+    assert!(err.contains("`/dev/zero` is not a regular file") && err.contains("give a regular file"), "{err}");
+    // A file under /proc reports a size of 0 and has more.
+    let o = dcmem(&["stream", "/proc/self/status"]);
+    let err = clean_failure(&o);
+    assert!(err.contains("`/proc/self/status` yielded at least 1 bytes where its size said 0"), "{err}");
+    assert!(err.contains("stream a regular file"), "{err}");
+}
+
 #[test]
 fn stream_with_a_device_smaller_than_the_file_fails_cleanly() {
     // The sim backend's default capacity is 1 GiB; a sparse file of 2 GiB exceeds it without

@@ -18,6 +18,13 @@ pub fn dcmem_with_env(args: &[&str], backend: Option<&std::ffi::OsStr>) -> Outpu
     cmd.output().expect("the dcmem binary runs")
 }
 
+/// Runs `dcmem` with `args`, `DCMEM_BACKEND` unset and the environment variables `vars` set.
+pub fn dcmem_with_vars(args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dcmem"));
+    cmd.args(args).env_remove("DCMEM_BACKEND").envs(vars.iter().copied());
+    cmd.output().expect("the dcmem binary runs")
+}
+
 /// Stdout as text.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).expect("stdout is UTF-8")

@@ -58,7 +58,8 @@ pub fn parse(text: &str) -> Result<ParsedTrace> {
 }
 
 /// Reads a trace: JSON Lines when its first non-blank line is a JSON object, RMM's CSV when it
-/// is RMM's header. Blank lines are skipped; fields may have whitespace around them; CSV
+/// is RMM's header. A UTF-8 byte order mark before the first line and blank lines are
+/// skipped; lines may end in `\r\n`; fields may have whitespace around them; CSV
 /// columns may come in any order, with others (`Stream`) ignored.
 ///
 /// RMM's threads become numbers 1, 2, ... in the order they first appear; its times become
@@ -89,6 +90,8 @@ pub fn read(mut reader: impl BufRead) -> Result<ParsedTrace> {
             found: format!("bytes that are not UTF-8 (at byte {})", e.valid_up_to()),
             expected: "UTF-8 text",
         })?;
+        // A byte order mark, as editors on Windows put before the first line, is not text.
+        let line = if number == 1 { line.strip_prefix('\u{feff}').unwrap_or(line) } else { line };
         let line = line.trim();
         if line.is_empty() {
             continue;

@@ -162,6 +162,21 @@ fn bytes_that_are_not_utf8_are_a_malformed_line() {
 }
 
 #[test]
+fn a_byte_order_mark_before_the_first_line_is_skipped() {
+    let bom = "\u{feff}";
+    let csv = "Thread,Time,Action,Pointer,Size,Stream\r\n1,0.1,allocate,0x10,8,0x0\r\n1,0.2,free,0x10,8,0x0\r\n";
+    let json = "{\"t_ns\":1,\"thread\":1,\"op\":\"alloc\",\"id\":16,\"bytes\":8}\r\n";
+    for (text, format, events) in [(csv, TraceFormat::RmmCsv, 2), (json, TraceFormat::JsonLines, 1)] {
+        let with_bom = parse(&format!("{bom}{text}")).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert_eq!((with_bom.format, with_bom.events.len()), (format, events), "{text:?}");
+        assert_eq!(with_bom, parse(text).unwrap(), "{text:?}");
+    }
+    // Only before the first line: anywhere else it is a character of the line.
+    let (line, found, _) = malformed(&format!("{json}{bom}{json}"));
+    assert_eq!(line, 2, "{found}");
+}
+
+#[test]
 fn a_reader_that_fails_is_an_os_error() {
     struct Failing;
     impl std::io::Read for Failing {

@@ -211,3 +211,35 @@ fn a_replay_that_runs_out_of_memory_fails_and_gives_everything_back() {
         }
     }
 }
+
+#[test]
+fn threads_that_cannot_be_started_are_an_error_and_give_everything_back() {
+    use crate::support::child::{in_child_with_env, test_name};
+    use TraceOp::{Alloc, Free};
+    // Miri runs the scenario in place, where the environment cannot refuse threads.
+    if cfg!(miri) {
+        return;
+    }
+    // A stack larger than the address space: the system refuses every thread the replay asks
+    // for, in the child only.
+    let huge_stack = (1u64 << 48).to_string();
+    let test = test_name!(threads_that_cannot_be_started_are_an_error_and_give_everything_back);
+    in_child_with_env(test, &[("RUST_MIN_STACK", huge_stack.as_ref())], || {
+        let events = [ev(1, Alloc, 1, 100), ev(2, Alloc, 2, 200), ev(1, Free, 2, 200), ev(2, Free, 1, 100)];
+        let plan = ReplayPlan::new(&events).unwrap();
+        let backend = backend::open("sim").unwrap();
+        let options = ReplayOptions::default().with_threads(true);
+        for allocator in ReplayAllocator::for_backend(backend.as_ref()) {
+            let err = plan.run(&backend, allocator, &options, None).unwrap_err();
+            assert!(matches!(err, Error::ThreadSpawn { thread: "replay", .. }), "{allocator:?}: {err}");
+            let message = err.to_string();
+            assert!(message.contains("of the 2 the trace's threads need"), "{allocator:?}: {message}");
+            assert!(message.contains("without --threads"), "{allocator:?}: {message}");
+            let info = backend.memory_info();
+            assert_eq!(info.total, info.free, "{allocator:?}: memory left behind");
+        }
+        // On one thread the same plan replays.
+        let r = plan.run(&backend, ReplayAllocator::Unpooled, &ReplayOptions::default(), None).unwrap();
+        assert_eq!((r.operations, r.peak_live_bytes), (4, 300));
+    });
+}
