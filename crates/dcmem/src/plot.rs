@@ -49,6 +49,13 @@ pub fn check_path(path: &Path) -> CliResult {
             parent.display()
         )));
     }
+    if path.is_dir() {
+        return Err(CliError::Other(format!(
+            "--plot: `{}` is a directory; give the name of the PNG file to write, e.g. `{}`",
+            path.display(),
+            path.join("chart.png").display()
+        )));
+    }
     Ok(())
 }
 

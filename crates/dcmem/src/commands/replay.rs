@@ -88,13 +88,6 @@ fn read(path: &Path) -> CliResult<ParsedTrace> {
 pub fn run(args: &ReplayArgs) -> CliResult<String> {
     if let Some(path) = &args.plot {
         plot::check_path(path)?;
-        if path.is_dir() {
-            return Err(CliError::Other(format!(
-                "--plot: `{}` is a directory; give the name of the PNG file to write, e.g. `{}`",
-                path.display(),
-                path.join("replay.png").display()
-            )));
-        }
     }
     let parsed = read(&args.file)?;
     let plan = ReplayPlan::new(&parsed.events)?;

@@ -177,4 +177,12 @@ fn bad_plot_path_fails_before_measuring() {
     let o = dcmem(&["bench", "--smoke", "--plot", "/nonexistent-dir-for-dcmem/x.png"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("does not exist"), "stderr: {}", stderr(&o));
+    let dir = TempDir::new("bench-plot-dir");
+    let folder = dir.0.join("chart.png");
+    std::fs::create_dir(&folder).unwrap();
+    let o = dcmem(&["bench", "--smoke", "--plot", folder.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("is a directory") && err.contains("chart.png/chart.png"), "stderr: {err}");
+    assert!(stdout(&o).is_empty(), "nothing measured, nothing printed");
 }

@@ -178,7 +178,7 @@ fn a_directory_as_the_trace_or_the_chart_is_refused_before_replaying() {
     let png = png.to_str().unwrap();
     let o = dcmem(&["replay", &path, "--json", "--plot", png]);
     let err = clean_failure(&o);
-    assert!(err.contains(&format!("--plot: `{png}` is a directory")) && err.contains("replay.png"), "{err}");
+    assert!(err.contains(&format!("--plot: `{png}` is a directory")) && err.contains("chart.png/chart.png"), "{err}");
     assert!(!err.contains("wrote chart"), "refused before replaying: {err}");
 }
 
