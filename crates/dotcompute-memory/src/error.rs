@@ -504,6 +504,15 @@ impl Error {
         Error::OutOfMemory { backend, requested, rounded: requested, free, cached: 0, largest_free_block: 0 }
     }
 
+    /// `Error::Os` for `operation` on `target` from a std io error, its description without
+    /// the `(os error N)` that the errno field already gives.
+    pub(crate) fn from_io(operation: &'static str, target: impl Into<String>, err: &std::io::Error) -> Self {
+        let errno = err.raw_os_error().unwrap_or(0);
+        let text = err.to_string();
+        let message = text.strip_suffix(&format!(" (os error {errno})")).unwrap_or(&text).to_string();
+        Error::Os { operation, target: target.into(), errno, message }
+    }
+
     /// True when retrying the same call may succeed (a transient device condition).
     pub fn is_transient(&self) -> bool {
         matches!(

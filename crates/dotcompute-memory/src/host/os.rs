@@ -28,7 +28,7 @@ pub(crate) fn os_error(operation: &'static str, target: impl Into<String>, errno
 /// `Error::Os` from a std io error.
 #[cfg_attr(miri, allow(dead_code))]
 pub(crate) fn io_error(operation: &'static str, target: impl Into<String>, err: &std::io::Error) -> Error {
-    Error::Os { operation, target: target.into(), errno: err.raw_os_error().unwrap_or(0), message: err.to_string() }
+    Error::from_io(operation, target, err)
 }
 
 /// Rounds `value` up to a multiple of the power of two `to`; `None` on overflow.

@@ -75,12 +75,9 @@ pub fn read(mut reader: impl BufRead) -> Result<ParsedTrace> {
     let mut number = 0u64;
     loop {
         raw.clear();
-        let n = reader.read_until(b'\n', &mut raw).map_err(|e| Error::Os {
-            operation: "read",
-            target: format!("the trace after line {number}"),
-            errno: e.raw_os_error().unwrap_or(0),
-            message: e.to_string(),
-        })?;
+        let n = reader
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| Error::from_io("read", format!("the trace after line {number}"), &e))?;
         if n == 0 {
             break;
         }

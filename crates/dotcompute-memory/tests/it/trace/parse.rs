@@ -185,7 +185,13 @@ fn a_reader_that_fails_is_an_os_error() {
         }
     }
     match read(std::io::BufReader::new(Failing)) {
-        Err(Error::Os { operation: "read", errno: 5, target, .. }) => assert!(target.contains("the trace")),
+        Err(e @ Error::Os { operation: "read", errno: 5, .. }) => {
+            let Error::Os { target, message, .. } = &e else { unreachable!() };
+            assert!(target.contains("the trace"), "{e}");
+            // The number is said once, by the error's own `(errno 5)`.
+            assert!(!message.contains("os error") && !message.is_empty(), "{message:?}");
+            assert!(e.to_string().ends_with("(errno 5)"), "{e}");
+        }
         other => panic!("{other:?}"),
     }
 }
