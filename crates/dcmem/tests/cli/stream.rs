@@ -86,6 +86,34 @@ fn stream_of_a_file_whose_size_is_not_its_length_says_so() {
     assert!(err.contains("stream a regular file"), "{err}");
 }
 
+#[cfg(unix)]
+#[test]
+fn stream_of_a_named_pipe_is_refused_without_waiting_for_a_writer() {
+    let dir = TempDir::new("stream-fifo");
+    let fifo = dir.0.join("pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dcmem"))
+        .args(["stream", fifo.to_str().unwrap()])
+        .env_remove("DCMEM_BACKEND")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the dcmem binary runs");
+    // Opening the pipe would wait for a writer forever: give it ten seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("dcmem stream waited on the named pipe");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = clean_failure(&o);
+    assert!(err.contains("is not a regular file") && err.contains("give a regular file"), "{err}");
+}
+
 #[test]
 fn stream_with_a_device_smaller_than_the_file_fails_cleanly() {
     // The sim backend's default capacity is 1 GiB; a sparse file of 2 GiB exceeds it without
