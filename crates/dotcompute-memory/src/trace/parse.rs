@@ -190,10 +190,10 @@ struct Csv {
 
 impl Csv {
     fn header(number: u64, line: &str) -> Result<Csv> {
-        let names: Vec<String> = line.split(',').map(|c| c.trim().to_ascii_lowercase()).collect();
-        let column = |name: &str| names.iter().position(|c| c == name);
+        // Found by walking the line, so a long line costs no memory per column.
+        let column = |name: &str| line.split(',').position(|c| c.trim().eq_ignore_ascii_case(name));
         let wanted = ["Thread", "Time", "Action", "Pointer", "Size"];
-        let found: Vec<Option<usize>> = wanted.iter().map(|w| column(&w.to_ascii_lowercase())).collect();
+        let found: Vec<Option<usize>> = wanted.iter().map(|w| column(w)).collect();
         let missing: Vec<&str> = wanted.iter().zip(&found).filter(|(_, c)| c.is_none()).map(|(w, _)| *w).collect();
         match found[..] {
             [Some(thread), Some(time), Some(action), Some(pointer), Some(size)] => Ok(Csv {
@@ -217,8 +217,8 @@ impl Csv {
     }
 
     fn row(&mut self, number: u64, line: &str) -> Result<()> {
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         let needed = [self.thread, self.time, self.action, self.pointer, self.size].into_iter().max().unwrap_or(0) + 1;
+        let fields: Vec<&str> = line.split(',').map(str::trim).take(needed).collect();
         if fields.len() < needed {
             return Err(Error::MalformedTrace {
                 line: number,
