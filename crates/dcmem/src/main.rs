@@ -106,8 +106,8 @@ pub struct BackendArg {
 }
 
 /// `--backend NAME` or `DCMEM_BACKEND`: a backend compiled into this binary. Any other name is
-/// an error before anything runs: a known backend left out of this build names the feature
-/// that adds it; a name that is not UTF-8 names both places it may come from.
+/// an error before anything runs, naming where it came from: a known backend left out of this
+/// build names the feature that adds it. A blank `DCMEM_BACKEND` means unset, as in the library.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BackendName;
 
@@ -116,6 +116,9 @@ impl BackendName {
     fn rejection(name: &str) -> String {
         let offered = COMPILED_BACKENDS.join(", ");
         let key = name.trim().to_ascii_lowercase();
+        if key.is_empty() {
+            return format!("the backend name given to --backend is empty; give one of {offered}");
+        }
         // Metal exists only on Apple platforms: elsewhere no build offers it.
         let buildable = |b: &str| b != "metal" || cfg!(target_os = "macos");
         if FEATURE_BACKENDS.contains(&key.as_str()) && buildable(&key) {
@@ -149,18 +152,37 @@ impl clap::builder::TypedValueParser for BackendName {
     fn parse_ref(
         &self,
         cmd: &clap::Command,
-        _arg: Option<&clap::Arg>,
+        arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
     ) -> Result<String, clap::Error> {
+        self.parse_ref_(cmd, arg, value, clap::parser::ValueSource::CommandLine)
+    }
+
+    fn parse_ref_(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+        source: clap::parser::ValueSource,
+    ) -> Result<String, clap::Error> {
         let error = |kind, message: String| clap::Error::raw(kind, message + "\n").with_cmd(cmd);
+        let from_env = source == clap::parser::ValueSource::EnvVariable;
         match value.to_str() {
             Some(name) if COMPILED_BACKENDS.contains(&name.trim().to_ascii_lowercase().as_str()) => Ok(name.to_owned()),
+            Some(name) if from_env && name.trim().is_empty() => Ok(DEFAULT_BACKEND.to_owned()),
+            Some(name) if from_env => Err(error(
+                clap::error::ErrorKind::InvalidValue,
+                format!(
+                    "DCMEM_BACKEND is `{name}`: {}; unset DCMEM_BACKEND or pass --backend NAME",
+                    Self::rejection(name)
+                ),
+            )),
             Some(name) => Err(error(clap::error::ErrorKind::InvalidValue, Self::rejection(name))),
             None => Err(error(
                 clap::error::ErrorKind::InvalidUtf8,
                 format!(
-                    "the backend name {value:?} (from --backend or DCMEM_BACKEND) is not valid UTF-8; expected one \
-                     of {}",
+                    "the backend name {value:?} (from {}) is not valid UTF-8; expected one of {}",
+                    if from_env { "DCMEM_BACKEND" } else { "--backend" },
                     COMPILED_BACKENDS.join(", ")
                 ),
             )),

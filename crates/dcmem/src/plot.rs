@@ -33,7 +33,8 @@ pub fn plot_error(e: impl std::fmt::Display) -> CliError {
     CliError::Other(format!("could not draw the chart: {e}"))
 }
 
-/// Rejects a `--plot` path that cannot work before any time is spent measuring.
+/// Rejects a `--plot` path that cannot work (not `.png`, in no directory, a directory, a file
+/// this process cannot create or write) before any time is spent measuring.
 pub fn check_path(path: &Path) -> CliResult {
     let is_png = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png"));
     if !is_png {
@@ -55,6 +56,20 @@ pub fn check_path(path: &Path) -> CliResult {
             path.display(),
             path.join("chart.png").display()
         )));
+    }
+    // Opening without truncating changes no existing file; a file the probe created is removed.
+    let existed = path.exists();
+    match std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path) {
+        Ok(_) if !existed => {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            return Err(CliError::Other(format!(
+                "--plot: cannot write `{}`: {e}; give the name of a PNG file in a directory you can write to",
+                path.display()
+            )))
+        }
     }
     Ok(())
 }

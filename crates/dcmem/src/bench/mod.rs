@@ -45,6 +45,13 @@ fn progress(total: u64, hidden: bool) -> ProgressBar {
 
 /// Measures every row that applies to the backend named in `args`.
 pub fn measure(args: &BenchArgs) -> CliResult<Report> {
+    if args.only.as_deref().is_some_and(|only| only.trim().is_empty()) {
+        return Err(CliError::Other(format!(
+            "--only {:?} is empty; give part of a step name, e.g. --only \"pool hit\", or leave --only out to \
+             measure every step",
+            args.only.as_deref().unwrap_or_default()
+        )));
+    }
     let ctx = Ctx::new(&args.backend.name, Mode::from_flags(args.smoke, args.quick))?;
     let steps = registry::steps(ctx.caps(), ctx.sizes());
     let pb = progress(steps.len() as u64, args.json);

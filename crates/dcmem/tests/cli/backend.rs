@@ -105,3 +105,37 @@ fn a_dcmem_backend_that_is_not_utf8_is_a_named_error() {
     let o = dcmem_with_env(&["stats", "--json", "--backend", "cpu"], Some(bad));
     assert!(o.status.success(), "--backend should win: {}", stderr(&o));
 }
+
+/// A blank `DCMEM_BACKEND` means unset, as the library's `from_env` reads it: every command
+/// runs on cpu; `--backend` given empty on the command line is still an error.
+#[test]
+fn a_blank_dcmem_backend_means_the_default() {
+    let dir = TempDir::new("blank-backend-env");
+    let file = dir.file("data.bin", &[1, 2, 3]);
+    for blank in ["", "  "] {
+        for args in [
+            &["stats", "--json"][..],
+            &["bench", "--smoke", "--json", "--only", "pool hit"],
+            &["stream", &file, "--json"],
+        ] {
+            let v = json(&dcmem_with_env(args, Some(blank.as_ref())));
+            assert_eq!(v["backend"], "cpu", "{args:?} with DCMEM_BACKEND={blank:?}");
+        }
+    }
+    let err = clean_failure(&dcmem(&["stats", "--backend", " "]));
+    assert!(err.contains("--backend") && err.contains("empty") && err.contains("cpu, sim"), "{err}");
+}
+
+/// A bad name taken from `DCMEM_BACKEND` says so, and how to get past it: the user may not
+/// know the variable is set.
+#[test]
+fn a_bad_dcmem_backend_names_the_variable_and_the_way_out() {
+    for name in ["tpu", "metal", "cuda", "opencl"].into_iter().filter(|b| !compiled().contains(b)) {
+        let err = clean_failure(&dcmem_with_env(&["stats"], Some(name.as_ref())));
+        assert!(err.contains(&format!("DCMEM_BACKEND is `{name}`")), "{name}: {err}");
+        assert!(err.contains("unset DCMEM_BACKEND") && err.contains("--backend"), "{name}: {err}");
+        // Given on the command line, the message names no variable.
+        let err = clean_failure(&dcmem(&["stats", "--backend", name]));
+        assert!(!err.contains("DCMEM_BACKEND"), "{name}: {err}");
+    }
+}

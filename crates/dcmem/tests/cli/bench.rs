@@ -168,6 +168,18 @@ fn only_measures_the_matching_steps() {
     assert!(err.contains("\"no such step\" matches no step") && err.contains("buffer pool hit"), "{err}");
 }
 
+/// An empty or blank `--only` (an unset shell variable, say) is refused, not read as "every
+/// step" or as text no step holds.
+#[test]
+fn a_blank_only_is_refused_before_measuring() {
+    for blank in ["", "   "] {
+        let o = dcmem(&["bench", "--smoke", "--json", "--only", blank]);
+        let err = clean_failure(&o);
+        assert!(err.contains("--only") && err.contains("empty") && err.contains("pool hit"), "{blank:?}: {err}");
+        assert!(!err.contains("matches no step"), "{blank:?}: {err}");
+    }
+}
+
 #[test]
 fn bad_plot_path_fails_before_measuring() {
     let o = dcmem(&["bench", "--smoke", "--plot", "chart.svg"]);
@@ -185,4 +197,27 @@ fn bad_plot_path_fails_before_measuring() {
     let err = stderr(&o);
     assert!(err.contains("is a directory") && err.contains("chart.png/chart.png"), "stderr: {err}");
     assert!(stdout(&o).is_empty(), "nothing measured, nothing printed");
+}
+
+/// A `--plot` file that cannot be created is refused before measuring, not after a whole run
+/// whose table is then lost; the check itself leaves no file behind and no file changed.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_unwritable_plot_path_fails_before_measuring() {
+    // No file can be created in /proc, even by root. With `--only` matching nothing, an error
+    // from measuring would come first if the path were checked only after measuring.
+    let o = dcmem(&["bench", "--smoke", "--only", "no such step", "--plot", "/proc/dcmem-chart.png"]);
+    let err = clean_failure(&o);
+    assert!(err.contains("--plot: cannot write `/proc/dcmem-chart.png`") && err.contains("directory"), "{err}");
+    assert!(!err.contains("matches no step"), "measured before checking the path: {err}");
+
+    let dir = TempDir::new("bench-plot-probe");
+    let png = dir.0.join("chart.png");
+    let o = dcmem(&["bench", "--smoke", "--only", "no such step", "--plot", png.to_str().unwrap()]);
+    assert!(clean_failure(&o).contains("matches no step"));
+    assert!(!png.exists(), "a failed run left a chart file behind");
+    std::fs::write(&png, b"an older chart").unwrap();
+    let o = dcmem(&["bench", "--smoke", "--only", "no such step", "--plot", png.to_str().unwrap()]);
+    assert!(clean_failure(&o).contains("matches no step"));
+    assert_eq!(std::fs::read(&png).unwrap(), b"an older chart", "a failed run changed the existing file");
 }
