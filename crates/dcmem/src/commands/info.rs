@@ -56,6 +56,13 @@ pub fn run() -> CliResult<String> {
                     );
                 }
             }
+            // Left out of this binary: the command that builds one with it, rather than the
+            // library's Cargo.toml line.
+            Err(Error::BackendUnavailable { .. }) if name != "metal" && !features.contains(&name) => say!(
+                out,
+                "{name:<7} unavailable  this build of dcmem does not include it; build one that does: \
+                 `cargo run --release -p dcmem --features {name} -- info`"
+            ),
             Err(Error::BackendUnavailable { reason, .. }) => say!(out, "{name:<7} unavailable  {reason}"),
             Err(e) => say!(out, "{name:<7} unavailable  {e}"),
         }

@@ -24,6 +24,11 @@ fn info_lists_every_backend() {
         // An unavailable backend says why, beyond its status word.
         assert!(s == "available" || line(name).split_whitespace().count() > 3, "{name} gives no reason:\n{out}");
     }
+    // A backend left out of this binary names the command that builds dcmem with it.
+    for (name, compiled) in [("opencl", cfg!(feature = "opencl")), ("cuda", cfg!(feature = "cuda"))] {
+        let rebuild = format!("cargo run --release -p dcmem --features {name} -- info");
+        assert_eq!(line(name).contains(&rebuild), !compiled, "{name}:\n{out}");
+    }
     assert!(out.contains("memory: total"), "{out}");
 }
 
