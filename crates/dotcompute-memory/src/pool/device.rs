@@ -6,7 +6,8 @@
 //! 2. behind a mutex, an [`Arena`] that carves regions out of backend segments: requests up to
 //!    1 MiB from 2 MiB segments, up to 64 MiB best-fit from 20 MiB (or larger) segments with
 //!    splitting and coalescing, and oversize requests in segments of their own that are never
-//!    split.
+//!    split. Before a new segment, a front-cache region of a class up to twice the request's
+//!    size is taken whole.
 //!
 //! With expandable segments both levels give way to one reserved address range whose blocks a
 //! [`SegregatedFit`] cuts to the request, with memory mapped under them granule by granule.
@@ -19,7 +20,7 @@ use super::arena::Arena;
 use super::cache::BlockCache;
 use super::expandable::Expandable;
 use super::handed_out::HandedOut;
-use super::size_class::class_of;
+use super::size_class::{class_of, CLASSES_PER_DOUBLING};
 use super::snapshot::{MemorySnapshot, PoolUsage};
 use crate::backend::region::{DeviceRegion, Segment};
 use crate::backend::{Backend, DeviceMemory};
@@ -201,6 +202,16 @@ impl DevicePool {
             if let Some((seg, off)) = st.arena.alloc(size, min_split) {
                 self.stats.pool_hit();
                 return Ok(Self::region(&st, seg, off, size, class));
+            }
+        }
+        if self.pooling {
+            // Before the pool grows: a cached region of a class up to twice this one's size,
+            // idle memory that would otherwise stay parked beside a new segment.
+            for c in class + 1..=class + CLASSES_PER_DOUBLING {
+                if let Some(region) = self.front.take(c) {
+                    self.stats.pool_hit();
+                    return Ok(region);
+                }
             }
         }
         let (segment_size, mut splittable) = if !self.pooling || self.max_cached < LARGE_SEGMENT {

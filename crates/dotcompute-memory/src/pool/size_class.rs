@@ -8,6 +8,9 @@
 /// Smallest class, in bytes.
 pub const MIN_CLASS: usize = 512;
 const STEPS_LOG2: u32 = 2;
+/// Classes from one class size (above 512 B) to twice it: class `i + CLASSES_PER_DOUBLING`
+/// holds twice the bytes of class `i`.
+pub const CLASSES_PER_DOUBLING: usize = 1 << STEPS_LOG2;
 /// Number of classes (enough for any `usize` size that can be rounded without overflow).
 pub const CLASS_COUNT: usize = 1 + ((usize::BITS - MIN_CLASS.trailing_zeros()) as usize) * (1 << STEPS_LOG2);
 
@@ -54,6 +57,9 @@ mod tests {
             }
             // The class size maps to itself, and order is preserved.
             prop_assert_eq!(class_of(c).unwrap(), (i, c));
+            if size > MIN_CLASS {
+                prop_assert_eq!(class_of(2 * c).unwrap(), (i + CLASSES_PER_DOUBLING, 2 * c));
+            }
             let (j, d) = class_of(other).unwrap();
             if size <= other { prop_assert!(i <= j && c <= d); }
             if i == j { prop_assert_eq!(c, d); }

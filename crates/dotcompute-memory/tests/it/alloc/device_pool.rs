@@ -137,6 +137,27 @@ fn oversize_buffers_get_their_own_segment_and_are_reused_whole() {
 }
 
 #[test]
+fn before_the_pool_grows_a_request_takes_a_cached_region_up_to_twice_its_size() {
+    let (sim, mm) = sim_manager();
+    // A 20 MiB buffer fills its own 20 MiB segment; dropped, its region is cached whole.
+    drop(device_buffer(&mm, 20 << 20));
+    // 16 MiB and 10.5 MiB round to classes within a factor of two below it: both get the
+    // cached region, one after the other, and the device is not asked again.
+    for bytes in [16 << 20, (10 << 20) + (512 << 10)] {
+        let b = device_buffer(&mm, bytes);
+        let s = mm.statistics();
+        assert_eq!((s.backend_allocations, s.device_segments), (1, 1), "{bytes} bytes: {s:#?}");
+        assert_eq!(sim.used(), 20 << 20);
+        drop(b);
+    }
+    // 8 MiB rounds to a class more than a factor of two below: a segment of its own.
+    let small = device_buffer(&mm, 8 << 20);
+    assert_eq!(mm.statistics().backend_allocations, 2);
+    drop(small);
+    assert_idle_and_trim(&mm, &sim);
+}
+
+#[test]
 fn maintenance_releases_idle_memory_down_to_the_minimum() {
     let sim = Arc::new(SimBackend::new(SimOptions::default()));
     let mm = MemoryManager::with_shared_backend(sim.clone(), quiet()).unwrap();
