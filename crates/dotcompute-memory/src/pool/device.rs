@@ -203,8 +203,6 @@ impl DevicePool {
                 self.stats.pool_hit();
                 return Ok(Self::region(&st, seg, off, size, class));
             }
-        }
-        if self.pooling {
             // Before the pool grows: a cached region of a class up to twice this one's size,
             // idle memory that would otherwise stay parked beside a new segment.
             for c in class + 1..=class + CLASSES_PER_DOUBLING {
