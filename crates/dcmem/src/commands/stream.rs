@@ -96,29 +96,33 @@ fn verify(path: &Path, device: &[u8]) -> CliResult<Option<u64>> {
     Ok(None)
 }
 
-fn not_regular(path: &Path) -> CliError {
-    CliError::Other(format!(
-        "`{}` is not a regular file (a device, a pipe or a socket), so its size is not known; give a regular file \
-         to stream",
-        path.display()
-    ))
+/// Refuses what is not a regular file: a directory, or a device, pipe or socket, whose size
+/// is not its length.
+fn check_regular(path: &Path, meta: &std::fs::Metadata) -> CliResult<()> {
+    if meta.is_dir() {
+        return Err(CliError::Other(format!("`{}` is a directory; give a file to stream", path.display())));
+    }
+    if !meta.is_file() {
+        return Err(CliError::Other(format!(
+            "`{}` is not a regular file (a device, a pipe or a socket), so its size is not known; give a regular \
+             file to stream",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// `dcmem stream`; returns what goes to stdout.
 pub fn run(args: &StreamArgs) -> CliResult<String> {
     let path = &args.file;
-    // Checked before opening too: opening a named pipe waits for a writer.
-    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
-        return Err(not_regular(path));
+    // Checked before opening (opening a named pipe waits for a writer) and again on what was
+    // opened.
+    if let Ok(meta) = std::fs::metadata(path) {
+        check_regular(path, &meta)?;
     }
     let mut file = File::open(path).map_err(|e| io_error(path, "open", e))?;
     let meta = file.metadata().map_err(|e| io_error(path, "read the size of", e))?;
-    if meta.is_dir() {
-        return Err(CliError::Other(format!("`{}` is a directory; give a file to stream", path.display())));
-    }
-    if !meta.is_file() {
-        return Err(not_regular(path));
-    }
+    check_regular(path, &meta)?;
     let len = usize::try_from(meta.len()).map_err(|_| {
         CliError::Other(format!("`{}` has {} bytes, more than this machine can address", path.display(), meta.len()))
     })?;

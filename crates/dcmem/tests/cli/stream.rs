@@ -93,9 +93,7 @@ fn stream_of_a_named_pipe_is_refused_without_waiting_for_a_writer() {
     let fifo = dir.0.join("pipe");
     let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
     assert!(made.success(), "mkfifo {}", fifo.display());
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dcmem"))
-        .args(["stream", fifo.to_str().unwrap()])
-        .env_remove("DCMEM_BACKEND")
+    let mut child = dcmem_command(&["stream", fifo.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

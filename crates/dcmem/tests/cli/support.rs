@@ -8,10 +8,16 @@ pub fn dcmem(args: &[&str]) -> Output {
     dcmem_with_env(args, None)
 }
 
-/// Runs `dcmem` with `args` and `DCMEM_BACKEND` set to `backend` (or unset).
-pub fn dcmem_with_env(args: &[&str], backend: Option<&std::ffi::OsStr>) -> Output {
+/// The `dcmem` command with `args` and `DCMEM_BACKEND` unset, to run or spawn.
+pub fn dcmem_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dcmem"));
     cmd.args(args).env_remove("DCMEM_BACKEND");
+    cmd
+}
+
+/// Runs `dcmem` with `args` and `DCMEM_BACKEND` set to `backend` (or unset).
+pub fn dcmem_with_env(args: &[&str], backend: Option<&std::ffi::OsStr>) -> Output {
+    let mut cmd = dcmem_command(args);
     if let Some(b) = backend {
         cmd.env("DCMEM_BACKEND", b);
     }
@@ -20,9 +26,7 @@ pub fn dcmem_with_env(args: &[&str], backend: Option<&std::ffi::OsStr>) -> Outpu
 
 /// Runs `dcmem` with `args`, `DCMEM_BACKEND` unset and the environment variables `vars` set.
 pub fn dcmem_with_vars(args: &[&str], vars: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dcmem"));
-    cmd.args(args).env_remove("DCMEM_BACKEND").envs(vars.iter().copied());
-    cmd.output().expect("the dcmem binary runs")
+    dcmem_command(args).envs(vars.iter().copied()).output().expect("the dcmem binary runs")
 }
 
 /// Stdout as text.

@@ -9,7 +9,6 @@
 //! while nobody else modifies or truncates the file (truncation makes accesses fault with
 //! SIGBUS; modification changes a `&[T]` under our feet).
 
-use super::os;
 use crate::element::Element;
 use crate::error::{byte_len, Error, Result};
 use std::fs::{File, OpenOptions};
@@ -64,8 +63,8 @@ impl<T: Element> MappedBuffer<T> {
     /// the file.
     pub unsafe fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| os::io_error("open", path.display().to_string(), &e))?;
-        let size = file.metadata().map_err(|e| os::io_error("fstat", path.display().to_string(), &e))?.len();
+        let file = File::open(path).map_err(|e| Error::from_io("open", path.display().to_string(), &e))?;
+        let size = file.metadata().map_err(|e| Error::from_io("fstat", path.display().to_string(), &e))?.len();
         let len = element_count::<T>(size)?;
         let map = if size == 0 {
             None
@@ -73,7 +72,7 @@ impl<T: Element> MappedBuffer<T> {
             // SAFETY: the caller promises nobody modifies or truncates the file meanwhile.
             Some(
                 unsafe { memmap2::Mmap::map(&file) }
-                    .map_err(|e| os::io_error("mmap", path.display().to_string(), &e))?,
+                    .map_err(|e| Error::from_io("mmap", path.display().to_string(), &e))?,
             )
         };
         Ok(MappedBuffer { map, len, _marker: std::marker::PhantomData })
@@ -116,17 +115,17 @@ impl<T: Element> MappedBufferMut<T> {
             .write(true)
             .create_new(true)
             .open(&temporary)
-            .map_err(|e| os::io_error("open", name(), &e))?;
+            .map_err(|e| Error::from_io("open", name(), &e))?;
         let discard = |e: Error| {
             let _ = std::fs::remove_file(&temporary);
             e
         };
-        file.set_len(bytes as u64).map_err(|e| discard(os::io_error("ftruncate", name(), &e)))?;
+        file.set_len(bytes as u64).map_err(|e| discard(Error::from_io("ftruncate", name(), &e)))?;
         // SAFETY: forwarded to the caller (the file is new, and `path` names it from the rename
         // below on).
         let mapped = unsafe { Self::map(file, path, len, bytes as u64) }.map_err(discard)?;
         std::fs::rename(&temporary, path)
-            .map_err(|e| discard(os::io_error("rename", format!("{} -> {}", name(), path.display()), &e)))?;
+            .map_err(|e| discard(Error::from_io("rename", format!("{} -> {}", name(), path.display()), &e)))?;
         Ok(mapped)
     }
 
@@ -143,8 +142,8 @@ impl<T: Element> MappedBufferMut<T> {
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| os::io_error("open", path.display().to_string(), &e))?;
-        let size = file.metadata().map_err(|e| os::io_error("fstat", path.display().to_string(), &e))?.len();
+            .map_err(|e| Error::from_io("open", path.display().to_string(), &e))?;
+        let size = file.metadata().map_err(|e| Error::from_io("fstat", path.display().to_string(), &e))?.len();
         let len = element_count::<T>(size)?;
         // SAFETY: forwarded to the caller.
         unsafe { Self::map(file, path, len, size) }
@@ -160,7 +159,7 @@ impl<T: Element> MappedBufferMut<T> {
             // SAFETY: the caller promises nobody else modifies or truncates the file.
             Some(
                 unsafe { memmap2::MmapMut::map_mut(&file) }
-                    .map_err(|e| os::io_error("mmap", path.display().to_string(), &e))?,
+                    .map_err(|e| Error::from_io("mmap", path.display().to_string(), &e))?,
             )
         };
         Ok(MappedBufferMut { map, len, _marker: std::marker::PhantomData })
@@ -169,7 +168,7 @@ impl<T: Element> MappedBufferMut<T> {
     /// Writes dirty pages to the file and waits (`msync(MS_SYNC)`).
     pub fn flush(&self) -> Result<()> {
         match &self.map {
-            Some(m) => m.flush().map_err(|e| os::io_error("msync", format!("{} bytes", m.len()), &e)),
+            Some(m) => m.flush().map_err(|e| Error::from_io("msync", format!("{} bytes", m.len()), &e)),
             None => Ok(()),
         }
     }

@@ -105,7 +105,7 @@ impl Region {
                         online: os::online_numa_nodes().unwrap_or_else(|| "unknown".into()),
                     });
                 }
-                return Err(os::io_error("mbind", format!("{} bytes to NUMA node {node}", self.len), &err));
+                return Err(Error::from_io("mbind", format!("{} bytes to NUMA node {node}", self.len), &err));
             }
             Ok(())
         }

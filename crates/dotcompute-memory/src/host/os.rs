@@ -25,12 +25,6 @@ pub(crate) fn os_error(operation: &'static str, target: impl Into<String>, errno
     Error::Os { operation, target: target.into(), errno: errno.raw_os_error(), message: errno.to_string() }
 }
 
-/// `Error::Os` from a std io error.
-#[cfg_attr(miri, allow(dead_code))]
-pub(crate) fn io_error(operation: &'static str, target: impl Into<String>, err: &std::io::Error) -> Error {
-    Error::from_io(operation, target, err)
-}
-
 /// Rounds `value` up to a multiple of the power of two `to`; `None` on overflow.
 pub(crate) fn round_up(value: usize, to: usize) -> Option<usize> {
     debug_assert!(to.is_power_of_two());

@@ -51,7 +51,7 @@ mod sys {
     }
 
     fn key_of(file: &File, name: &str) -> Result<(u64, u64, u64)> {
-        let meta = file.metadata().map_err(|e| os::io_error("fstat", name, &e))?;
+        let meta = file.metadata().map_err(|e| Error::from_io("fstat", name, &e))?;
         Ok((meta.dev(), meta.ino(), meta.size()))
     }
 
@@ -90,7 +90,7 @@ mod sys {
             let _ = rustix::shm::unlink(path(name));
             err
         };
-        file.set_len(size).map_err(|e| cleanup(os::io_error("ftruncate", format!("shared buffer {name:?}"), &e)))?;
+        file.set_len(size).map_err(|e| cleanup(Error::from_io("ftruncate", format!("shared buffer {name:?}"), &e)))?;
         let (dev, ino, _) = key_of(&file, name).map_err(cleanup)?;
         // Registered before the header is written, so an `open` in this process that sees the
         // header also sees the entry. A fresh inode has none (a mapped one is never reused).
@@ -134,7 +134,7 @@ mod sys {
         let mut bytes = [0u8; HEADER_SIZE];
         let got = if size >= HEADER_SIZE as u64 {
             file.read_exact_at(&mut bytes, 0)
-                .map_err(|e| os::io_error("pread", format!("shared buffer {name:?}"), &e))?;
+                .map_err(|e| Error::from_io("pread", format!("shared buffer {name:?}"), &e))?;
             HEADER_SIZE
         } else {
             0
